@@ -1,0 +1,148 @@
+"""Continuous-time Gaussian diffusion (paper §2): forward process, posterior, parameterisations,
+the denoiser interface and the training loss.
+
+Notation: x data, z_t = α_t x + σ_t ε, λ_t = log(α_t²/σ_t²), 0 ≤ s < t ≤ 1.
+The model's raw output is converted to x̂ and ε̂ in one place, :func:`prediction_to_x_eps`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine
+
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
+WEIGHTINGS = ("epsilon", "v", "x")
+
+
+def expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-example values (b,) (or a scalar) → shape (b, 1, …, 1) broadcastable against `like`."""
+    v = torch.as_tensor(v, dtype=like.dtype, device=like.device)
+    if v.ndim == 0:
+        v = v.expand(like.shape[0])
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def q_sample(x: torch.Tensor, logsnr: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """A sample of q(z_t | x) = N(α_t x, σ_t² I)."""
+    alpha, sigma = alpha_sigma(expand(logsnr, x))
+    return alpha * x + sigma * noise
+
+
+def q_transition(z_s: torch.Tensor, logsnr_s, logsnr_t) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of q(z_t | z_s) = N((α_t/α_s) z_s, σ²_{t|s} I), σ²_{t|s} = (1 − e^{λ_t − λ_s}) σ_t²."""
+    ls, lt = expand(logsnr_s, z_s), expand(logsnr_t, z_s)
+    alpha_s, _ = alpha_sigma(ls)
+    alpha_t, sigma_t = alpha_sigma(lt)
+    var = -torch.expm1(lt - ls) * sigma_t**2
+    return (alpha_t / alpha_s) * z_s, var
+
+
+def posterior(z_t: torch.Tensor, x: torch.Tensor, logsnr_t, logsnr_s) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of q(z_s | z_t, x):
+    μ̃_{s|t} = e^{λ_t − λ_s}(α_s/α_t) z_t + (1 − e^{λ_t − λ_s}) α_s x,  σ̃²_{s|t} = (1 − e^{λ_t − λ_s}) σ_s²."""
+    lt, ls = expand(logsnr_t, z_t), expand(logsnr_s, z_t)
+    alpha_t, _ = alpha_sigma(lt)
+    alpha_s, sigma_s = alpha_sigma(ls)
+    r = torch.exp(lt - ls)  # e^{λ_t − λ_s} = SNR(t)/SNR(s) < 1
+    one_minus_r = -torch.expm1(lt - ls)
+    mean = r * (alpha_s / alpha_t) * z_t + one_minus_r * alpha_s * x
+    return mean, one_minus_r * sigma_s**2
+
+
+def eps_from_x(z: torch.Tensor, x: torch.Tensor, logsnr) -> torch.Tensor:
+    """ε̂ = (z − α x̂)/σ."""
+    alpha, sigma = alpha_sigma(expand(logsnr, z))
+    return (z - alpha * x) / sigma
+
+
+def x_from_eps(z: torch.Tensor, eps: torch.Tensor, logsnr) -> torch.Tensor:
+    """x̂ = (z − σ ε̂)/α."""
+    alpha, sigma = alpha_sigma(expand(logsnr, z))
+    return (z - sigma * eps) / alpha
+
+
+def v_target(x: torch.Tensor, eps: torch.Tensor, logsnr) -> torch.Tensor:
+    """v = α ε − σ x (Salimans & Ho 2022)."""
+    alpha, sigma = alpha_sigma(expand(logsnr, x))
+    return alpha * eps - sigma * x
+
+
+def prediction_target(x: torch.Tensor, eps: torch.Tensor, logsnr, prediction: str) -> torch.Tensor:
+    """What a network of the given parameterisation should output for (x, ε)."""
+    if prediction == "epsilon":
+        return eps
+    if prediction == "v_prediction":
+        return v_target(x, eps, logsnr)
+    if prediction == "sample":
+        return x
+    raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
+
+
+def prediction_to_x_eps(out: torch.Tensor, z: torch.Tensor, logsnr, prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one place where a network output becomes (x̂, ε̂)."""
+    alpha, sigma = alpha_sigma(expand(logsnr, z))
+    if prediction == "epsilon":
+        return (z - sigma * out) / alpha, out
+    if prediction == "v_prediction":
+        return alpha * z - sigma * out, sigma * z + alpha * out  # x̂ = αz − σv̂, ε̂ = σz + αv̂
+    if prediction == "sample":
+        return out, (z - alpha * out) / sigma
+    raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
+
+
+class Denoiser(nn.Module):
+    """Wraps a network `net(z, logsnr, **cond) -> raw output` of a given parameterisation into the
+    library's one interface, `denoiser(z, logsnr, **cond) -> x̂`. Samplers, guidance and losses
+    see only this interface; :meth:`predict` also returns ε̂ without a lossy round trip."""
+
+    def __init__(self, net: nn.Module, prediction: str = "epsilon"):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
+        self.net = net
+        self.prediction = prediction
+
+    def predict(self, z: torch.Tensor, logsnr: torch.Tensor, **cond) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(z, logsnr, **cond)
+        return prediction_to_x_eps(out.to(z.dtype), z, logsnr, self.prediction)
+
+    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, **cond) -> torch.Tensor:
+        return self.predict(z, logsnr, **cond)[0]
+
+
+class DiffusionLoss:
+    """Weighted MSE of the paper, E_{ε,t}[w(λ_t) ‖x̂_θ(z_t) − x‖²] with t ~ U[0, 1], returned per example.
+
+    weighting: "epsilon" → ‖ε̂ − ε‖² = e^{λ}‖x̂ − x‖² (the paper's default), "v" → ‖v̂ − v‖² =
+    (1 + e^{λ})‖x̂ − x‖², "x" → ‖x̂ − x‖². `mask` (b, 1, f, 1, 1) or broadcastable selects the
+    elements that count (e.g. conditioning frames excluded)."""
+
+    def __init__(self, weighting: str = "epsilon", logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX,
+                 logsnr_fn: Callable = logsnr_cosine):
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {WEIGHTINGS}")
+        self.weighting, self.logsnr_min, self.logsnr_max, self.logsnr_fn = weighting, logsnr_min, logsnr_max, logsnr_fn
+
+    def __call__(self, denoiser: Denoiser, x: torch.Tensor, cond: Optional[dict] = None,
+                 generator: Optional[torch.Generator] = None, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b = x.shape[0]
+        t = torch.rand(b, device=x.device, generator=generator, dtype=torch.float64)
+        logsnr = self.logsnr_fn(t, self.logsnr_min, self.logsnr_max).to(x.dtype)
+        eps = torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype)
+        z = q_sample(x, logsnr, eps)
+        x_hat, eps_hat = denoiser.predict(z, logsnr, **(cond or {}))
+        if self.weighting == "epsilon":
+            err = eps_hat - eps
+        elif self.weighting == "x":
+            err = x_hat - x
+        else:
+            alpha, sigma = alpha_sigma(expand(logsnr, x))
+            err = (alpha * eps_hat - sigma * x_hat) - v_target(x, eps, logsnr)
+        sq = err.to(torch.promote_types(err.dtype, torch.float32)) ** 2
+        if mask is None:
+            return sq.flatten(1).mean(1)
+        mask = mask.to(sq.dtype).expand_as(sq)
+        return (sq * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1.0)

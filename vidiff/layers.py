@@ -1,0 +1,161 @@
+"""Building blocks of the factorized space-time UNet (paper §3, Figure 1).
+
+Inside the network a video batch `b c f h w` is carried as a batch of frames `(b f) c h w`: every
+operation except temporal attention acts on one frame at a time (1×3×3 space-only convolutions,
+per-frame GroupNorm, spatial attention with frames as batch), so nothing else mixes frames and a
+video with f = 1 is an image.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Output layers start at zero, so every residual branch starts as the identity."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels // 4) if channels >= 4 else 1, channels, eps=1e-6)
+
+
+def logsnr_features(logsnr: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of the log-SNR, through the bounded reparameterisation
+    u = (2/π) atan(e^{−λ/2}) ∈ (0, 1) (the unclipped cosine-schedule time), scaled to [0, 1000]."""
+    u = torch.atan(torch.exp(-0.5 * logsnr.float())) * (2.0 / math.pi) * 1000.0
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=logsnr.device, dtype=torch.float32) / half)
+    args = u[:, None] * freqs[None]  # (b, half)
+    return torch.cat([args.sin(), args.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    """Wide-ResNet block: GN → SiLU → 1×3×3 conv → GN·(1 + scale) + shift → SiLU → dropout → 1×3×3 conv,
+    plus a (1×1 projected) skip. The conditioning embedding enters through scale/shift (FiLM)."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = group_norm(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = group_norm(out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        # x: (b f) c h w; emb: (b f) e — the video's embedding repeated per frame
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class SpatialAttention(nn.Module):
+    """Self-attention over the h·w positions of each frame (frames as batch)."""
+
+    def __init__(self, channels: int, head_dim: int = 64):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = zero_init(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bf, c, h, w = x.shape
+        tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")
+        q, k, v = rearrange(self.qkv(tokens), "n l (three m d) -> three n m l d", three=3, m=self.heads)
+        a = F.scaled_dot_product_attention(q, k, v)  # (b f) heads (h w) d
+        a = self.out(rearrange(a, "n m l d -> n l (m d)"))
+        return x + rearrange(a, "n (h w) c -> n c h w", h=h, w=w)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias b(j − i) for temporal attention, with log-spaced buckets beyond
+    `max_exact` frames (T5), so there is no absolute notion of time and any frame count works."""
+
+    def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 64):
+        super().__init__()
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.bias = nn.Embedding(num_buckets, heads)
+        nn.init.zeros_(self.bias.weight)
+
+    def bucket(self, rel: torch.Tensor) -> torch.Tensor:
+        half = self.num_buckets // 2
+        sign_offset = (rel > 0).long() * half  # separate buckets for past and future
+        n = rel.abs()
+        max_exact = half // 2
+        large = max_exact + (torch.log(n.float().clamp_min(1) / max_exact) / math.log(self.max_distance / max_exact)
+                             * (half - max_exact)).long()
+        large = large.clamp_max(half - 1)
+        return sign_offset + torch.where(n < max_exact, n, large)
+
+    def forward(self, frames: int, device) -> torch.Tensor:
+        pos = torch.arange(frames, device=device)
+        rel = pos[None, :] - pos[:, None]  # (f_query, f_key): j − i
+        return rearrange(self.bias(self.bucket(rel)), "i j m -> m i j")
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention over the f frames at each spatial position (h·w as batch), with a relative
+    position bias and an optional boolean mask (b, f, f) or (f, f), True where attention is allowed."""
+
+    def __init__(self, channels: int, head_dim: int = 64, num_buckets: int = 32, max_distance: int = 64):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = zero_init(nn.Linear(channels, channels))
+        self.rel_pos = RelativePositionBias(self.heads, num_buckets, max_distance)
+
+    def forward(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        bf, c, h, w = x.shape
+        tokens = rearrange(self.norm(x), "(b f) c h w -> b (h w) f c", f=frames)
+        q, k, v = rearrange(self.qkv(tokens), "b p f (three m d) -> three b p m f d", three=3, m=self.heads)
+        bias = self.rel_pos(frames, x.device).to(q.dtype)  # m f f
+        if mask is not None:
+            neg = torch.zeros(mask.shape, dtype=q.dtype, device=x.device).masked_fill(~mask, float("-inf"))
+            bias = bias + (neg[:, None, None] if neg.ndim == 3 else neg)  # (b, 1, 1, f, f) or (f, f)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # b (h w) heads f d
+        a = self.out(rearrange(a, "b p m f d -> b p f (m d)"))
+        return x + rearrange(a, "b (h w) f c -> (b f) c h w", h=h, w=w)
+
+
+class Downsample(nn.Module):
+    """Halves h and w (never f) with a stride-2 1×3×3 convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Doubles h and w (never f): nearest neighbour, then a 1×3×3 convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def joint_attention_mask(video_frames: int, image_frames: int, device=None) -> torch.Tensor:
+    """Temporal mask for joint image-video training (§3.2): the first `video_frames` attend among
+    themselves, each of the `image_frames` appended images only to itself. (f, f), True = allowed."""
+    f = video_frames + image_frames
+    mask = torch.eye(f, dtype=torch.bool, device=device)
+    mask[:video_frames, :video_frames] = True
+    return mask

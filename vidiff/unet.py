@@ -1,0 +1,203 @@
+"""The factorized space-time 3D UNet of the paper (§3, Figure 1).
+
+A 2D image UNet made 3D: space-only 1×3×3 convolutions, a spatial attention block followed by a
+temporal attention block (relative position bias) at chosen levels, resolution halved/doubled in
+space only, channel multipliers M₁…M_K, skip connections, and a conditioning embedding (log-SNR plus
+an optional class or pooled-text vector, through an MLP) into every residual block.
+Input and output: `b c f h w`, any f ≥ 1.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .layers import (Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample, group_norm,
+                     logsnr_features, zero_init)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    in_channels: int = 3
+    base_channels: int = 64
+    channel_mults: tuple = (1, 2, 4)
+    num_res_blocks: int = 2
+    attention_levels: tuple = (1, 2)  # indices into channel_mults that get spatial + temporal attention
+    head_dim: int = 64
+    dropout: float = 0.0
+    emb_dim: int = 256  # conditioning embedding width (paper: 1024)
+    cond_mlp_layers: int = 2  # paper: 4 (UCF-101) or 2 (BAIR, Kinetics)
+    num_classes: int = 0  # 0: no class conditioning
+    text_dim: int = 0  # 0: no text conditioning; else the text encoder's token width
+    text_pool_heads: int = 4
+    temporal_attention: bool = True
+    rel_pos_buckets: int = 32
+    rel_pos_max_distance: int = 64
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
+        object.__setattr__(self, "attention_levels", tuple(self.attention_levels))
+        problems = []
+        if self.base_channels < 4 or self.base_channels % 4:
+            problems.append(f"base_channels must be a positive multiple of 4, got {self.base_channels}")
+        if not self.channel_mults or any(m < 1 for m in self.channel_mults):
+            problems.append(f"channel_mults must be positive integers, got {self.channel_mults}")
+        bad = [i for i in self.attention_levels if not 0 <= i < len(self.channel_mults)]
+        if bad:
+            problems.append(f"attention_levels {bad} out of range for {len(self.channel_mults)} levels")
+        if self.num_res_blocks < 1:
+            problems.append("num_res_blocks must be >= 1")
+        if self.cond_mlp_layers < 1:
+            problems.append("cond_mlp_layers must be >= 1")
+        if problems:
+            raise ValueError("invalid UNet config: " + "; ".join(problems))
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.channel_mults) - 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown UNet config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+
+class Level(nn.Module):
+    """Res blocks of one resolution, each optionally followed by spatial then temporal attention."""
+
+    def __init__(self, in_chs: list, out_ch: int, emb_dim: int, cfg: UNetConfig, attention: bool):
+        super().__init__()
+        self.res = nn.ModuleList([ResBlock(c, out_ch, emb_dim, cfg.dropout) for c in in_chs])
+        self.spatial = nn.ModuleList([SpatialAttention(out_ch, cfg.head_dim) for _ in in_chs] if attention else [])
+        self.temporal = nn.ModuleList(
+            [TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance) for _ in in_chs]
+            if attention and cfg.temporal_attention else [])
+
+    def block(self, i: int, x, emb, frames, mask):
+        x = self.res[i](x, emb)
+        if self.spatial:
+            x = self.spatial[i](x)
+        if self.temporal:
+            x = self.temporal[i](x, frames, mask)
+        return x
+
+
+class UNet3D(nn.Module):
+    """`UNet3D(cfg)(x, logsnr, class_labels=None, text_tokens=None, text_mask=None, temporal_mask=None)`.
+
+    x: (b, c, f, h, w); logsnr: (b,). class_labels: (b,) long, where −1 or num_classes is the null
+    class (classifier-free guidance). text_tokens (b, n, text_dim) with text_mask (b, n) bool; an
+    all-False row is the null text. temporal_mask: (f, f) or (b, f, f) bool, True where frame i may
+    attend to frame j. Returns the raw network output, same shape as x."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        base, e = cfg.base_channels, cfg.emb_dim
+        self.logsnr_embed = nn.Linear(base, e)
+        mlp = []
+        for _ in range(cfg.cond_mlp_layers):
+            mlp += [nn.SiLU(), nn.Linear(e, e)]
+        self.cond_mlp = nn.Sequential(*mlp)
+        self.class_embed = nn.Embedding(cfg.num_classes + 1, e) if cfg.num_classes > 0 else None
+        if cfg.text_dim > 0:
+            from .pooling import AttentionPool
+            self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
+        else:
+            self.text_pool = None
+
+        self.stem = nn.Conv2d(cfg.in_channels, base, 3, padding=1)
+        chans = [base * m for m in cfg.channel_mults]
+        skip_chs = [base]
+        self.down = nn.ModuleDict()
+        ch = base
+        for i, out_ch in enumerate(chans):
+            in_chs = [ch] + [out_ch] * (cfg.num_res_blocks - 1)
+            level = Level(in_chs, out_ch, e, cfg, i in cfg.attention_levels)
+            skip_chs += [out_ch] * cfg.num_res_blocks
+            if i < len(chans) - 1:
+                level.downsample = Downsample(out_ch)
+                skip_chs.append(out_ch)
+            self.down[f"level{i}"] = level
+            ch = out_ch
+        self.middle = Level([ch, ch], ch, e, cfg, attention=True)
+        self.up = nn.ModuleDict()
+        for i in reversed(range(len(chans))):
+            out_ch = chans[i]
+            in_chs = []
+            for _ in range(cfg.num_res_blocks + 1):
+                in_chs.append(ch + skip_chs.pop())
+                ch = out_ch
+            level = Level(in_chs, out_ch, e, cfg, i in cfg.attention_levels)
+            if i > 0:
+                level.upsample = Upsample(out_ch)
+            self.up[f"level{i}"] = level
+        self.channels_last = True  # NHWC activations: faster oneDNN convolutions on CPU
+        self.out_norm = group_norm(ch)
+        self.out_conv = zero_init(nn.Conv2d(ch, cfg.in_channels, 3, padding=1))
+
+    def embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None) -> torch.Tensor:
+        emb = self.logsnr_embed(logsnr_features(logsnr, self.cfg.base_channels))
+        if self.class_embed is not None:
+            if class_labels is None:
+                raise ValueError("this model is class-conditional: pass class_labels (−1 for the null class)")
+            labels = torch.where(class_labels < 0, self.cfg.num_classes, class_labels).long()
+            if int(labels.max()) > self.cfg.num_classes:
+                raise ValueError(f"class label {int(labels.max())} out of range for {self.cfg.num_classes} classes")
+            emb = emb + self.class_embed(labels)
+        if self.text_pool is not None:
+            if text_tokens is None:
+                raise ValueError("this model is text-conditional: pass text_tokens and text_mask")
+            emb = emb + self.text_pool(text_tokens.to(emb.dtype), text_mask)
+        return self.cond_mlp(emb)
+
+    def _run(self, level: Level, i: int, x, emb, frames, mask):
+        if self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(level.block, i, x, emb, frames, mask, use_reentrant=False)
+        return level.block(i, x, emb, frames, mask)
+
+    def forward(self, x: torch.Tensor, logsnr: torch.Tensor, class_labels=None, text_tokens=None, text_mask=None,
+                temporal_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if x.ndim != 5 or x.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"expected a video batch (b, {self.cfg.in_channels}, f, h, w), got shape {tuple(x.shape)}")
+        b, c, f, h, w = x.shape
+        k = self.cfg.downsample_factor
+        if h % k or w % k:
+            raise ValueError(f"height and width must be divisible by {k} (2^(levels−1)) for this model, got {h}×{w}")
+        if temporal_mask is not None and temporal_mask.shape[-2:] != (f, f):
+            raise ValueError(f"temporal_mask must be (f, f) or (b, f, f) with f={f}, got {tuple(temporal_mask.shape)}")
+        emb = self.embedding(logsnr.reshape(b), class_labels, text_tokens, text_mask)
+        emb = repeat(emb, "b e -> (b f) e", f=f)
+        frames_in = rearrange(x, "b c f h w -> (b f) c h w")
+        if self.channels_last:
+            frames_in = frames_in.contiguous(memory_format=torch.channels_last)
+        hcur = self.stem(frames_in)
+        skips = [hcur]
+        for i, level in enumerate(self.down.values()):
+            for j in range(len(level.res)):
+                hcur = self._run(level, j, hcur, emb, f, temporal_mask)
+                skips.append(hcur)
+            if hasattr(level, "downsample"):
+                hcur = level.downsample(hcur)
+                skips.append(hcur)
+        for j in range(2):
+            hcur = self._run(self.middle, j, hcur, emb, f, temporal_mask)
+        for level in self.up.values():
+            for j in range(len(level.res)):
+                hcur = self._run(level, j, torch.cat([hcur, skips.pop()], dim=1), emb, f, temporal_mask)
+            if hasattr(level, "upsample"):
+                hcur = level.upsample(hcur)
+        out = self.out_conv(F.silu(self.out_norm(hcur)))
+        return rearrange(out, "(b f) c h w -> b c f h w", f=f)
