@@ -1,0 +1,191 @@
+"""Run configuration: frozen, typed dataclasses, named presets, `section.key=value` overrides, JSON.
+
+The resolved configuration is saved with every run and inside every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .unet import UNetConfig
+
+
+class ConfigError(ValueError):
+    """An invalid configuration: unknown key, wrong type, impossible shape, unknown preset."""
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    prediction: str = "epsilon"  # "epsilon" | "v_prediction" | "sample"
+    loss_weighting: str = "epsilon"  # "epsilon" | "v" | "x"
+    logsnr_min: float = -20.0
+    logsnr_max: float = 20.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "builtin:moving-shapes"  # or a folder of videos
+    frames: int = 8
+    size: int = 32
+    frame_stride: int = 1
+    flip: bool = False
+    image_frames: int = 0  # joint image-video training: independent images appended to each video
+    image_source: str = ""  # folder of images; "" takes frames of other videos
+    skip_bad_files: bool = False
+    num_workers: int = 0
+    num_videos: int = 100_000  # built-in dataset size
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 8  # global batch, split across processes
+    steps: int = 1000
+    max_minutes: float = 0.0  # stop early after this long (0: no limit)
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    conditioning: str = "none"  # "none" | "class" | "text"
+    cond_drop_prob: float = 0.1  # classifier-free guidance: probability of the null condition
+    text_encoder: str = ""  # local Hugging Face model folder; "" = the packaged MiniLM-L6
+    text_max_length: int = 32
+    mixed_precision: str = "auto"  # "auto" (bf16 on a GPU, none on the CPU) | "no" | "bf16" | "fp16"
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 500
+    sample_every: int = 0  # 0: only at the end
+    num_samples: int = 4
+    fvd_every: int = 0  # 0: never; else FVD on a small sample every N steps
+    fvd_num: int = 16
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str = "ancestral"  # "ancestral" | "pc" | "ddim"
+    steps: int = 256
+    gamma: float = 0.1
+    corrector_steps: int = 1
+    delta: float = 0.1
+    guidance: float = 0.0
+    clip: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    model: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        sections = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(sections))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; sections are {sorted(sections)}")
+        kwargs = {}
+        for name, f in sections.items():
+            sub_cls = _section_types()[name]
+            sub = d.get(name, {})
+            known = {x.name for x in fields(sub_cls)}
+            bad = sorted(set(sub) - known)
+            if bad:
+                raise ConfigError(f"unknown key(s) {[f'{name}.{k}' for k in bad]}; {name} has {sorted(known)}")
+            kwargs[name] = sub_cls(**{k: _coerce(sub_cls, k, v, f"{name}.{k}") for k, v in sub.items()})
+        return validate(cls(**kwargs))
+
+    def override(self, assignments: list[str]) -> "Config":
+        """Apply `section.key=value` strings (values parsed by the field's type)."""
+        d = self.to_dict()
+        for a in assignments:
+            if "=" not in a or "." not in a.split("=", 1)[0]:
+                raise ConfigError(f"override {a!r} must look like section.key=value (e.g. model.base_channels=32)")
+            key, value = a.split("=", 1)
+            section, name = key.split(".", 1)
+            if section not in d:
+                raise ConfigError(f"unknown config section {section!r} in {a!r}; sections are {sorted(d)}")
+            if name not in d[section]:
+                raise ConfigError(f"unknown key {key!r}; {section} has {sorted(d[section])}")
+            d[section][name] = _parse(_section_types()[section], name, value, key)
+        return Config.from_dict(d)
+
+
+def _section_types() -> dict:
+    return {"model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
+            "sample": SampleConfig}
+
+
+def _field_type(cls, name):
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(cls, name, value, key):
+    t = _field_type(cls, name)
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if t is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    if t is float and (is_int or isinstance(value, float)):
+        return float(value)
+    if (t is int and is_int) or (t is bool and isinstance(value, bool)) or (t is str and isinstance(value, str)):
+        return value
+    raise ConfigError(f"{key} must be of type {t.__name__}, got {value!r}")
+
+
+def _parse(cls, name, text, key):
+    t = _field_type(cls, name)
+    try:
+        if t is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if t is tuple:
+            return tuple(int(v) for v in text.strip("()[] ").split(",") if v.strip())
+        return t(text)
+    except ValueError:
+        raise ConfigError(f"{key}={text!r}: expected a value of type {t.__name__}") from None
+
+
+def validate(cfg: Config) -> Config:
+    problems = []
+    m, d, data, tr, s = cfg.model, cfg.diffusion, cfg.data, cfg.train, cfg.sample
+    from .diffusion import PREDICTIONS, WEIGHTINGS
+    if d.prediction not in PREDICTIONS:
+        problems.append(f"diffusion.prediction must be one of {PREDICTIONS}, got {d.prediction!r}")
+    if d.loss_weighting not in WEIGHTINGS:
+        problems.append(f"diffusion.loss_weighting must be one of {WEIGHTINGS}, got {d.loss_weighting!r}")
+    if not d.logsnr_min < d.logsnr_max:
+        problems.append("diffusion.logsnr_min must be below diffusion.logsnr_max")
+    if data.size % m.downsample_factor:
+        problems.append(f"data.size={data.size} must be divisible by {m.downsample_factor} "
+                        f"(2^(levels−1) for model.channel_mults={m.channel_mults})")
+    if data.frames < 1 or data.frame_stride < 1 or data.image_frames < 0:
+        problems.append("data.frames and data.frame_stride must be >= 1 and data.image_frames >= 0")
+    if tr.batch_size < 1 or tr.steps < 0:
+        problems.append("train.batch_size must be >= 1 and train.steps >= 0")
+    if tr.conditioning not in ("none", "class", "text"):
+        problems.append(f"train.conditioning must be none, class or text, got {tr.conditioning!r}")
+    if not 0 <= tr.cond_drop_prob < 1:
+        problems.append("train.cond_drop_prob must be in [0, 1)")
+    if tr.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+        problems.append(f"train.mixed_precision must be auto, no, bf16 or fp16, got {tr.mixed_precision!r}")
+    if not 0 <= tr.ema_decay < 1:
+        problems.append("train.ema_decay must be in [0, 1)")
+    if s.sampler not in ("ancestral", "pc", "ddim"):
+        problems.append(f"sample.sampler must be ancestral, pc or ddim, got {s.sampler!r}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return cfg

@@ -1,0 +1,111 @@
+"""Named configurations: the paper's Appendix A models and small CPU presets.
+
+Appendix A (conditioning embedding 1024 wide, attention at 8/16/32 resolution, i.e. the levels
+below the top one of a 64×64 model).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .config import Config, ConfigError, DataConfig, DiffusionConfig, SampleConfig, TrainConfig
+from .unet import UNetConfig
+
+_EPS = DiffusionConfig(prediction="epsilon", loss_weighting="epsilon")
+_V = DiffusionConfig(prediction="v_prediction", loss_weighting="v")
+
+PRESETS: dict[str, Config] = {
+    # Small models that train on 2 CPU cores.
+    "cpu-demo": Config(
+        model=UNetConfig(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attention_levels=(1, 2),
+                         head_dim=32, emb_dim=128, cond_mlp_layers=2),
+        diffusion=_V,
+        data=DataConfig(frames=8, size=32),
+        train=TrainConfig(batch_size=8, steps=100_000, max_minutes=10.0, lr=1e-3, warmup_steps=100,
+                          ema_decay=0.995, save_every=1000, num_samples=8),
+        sample=SampleConfig(sampler="ddim", steps=50, gamma=0.1),
+    ),
+    "cpu-tiny": Config(
+        model=UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
+                         head_dim=16, emb_dim=32, cond_mlp_layers=1),
+        diffusion=_V,
+        data=DataConfig(frames=4, size=16),
+        train=TrainConfig(batch_size=4, steps=20, lr=1e-3, warmup_steps=5, ema_decay=0.9, save_every=10,
+                          log_every=5, num_samples=2),
+        sample=SampleConfig(sampler="ddim", steps=8),
+    ),
+    # The paper's models (Appendix A).
+    "ucf101-16x64x64": Config(
+        model=UNetConfig(base_channels=256, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attention_levels=(1, 2, 3),
+                         dropout=0.1, emb_dim=1024, cond_mlp_layers=4),
+        diffusion=_EPS,
+        data=DataConfig(source="", frames=16, size=64),
+        train=TrainConfig(batch_size=128, steps=60_000, lr=3e-4, ema_decay=0.9999, warmup_steps=1000),
+        sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.1),
+    ),
+    "bair-64x64": Config(
+        model=UNetConfig(base_channels=128, channel_mults=(1, 2, 3, 4), num_res_blocks=3, attention_levels=(1, 2, 3),
+                         dropout=0.1, emb_dim=1024, cond_mlp_layers=2),
+        diffusion=_V,
+        data=DataConfig(source="", frames=16, size=64, flip=True),
+        train=TrainConfig(batch_size=128, steps=660_000, lr=2e-4, weight_decay=0.01, adam_beta2=0.999,
+                          ema_decay=0.999, warmup_steps=1000),
+        sample=SampleConfig(sampler="pc", steps=256, gamma=0.0, corrector_steps=1),
+    ),
+    "kinetics600-64x64": Config(
+        model=UNetConfig(base_channels=256, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attention_levels=(1, 2, 3),
+                         dropout=0.1, emb_dim=1024, cond_mlp_layers=2),
+        diffusion=_V,
+        data=DataConfig(source="", frames=16, size=64),
+        train=TrainConfig(batch_size=256, steps=220_000, lr=2e-4, ema_decay=0.9999, warmup_steps=1000),
+        sample=SampleConfig(sampler="pc", steps=128, gamma=0.0, corrector_steps=1),
+    ),
+    "text-small-16x64x64": Config(
+        model=UNetConfig(base_channels=128, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attention_levels=(1, 2, 3),
+                         dropout=0.0, emb_dim=1024, cond_mlp_layers=2),
+        diffusion=_EPS,
+        data=DataConfig(source="", frames=16, size=64, image_frames=8),
+        train=TrainConfig(batch_size=128, steps=200_000, lr=3e-4, ema_decay=0.9999, conditioning="text",
+                          warmup_steps=1000),
+        sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.3, guidance=2.0),
+    ),
+    "text-large-16x64x64": Config(
+        model=UNetConfig(base_channels=256, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attention_levels=(1, 2, 3),
+                         dropout=0.1, emb_dim=1024, cond_mlp_layers=2),
+        diffusion=_EPS,
+        data=DataConfig(source="", frames=16, size=64, image_frames=8),
+        train=TrainConfig(batch_size=128, steps=700_000, lr=3e-4, ema_decay=0.9999, conditioning="text",
+                          warmup_steps=1000),
+        sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.3, guidance=2.0),
+    ),
+    "text-9x128x128": Config(
+        model=UNetConfig(base_channels=128, channel_mults=(1, 2, 4, 8, 16), num_res_blocks=2,
+                         attention_levels=(2, 3, 4), head_dim=128, dropout=0.1, emb_dim=1024, cond_mlp_layers=2),
+        diffusion=_EPS,
+        data=DataConfig(source="", frames=9, size=128, image_frames=7),
+        train=TrainConfig(batch_size=128, steps=800_000, lr=2e-4, ema_decay=0.9999, conditioning="text",
+                          warmup_steps=1000),
+        sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.3, guidance=2.0),
+    ),
+}
+PRESETS["cpu-demo-class"] = replace(PRESETS["cpu-demo"], train=replace(PRESETS["cpu-demo"].train, conditioning="class"))
+PRESETS["cpu-demo-text"] = replace(PRESETS["cpu-demo"], train=replace(PRESETS["cpu-demo"].train, conditioning="text"))
+
+DESCRIPTIONS = {
+    "cpu-demo": "small unconditional model for 2 CPU cores (make demo), 8×32×32",
+    "cpu-demo-class": "cpu-demo, class-conditional (moving shapes: colour × shape)",
+    "cpu-demo-text": "cpu-demo, text-conditional (MiniLM-L6 captions, attention pooling)",
+    "cpu-tiny": "tiny model for tests and smoke runs, 4×16×16",
+    "ucf101-16x64x64": "paper: UCF-101 unconditional, 256×(1,2,4,8), ε, 256 ancestral steps γ=0.1",
+    "bair-64x64": "paper: BAIR video prediction 1→15, 128×(1,2,3,4)×3 blocks, v, PC sampler, w_r=50",
+    "kinetics600-64x64": "paper: Kinetics-600 prediction 5→11, 256×(1,2,4,8), v, PC sampler, w_r=9",
+    "text-small-16x64x64": "paper: small text-to-video model, 128 base, 8 image frames",
+    "text-large-16x64x64": "paper: large text-to-video model, 256 base, 8 image frames",
+    "text-9x128x128": "paper: 9×128×128 text model, 128×(1,2,4,8,16), head dim 128, 7 image frames",
+}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(sorted(PRESETS))} "
+                          f"(run `vidiff presets` to list them)")
+    return PRESETS[name]
