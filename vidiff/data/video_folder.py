@@ -96,10 +96,11 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             num_frames = stream.frames
             if num_frames <= 0:
                 num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
-                container.seek(0)
-            first = next(iter(container.decode(stream)), None)
-            if first is None or num_frames <= 0:
-                raise DataError(f"{path}: the video has zero frames; remove it or {_ADVICE}")
+                if num_frames > 0:
+                    container.seek(0)
+            first = next(iter(container.decode(stream)), None) if num_frames > 0 else None
+            if first is None:
+                raise DataError(f"{path}: the video has zero frames; remove it or pass skip_bad_files=True")
             _rgb(first, path)
             rate = stream.guessed_rate or stream.average_rate
             pts_per_frame = None
@@ -198,7 +199,9 @@ def decode_frames(
     except DataError:
         raise
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise DataError(f"{info.path}: decoding failed ({type(e).__name__}: {e}); the file is corrupt; {_ADVICE}") from e
+        raise DataError(
+            f"{info.path}: decoding failed ({type(e).__name__}: {e}); the file is corrupt; {_ADVICE}"
+        ) from e
     return np.stack([got[i] for i in indices])  # (f, h, w, c)
 
 
@@ -259,8 +262,8 @@ class VideoFolder(Dataset):
         if len(bad) == 1 and not skip_bad_files:
             raise bad[0][1]
         if bad and not skip_bad_files:
-            others = ", ".join(f for f, _ in bad[1:4])
-            raise DataError(f"{bad[0][1]} ({len(bad) - 1} more bad files, e.g. {others}; skip_bad_files=True skips them)")
+            others = ", ".join(f for f, _ in bad[1:4]) + (", ..." if len(bad) > 4 else "")
+            raise DataError(f"{bad[0][1]}\n...and {len(bad) - 1} more unusable video files under {self.root}: {others}")
         for f, err in bad:
             logger.warning("skipping bad video: %s", err)
         self.skipped_bad = [f for f, _ in bad]
