@@ -127,6 +127,8 @@ def make_grid(videos: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: 
     if videos.ndim != 5:
         raise ValueError(f"make_grid expects (b c f h w) videos, got shape {tuple(videos.shape)}")
     b, c, f, h, w = videos.shape
+    if b == 0 or nrow < 1:
+        raise ValueError(f"make_grid needs at least one video and nrow >= 1, got {b} videos and nrow={nrow}")
     ncol = min(nrow, b)
     nrows = -(-b // ncol)
     grid = videos.new_full((c, f, nrows * (h + padding) + padding, ncol * (w + padding) + padding), pad_value)

@@ -12,11 +12,15 @@ from pathlib import Path
 
 from vidiff.data.errors import DataError
 from vidiff.data.image_folder import IMAGE_EXTENSIONS, ImageFolder
-from vidiff.data.moving_shapes import MovingShapes, describe_video
+from vidiff.data.moving_shapes import COLORS, DIRECTIONS, PALETTE, SHAPES, MovingShapes, describe_video
 from vidiff.data.video_folder import VIDEO_EXTENSIONS, VideoFolder, find_files
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "COLORS",
+    "DIRECTIONS",
+    "PALETTE",
+    "SHAPES",
     "DataError",
     "IMAGE_EXTENSIONS",
     "ImageFolder",

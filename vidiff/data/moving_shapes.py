@@ -198,7 +198,7 @@ class MovingShapes(Dataset):
         video = np.broadcast_to(bg[:, None, None, None], (3, self.frames, h, w)).copy()  # (c, f, h, w)
         for o in reversed(objects):  # the labelled shape is drawn last, on top
             cover = _coverage(o["shape"], o["cx"], o["cy"], o["r"], h, w, ss)[None]  # (1, f, h, w)
-            color = np.asarray(PALETTE[o["color"]], np.float32)[:, None, None, None]
+            color = np.asarray(PALETTE[o["color"]], np.float32)[:, None, None, None]  # (c, 1, 1, 1)
             video += cover * (color - video)
         caption = " and ".join(f"a {o['color']} {o['shape']} moving {o['direction']}" for o in objects)
         label = objects[0]["color_index"] * len(self.shapes) + objects[0]["shape_index"]

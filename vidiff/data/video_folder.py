@@ -55,8 +55,13 @@ _ADVICE = "re-encode it (e.g. `ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`), remove i
 
 def find_files(root: Path, extensions: tuple[str, ...]) -> list[str]:
     """Sorted posix paths, relative to root, of the files under root with one of these extensions."""
-    found = []
+    found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if name.lower().endswith(extensions) and not name.startswith("."):
@@ -313,6 +318,8 @@ class VideoFolder(Dataset):
         return {"video": video, "label": self.labels[index], "caption": self.captions[index]}
 
     def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"VideoFolder index {index} out of range for {len(self)} videos")
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
             info = self.infos[i]
