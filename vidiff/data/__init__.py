@@ -1,0 +1,80 @@
+"""Datasets of videos for training: the built-in moving shapes, folders of videos, folders of images.
+
+Every dataset yields dicts ``{"video": float32 (c f h w) in [-1, 1], "label": int (-1 if none),
+"caption": str ("" if none)}``, which the default ``DataLoader`` collate turns into a ``(b c f h w)``
+batch, a label tensor and a list of captions. Each dataset exposes ``classes`` and ``num_classes``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vidiff.data.errors import DataError
+from vidiff.data.image_folder import IMAGE_EXTENSIONS, ImageFolder
+from vidiff.data.moving_shapes import COLORS, DIRECTIONS, PALETTE, SHAPES, MovingShapes, describe_video
+from vidiff.data.video_folder import VIDEO_EXTENSIONS, VideoFolder, find_files
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "COLORS",
+    "DIRECTIONS",
+    "PALETTE",
+    "SHAPES",
+    "DataError",
+    "IMAGE_EXTENSIONS",
+    "ImageFolder",
+    "MovingShapes",
+    "VIDEO_EXTENSIONS",
+    "VideoFolder",
+    "build_dataset",
+    "describe_video",
+]
+
+logger = logging.getLogger("vidiff.data")
+
+BUILTIN_DATASETS = ("builtin:moving-shapes",)
+
+
+def build_dataset(
+    spec: str,
+    *,
+    frames: int,
+    size: int | tuple[int, int],
+    frame_stride: int = 1,
+    flip: bool = False,
+    skip_bad_files: bool = False,
+    seed: int = 0,
+    **kw,
+):
+    """The dataset named by ``spec``: ``"builtin:moving-shapes"`` or a folder.
+
+    A folder with video files gives a :class:`VideoFolder`; one with images but no videos gives an
+    :class:`ImageFolder` of one-frame videos. ``seed`` fixes the built-in dataset's clips (folder
+    datasets draw crops from torch's RNG); ``flip`` and ``frame_stride`` apply to folders only.
+    Extra keyword arguments go to the dataset class.
+    """
+    if spec == "builtin:moving-shapes":
+        if flip:
+            logger.warning("flip ignored for builtin:moving-shapes: it would swap 'left' and 'right' in captions")
+        return MovingShapes(frames=frames, size=size, seed=seed, **kw)
+    if spec.startswith("builtin:"):
+        raise DataError(f"unknown built-in dataset {spec!r}; available: {', '.join(BUILTIN_DATASETS)}")
+    root = Path(spec).expanduser()
+    if not root.exists():
+        raise DataError(
+            f"{spec}: no such folder; give a folder of videos (or images) or one of {', '.join(BUILTIN_DATASETS)}"
+        )
+    if not root.is_dir():
+        raise DataError(f"{spec}: is a file; give the folder that holds the videos, or {', '.join(BUILTIN_DATASETS)}")
+    if find_files(root, VIDEO_EXTENSIONS):
+        return VideoFolder(
+            root, frames, size, frame_stride=frame_stride, flip=flip, skip_bad_files=skip_bad_files, **kw
+        )
+    if find_files(root, IMAGE_EXTENSIONS):
+        logger.info("%s holds images and no videos: using it as a dataset of one-frame videos", root)
+        return ImageFolder(root, size, flip=flip, **kw)
+    raise DataError(
+        f"{root}: no videos ({' '.join(VIDEO_EXTENSIONS)}) or images ({' '.join(IMAGE_EXTENSIONS)}) found; "
+        f"put data there or use {', '.join(BUILTIN_DATASETS)}"
+    )

@@ -1,0 +1,8 @@
+"""The one error type the data pipeline raises for bad input."""
+
+
+class DataError(ValueError):
+    """Bad or unusable input data.
+
+    The message names the file or folder at fault, what is wrong with it, and what to do about it.
+    """
