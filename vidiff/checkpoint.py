@@ -123,3 +123,11 @@ def load_json(path: Path) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"cannot read {str(path)!r}: {e}") from e
+
+
+def load_config(ck: Path):
+    """(Config, class names or None) from a checkpoint's config.json."""
+    from .config import Config
+    raw = load_json(Path(ck) / "config.json")
+    classes = raw.pop("classes", None)
+    return Config.from_dict(raw), classes

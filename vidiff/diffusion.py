@@ -127,11 +127,15 @@ class DiffusionLoss:
         self.weighting, self.logsnr_min, self.logsnr_max, self.logsnr_fn = weighting, logsnr_min, logsnr_max, logsnr_fn
 
     def __call__(self, denoiser: Denoiser, x: torch.Tensor, cond: Optional[dict] = None,
-                 generator: Optional[torch.Generator] = None, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, mask: Optional[torch.Tensor] = None,
+                 t: Optional[torch.Tensor] = None, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`t` (b,) and `eps` (like x) may be given (e.g. drawn for a global batch and sharded)."""
         b = x.shape[0]
-        t = torch.rand(b, device=x.device, generator=generator, dtype=torch.float64)
-        logsnr = self.logsnr_fn(t, self.logsnr_min, self.logsnr_max).to(x.dtype)
-        eps = torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype)
+        if t is None:
+            t = torch.rand(b, device=x.device, generator=generator, dtype=torch.float64)
+        logsnr = self.logsnr_fn(t.double(), self.logsnr_min, self.logsnr_max).to(x.dtype)
+        if eps is None:
+            eps = torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype)
         z = q_sample(x, logsnr, eps)
         x_hat, eps_hat = denoiser.predict(z, logsnr, **(cond or {}))
         if self.weighting == "epsilon":

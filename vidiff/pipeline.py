@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, atomic_write_text, load_json, load_tensors, resolve_checkpoint
+from .checkpoint import CheckpointError, atomic_write_text, load_config, load_tensors, resolve_checkpoint
 from .config import Config
 from .diffusion import Denoiser
 from .guidance import classifier_free_guidance
@@ -130,9 +130,8 @@ class VideoDiffusion(nn.Module):
         """Load from a run folder (latest checkpoint), a checkpoint folder, or a `save_pretrained` folder.
         Uses the EMA weights when the checkpoint has them and `use_ema`."""
         ck = resolve_checkpoint(path)
-        raw = load_json(ck / "config.json")
-        classes = raw.pop("classes", None)
-        model = cls(Config.from_dict(raw))
+        config, classes = load_config(ck)
+        model = cls(config)
         model.classes = classes
         weights = ck / ("ema.safetensors" if use_ema and (ck / "ema.safetensors").is_file() else "model.safetensors")
         state = load_tensors(weights)
