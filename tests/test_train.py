@@ -123,6 +123,6 @@ def test_ddp_two_processes_match_one(tmp_path, nproc):
     r0, r1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
     for k in single:
         assert torch.equal(r0[k], r1[k]), f"replicas differ at {k}"
-        # float sums in another order, amplified by Adam's normalisation: well below one step (lr 1e-3)
-        assert torch.allclose(r0[k], single[k], atol=1e-4, rtol=1e-4), f"2 processes ≠ 1 process at {k}: {(r0[k] - single[k]).abs().max()}"
+        # float sums in another order, amplified by Adam's normalisation: far below one step (lr 1e-3)
+        assert torch.allclose(r0[k], single[k], atol=2e-5, rtol=1e-4), f"2 processes ≠ 1 process at {k}: {(r0[k] - single[k]).abs().max()}"
     assert losses(tmp_path / "run1") == pytest.approx(losses(tmp_path / "run2"), rel=1e-4)

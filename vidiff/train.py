@@ -62,7 +62,8 @@ class StepBatchSampler(Sampler):
         step = self.start
         while True:
             idx = torch.randint(self.n, (self.batch,), generator=step_generator(self.seed, step, 1))
-            yield idx[self.rank::self.world].tolist()
+            per = self.batch // self.world
+            yield idx[self.rank * per:(self.rank + 1) * per].tolist()  # the same shard as the noise
             step += 1
 
     def __len__(self):
