@@ -3,8 +3,8 @@
 d² = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁^½ Σ₂ Σ₁^½)^½      (Dowson & Landau 1982)
 
 tr (Σ₁ Σ₂)^½ is computed as the sum of the square roots of the eigenvalues of the symmetric PSD
-matrix Σ₁^½ Σ₂ Σ₁^½ (same spectrum as Σ₁Σ₂), in float64 with `eigh`, tiny negative eigenvalues
-clamped to 0. Unlike `scipy.linalg.sqrtm(Σ₁ Σ₂)` this stays right when the covariances are
+matrix Σ₁^½ Σ₂ Σ₁^½ (same spectrum as Σ₁Σ₂), in float64 with `eigh`; eigenvalues below the
+numerical-rank tolerance (tiny negatives included) are rounding noise and clamped to 0. Unlike `scipy.linalg.sqrtm(Σ₁ Σ₂)` this stays right when the covariances are
 singular, as they are with fewer videos than feature dimensions (256 videos, 400-d I3D logits).
 """
 
@@ -30,19 +30,26 @@ def gaussian_stats(feats) -> tuple[np.ndarray, np.ndarray]:
     return mu, xc.T @ xc / (x.shape[0] - 1)  # (d, d)
 
 
+def _clamp_noise(w: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a PSD matrix with rounding noise set to 0: those below the numerical-rank
+    tolerance d·ε·λ_max (as numpy's matrix_rank), negative ones included. Their square roots would
+    otherwise add sqrt(ε)·λ_max each to the trace once per null direction of a singular Σ."""
+    tol = max(w.max(initial=0.0), 0.0) * len(w) * np.finfo(np.float64).eps
+    return np.where(w > tol, w, 0.0)
+
+
 def psd_sqrt(sigma: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a PSD matrix via eigh, negative rounding noise clamped to 0."""
-    sigma = (sigma + sigma.T) / 2
-    w, v = np.linalg.eigh(sigma)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    """Symmetric square root of a PSD matrix via eigh, rounding noise clamped to 0."""
+    w, v = np.linalg.eigh((sigma + sigma.T) / 2)
+    return (v * np.sqrt(_clamp_noise(w))) @ v.T  # V diag(√w) Vᵀ
 
 
 def trace_sqrt_product(sigma1, sigma2) -> float:
-    """tr (Σ₁ Σ₂)^½ = Σᵢ sqrt(λᵢ(Σ₁^½ Σ₂ Σ₁^½)) for PSD Σ₁, Σ₂."""
+    """tr (Σ₁ Σ₂)^½ = Σᵢ sqrt(λᵢ(Σ₁^½ Σ₂ Σ₁^½)) for PSD Σ₁, Σ₂ (similar matrices, same spectrum)."""
     s1 = psd_sqrt(_as_float64(sigma1))
-    m = s1 @ _as_float64(sigma2) @ s1
+    m = s1 @ _as_float64(sigma2) @ s1  # symmetric PSD
     w = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(np.clip(w, 0.0, None)).sum())
+    return float(np.sqrt(_clamp_noise(w)).sum())
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from einops import rearrange
 from vidiff.metrics.frechet import frechet_distance_from_feats
 from vidiff.metrics.i3d import I3D_MIN_FRAMES, I3D_SIZE, check_i3d_input, i3d_weights_path, load_i3d
 from vidiff.metrics.scores import kernel_distance
+from vidiff.metrics.videos import as_float_videos, iter_batches
 
 
 def preprocess_for_i3d(videos) -> torch.Tensor:
@@ -32,19 +32,7 @@ def preprocess_for_i3d(videos) -> torch.Tensor:
     Accepts uint8 frames `b f h w c` (as decoded, 0..255) or float videos `b c f h w` in [−1, 1]
     (torch or numpy). Frames are resized with torch bilinear, align_corners=False, antialias=False.
     """
-    x = torch.as_tensor(videos)
-    if x.ndim != 5:
-        raise ValueError(f"expected 5-d videos (uint8 b f h w c or float b c f h w), got {tuple(x.shape)}")
-    if x.dtype == torch.uint8:
-        if x.shape[-1] != 3:
-            raise ValueError(f"uint8 videos must be b f h w c with c = 3, got {tuple(x.shape)}")
-        x = rearrange(x, "b f h w c -> b c f h w").float() / 127.5 - 1.0  # 0..255 -> [−1, 1]
-    elif x.is_floating_point():
-        if x.shape[1] != 3:
-            raise ValueError(f"float videos must be b c f h w with c = 3, got {tuple(x.shape)}")
-        x = x.float()
-    else:
-        raise TypeError(f"videos must be uint8 or float, got {x.dtype}")
+    x = as_float_videos(videos)  # (b, c, f, h, w) in [−1, 1]
     if x.shape[2] < I3D_MIN_FRAMES:
         raise ValueError(f"I3D needs at least {I3D_MIN_FRAMES} frames per clip, got {x.shape[2]}")
     if tuple(x.shape[3:]) != (I3D_SIZE, I3D_SIZE):
@@ -70,22 +58,7 @@ def i3d_logits(videos: torch.Tensor, i3d_weights: str | os.PathLike | None = Non
     check_i3d_input(videos)
     model = get_i3d(i3d_weights) if model is None else model
     with torch.inference_mode():
-        return model(videos.float()).float()
-
-
-def _batches(source, num: int | None) -> Iterable:
-    """Yield batches from a tensor/array (split on the first axis) or an iterable of batches,
-    stopping after `num` clips."""
-    if isinstance(source, (torch.Tensor, np.ndarray)):
-        source = [source]
-    seen = 0
-    for batch in source:
-        if num is not None and seen >= num:
-            return
-        if num is not None and seen + len(batch) > num:
-            batch = batch[: num - seen]
-        seen += len(batch)
-        yield batch
+        return model(videos.float().contiguous(memory_format=torch.channels_last_3d)).float()
 
 
 def extract_i3d_features(
@@ -103,7 +76,7 @@ def extract_i3d_features(
     model = get_i3d(i3d_weights)
     feats = []
     with tqdm(total=num, desc=desc, unit="clip", disable=not progress) as bar:
-        for batch in _batches(source, num):
+        for batch in iter_batches(source, num):
             for chunk in torch.as_tensor(batch).split(batch_size):
                 feats.append(i3d_logits(preprocess_for_i3d(chunk), model=model).double().numpy())
                 bar.update(len(chunk))

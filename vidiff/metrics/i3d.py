@@ -342,7 +342,8 @@ def i3d_weights_path(i3d_weights: str | os.PathLike | None = None) -> Path:
 
 
 def load_i3d(i3d_weights: str | os.PathLike | None = None, device="cpu", fuse: bool = True) -> InceptionI3d:
-    """The Kinetics-400 I3D in eval mode, BatchNorm folded into the convs unless `fuse=False`."""
+    """The Kinetics-400 I3D in eval mode, BatchNorm folded into the convs unless `fuse=False`,
+    weights in channels_last_3d (1.6× faster on CPU, see bench/bench_i3d.py)."""
     from safetensors.torch import load_file
 
     model = InceptionI3d()
@@ -350,4 +351,4 @@ def load_i3d(i3d_weights: str | os.PathLike | None = None, device="cpu", fuse: b
     model.eval().requires_grad_(False)
     if fuse:
         model.fuse_batchnorm()
-    return model.to(device)
+    return model.to(device, memory_format=torch.channels_last_3d)
