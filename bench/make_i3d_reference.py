@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--output")
     parser.add_argument("--jax-python", default="/tmp/jaxref/bin/python")
     parser.add_argument("--time", action="store_true", help="also time the JAX model")
+    parser.add_argument("--check-only", action="store_true", help="compare, do not rewrite the fixture")
     args = parser.parse_args()
     if args.stage == "jax":
         return jax_stage(args.input, args.output, args.time)
@@ -120,9 +121,10 @@ def main() -> None:
     ours = i3d_logits(x).numpy()
     print(f"fixture {frames.shape}: max |ours - JAX| = {np.abs(ours - ref).max():.2e}, "
           f"max |logit| = {np.abs(ref).max():.1f}, top-1 JAX {ref.argmax(1)} ours {ours.argmax(1)}")
-    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(FIXTURE, frames=frames, logits=ref.astype(np.float32))
-    print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size / 1e3:.0f} kB)")
+    if not args.check_only:
+        FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(FIXTURE, frames=frames, logits=ref.astype(np.float32))
+        print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size / 1e3:.0f} kB)")
 
     for name, start, count in EXTRA_CLIPS:
         clip = decode(data / name, start, count)[None]  # (1, f, h, w, c), native resolution

@@ -186,8 +186,12 @@ def test_frechet_rank_deficient_against_nuclear_norm():
     assert np.allclose(s1, np.cov(x1, rowvar=False))
     assert trace_sqrt_product(s1, s2) == pytest.approx(trace_sqrt, rel=1e-9)
     expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt
-    assert frechet_distance_from_feats(x1, x2) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)  # eigh of 400×400
+    assert frechet_distance_from_feats(x1, x2) == pytest.approx(expected, rel=1e-9)  # low-rank route
     assert fvd(torch.from_numpy(x1).float(), torch.from_numpy(x2).float()) == pytest.approx(expected, rel=1e-4)
+    x3 = rng.standard_normal((500, 400))  # one set full rank: the B₁ᵀΣ₂B₁ route
+    full = frechet_distance(*gaussian_stats(x1), *gaussian_stats(x3))
+    assert frechet_distance_from_feats(x3, x1) == pytest.approx(full, rel=1e-9)
 
 
 def test_frechet_rank_deficient_against_mpmath():
@@ -276,15 +280,16 @@ def _write_video(path: Path, frames: np.ndarray) -> None:
 def test_evaluate_fvd_on_tensors(i3d_weights):
     g = torch.Generator().manual_seed(0)
     real = torch.rand(3, 3, 9, 16, 16, generator=g) * 2 - 1
-    fake = (torch.rand(3, 3, 9, 16, 16, generator=g) * 2 - 1) * 0.2
-    kw = dict(i3d_weights=i3d_weights, cache_dir=False, progress=False, batch_size=3)
-    same = evaluate(real, real, metrics=("fvd", "kvd"), **kw)
-    assert same["fvd"] == pytest.approx(0, abs=1e-3) and same["num_real"] == same["num_fake"] == 3
-    diff = evaluate(real, [fake[:2], fake[2:]], metrics="fvd", **kw)
-    assert diff["fvd"] > 1.0
-    assert evaluate(lambda n: real[:n], fake, metrics=["fvd"], num=2, **kw)["num_real"] == 2
+    fake = (torch.rand(2, 3, 9, 16, 16, generator=g) * 2 - 1) * 0.2
+    kw = dict(i3d_weights=i3d_weights, cache_dir=False, progress=False, batch_size=2)
+    same = evaluate(lambda n: real[:n], real[:2], metrics=("fvd", "kvd"), num=2, **kw)  # callable source
+    assert same["fvd"] == pytest.approx(0, abs=1e-3) and same["num_real"] == same["num_fake"] == 2
+    diff = evaluate(real[:2], [fake[:1], fake[1:]], metrics="fvd", **kw)  # tensor and list of batches
+    assert diff["fvd"] > 1.0 and "kvd" not in diff
     with pytest.raises(ValueError, match="unknown metrics"):
         evaluate(real, fake, metrics=("fvd", "psnr"), **kw)
+    with pytest.raises(ValueError, match="3 videos requested"):
+        evaluate(real, fake, num=3, **kw)
 
 
 def test_evaluate_inception_metrics(tmp_path):
@@ -292,10 +297,10 @@ def test_evaluate_inception_metrics(tmp_path):
     weights = tmp_path / "inception.safetensors"
     save_file(FIDInceptionV3().state_dict(), str(weights))
     g = torch.Generator().manual_seed(1)
-    real, fake = torch.rand(2, 3, 3, 32, 32, generator=g) * 2 - 1, torch.rand(2, 3, 3, 32, 32, generator=g) - 1
+    real, fake = torch.rand(2, 3, 2, 32, 32, generator=g) * 2 - 1, torch.rand(2, 3, 2, 32, 32, generator=g) - 1
     report = evaluate(real, fake, metrics=("fid", "kid", "is"), inception_weights=weights, cache_dir=False,
                       progress=False)
-    assert report["num_fake_frames"] == report["num_real_frames"] == 6
+    assert report["num_fake_frames"] == report["num_real_frames"] == 4
     assert report["fid"] > 0 and report["is"] >= 1.0 and np.isfinite(report["kid"])
     with pytest.raises(FileNotFoundError, match="pt_inception"):
         evaluate(real, fake, metrics=("fid",), cache_dir=False, progress=False)
@@ -304,10 +309,10 @@ def test_evaluate_inception_metrics(tmp_path):
 @needs_i3d
 def test_eval_cli_on_video_dirs_caches_real_features(tmp_path, i3d_weights):
     rng = np.random.default_rng(0)
-    for side, n in (("real", 3), ("fake", 2)):
+    for side, n in (("real", 2), ("fake", 2)):
         (tmp_path / side).mkdir()
         for i in range(n):
-            _write_video(tmp_path / side / f"{i}.mp4", rng.integers(0, 256, (10, 32, 48, 3), dtype=np.uint8))
+            _write_video(tmp_path / side / f"{i}.mp4", rng.integers(0, 256, (9, 32, 48, 3), dtype=np.uint8))
     parser = add_eval_arguments(argparse.ArgumentParser())
     out = tmp_path / "report.json"
     argv = ["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--metrics", "fvd,kvd",
@@ -315,7 +320,7 @@ def test_eval_cli_on_video_dirs_caches_real_features(tmp_path, i3d_weights):
             "--no-progress", "--out", str(out)]
     first = run_eval(parser.parse_args(argv))
     assert json.loads(out.read_text())["fvd"] == pytest.approx(first["fvd"])
-    assert first["num_real"] == 3 and first["num_fake"] == 2 and not first["real_i3d_cached"]
+    assert first["num_real"] == first["num_fake"] == 2 and not first["real_i3d_cached"]
     assert len(list((tmp_path / "cache").glob("real-i3d-*.npz"))) == 1
     second = run_eval(parser.parse_args(argv))
     assert second["real_i3d_cached"] and second["fvd"] == pytest.approx(first["fvd"], rel=1e-9)

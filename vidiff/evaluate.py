@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidiff.metrics.frechet import frechet_distance, gaussian_stats
+from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats
 from vidiff.metrics.i3d import I3D_PICKLE_SHA256, cache_dir as default_cache_dir
 from vidiff.metrics.scores import inception_score, kernel_distance
 from vidiff.metrics.videos import iter_video_files, list_videos
@@ -159,7 +159,7 @@ def evaluate(
             raise ValueError(f"{num} videos requested, got {len(real_f['feats'])} real and {len(fake_f)} fake")
         report.update(num_real=len(real_f["feats"]), num_fake=len(fake_f), real_i3d_cached=cached)
         if "fvd" in metrics:
-            report["fvd"] = frechet_distance(real_f["mu"], real_f["sigma"], *gaussian_stats(fake_f))
+            report["fvd"] = frechet_distance_from_feats(real_f["feats"], fake_f)
         if "kvd" in metrics:
             report["kvd"], report["kvd_std"] = kernel_distance(real_f["feats"], fake_f, kid_subsets, kid_subset_size, seed)
 
@@ -179,7 +179,7 @@ def evaluate(
                                        settings)
             report.update(num_real_frames=len(real_f["feats"]), real_inception_cached=cached)
             if "fid" in metrics:
-                report["fid"] = frechet_distance(real_f["mu"], real_f["sigma"], *gaussian_stats(fake_f["feats"]))
+                report["fid"] = frechet_distance_from_feats(real_f["feats"], fake_f["feats"])
             if "kid" in metrics:
                 report["kid"], report["kid_std"] = kernel_distance(real_f["feats"], fake_f["feats"], kid_subsets,
                                                                    kid_subset_size, seed)

@@ -64,5 +64,29 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def frechet_distance_from_feats(feats1, feats2) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets `(n, d)` and `(m, d)`."""
-    return frechet_distance(*gaussian_stats(feats1), *gaussian_stats(feats2))
+    """Fréchet distance between Gaussians fitted to two feature sets `(n₁, d)` and `(n₂, d)`.
+
+    With fewer samples than dimensions the covariance Σᵢ = BᵢBᵢᵀ, Bᵢ = Xᵢᶜᵀ / sqrt(nᵢ − 1) (d × nᵢ,
+    Xᵢᶜ centred) has rank < d, and Σ₁^½ Σ₂ Σ₁^½ has the nonzero spectrum of the small PSD matrix
+    B₁ᵀ Σ₂ B₁ (n₁ × n₁). So tr(Σ₁Σ₂)^½ is computed there: the singular values of B₁ᵀB₂ when both
+    sets are small, else the eigenvalues of B₁ᵀΣ₂B₁. Same value, far cheaper at d = 2048.
+    """
+    x1, x2 = _as_float64(feats1), _as_float64(feats2)
+    if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1] or min(len(x1), len(x2)) < 2:
+        raise ValueError(f"need features (n >= 2, d) and (m >= 2, d), got {x1.shape} and {x2.shape}")
+    d = x1.shape[1]
+    if len(x1) > len(x2):
+        x1, x2 = x2, x1  # the distance is symmetric; x1 is the smaller set
+    if len(x1) > d:
+        return frechet_distance(*gaussian_stats(x1), *gaussian_stats(x2))
+    mu1, mu2 = x1.mean(axis=0), x2.mean(axis=0)
+    b1 = (x1 - mu1).T / np.sqrt(len(x1) - 1)  # (d, n₁), Σ₁ = b1 b1ᵀ
+    b2 = (x2 - mu2).T / np.sqrt(len(x2) - 1)  # (d, n₂), Σ₂ = b2 b2ᵀ
+    if len(x2) <= d:
+        trace_sqrt = np.linalg.svd(b1.T @ b2, compute_uv=False).sum()  # σᵢ(B₁ᵀB₂) = sqrt λᵢ(Σ₁^½Σ₂Σ₁^½)
+    else:
+        m = b1.T @ (b2 @ (b2.T @ b1))  # B₁ᵀ Σ₂ B₁, (n₁, n₁) symmetric PSD
+        trace_sqrt = np.sqrt(_clamp_noise(np.linalg.eigvalsh((m + m.T) / 2))).sum()
+    diff = mu1 - mu2
+    d2 = diff @ diff + np.sum(b1 * b1) + np.sum(b2 * b2) - 2 * trace_sqrt  # tr Σᵢ = ‖Bᵢ‖²_F
+    return float(max(d2, 0.0))

@@ -72,14 +72,14 @@ def read_video(path: str | os.PathLike, num_frames: int, frame_stride: int = 1) 
 
 
 def iter_video_files(files: Iterable[Path], num_frames: int, frame_stride: int = 1, batch_size: int = 8):
-    """Batches of float videos `b c f h w` in [−1, 1] read from files (sizes may differ between files:
-    each batch holds videos of one size, so a size change starts a new batch)."""
+    """Batches of uint8 videos `b f h w c` read from files (kept uint8 until resized; sizes may
+    differ between files: each batch holds one size, so a size change starts a new batch)."""
     batch: list[np.ndarray] = []
     for path in files:
         clip = read_video(path, num_frames, frame_stride)
         if batch and clip.shape != batch[0].shape or len(batch) == batch_size:
-            yield as_float_videos(np.stack(batch))
+            yield torch.from_numpy(np.stack(batch))
             batch = []
         batch.append(clip)
     if batch:
-        yield as_float_videos(np.stack(batch))  # (b, c, f, h, w)
+        yield torch.from_numpy(np.stack(batch))  # (b, f, h, w, c)
