@@ -95,7 +95,8 @@ def _features(source: _Source, kind: str, extract: Callable, cache: Path | None,
     Returns (dict of arrays, whether they came from the cache)."""
     path = None
     if cache is not None and source.cache_id is not None:
-        key = json.dumps({"v": CACHE_VERSION, "kind": kind, "source": source.cache_id, **settings}, sort_keys=True)
+        key = {"v": CACHE_VERSION, "kind": kind, "source": source.cache_id, "num": source.num, **settings}
+        key = json.dumps(key, sort_keys=True)  # file list + sizes + mtimes (or cache_key), num, weights
         path = cache / f"real-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
         if path.is_file():
             with np.load(path) as f:

@@ -20,9 +20,13 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
+
+from vidiff.metrics.videos import as_float_videos, iter_batches
 
 INCEPTION_SIZE = 299
 INCEPTION_HINT = (
@@ -261,11 +265,7 @@ def extract_inception_features(
     """Frame-level Inception features of every frame of the first `num` videos of `source` (a video
     tensor, uint8 `b f h w c` or float `b c f h w` in [−1, 1], or an iterable of batches):
     (pool `(n·f, 2048)`, logits `(n·f, 1008)`) as float64 numpy arrays."""
-    import numpy as np
-    from einops import rearrange
     from tqdm.auto import tqdm
-
-    from vidiff.metrics.videos import as_float_videos, iter_batches
 
     model = get_inception(inception_weights) if model is None else model
     pools, logits = [], []
