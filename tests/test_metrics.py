@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vidiff.evaluate import add_eval_arguments, evaluate, run_eval
+from vidiff.evaluate import _Source, add_eval_arguments, evaluate, run_eval
 from vidiff.metrics import i3d as i3d_mod
 from vidiff.metrics.frechet import frechet_distance, frechet_distance_from_feats, gaussian_stats, trace_sqrt_product
 from vidiff.metrics.fvd import fvd, i3d_logits, preprocess_for_i3d
@@ -324,5 +324,6 @@ def test_eval_cli_on_video_dirs_caches_real_features(tmp_path, i3d_weights):
     assert len(list((tmp_path / "cache").glob("real-i3d-*.npz"))) == 1
     second = run_eval(parser.parse_args(argv))
     assert second["real_i3d_cached"] and second["fvd"] == pytest.approx(first["fvd"], rel=1e-9)
-    os.utime(tmp_path / "real" / "0.mp4", ns=(0, 0))  # a changed file list/mtime misses the cache
-    assert not run_eval(parser.parse_args(argv))["real_i3d_cached"]
+    before = _Source(str(tmp_path / "real"), None, 9, 1, 8).cache_id
+    os.utime(tmp_path / "real" / "0.mp4", ns=(0, 0))  # a changed mtime changes the cache key
+    assert _Source(str(tmp_path / "real"), None, 9, 1, 8).cache_id != before
