@@ -85,3 +85,21 @@ def test_readme_python_example_runs(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "runs" / "readme" / "sample.gif").is_file()
+
+
+def test_eval_fvd_against_builtin(tmp_path, capsys):
+    """`vidiff eval` on a folder of mp4 files against the built-in dataset: a JSON report with FVD."""
+    from vidiff.data import MovingShapes
+    fake = tmp_path / "fake"
+    ds = MovingShapes(frames=10, size=32, seed=7)
+    for i in range(3):
+        write_mp4(fake / f"v{i}.mp4", ds[i]["video"])
+    report = tmp_path / "report.json"
+    code = run_cli("eval", "--real", "builtin:moving-shapes", "--fake", fake, "--num", 3, "--num-frames", 10,
+                   "--metrics", "fvd", "--out", report, "--no-progress", "--cache-dir", tmp_path / "cache")
+    assert code == 0, capsys.readouterr().err
+    import json
+    r = json.loads(report.read_text())
+    assert r["fvd"] >= 0 and r["num_frames"] == 10
+    assert run_cli("eval", "--real", "builtin:nope", "--fake", fake, "--no-progress") == 2
+    assert "builtin:nope" in capsys.readouterr().err

@@ -14,17 +14,9 @@ import torch
 
 
 def _user_errors():
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data import DataError
-    from .text import TextEncoderError
-    errors = [CheckpointError, ConfigError, DataError, TextEncoderError]
-    try:
-        from .metrics.errors import MetricsError
-        errors.append(MetricsError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    """Errors that report bad input: our own (ConfigError, DataError, CheckpointError,
+    TextEncoderError all derive from these) and the metrics' ValueError / FileNotFoundError."""
+    return (ValueError, FileNotFoundError)
 
 
 # ---- train -------------------------------------------------------------------------------------
@@ -146,6 +138,20 @@ def cmd_demo(args):
     print(f"tensorboard --logdir {out / 'tb'}")
 
 
+def builtin_source(args):
+    """`builtin:moving-shapes` as an evaluation source: `num` clips of the eval's frame count, 64×64."""
+    def resolve(spec: str):
+        from .data import build_dataset
+        frames = getattr(args, "num_frames", 16) or 16
+        ds = build_dataset(spec, frames=frames, size=64)  # DataError for unknown names and missing folders
+
+        def real_source(num: int) -> torch.Tensor:
+            return torch.stack([ds[i]["video"] for i in range(num)])
+        real_source.cache_key = f"{spec}:frames={frames}:size=64"
+        return real_source
+    return resolve
+
+
 # ---- main --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidiff", description="Video Diffusion Models: train, sample, evaluate")
@@ -179,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         from .evaluate import add_eval_arguments, run_eval
         p = sub.add_parser("eval", help="FVD / KVD / FID / IS / KID between real and generated videos")
         add_eval_arguments(p)
-        p.set_defaults(func=run_eval)
+        p.set_defaults(func=lambda args: run_eval(args, resolve_source=builtin_source(args)))
     except ImportError:
         pass
     try:
@@ -197,6 +203,8 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except _user_errors() as e:
+        if args.verbose:
+            raise
         print(f"vidiff {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
