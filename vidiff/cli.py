@@ -20,6 +20,11 @@ def _user_errors():
     from .text import TextEncoderError
     errors = [CheckpointError, ConfigError, DataError, TextEncoderError]
     try:
+        from .conditional import ConditioningError
+        errors.append(ConditioningError)
+    except ImportError:
+        pass
+    try:
         from .metrics.errors import MetricsError
         errors.append(MetricsError)
     except ImportError:
