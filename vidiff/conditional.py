@@ -192,24 +192,17 @@ def _resolve(model, *, frames=None, size=None, channels=None, sampler=None, step
 
 @contextlib.contextmanager
 def _inference(model):
-    """No gradients anywhere except inside reconstruction guidance, and none for the weights even there:
-    the backward pass then keeps only what ∇_z needs."""
-    if not isinstance(model, torch.nn.Module):
-        with torch.no_grad():
-            yield
-        return
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
+    """Eval mode and no gradients anywhere, except inside reconstruction guidance (which turns them on
+    for its one network pass, with respect to z only)."""
+    was_training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     try:
         with torch.no_grad():
             yield
     finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 def _seeds(seed: int, n: int, window: int, stream: int) -> list:
