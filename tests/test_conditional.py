@@ -262,3 +262,12 @@ def test_cli_predict_on_a_trained_checkpoint(tmp_path, capsys):
     rc = main(["extend", "--checkpoint", str(tmp_path / "run"), "--length", "8", "--num", "1", "--steps", "2",
                "--method", "replacement", "--out", str(tmp_path / "ext")])
     assert rc == 0
+
+
+def test_plain_denoiser_api(temporal):
+    """The applications also take any denoiser with the window's shape."""
+    data, x0, *_ = temporal
+    out = predict(data.denoise, x0[:, :, :K].expand(3, -1, -1, -1, -1), 9, frames=F, size=2, channels=1, steps=16)
+    assert out.shape == (3, 1, 9, 2, 2) and torch.equal(out[:, :, :K], x0[:, :, :K].expand(3, -1, -1, -1, -1))
+    with pytest.raises(ConditioningError, match="frames=, size= and channels="):
+        predict(data.denoise, x0[:, :, :K])
