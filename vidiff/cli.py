@@ -15,7 +15,7 @@ import torch
 
 def _user_errors():
     """Errors that report bad input: our own (ConfigError, DataError, CheckpointError,
-    TextEncoderError all derive from these) and the metrics' ValueError / FileNotFoundError."""
+    TextEncoderError, ConditioningError all derive from these) and the metrics' ValueError / FileNotFoundError."""
     return (ValueError, FileNotFoundError)
 
 
