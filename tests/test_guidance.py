@@ -119,3 +119,17 @@ def test_joint_image_video_items_and_training(tmp_path):
                                            "train.num_samples=1"])
     out = train(cfg, tmp_path / "joint", progress=False, tensorboard=False)
     assert out["step"] == 2
+
+
+def test_text_conditional_training_and_prompted_sampling(tmp_path):
+    pytest.importorskip("transformers")
+    cfg = get_preset("cpu-tiny").override(["train.conditioning=text", "train.steps=2", "train.num_samples=1",
+                                           "sample.steps=2", "train.save_every=0"])
+    train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+    from vidiff import VideoDiffusion
+    model = VideoDiffusion.from_pretrained(tmp_path / "run")
+    assert model.config.model.text_dim == 384
+    v = model.sample(2, prompt=["a red circle moving left", "a blue square moving up"], guidance=3.0, steps=2)
+    assert v.shape == (2, 3, 4, 16, 16) and torch.isfinite(v).all()
+    with pytest.raises(ValueError, match="text-conditional"):
+        model.sample(1, steps=2)

@@ -77,6 +77,15 @@ def test_ema_tracks_weights(tmp_path):
     assert all(torch.isfinite(e[k]).all() for k in e)
 
 
+def test_periodic_fvd_during_training(tmp_path):
+    run = tmp_path / "run"
+    train(TINY.override(["train.steps=2", "train.fvd_every=2", "train.fvd_num=2", "train.save_every=0"]), run,
+          progress=False, tensorboard=False)
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    fvds = [r for r in rows if "fvd" in r]
+    assert len(fvds) == 1 and fvds[0]["step"] == 2 and fvds[0]["fvd"] >= 0
+
+
 def test_config_errors_are_clear():
     with pytest.raises(ConfigError, match="unknown preset 'nope'"):
         get_preset("nope")

@@ -120,3 +120,18 @@ def test_tiny_model_overfits_one_video():
         losses.append(loss.item())
     first, last = sum(losses[:10]) / 10, sum(losses[-20:]) / 20
     assert last < first / 10, f"loss {first:.4f} -> {last:.4f}"
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    net = randomise(UNet3D(TINY))
+    ck = UNet3D(UNetConfig(**{**TINY.to_dict(), "gradient_checkpointing": True}))
+    ck.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 3, 8, 8)
+    grads = []
+    for m in (net, ck):
+        m.train()
+        m.zero_grad()
+        m(x, torch.zeros(2)).square().sum().backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))

@@ -76,7 +76,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "sample") -> list:
-    """Each video as MP4 and GIF, a grid GIF of all, and the raw tensor (safetensors)."""
+    """Each video as MP4 and GIF, a grid GIF of all (enlarged with nearest neighbours to at least
+    256 px wide, so that small videos can be seen), and the raw tensor (safetensors)."""
     from safetensors.torch import save_file
 
     from .videoio import make_grid, write_gif, write_mp4
@@ -86,7 +87,10 @@ def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "s
         write_mp4(out / f"{prefix}_{i:03d}.mp4", v, fps=fps)
         write_gif(out / f"{prefix}_{i:03d}.gif", v, fps=fps)
         paths.append(out / f"{prefix}_{i:03d}.mp4")
-    write_gif(out / "grid.gif", make_grid(videos, nrow=min(len(videos), 4)), fps=fps)
+    grid = make_grid(videos, nrow=min(len(videos), 4))  # c f H W
+    scale = max(1, 256 // grid.shape[-1])
+    grid = torch.nn.functional.interpolate(grid[None], scale_factor=(1, scale, scale), mode="nearest")[0]
+    write_gif(out / "grid.gif", grid, fps=fps)
     save_file({"videos": videos.contiguous()}, str(out / f"{prefix}s.safetensors"),
               metadata={"layout": "b c f h w", "range": "[-1, 1]"})
     return paths

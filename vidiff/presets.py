@@ -16,13 +16,13 @@ _V = DiffusionConfig(prediction="v_prediction", loss_weighting="v")
 PRESETS: dict[str, Config] = {
     # Small models that train on 2 CPU cores.
     "cpu-demo": Config(
-        model=UNetConfig(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attention_levels=(1, 2),
+        model=UNetConfig(base_channels=32, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
                          head_dim=32, emb_dim=128, cond_mlp_layers=2),
         diffusion=_V,
-        data=DataConfig(frames=8, size=32),
-        train=TrainConfig(batch_size=8, steps=100_000, max_minutes=10.0, lr=1e-3, warmup_steps=100,
+        data=DataConfig(frames=8, size=16),
+        train=TrainConfig(batch_size=4, steps=100_000, max_minutes=10.0, lr=1e-3, warmup_steps=100,
                           ema_decay=0.995, save_every=1000, num_samples=8),
-        sample=SampleConfig(sampler="ddim", steps=50, gamma=0.1),
+        sample=SampleConfig(sampler="ancestral", steps=100, gamma=0.1),
     ),
     "cpu-tiny": Config(
         model=UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
@@ -91,7 +91,7 @@ PRESETS["cpu-demo-class"] = replace(PRESETS["cpu-demo"], train=replace(PRESETS["
 PRESETS["cpu-demo-text"] = replace(PRESETS["cpu-demo"], train=replace(PRESETS["cpu-demo"].train, conditioning="text"))
 
 DESCRIPTIONS = {
-    "cpu-demo": "small unconditional model for 2 CPU cores (make demo), 8×32×32",
+    "cpu-demo": "small unconditional model for 2 CPU cores (make demo), 8×16×16",
     "cpu-demo-class": "cpu-demo, class-conditional (moving shapes: colour × shape)",
     "cpu-demo-text": "cpu-demo, text-conditional (MiniLM-L6 captions, attention pooling)",
     "cpu-tiny": "tiny model for tests and smoke runs, 4×16×16",

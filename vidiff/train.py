@@ -277,14 +277,40 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
                             config={**cfg.to_dict(), **({"classes": model.classes} if model.classes else {})},
                             state={"step": step, "rng": _rng_state()})
 
+    def ema_model() -> VideoDiffusion:
+        m = VideoDiffusion(cfg).to(device)
+        m.net.load_state_dict(ema.state_dict())
+        m._text_encoder = encoder
+        return m
+
     def sample(step):
         if not is_main:
             return
-        ema_model = VideoDiffusion(cfg).to(device)
-        ema_model.net.load_state_dict(ema.state_dict())
-        ema_model._text_encoder = encoder
         (out_dir / "samples").mkdir(exist_ok=True)
-        save_sample_grid(ema_model, out_dir / "samples" / f"step_{step:07d}.gif", cfg, writer=writer, step=step)
+        save_sample_grid(ema_model(), out_dir / "samples" / f"step_{step:07d}.gif", cfg, writer=writer, step=step)
+
+    fvd_state = {}
+
+    def measure_fvd(step):
+        """FVD of `fvd_num` EMA samples against as many real clips (≥ 9 frames: the model runs on any
+        frame count), logged to TensorBoard and metrics.jsonl. Small samples: a trend, not a score."""
+        if not is_main:
+            return
+        from .metrics.fvd import extract_i3d_features, fvd
+        frames = max(9, cfg.data.frames)
+        if "real" not in fvd_state:
+            from .data import build_dataset
+            real_ds = build_dataset(cfg.data.source, frames=frames, size=cfg.data.size, seed=tr.seed + 1)
+            items = [real_ds[i] for i in range(min(tr.fvd_num, len(real_ds)))]
+            fvd_state["real"] = extract_i3d_features(torch.stack([it["video"] for it in items]), progress=False)
+            fvd_state["cond"] = {"class": {"class_label": [int(it["label"]) for it in items]},
+                                 "text": {"prompt": [it["caption"] for it in items]}}.get(tr.conditioning, {})
+        fake = ema_model().sample(len(fvd_state["real"]), frames=frames, seed=tr.seed, **fvd_state["cond"])
+        value = fvd(fvd_state["real"], extract_i3d_features(fake, progress=False))
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps({"step": step, "fvd": value, "fvd_num": tr.fvd_num}) + "\n")
+        if writer is not None:
+            writer.add_scalar("eval/fvd", value, step)
 
     metrics_path = out_dir / "metrics.jsonl"
     t0 = time.time()
@@ -357,6 +383,8 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
             save(step)
         if tr.sample_every and step % tr.sample_every == 0 and step < tr.steps:
             sample(step)
+        if tr.fvd_every and step % tr.fvd_every == 0:
+            measure_fvd(step)
         if out_of_time:
             if is_main:
                 log.info("stopping after %.1f minutes (train.max_minutes) at step %d", tr.max_minutes, step)
