@@ -7,10 +7,11 @@ from vidiff.diffusion import (PREDICTIONS, Denoiser, DiffusionLoss, posterior, p
                               prediction_to_x_eps, q_sample, q_transition)
 from vidiff.schedule import alpha_sigma, logsnr_cosine, t_from_logsnr, time_grid
 
-torch.set_default_dtype(torch.float64)
-
-
-def teardown_module():
+@pytest.fixture(autouse=True)
+def float64():
+    """These checks compare closed forms to 1e-8..1e-12: run them in float64, only them."""
+    torch.set_default_dtype(torch.float64)
+    yield
     torch.set_default_dtype(torch.float32)
 
 
