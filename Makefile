@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
+	rm -rf $(DEMO_OUT)
 	$(BIN)/vidiff demo --out $(DEMO_OUT)
 
 test: $(STAMP)

@@ -62,10 +62,12 @@ def test_train_on_a_real_mp4(tmp_path):
     (["train", "--preset", "cpu-tiny", "--data", "{tmp}/bad", "--out", "{tmp}/r"], "broken.mp4"),
     (["sample", "--checkpoint", "{tmp}/none", "--out", "{tmp}/s"], "does not exist"),
     (["train", "--preset", "cpu-tiny", "--out", "{tmp}/fresh", "--resume"], "does not exist"),
+    (["train", "--preset", "cpu-tiny", "--out", "{tmp}/used"], "already holds checkpoints"),
 ])
 def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    (tmp_path / "used" / "checkpoints" / "step_0000001").mkdir(parents=True)
     code = run_cli(*[a.format(tmp=tmp_path) for a in args])
     err = capsys.readouterr().err
     assert code == 2

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .checkpoint import (CheckpointError, atomic_write_text, load_config, load_json, load_tensors, optimizer_from_tensors,
                          resolve_checkpoint, save_checkpoint)
 from .config import Config, ConfigError
-from .diffusion import DiffusionLoss
+from .diffusion import Denoiser, DiffusionLoss
 from .layers import joint_attention_mask
 from .pipeline import VideoDiffusion
 
@@ -190,6 +190,9 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
     is_main = rank == 0
 
     start_step, ck = 0, None
+    if not resume and any(p.is_dir() and not p.name.endswith(".tmp") for p in (out_dir / "checkpoints").glob("step_*")):
+        raise ConfigError(f"run folder {str(out_dir)!r} already holds checkpoints: pass --resume to continue it, "
+                          f"or choose another --out")
     if resume:
         ck = resolve_checkpoint(out_dir)
         saved, _ = load_config(ck)
@@ -247,7 +250,6 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
                                                               else None)
     if tr.compile:
         train_net = torch.compile(train_net)
-    from .diffusion import Denoiser
     denoiser = Denoiser(train_net, cfg.diffusion.prediction)
     loss_fn = DiffusionLoss(cfg.diffusion.loss_weighting, cfg.diffusion.logsnr_min, cfg.diffusion.logsnr_max)
 
