@@ -16,7 +16,7 @@ _V = DiffusionConfig(prediction="v_prediction", loss_weighting="v")
 PRESETS: dict[str, Config] = {
     # Small models that train on 2 CPU cores.
     "cpu-demo": Config(
-        model=UNetConfig(base_channels=32, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
+        model=UNetConfig(base_channels=32, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(0, 1, 2),
                          head_dim=32, emb_dim=128, cond_mlp_layers=2),
         diffusion=_V,
         data=DataConfig(frames=8, size=16),
