@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vidiff.diffusion import Denoiser, eps_from_x, prediction_target
+from vidiff.diffusion import Denoiser, eps_from_x
 from vidiff.gaussian import GaussianData
 from vidiff.guidance import classifier_free_guidance, null_condition
 from vidiff.presets import get_preset

@@ -7,8 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, fields
 
 from .unet import UNetConfig
 
@@ -98,7 +97,7 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config section(s) {unknown}; sections are {sorted(sections)}")
         kwargs = {}
-        for name, f in sections.items():
+        for name in sections:
             sub_cls = _section_types()[name]
             sub = d.get(name, {})
             known = {x.name for x in fields(sub_cls)}

@@ -106,7 +106,7 @@ class VideoDiffusion(nn.Module):
                 denoise = classifier_free_guidance(self.denoiser, guidance)
             noise = Noise(range(seed + start, seed + start + n), device=device)
             z = initial_noise((n, self.config.model.in_channels, frames, h, w), noise, device=device)
-            x = sample_fn(denoise, z, steps, noise=noise, callback=lambda i, s, x: bar.update(n), **kwargs, **cond)
+            x = sample_fn(denoise, z, steps, noise=noise, callback=lambda i, s, x, n=n: bar.update(n), **kwargs, **cond)
             out.append(x.clamp(-1, 1).cpu())
         bar.close()
         self.train(was_training)

@@ -68,15 +68,6 @@ PRESETS: dict[str, Config] = {
                           warmup_steps=1000),
         sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.3, guidance=2.0),
     ),
-    "text-large-16x64x64": Config(
-        model=UNetConfig(base_channels=256, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attention_levels=(1, 2, 3),
-                         dropout=0.1, emb_dim=1024, cond_mlp_layers=2),
-        diffusion=_EPS,
-        data=DataConfig(source="", frames=16, size=64, image_frames=8),
-        train=TrainConfig(batch_size=128, steps=700_000, lr=3e-4, ema_decay=0.9999, conditioning="text",
-                          warmup_steps=1000),
-        sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.3, guidance=2.0),
-    ),
     "text-9x128x128": Config(
         model=UNetConfig(base_channels=128, channel_mults=(1, 2, 4, 8, 16), num_res_blocks=2,
                          attention_levels=(2, 3, 4), head_dim=128, dropout=0.1, emb_dim=1024, cond_mlp_layers=2),
@@ -87,6 +78,9 @@ PRESETS: dict[str, Config] = {
         sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.3, guidance=2.0),
     ),
 }
+_small = PRESETS["text-small-16x64x64"]
+PRESETS["text-large-16x64x64"] = replace(_small, model=replace(_small.model, base_channels=256, dropout=0.1),
+                                         train=replace(_small.train, steps=700_000))
 PRESETS["cpu-demo-class"] = replace(PRESETS["cpu-demo"], train=replace(PRESETS["cpu-demo"].train, conditioning="class"))
 PRESETS["cpu-demo-text"] = replace(PRESETS["cpu-demo"], train=replace(PRESETS["cpu-demo"].train, conditioning="text"))
 

@@ -64,9 +64,9 @@ def langevin_step(denoise: DenoiseFn, z: torch.Tensor, logsnr, *, delta: float, 
     """Langevin correction at noise level λ_s: z_s ← z_s − ½ δ σ_s ε̂_θ(z_s) + sqrt(δ) σ_s ε′,
     i.e. a Langevin step of size δσ_s² on log p(z_s) since ε̂ ≈ −σ_s ∇ log p(z_s)."""
     x = _denoise(denoise, z, logsnr, clip, cond)
-    eps = eps_from_x(z, x, torch.tensor(float(logsnr)))
-    _, sigma = alpha_sigma(torch.tensor(float(logsnr)))
-    sigma = float(sigma)
+    lam = torch.tensor(float(logsnr))
+    eps = eps_from_x(z, x, lam)
+    sigma = float(alpha_sigma(lam)[1])
     return z - 0.5 * delta * sigma * eps + (delta ** 0.5) * sigma * noise_fn(z)
 
 

@@ -13,7 +13,6 @@ import base64
 import copy
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import replace
@@ -25,7 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from .checkpoint import (CheckpointError, atomic_write_text, load_config, load_json, load_tensors, optimizer_from_tensors,
+from .checkpoint import (atomic_write_text, load_config, load_json, load_tensors, optimizer_from_tensors,
                          resolve_checkpoint, save_checkpoint)
 from .config import Config, ConfigError
 from .diffusion import Denoiser, DiffusionLoss

@@ -8,7 +8,7 @@ Input and output: `b c f h w`, any f ≥ 1.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import torch
@@ -185,7 +185,7 @@ class UNet3D(nn.Module):
             frames_in = frames_in.contiguous(memory_format=torch.channels_last)
         hcur = self.stem(frames_in)
         skips = [hcur]
-        for i, level in enumerate(self.down.values()):
+        for level in self.down.values():
             for j in range(len(level.res)):
                 hcur = self._run(level, j, hcur, emb, f, temporal_mask)
                 skips.append(hcur)
