@@ -1,23 +1,50 @@
-"""Training-step benchmark of the factorized space-time UNet (issue: speed and memory).
+"""Training-step speed and memory of the factorized space-time UNet on the CPU (issue: core library).
 
-Reference configuration: 8 frames × 32×32 × 3, batch 4, base width 64, multipliers (1, 2, 4).
-Prints seconds per step (forward + backward + AdamW), the step's FLOPs and achieved GFLOP/s, the
-fp32 matmul peak measured in the same run, peak memory, and the parameter count.
+Reference configuration: 8 frames × 32×32 × 3, batch 4, base width 64, multipliers (1, 2, 4), one res
+block per level, spatial + temporal attention at the two lower levels (about 13M parameters).
+`--preset cpu-demo` measures the `make demo` model at its own data size instead.
 
-    python bench/bench_train_step.py [--threads 2] [--steps 5] [--variants default,nchw]
+Each variant runs in its own process (so that each reports its own peak memory), one after the
+other, `--rounds` times, next to the fp32 matmul peak measured in the same run. It prints seconds per
+step (forward + backward + AdamW, median), the step's FLOPs (counted by torch's FlopCounterMode on the
+direct algorithm), the achieved GFLOP/s and peak RSS.
+
+    python bench/bench_train_step.py [--threads 2] [--steps 5] [--rounds 1] [--variants fast,direct]
+
+Variants: "fast" (as vidiff trains: upsampling as one transposed convolution, normalisations
+recomputed in the backward pass, channels_last, fused AdamW), "direct" (literal nearest-neighbour
+upsampling then the 3×3 convolution, normalisations stored), "nchw" (as direct, in NCHW memory), and
+"reference": the most used open
+implementation of the paper (lucidrains' video-diffusion-pytorch 0.7.0, Unet3D(dim=64,
+dim_mults=(1, 2, 4)), 10.6M parameters, its own GaussianDiffusion loss) at the same input. It is not
+a dependency of vidiff; to include it:
+
+    pip install --no-deps --target /tmp/refpkgs video-diffusion-pytorch==0.7.0 einops-exts rotary-embedding-torch
+    PYTHONPATH=/tmp/refpkgs python bench/bench_train_step.py --variants reference,fast,direct
+
+(its module imports torchvision for its dataset code only; the bench gives it an empty stand-in.)
 """
 from __future__ import annotations
 
 import argparse
-import gc
+import json
 import resource
+import subprocess
+import sys
 import time
+import types
+from dataclasses import replace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vidiff.diffusion import Denoiser, DiffusionLoss
+from vidiff.layers import ResBlock, Upsample
+from vidiff.presets import get_preset
 from vidiff.unet import UNet3D, UNetConfig
+
+REFERENCE = UNetConfig(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
+                       emb_dim=256)
 
 
 def matmul_peak(n=2048, reps=10) -> float:
@@ -29,56 +56,95 @@ def matmul_peak(n=2048, reps=10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def run(cfg: UNetConfig, channels_last: bool, steps: int, batch=4, frames=8, size=32):
-    torch.manual_seed(0)
+def ours(cfg: UNetConfig, variant: str):
+    """(module, loss function) of our UNet in one of the variants."""
+    Upsample.fused = ResBlock.recompute_norms = variant == "fast"
     net = UNet3D(cfg)
-    if not channels_last:
-        net.channels_last = False
-    den = Denoiser(net, "epsilon")
-    loss_fn = DiffusionLoss()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, frames, size, size)
+    net.channels_last = variant != "nchw"
+    den, loss_fn = Denoiser(net, "epsilon"), DiffusionLoss()
+    return net, lambda x: loss_fn(den, x).mean()
 
-    def step():
-        loss = loss_fn(den, x).mean()
-        loss.backward()
+
+def reference(size: int, frames: int):
+    """(module, loss function) of video-diffusion-pytorch's Unet3D at the reference size."""
+    stub = types.ModuleType("torchvision")
+    stub.transforms, stub.utils = types.ModuleType("torchvision.transforms"), types.ModuleType("torchvision.utils")
+    stub.transforms.ToTensor = lambda: None
+    sys.modules.update({"torchvision": stub, "torchvision.transforms": stub.transforms,
+                        "torchvision.utils": stub.utils})
+    from video_diffusion_pytorch import GaussianDiffusion, Unet3D
+
+    net = Unet3D(dim=64, dim_mults=(1, 2, 4))
+    diffusion = GaussianDiffusion(net, image_size=size, num_frames=frames, timesteps=1000)
+    return net, diffusion
+
+
+def measure(variant: str, cfg: UNetConfig, steps: int, batch: int, frames: int, size: int) -> dict:
+    torch.manual_seed(0)
+    net, loss_of = reference(size, frames) if variant == "reference" else ours(cfg, variant)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=variant != "reference")  # as vidiff's trainer
+    x = torch.randn(batch, 3, frames, size, size)
+    if variant != "fast":  # the fast variant computes the same step with fewer multiplications
+        with FlopCounterMode(display=False) as fc:
+            loss_of(x).backward()
+        opt.zero_grad(set_to_none=True)
+    times = []
+    for i in range(steps + 1):  # the first step warms up
+        t = time.perf_counter()
+        loss_of(x).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-
-    with FlopCounterMode(display=False) as fc:
-        loss_fn(den, x).mean().backward()
-    opt.zero_grad(set_to_none=True)
-    flops = fc.get_total_flops()
-    step()
-    gc.collect()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
         times.append(time.perf_counter() - t)
-    sec = sorted(times)[len(times) // 2]
-    params = sum(p.numel() for p in net.parameters())
-    return sec, flops, params
+    return dict(variant=variant, sec=sorted(times[1:])[steps // 2],
+                flops=None if variant == "fast" else fc.get_total_flops(),
+                params=sum(p.numel() for p in net.parameters()),
+                rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--res-blocks", type=int, default=1)
-    ap.add_argument("--variants", default="channels_last,nchw")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--preset", help="measure this preset's model at its data size (default: the reference)")
+    ap.add_argument("--variants", default="fast,direct", help="fast, direct, nchw, reference (see above)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = UNetConfig(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=args.res_blocks,
-                     attention_levels=(1, 2), emb_dim=256)
+    if args.preset:
+        p = get_preset(args.preset)
+        cfg, batch, frames, size = p.model, p.train.batch_size, p.data.frames, p.data.size
+    else:
+        cfg, batch, frames, size = REFERENCE, 4, 8, 32
+    if args.child:
+        print(json.dumps(measure(args.child, cfg, args.steps, batch, frames, size)))
+        return
+
     peak = matmul_peak()
-    print(f"fp32 matmul peak ({args.threads} threads): {peak:.0f} GFLOP/s")
-    for v in args.variants.split(","):
-        sec, flops, params = run(cfg, v == "channels_last", args.steps)
-        print(f"{v:14s} params {params / 1e6:.2f}M  step {sec:.3f} s  {flops / 1e9:.0f} GFLOP/step  "
-              f"{flops / sec / 1e9:.0f} GFLOP/s ({100 * flops / sec / 1e9 / peak:.0f}% of peak)")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (whole process)")
-    print(f"matmul peak after: {matmul_peak():.0f} GFLOP/s")
+    print(f"fp32 matmul peak ({args.threads} threads): {peak:.0f} GFLOP/s; input {batch}×3×{frames}×{size}×{size}")
+    results, direct_flops = [], None
+    for _ in range(args.rounds):
+        for v in args.variants.split(","):
+            cmd = [sys.executable, __file__, "--child", v, "--threads", str(args.threads), "--steps", str(args.steps)]
+            if args.preset:
+                cmd += ["--preset", args.preset]
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            if v == "direct":
+                direct_flops = r["flops"]
+            results.append(r)
+            flops = r["flops"] or direct_flops
+            rate = f"{flops / r['sec'] / 1e9:.0f} GFLOP/s ({100 * flops / r['sec'] / 1e9 / peak:.0f}% of peak)" \
+                if flops else "(run 'direct' first for the FLOP count)"
+            print(f"{v:10s} params {r['params'] / 1e6:5.2f}M  step {r['sec']:.3f} s  "
+                  f"{(flops or 0) / 1e9:.0f} GFLOP/step  {rate}  peak RSS {r['rss_mib']:.0f} MiB", flush=True)
+    best = {}
+    for r in results:
+        best[r["variant"]] = min(best.get(r["variant"], float("inf")), r["sec"])
+    if "reference" in best:
+        for v, sec in best.items():
+            if v != "reference":
+                print(f"{v}: {best['reference'] / sec:.2f}× the reference's steps per second (best of rounds)")
+    print(f"fp32 matmul peak after: {matmul_peak():.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def zero_init(module: nn.Module) -> nn.Module:
@@ -37,9 +38,23 @@ def logsnr_features(logsnr: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([args.sin(), args.cos()], dim=1)
 
 
+def norm_act(norm: nn.GroupNorm, x: torch.Tensor, scale=None, shift=None) -> torch.Tensor:
+    """SiLU(GroupNorm(x)), with FiLM (·(1 + scale) + shift) between them when given."""
+    h = norm(x)
+    if scale is not None:
+        h = h * (1 + scale) + shift
+    return F.silu(h)
+
+
 class ResBlock(nn.Module):
     """Wide-ResNet block: GN → SiLU → 1×3×3 conv → GN·(1 + scale) + shift → SiLU → dropout → 1×3×3 conv,
-    plus a (1×1 projected) skip. The conditioning embedding enters through scale/shift (FiLM)."""
+    plus a (1×1 projected) skip. The conditioning embedding enters through scale/shift (FiLM).
+
+    In training, the normalisations are recomputed in the backward pass rather than stored: only
+    their input is kept (which the graph holds anyway), so a block stores three activations fewer
+    for the price of recomputing two cheap elementwise passes."""
+
+    recompute_norms = True
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
         super().__init__()
@@ -53,11 +68,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         # x: (b f) c h w; emb: (b f) e — the video's embedding repeated per frame
-        h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
-        h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
+        if self.recompute_norms and torch.is_grad_enabled():
+            h = self.conv1(checkpoint(norm_act, self.norm1, x, use_reentrant=False))
+            h = checkpoint(norm_act, self.norm2, h, scale, shift, use_reentrant=False)
+        else:
+            h = norm_act(self.norm2, self.conv1(norm_act(self.norm1, x)), scale, shift)
+        return self.skip(x) + self.conv2(self.dropout(h))
 
 
 class SpatialAttention(nn.Module):
@@ -141,15 +158,31 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+# Nearest-neighbour ×2 followed by a 3-tap kernel (w₀, w₁, w₂), seen from the low-resolution input:
+# even outputs 2i read x[i−1]·w₀ + x[i]·(w₁ + w₂), odd outputs 2i+1 read x[i]·(w₀ + w₁) + x[i+1]·w₂.
+# That is a stride-2 transposed convolution (padding 1) with the 4-tap kernel (w₂, w₁+w₂, w₀+w₁, w₀) = M w.
+_UPSAMPLE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))  # M: 4×3
+
+
 class Upsample(nn.Module):
-    """Doubles h and w (never f): nearest neighbour, then a 1×3×3 convolution."""
+    """Doubles h and w (never f): nearest neighbour, then a 1×3×3 convolution. Computed exactly as one
+    stride-2 transposed 4×4 convolution of the low-resolution input (kernel M w Mᵀ), which costs 16
+    instead of 4·9 = 36 multiply-adds per input pixel and channel pair and never builds the enlarged
+    input; the parameters are the 3×3 convolution's."""
+
+    fused = True  # False: the literal nearest-neighbour enlargement then the 3×3 convolution
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        if not self.fused:
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        w = self.conv.weight  # k c 3 3
+        m = torch.tensor(_UPSAMPLE_TAPS, dtype=w.dtype, device=w.device)
+        w4 = torch.einsum("ai,kcij,bj->ckab", m, w, m)  # c k 4 4 (conv_transpose2d takes in, out, kh, kw)
+        return F.conv_transpose2d(x, w4, self.conv.bias, stride=2, padding=1)
 
 
 def joint_attention_mask(video_frames: int, image_frames: int, device=None) -> torch.Tensor:

@@ -223,7 +223,7 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
     net = model.net
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2),
-                            weight_decay=tr.weight_decay)
+                            weight_decay=tr.weight_decay, fused=device.type in ("cpu", "cuda"))  # one kernel, ~3× faster
     if ck is not None:
         net.load_state_dict(load_tensors(ck / "model.safetensors"))
         ema.load_state_dict(load_tensors(ck / "ema.safetensors"))
@@ -371,6 +371,9 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
                 f.write(json.dumps({"step": step, "loss": last_loss, "lr": opt.param_groups[0]["lr"]}) + "\n")
             if step % tr.log_every == 0 or step == tr.steps:
                 bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
+                if tr.max_minutes > 0:  # the time limit binds first: the bar's total and ETA follow it
+                    rate = (step - start_step) / max(time.time() - t0, 1e-6)
+                    bar.total = int(min(tr.steps, max(step + 1, start_step + rate * 60 * tr.max_minutes)))
                 if writer is not None:
                     writer.add_scalar("train/loss", last_loss, step)
                     writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
