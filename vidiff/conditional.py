@@ -169,7 +169,7 @@ def _resolve(model, *, frames=None, size=None, channels=None, sampler=None, step
         frames = frames or cfg.data.frames
         size = size or cfg.data.size
         channels = channels or cfg.model.in_channels
-        logsnr = dict(logsnr_min=cfg.diffusion.logsnr_min, logsnr_max=cfg.diffusion.logsnr_max)
+        logsnr = cfg.diffusion.schedule()
         extra = dict(corrector_steps=sc.corrector_steps, delta=sc.delta)
     else:
         if not callable(model):

@@ -8,7 +8,9 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field, fields
+from functools import partial
 
+from .schedule import logsnr_cosine
 from .unet import UNetConfig
 
 
@@ -22,6 +24,12 @@ class DiffusionConfig:
     loss_weighting: str = "epsilon"  # "epsilon" | "v" | "x"
     logsnr_min: float = -20.0
     logsnr_max: float = 20.0
+    logsnr_shift: float = 0.0  # shifted cosine schedule (beyond the paper; see vidiff.schedule.logsnr_cosine)
+
+    def schedule(self) -> dict:
+        """The noise schedule as keywords of the loss and of the samplers."""
+        return dict(logsnr_fn=partial(logsnr_cosine, shift=self.logsnr_shift) if self.logsnr_shift else logsnr_cosine,
+                    logsnr_min=self.logsnr_min, logsnr_max=self.logsnr_max)
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,8 @@ def validate(cfg: Config) -> Config:
         problems.append(f"diffusion.loss_weighting must be one of {WEIGHTINGS}, got {d.loss_weighting!r}")
     if not d.logsnr_min < d.logsnr_max:
         problems.append("diffusion.logsnr_min must be below diffusion.logsnr_max")
+    if not d.logsnr_min < d.logsnr_shift < d.logsnr_max:
+        problems.append("diffusion.logsnr_shift must lie between diffusion.logsnr_min and diffusion.logsnr_max")
     if data.size % m.downsample_factor:
         problems.append(f"data.size={data.size} must be divisible by {m.downsample_factor} "
                         f"(2^(levels−1) for model.channel_mults={m.channel_mults})")

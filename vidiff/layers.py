@@ -50,14 +50,13 @@ class ResBlock(nn.Module):
     """Wide-ResNet block: GN → SiLU → 1×3×3 conv → GN·(1 + scale) + shift → SiLU → dropout → 1×3×3 conv,
     plus a (1×1 projected) skip. The conditioning embedding enters through scale/shift (FiLM).
 
-    In training, the normalisations are recomputed in the backward pass rather than stored: only
-    their input is kept (which the graph holds anyway), so a block stores three activations fewer
-    for the price of recomputing two cheap elementwise passes."""
+    With `recompute_norms`, the normalisations are recomputed in the backward pass rather than
+    stored: only their input is kept (which the graph holds anyway), so a block stores three
+    activations fewer for the price of recomputing two cheap elementwise passes."""
 
-    recompute_norms = True
-
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, recompute_norms: bool = True):
         super().__init__()
+        self.recompute_norms = recompute_norms
         self.norm1 = group_norm(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_ch)

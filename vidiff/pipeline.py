@@ -86,7 +86,7 @@ class VideoDiffusion(nn.Module):
         h, w = (size, size) if isinstance(size, int) else size
         device = device or next(self.parameters()).device
         sample_fn = get_sampler(sampler_name)
-        kwargs = dict(logsnr_min=self.config.diffusion.logsnr_min, logsnr_max=self.config.diffusion.logsnr_max,
+        kwargs = dict(**self.config.diffusion.schedule(),
                       clip=1.0 if clip else None)
         if sampler_name != "ddim":
             kwargs["gamma"] = gamma

@@ -13,20 +13,28 @@ LOGSNR_MIN = -20.0
 LOGSNR_MAX = 20.0
 
 
-def logsnr_cosine(t: torch.Tensor, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX) -> torch.Tensor:
-    """Cosine schedule λ(t) = −2 log tan(a t + b), with a, b chosen so that λ(0) = logsnr_max and
-    λ(1) = logsnr_min (the paper clips to [−20, 20], Appendix A). Without the clipping this is
-    α_t = cos(πt/2), the cosine schedule of Nichol & Dhariwal."""
-    b = math.atan(math.exp(-0.5 * logsnr_max))
-    a = math.atan(math.exp(-0.5 * logsnr_min)) - b
-    return -2.0 * torch.log(torch.tan(a * t + b))
+def _cosine_ab(logsnr_min: float, logsnr_max: float, shift: float) -> tuple[float, float]:
+    b = math.atan(math.exp(-0.5 * (logsnr_max - shift)))
+    return math.atan(math.exp(-0.5 * (logsnr_min - shift))) - b, b
 
 
-def t_from_logsnr(logsnr: torch.Tensor, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX) -> torch.Tensor:
+def logsnr_cosine(t: torch.Tensor, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX,
+                  shift: float = 0.0) -> torch.Tensor:
+    """Cosine schedule λ(t) = −2 log tan(a t + b) + shift, with a, b chosen so that λ(0) = logsnr_max
+    and λ(1) = logsnr_min (the paper clips to [−20, 20], Appendix A). With shift 0 and without the
+    clipping this is α_t = cos(πt/2), the cosine schedule of Nichol & Dhariwal. A shift (beyond the
+    paper: the shifted cosine schedule of Hoogeboom et al. 2023, "simple diffusion") moves the
+    schedule's middle: shift < 0 spends more of t, in training and in sampling, at high noise, where
+    the coarse content shared by all frames (a shape's colour and path) is decided."""
+    a, b = _cosine_ab(logsnr_min, logsnr_max, shift)
+    return -2.0 * torch.log(torch.tan(a * t + b)) + shift
+
+
+def t_from_logsnr(logsnr: torch.Tensor, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX,
+                  shift: float = 0.0) -> torch.Tensor:
     """Inverse of :func:`logsnr_cosine`."""
-    b = math.atan(math.exp(-0.5 * logsnr_max))
-    a = math.atan(math.exp(-0.5 * logsnr_min)) - b
-    return (torch.atan(torch.exp(-0.5 * logsnr)) - b) / a
+    a, b = _cosine_ab(logsnr_min, logsnr_max, shift)
+    return (torch.atan(torch.exp(-0.5 * (logsnr - shift))) - b) / a
 
 
 def alpha_sigma(logsnr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -159,7 +159,7 @@ def check_replicas_in_sync(net: torch.nn.Module) -> None:
 
 
 def save_sample_grid(model: VideoDiffusion, path: Path, cfg: Config, cond_source: Optional[dict] = None,
-                     writer=None, step: int = 0) -> torch.Tensor:
+                     writer=None, step: int = 0, progress: bool = False) -> torch.Tensor:
     from .videoio import make_grid, write_gif
     n = cfg.train.num_samples
     kw = {}
@@ -167,7 +167,7 @@ def save_sample_grid(model: VideoDiffusion, path: Path, cfg: Config, cond_source
         kw["class_label"] = [i % model.config.model.num_classes for i in range(n)]
     elif model.conditioning == "text":
         kw["prompt"] = (cond_source or {}).get("prompts", ["a red circle moving right"] * n)[:n]
-    videos = model.sample(n, seed=0, **kw)
+    videos = model.sample(n, seed=0, progress=progress, **kw)
     grid = make_grid(videos, nrow=min(n, 4))
     write_gif(path, grid)
     if writer is not None:
@@ -250,7 +250,7 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
     if tr.compile:
         train_net = torch.compile(train_net)
     denoiser = Denoiser(train_net, cfg.diffusion.prediction)
-    loss_fn = DiffusionLoss(cfg.diffusion.loss_weighting, cfg.diffusion.logsnr_min, cfg.diffusion.logsnr_max)
+    loss_fn = DiffusionLoss(cfg.diffusion.loss_weighting, **cfg.diffusion.schedule())
 
     local_batch = tr.batch_size // world
     loader = DataLoader(dataset, batch_sampler=StepBatchSampler(len(dataset), tr.batch_size, tr.seed, start_step,
@@ -284,11 +284,12 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
         m._text_encoder = encoder
         return m
 
-    def sample(step):
+    def sample(step, progress=False):
         if not is_main:
-            return
+            return None
         (out_dir / "samples").mkdir(exist_ok=True)
-        save_sample_grid(ema_model(), out_dir / "samples" / f"step_{step:07d}.gif", cfg, writer=writer, step=step)
+        return save_sample_grid(ema_model(), out_dir / "samples" / f"step_{step:07d}.gif", cfg, writer=writer,
+                                step=step, progress=progress)
 
     fvd_state = {}
 
@@ -395,7 +396,8 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
             break
     bar.close()
     save(step)
-    sample(step)
+    videos = sample(step, progress=progress)
     if writer is not None:
         writer.close()
-    return {"run_dir": str(out_dir), "step": step, "loss": last_loss, "minutes": (time.time() - t0) / 60}
+    return {"run_dir": str(out_dir), "step": step, "loss": last_loss, "minutes": (time.time() - t0) / 60,
+            "samples": videos}  # the final EMA samples (train.num_samples, seed 0) on rank 0

@@ -39,6 +39,7 @@ class UNetConfig:
     rel_pos_buckets: int = 32
     rel_pos_max_distance: int = 64
     gradient_checkpointing: bool = False
+    recompute_norms: bool = True  # store less: GroupNorm(+FiLM)+SiLU recomputed in the backward pass
 
     def __post_init__(self):
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
@@ -79,7 +80,7 @@ class Level(nn.Module):
 
     def __init__(self, in_chs: list, out_ch: int, emb_dim: int, cfg: UNetConfig, attention: bool):
         super().__init__()
-        self.res = nn.ModuleList([ResBlock(c, out_ch, emb_dim, cfg.dropout) for c in in_chs])
+        self.res = nn.ModuleList([ResBlock(c, out_ch, emb_dim, cfg.dropout, cfg.recompute_norms) for c in in_chs])
         self.spatial = nn.ModuleList([SpatialAttention(out_ch, cfg.head_dim) for _ in in_chs] if attention else [])
         self.temporal = nn.ModuleList(
             [TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance) for _ in in_chs]

@@ -137,3 +137,17 @@ def make_grid(videos: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: 
         x = padding + (i % ncol) * (w + padding)
         grid[:, :, y : y + h, x : x + w] = videos[i]
     return grid
+
+
+def write_filmstrip(path: str | os.PathLike, videos: torch.Tensor, min_frame_size: int = 48, padding: int = 2) -> None:
+    """Write a PNG with one row per video (b c f h w) and one column per frame, enlarged with nearest
+    neighbours so that each frame is at least ``min_frame_size`` px: every frame at a glance."""
+    if videos.ndim != 5:
+        raise ValueError(f"write_filmstrip expects (b c f h w) videos, got shape {tuple(videos.shape)}")
+    b, c, f, h, w = videos.shape
+    k = max(1, -(-min_frame_size // min(h, w)))
+    frames = rearrange(videos.detach().float().cpu(), "b c f h w -> (b f) c h w")
+    frames = torch.nn.functional.interpolate(frames, scale_factor=k, mode="nearest")
+    grid = make_grid(rearrange(frames, "(b f) c h w -> (b f) c 1 h w", b=b), nrow=f, padding=padding)
+    image = Image.fromarray(to_uint8(grid)[0].numpy())
+    _atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
