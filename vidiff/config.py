@@ -28,8 +28,8 @@ class DiffusionConfig:
 
     def schedule(self) -> dict:
         """The noise schedule as keywords of the loss and of the samplers."""
-        return dict(logsnr_fn=partial(logsnr_cosine, shift=self.logsnr_shift) if self.logsnr_shift else logsnr_cosine,
-                    logsnr_min=self.logsnr_min, logsnr_max=self.logsnr_max)
+        return dict(logsnr_fn=partial(logsnr_cosine, shift=self.logsnr_shift), logsnr_min=self.logsnr_min,
+                    logsnr_max=self.logsnr_max)
 
 
 @dataclass(frozen=True)

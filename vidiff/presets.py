@@ -24,8 +24,8 @@ PRESETS: dict[str, Config] = {
         data=DataConfig(frames=8, size=16),
         train=TrainConfig(batch_size=4, steps=100_000, max_minutes=10.0, lr=1e-3, warmup_steps=100,
                           ema_decay=0.995, save_every=1000, num_samples=8),
-        # measured on 32 samples of a 10-minute model (bench/demo_quality.py): the same colour in both
-        # halves of a clip 84% with this sampler, 78% ancestral 400 steps, 56% PC 50 steps
+        # clips that keep one colour (bench/demo_quality.py, 32 samples of a 10-minute model): 84–91%
+        # with this sampler, 78% ancestral 400 steps, 62% ancestral 100; unshifted model, PC 200: 75%
         sample=SampleConfig(sampler="pc", steps=200, gamma=0.1),
     ),
     "cpu-tiny": Config(
