@@ -36,7 +36,7 @@ def test_train_resume_sample(tmp_path, capsys):
     assert (out / "grid.gif").is_file() and (out / "samples.safetensors").is_file()
     # frames.png: a row of 6 frames per video, each 16 px enlarged ×3, with 2 px borders
     from safetensors.torch import load_file
-    strip = torch.from_numpy(np.asarray(Image.open(out / "frames.png").convert("RGB")))
+    strip = torch.from_numpy(np.array(Image.open(out / "frames.png").convert("RGB")))
     assert strip.shape == (2 + 3 * 50, 2 + 6 * 50, 3)
     videos = load_file(out / "samples.safetensors")["videos"]
     frame = strip[2 + 50:2 + 50 + 48:3, 2 + 4 * 50:2 + 4 * 50 + 48:3]  # video 1, frame 4, subsampled back
