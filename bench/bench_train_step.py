@@ -140,13 +140,19 @@ def main():
             print(f"{v:10s} params {r['params'] / 1e6:5.2f}M  step {r['sec']:.3f} s  {flops / 1e9:.0f} GFLOP/step  "
                   f"{flops / r['sec'] / 1e9:.0f} GFLOP/s ({100 * flops / r['sec'] / 1e9 / peak:.0f}% of peak)  "
                   f"peak RSS {r['rss_mib']:.0f} MiB", flush=True)
-    best = {}
+    secs, rss = {}, {}
     for r in results:
-        best[r["variant"]] = min(best.get(r["variant"], float("inf")), r["sec"])
-    if "reference" in best:
-        for v, sec in best.items():
+        secs.setdefault(r["variant"], []).append(r["sec"])
+        rss.setdefault(r["variant"], []).append(r["rss_mib"])
+    if "reference" in secs:
+        def median(xs):
+            return sorted(xs)[len(xs) // 2]
+        ref = secs["reference"]
+        for v in secs:
             if v != "reference":
-                print(f"{v}: {best['reference'] / sec:.2f}× the reference's steps per second (best of rounds)")
+                print(f"{v}: {min(ref) / min(secs[v]):.2f}× the reference's steps per second (best of rounds), "
+                      f"{median(ref) / median(secs[v]):.2f}× (median of rounds); peak RSS "
+                      f"{100 * median(rss[v]) / median(rss['reference']):.0f}% of the reference's")
     print(f"fp32 matmul peak after: {matmul_peak():.0f} GFLOP/s")
 
 
