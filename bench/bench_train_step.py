@@ -89,7 +89,7 @@ def measure(variant: str, cfg: UNetConfig, steps: int, batch: int, frames: int, 
             loss_of(x).backward()
         opt.zero_grad(set_to_none=True)
     times = []
-    for i in range(steps + 1):  # the first step warms up
+    for _ in range(steps + 1):  # the first step warms up
         t = time.perf_counter()
         loss_of(x).backward()
         opt.step()

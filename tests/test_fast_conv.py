@@ -34,7 +34,7 @@ def test_recomputed_norms_give_the_same_gradients_and_store_less():
     for recompute in (True, False):
         block.recompute_norms = recompute
         stored = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: stored.append(t.numel()) or t, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, s=stored: s.append(t.numel()) or t, lambda t: t):
             y = block(x, emb)
         grads = torch.autograd.grad(y, [x, emb, *block.parameters()], gy)
         results[recompute] = (y.detach(), grads, sum(stored))
