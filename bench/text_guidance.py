@@ -76,15 +76,16 @@ def main():
     # the measure itself, on real clips of the model's size: how often describe_video reads back the
     # caption's colour and direction (the ceiling of the numbers below)
     real = MovingShapes(num_videos=64, frames=model.config.data.frames, size=model.config.data.size, seed=4321)
+    items = [real[i] for i in range(len(real))]
     hits = {"color": 0, "direction": 0, "both": 0}
-    for i in range(len(real)):
-        _tally(hits, describe_video(real[i]["video"]), real.attributes(i))
+    for i, item in enumerate(items):
+        _tally(hits, describe_video(item["video"]), real.attributes(i))
     report = {"real": {k: v / len(real) for k, v in hits.items()}}
     print(f"real clips: colour {report['real']['color']:.0%}  direction {report['real']['direction']:.0%}  "
           f"both {report['real']['both']:.0%}  ({len(real)} clips)", flush=True)
     print("does the denoiser use the caption's words? (x-MSE on the real clips)")
     report["caption_sensitivity"] = caption_sensitivity(
-        model, torch.stack([real[i]["video"] for i in range(len(real))]), [real[i]["caption"] for i in range(len(real))])
+        model, torch.stack([it["video"] for it in items]), [it["caption"] for it in items])
     for w in [float(x) for x in args.weights.split(",")]:
         hits = {"color": 0, "direction": 0, "both": 0}
         total, strip = 0, []

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from vidiff.cli import main
 from vidiff.videoio import read_video, write_mp4
@@ -35,7 +36,6 @@ def test_train_resume_sample(tmp_path, capsys):
         assert (out / f"sample_{i:03d}.gif").is_file()
     assert (out / "grid.gif").is_file() and (out / "samples.safetensors").is_file()
     # frames.png: a row of 6 frames per video, each 16 px enlarged ×3, with 2 px borders
-    from safetensors.torch import load_file
     strip = torch.from_numpy(np.array(Image.open(out / "frames.png").convert("RGB")))
     assert strip.shape == (2 + 3 * 50, 2 + 6 * 50, 3)
     videos = load_file(out / "samples.safetensors")["videos"]

@@ -167,13 +167,12 @@ class Upsample(nn.Module):
     """Doubles h and w (never f): nearest neighbour, then a 1×3×3 convolution. Computed exactly as one
     stride-2 transposed 4×4 convolution of the low-resolution input (kernel M w Mᵀ), which costs 16
     instead of 4·9 = 36 multiply-adds per input pixel and channel pair and never builds the enlarged
-    input; the parameters are the 3×3 convolution's."""
-
-    fused = True  # False: the literal nearest-neighbour enlargement then the 3×3 convolution
+    input; the parameters are the 3×3 convolution's. `fused = False` computes it literally."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.fused = True
 
     def forward(self, x):
         if not self.fused:
