@@ -58,7 +58,8 @@ def matmul_peak(n=2048, reps=10) -> float:
 
 def ours(cfg: UNetConfig, variant: str):
     """(module, loss function) of our UNet in one of the variants."""
-    net = UNet3D(replace(cfg, recompute_norms=variant == "fast" and cfg.recompute_norms))
+    net = UNet3D(replace(cfg, recompute_norms=variant in ("fast", "lean") and cfg.recompute_norms,
+                         recompute_attention=variant == "lean" or (variant == "fast" and cfg.recompute_attention)))
     for m in net.modules():
         if isinstance(m, Upsample):
             m.fused = variant == "fast"
@@ -100,7 +101,17 @@ def measure(variant: str, cfg: UNetConfig, steps: int, batch: int, frames: int, 
     return dict(variant=variant, sec=sorted(times[1:])[steps // 2],
                 flops=fc.get_total_flops() if variant == "reference" else None,
                 params=sum(p.numel() for p in net.parameters()),
-                rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                rss_mib=peak_rss_mib())
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. On Linux from /proc (VmHWM): getrusage's ru_maxrss would
+    carry over the parent's peak at the time of the fork into the child process."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():

@@ -1,7 +1,7 @@
 """How often a text-conditioned model's samples match their prompt, without and with classifier-free
 guidance (issue: conditioning). Trains `cpu-demo-text` on the built-in moving shapes (or loads
 --checkpoint), samples each prompt for each guidance weight, and analyses the frames with
-`vidiff.data.describe_video` (colour of the shape, direction of motion).
+`vidiff.data.describe_video` (colour and kind of the shape, direction of motion).
 
     python bench/text_guidance.py --minutes 10 --out runs/text-bench [--checkpoint RUN] [--num 8] [--weights 0,1,3,5]
         [--set section.key=value ...] [--sampler ddim --steps 50]
@@ -47,10 +47,14 @@ def caption_sensitivity(model, clips: torch.Tensor, captions: list, logsnrs=(-8,
 
 
 def _tally(hits: dict, got: dict, want: dict) -> None:
-    c_ok, d_ok = got["color"] == want["color"], got["direction"] == want["direction"]
-    hits["color"] += c_ok
-    hits["direction"] += d_ok
-    hits["both"] += c_ok and d_ok
+    ok = {k: got[k] == want[k] for k in ("color", "shape", "direction")}
+    for k, v in ok.items():
+        hits[k] += v
+    hits["all"] += all(ok.values())
+
+
+def _fmt(rates: dict) -> str:
+    return "  ".join(f"{k} {v:.0%}" for k, v in rates.items())
 
 
 def main():
@@ -77,20 +81,19 @@ def main():
     # caption's colour and direction (the ceiling of the numbers below)
     real = MovingShapes(num_videos=64, frames=model.config.data.frames, size=model.config.data.size, seed=4321)
     items = [real[i] for i in range(len(real))]
-    hits = {"color": 0, "direction": 0, "both": 0}
+    hits = {"color": 0, "shape": 0, "direction": 0, "all": 0}
     for i, item in enumerate(items):
         _tally(hits, describe_video(item["video"]), real.attributes(i))
     report = {"real": {k: v / len(real) for k, v in hits.items()}}
-    print(f"real clips: colour {report['real']['color']:.0%}  direction {report['real']['direction']:.0%}  "
-          f"both {report['real']['both']:.0%}  ({len(real)} clips)", flush=True)
+    print(f"real clips: {_fmt(report['real'])}  ({len(real)} clips)", flush=True)
     print("does the denoiser use the caption's words? (x-MSE on the real clips)")
     report["caption_sensitivity"] = caption_sensitivity(
         model, torch.stack([it["video"] for it in items]), [it["caption"] for it in items])
     for w in [float(x) for x in args.weights.split(",")]:
-        hits = {"color": 0, "direction": 0, "both": 0}
+        hits = {"color": 0, "shape": 0, "direction": 0, "all": 0}
         total, strip = 0, []
         for p_i, prompt in enumerate(prompts):
-            want = dict(color=prompt.split()[1], direction=prompt.split()[-1])
+            want = dict(color=prompt.split()[1], shape=prompt.split()[2], direction=prompt.split()[-1])
             videos = model.sample(args.num, prompt=prompt, guidance=w, sampler=args.sampler, steps=args.steps,
                                   seed=1000 * p_i)
             for v in videos:
@@ -98,8 +101,8 @@ def main():
                 total += 1
             strip.append(videos[0])
         report[w] = {k: v / total for k, v in hits.items()}
-        print(f"w={w:g}: colour {report[w]['color']:.0%}  direction {report[w]['direction']:.0%}  "
-              f"both {report[w]['both']:.0%}  ({total} samples; chance: colour 25%, direction 25%)", flush=True)
+        print(f"w={w:g}: {_fmt(report[w])}  ({total} samples; chance: colour 25%, shape 33%, direction 25%)",
+              flush=True)
         write_filmstrip(Path(args.out) / f"frames_w{w:g}.png", torch.stack(strip))  # a row per prompt
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "text_guidance.json").write_text(json.dumps(report, indent=2))

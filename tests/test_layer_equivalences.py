@@ -1,5 +1,7 @@
 """The CPU speed and memory savings compute exactly the paper's layers: the upsampling convolution
-as one transposed convolution, and normalisations recomputed in the backward pass."""
+as one transposed convolution, and normalisations (and the activations the convolutions read)
+recomputed in the backward pass."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -21,25 +23,55 @@ def test_upsample_is_nearest_then_convolution():
         assert (a - b).abs().max() < 1e-10
 
 
-def test_recomputed_norms_give_the_same_gradients_and_store_less():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_recomputed_norms_give_the_same_gradients_and_store_less(channels_last):
     torch.manual_seed(0)
     block = ResBlock(8, 16, emb_dim=12).double()
     with torch.no_grad():
         for p in block.parameters():
             p.normal_(0, 0.3)  # conv2 is zero-initialised: make every path carry gradient
-    x = torch.randn(6, 8, 5, 7, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(6, 8, 5, 7, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
     emb = torch.randn(6, 12, dtype=torch.float64, requires_grad=True)
     gy = torch.randn(6, 16, 5, 7, dtype=torch.float64)
     results = {}
     for recompute in (True, False):
         block.recompute_norms = recompute
-        stored = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t, s=stored: s.append(t.numel()) or t, lambda t: t):
+        stored = {}  # storage -> numbers, each storage once
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t, s=stored: s.setdefault(t.untyped_storage().data_ptr(), t.numel()) and t, lambda t: t):
             y = block(x, emb)
         grads = torch.autograd.grad(y, [x, emb, *block.parameters()], gy)
-        results[recompute] = (y.detach(), grads, sum(stored))
+        results[recompute] = (y.detach(), grads, sum(stored.values()))
     (y1, g1, n1), (y0, g0, n0) = results[True], results[False]
     assert torch.equal(y1, y0)
     for a, b in zip(g1, g0):
         assert (a - b).abs().max() < 1e-12
-    assert n1 < n0 - 2 * 16 * 6 * 5 * 7  # at least two block-sized activations fewer
+    act = 16 * 6 * 5 * 7  # one block-sized activation
+    print(f"stored numbers: {n1} recomputing, {n0} storing; an activation is {act}")
+    params = sum(p.numel() for p in block.parameters())
+    film = emb.numel() * 2 + 6 * 2 * 16  # the embedding, its SiLU and the scale/shift
+    # the block stores its input (half as wide), the first convolution's output, its parameters and FiLM
+    assert n1 <= act // 2 + act + params + film
+    assert n0 > n1 + 3 * act  # storing: the convolutions' inputs and the normalisations' outputs too
+
+
+def test_recomputed_norms_with_dropout_keep_the_mask():
+    """With dropout in training the block stores the dropped activation; gradients equal the plain path."""
+    block = ResBlock(8, 8, emb_dim=4, dropout=0.3).double().train()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(4, 8, 5, 5, dtype=torch.float64, requires_grad=True)
+    emb = torch.randn(4, 4, dtype=torch.float64)
+    results = []
+    for recompute in (True, False):
+        block.recompute_norms = recompute
+        torch.manual_seed(3)
+        y = block(x, emb)
+        results.append((y.detach(), torch.autograd.grad(y.square().sum(), [x, *block.parameters()])))
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        assert (a - b).abs().max() < 1e-12

@@ -135,3 +135,38 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         m(x, torch.zeros(2)).square().sum().backward()
         grads.append([p.grad.clone() for p in m.parameters()])
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+
+
+def test_text_cross_attention_respects_padding_null_and_frames():
+    """Cross-attention to the text tokens: tokens change the output, padding does not, an all-False
+    mask is the null condition (the same as no tokens at all), and no frame sees another."""
+    cfg = UNetConfig(**{**TINY.to_dict(), "text_dim": 16, "text_cross_attention": True, "temporal_attention": False})
+    net = randomise(UNet3D(cfg)).eval()
+    plain = UNet3D(UNetConfig(**{**cfg.to_dict(), "text_cross_attention": False}))
+    assert len([m for m in net.modules() if type(m).__name__ == "CrossAttention"]) > 0
+    assert not [m for m in plain.modules() if type(m).__name__ == "CrossAttention"]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 3, 8, 8, generator=g, requires_grad=True)
+    tokens = torch.randn(2, 5, 16, generator=g)
+    mask = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
+    y = net(x, torch.zeros(2), text_tokens=tokens, text_mask=mask)
+    # padding positions of example 0 take other values: nothing changes
+    junk = tokens.clone()
+    junk[0, 3:] = 100.0
+    assert torch.allclose(net(x, torch.zeros(2), text_tokens=junk, text_mask=mask), y, atol=1e-5)
+    # a real token of example 1 changes: its output changes
+    other = tokens.clone()
+    other[1, 4] = torch.randn(16, generator=g)
+    assert not torch.allclose(net(x, torch.zeros(2), text_tokens=other, text_mask=mask)[1], y[1], atol=1e-4)
+    # the same weights without the cross-attention blocks give another output: the blocks are used
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if k in plain.state_dict()})
+    assert not torch.allclose(plain.eval()(x, torch.zeros(2), text_tokens=tokens, text_mask=mask), y, atol=1e-4)
+    null = net(x, torch.zeros(2), text_tokens=tokens, text_mask=torch.zeros_like(mask))
+    none = net(x, torch.zeros(2), text_tokens=tokens[:, :0], text_mask=mask[:, :0])
+    assert torch.allclose(null, none, atol=1e-5)
+    assert not torch.allclose(null, y, atol=1e-4)
+    grad, = torch.autograd.grad(y[:, :, 1].sum(), x)
+    per_frame = grad.abs().sum(dim=(0, 1, 3, 4))
+    assert per_frame[1] > 0 and per_frame[[0, 2]].max() == 0, f"cross-attention mixed frames: {per_frame}"
+    with pytest.raises(ValueError, match="text_cross_attention"):
+        UNet3D(UNetConfig(**{**TINY.to_dict(), "text_cross_attention": True}))

@@ -40,19 +40,68 @@ def logsnr_features(logsnr: torch.Tensor, dim: int) -> torch.Tensor:
 
 def norm_act(norm: nn.GroupNorm, x: torch.Tensor, scale=None, shift=None) -> torch.Tensor:
     """SiLU(GroupNorm(x)), with FiLM (·(1 + scale) + shift) between them when given."""
-    h = norm(x)
+    return _norm_act(x, norm.weight, norm.bias, scale, shift, norm.num_groups, norm.eps)
+
+
+def _norm_act(x, weight, bias, scale, shift, groups: int, eps: float) -> torch.Tensor:
+    h = F.group_norm(x, groups, weight, bias, eps)
     if scale is not None:
         h = h * (1 + scale) + shift
     return F.silu(h)
+
+
+class _NormActConv(torch.autograd.Function):
+    """conv2d(SiLU(GroupNorm(x)·(1 + scale) + shift)) that stores x only, not the activation the
+    convolution reads: the backward pass recomputes that activation (elementwise, cheap) and uses it
+    for the convolution's weight gradient and for the normalisation's own backward."""
+
+    @staticmethod
+    def forward(ctx, x, gn_weight, gn_bias, scale, shift, conv_weight, conv_bias, groups, eps, padding):
+        a = _norm_act(x, gn_weight, gn_bias, scale, shift, groups, eps)
+        ctx.save_for_backward(x, gn_weight, gn_bias, scale, shift, conv_weight)
+        ctx.groups, ctx.eps, ctx.padding, ctx.has_bias = groups, eps, padding, conv_bias is not None
+        return F.conv2d(a, conv_weight, conv_bias, padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, gn_weight, gn_bias, scale, shift, conv_weight = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        leaves = [t.detach().requires_grad_(bool(n)) if t is not None else None
+                  for t, n in zip((x, gn_weight, gn_bias, scale, shift), need[:5])]
+        with torch.enable_grad():
+            a = _norm_act(*leaves, ctx.groups, ctx.eps)
+        p = ctx.padding
+        grad_a, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_out, a.detach(), conv_weight, [conv_weight.shape[0]] if ctx.has_bias else None,
+            [1, 1], [p, p], [1, 1], False, [0, 0], 1, [True, need[5], ctx.has_bias and need[6]])
+        wanted = [t for t in leaves if t is not None and t.requires_grad]
+        got = iter(torch.autograd.grad(a, wanted, grad_a)) if wanted else iter(())
+        grads = [next(got) if t is not None and t.requires_grad else None for t in leaves]
+        return (*grads, grad_w, grad_b, None, None, None)
+
+
+def norm_act_conv(norm: nn.GroupNorm, conv: nn.Conv2d, x: torch.Tensor, scale=None, shift=None) -> torch.Tensor:
+    """conv(norm_act(norm, x, scale, shift)); under autograd the activation between them is
+    recomputed in the backward pass instead of stored (`_NormActConv`; under autocast, only the
+    normalisation's own intermediates are recomputed)."""
+    if not torch.is_grad_enabled():
+        return conv(norm_act(norm, x, scale, shift))
+    if (torch.is_autocast_enabled(x.device.type) or conv.stride != (1, 1) or conv.dilation != (1, 1)
+            or conv.groups != 1 or conv.padding_mode != "zeros"):
+        # mixed precision or an unusual convolution: recompute the normalisation only (stores the activation)
+        return conv(checkpoint(norm_act, norm, x, scale, shift, use_reentrant=False))
+    return _NormActConv.apply(x, norm.weight, norm.bias, scale, shift, conv.weight, conv.bias, norm.num_groups,
+                              norm.eps, conv.padding[0])
 
 
 class ResBlock(nn.Module):
     """Wide-ResNet block: GN → SiLU → 1×3×3 conv → GN·(1 + scale) + shift → SiLU → dropout → 1×3×3 conv,
     plus a (1×1 projected) skip. The conditioning embedding enters through scale/shift (FiLM).
 
-    With `recompute_norms`, the normalisations are recomputed in the backward pass rather than
-    stored: only their input is kept (which the graph holds anyway), so a block stores three
-    activations fewer for the price of recomputing two cheap elementwise passes."""
+    With `recompute_norms`, GN(+FiLM)+SiLU is recomputed in the backward pass rather than stored,
+    for the normalisation's backward and for the weight gradient of the convolution that reads it
+    (`norm_act_conv`): a block stores its input and the first convolution's output, nothing else, for
+    the price of recomputing two cheap elementwise passes."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, recompute_norms: bool = True):
         super().__init__()
@@ -69,10 +118,13 @@ class ResBlock(nn.Module):
         # x: (b f) c h w; emb: (b f) e — the video's embedding repeated per frame
         scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
         if self.recompute_norms and torch.is_grad_enabled():
-            h = self.conv1(checkpoint(norm_act, self.norm1, x, use_reentrant=False))
-            h = checkpoint(norm_act, self.norm2, h, scale, shift, use_reentrant=False)
-        else:
-            h = norm_act(self.norm2, self.conv1(norm_act(self.norm1, x)), scale, shift)
+            h = norm_act_conv(self.norm1, self.conv1, x)
+            if self.dropout.p > 0 and self.training:  # the dropout mask is not recomputed: store it
+                h = self.conv2(self.dropout(checkpoint(norm_act, self.norm2, h, scale, shift, use_reentrant=False)))
+            else:
+                h = norm_act_conv(self.norm2, self.conv2, h, scale, shift)
+            return self.skip(x) + h
+        h = norm_act(self.norm2, self.conv1(norm_act(self.norm1, x)), scale, shift)
         return self.skip(x) + self.conv2(self.dropout(h))
 
 
@@ -86,13 +138,51 @@ class SpatialAttention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = zero_init(nn.Linear(channels, channels))
 
+    recompute = False  # set per instance (UNetConfig.recompute_attention): store the input only
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.recompute and torch.is_grad_enabled():
+            return x + checkpoint(self.branch, x, use_reentrant=False)
+        return x + self.branch(x)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         bf, c, h, w = x.shape
         tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")
         q, k, v = rearrange(self.qkv(tokens), "n l (three m d) -> three n m l d", three=3, m=self.heads)
         a = F.scaled_dot_product_attention(q, k, v)  # (b f) heads (h w) d
         a = self.out(rearrange(a, "n m l d -> n l (m d)"))
-        return x + rearrange(a, "n (h w) c -> n c h w", h=h, w=w)
+        return rearrange(a, "n (h w) c -> n c h w", h=h, w=w)
+
+
+class CrossAttention(nn.Module):
+    """Attention from every pixel of every frame to the text tokens (beyond the paper, whose text
+    enters only through the pooled vector). Queries are laid out `b (f h w)`, so frames do not mix.
+
+    A learned null key/value pair is always present: a padding token never influences the result,
+    and an all-False mask (the null condition of classifier-free guidance) attends to the null
+    pair alone, so the conditional and unconditional branches share one forward."""
+
+    def __init__(self, channels: int, context_dim: int, head_dim: int = 64):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = group_norm(channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.null_kv = nn.Parameter(torch.randn(2, channels) * 0.02)
+        self.out = zero_init(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor, frames: int, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        bf, c, h, w = x.shape
+        b, n, _ = context.shape
+        q = rearrange(self.q(rearrange(self.norm(x), "(b f) c h w -> b (f h w) c", f=frames)),
+                      "b l (m d) -> b m l d", m=self.heads)
+        kv = torch.cat([self.null_kv.to(context.dtype).expand(b, 1, 2, c),
+                        rearrange(self.kv(context), "b n (two c) -> b n two c", two=2)], dim=1)
+        k, v = rearrange(kv, "b n two (m d) -> two b m n d", m=self.heads)
+        allowed = F.pad(mask, (1, 0), value=True)[:, None, None]  # (b, 1, 1, 1 + n): the null pair always
+        a = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=allowed)
+        a = self.out(rearrange(a, "b m l d -> b l (m d)"))
+        return x + rearrange(a, "b (f h w) c -> (b f) c h w", f=frames, h=h, w=w)
 
 
 class RelativePositionBias(nn.Module):
@@ -133,7 +223,14 @@ class TemporalAttention(nn.Module):
         self.out = zero_init(nn.Linear(channels, channels))
         self.rel_pos = RelativePositionBias(self.heads, num_buckets, max_distance)
 
+    recompute = False  # set per instance (UNetConfig.recompute_attention): store the input only
+
     def forward(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.recompute and torch.is_grad_enabled():
+            return x + checkpoint(self.branch, x, frames, mask, use_reentrant=False)
+        return x + self.branch(x, frames, mask)
+
+    def branch(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         bf, c, h, w = x.shape
         tokens = rearrange(self.norm(x), "(b f) c h w -> b (h w) f c", f=frames)
         q, k, v = rearrange(self.qkv(tokens), "b p f (three m d) -> three b p m f d", three=3, m=self.heads)
@@ -143,7 +240,7 @@ class TemporalAttention(nn.Module):
             bias = bias + (neg[:, None, None] if neg.ndim == 3 else neg)  # (b, 1, 1, f, f) or (f, f)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # b (h w) heads f d
         a = self.out(rearrange(a, "b p m f d -> b p f (m d)"))
-        return x + rearrange(a, "b (h w) f c -> (b f) c h w", h=h, w=w)
+        return rearrange(a, "b (h w) f c -> (b f) c h w", h=h, w=w)
 
 
 class Downsample(nn.Module):

@@ -121,6 +121,9 @@ def resolve_config(cfg: Config, dataset: Dataset, text_dim: int = 0) -> Config:
         model = replace(model, num_classes=n)
     elif tr.conditioning == "text":
         model = replace(model, text_dim=text_dim)
+    if model.text_cross_attention and not model.text_dim:
+        raise ConfigError("model.text_cross_attention attends to caption tokens: it needs train.conditioning=text "
+                          f"(got {tr.conditioning!r}); set conditioning=text or text_cross_attention=false")
     return replace(cfg, model=model)
 
 

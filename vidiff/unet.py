@@ -17,8 +17,8 @@ from einops import rearrange, repeat
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import (Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample, group_norm,
-                     logsnr_features, zero_init)
+from .layers import (CrossAttention, Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample,
+                     group_norm, logsnr_features, zero_init)
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,13 @@ class UNetConfig:
     num_classes: int = 0  # 0: no class conditioning
     text_dim: int = 0  # 0: no text conditioning; else the text encoder's token width
     text_pool_heads: int = 4
+    text_cross_attention: bool = False  # beyond the paper: pixels also attend to the text tokens
     temporal_attention: bool = True
     rel_pos_buckets: int = 32
     rel_pos_max_distance: int = 64
     gradient_checkpointing: bool = False
     recompute_norms: bool = True  # store less: GroupNorm(+FiLM)+SiLU recomputed in the backward pass
+    recompute_attention: bool = False  # store less: attention blocks recomputed in the backward pass
 
     def __post_init__(self):
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
@@ -76,7 +78,8 @@ class UNetConfig:
 
 
 class Level(nn.Module):
-    """Res blocks of one resolution, each optionally followed by spatial then temporal attention."""
+    """Res blocks of one resolution, each optionally followed by spatial attention, cross-attention to
+    the text tokens (if configured) and temporal attention."""
 
     def __init__(self, in_chs: list, out_ch: int, emb_dim: int, cfg: UNetConfig, attention: bool):
         super().__init__()
@@ -85,11 +88,17 @@ class Level(nn.Module):
         self.temporal = nn.ModuleList(
             [TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance) for _ in in_chs]
             if attention and cfg.temporal_attention else [])
+        for m in [*self.spatial, *self.temporal]:
+            m.recompute = cfg.recompute_attention
+        self.cross = nn.ModuleList([CrossAttention(out_ch, cfg.text_dim, cfg.head_dim) for _ in in_chs]
+                                   if attention and cfg.text_cross_attention else [])
 
-    def block(self, i: int, x, emb, frames, mask):
+    def block(self, i: int, x, emb, frames, mask, context=None, context_mask=None):
         x = self.res[i](x, emb)
         if self.spatial:
             x = self.spatial[i](x)
+        if self.cross:
+            x = self.cross[i](x, frames, context, context_mask)
         if self.temporal:
             x = self.temporal[i](x, frames, mask)
         return x
@@ -118,6 +127,10 @@ class UNet3D(nn.Module):
             self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
         else:
             self.text_pool = None
+        if cfg.text_cross_attention:
+            if cfg.text_dim <= 0:
+                raise ValueError("text_cross_attention needs a text-conditional model (text_dim > 0)")
+            self.text_norm = nn.LayerNorm(cfg.text_dim)
 
         self.stem = nn.Conv2d(cfg.in_channels, base, 3, padding=1)
         chans = [base * m for m in cfg.channel_mults]
@@ -164,10 +177,21 @@ class UNet3D(nn.Module):
             emb = emb + self.text_pool(text_tokens.to(emb.dtype), text_mask)
         return self.cond_mlp(emb)
 
-    def _run(self, level: Level, i: int, x, emb, frames, mask):
+    def _run(self, level: Level, i: int, x, emb, frames, mask, context=None):
+        ctx = context or (None, None)
         if self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(level.block, i, x, emb, frames, mask, use_reentrant=False)
-        return level.block(i, x, emb, frames, mask)
+            return checkpoint(level.block, i, x, emb, frames, mask, *ctx, use_reentrant=False)
+        return level.block(i, x, emb, frames, mask, *ctx)
+
+    def text_context(self, text_tokens, text_mask):
+        """(layer-normed tokens, mask) for the cross-attention blocks; None without them."""
+        if not self.cfg.text_cross_attention:
+            return None
+        b, n = text_tokens.shape[:2]
+        if text_mask is None:
+            text_mask = torch.ones(b, n, dtype=torch.bool, device=text_tokens.device)
+        tokens = self.text_norm(text_tokens.masked_fill(~text_mask[..., None], 0.0).to(self.text_norm.weight.dtype))
+        return tokens, text_mask
 
     def forward(self, x: torch.Tensor, logsnr: torch.Tensor, class_labels=None, text_tokens=None, text_mask=None,
                 temporal_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -180,6 +204,7 @@ class UNet3D(nn.Module):
         if temporal_mask is not None and temporal_mask.shape[-2:] != (f, f):
             raise ValueError(f"temporal_mask must be (f, f) or (b, f, f) with f={f}, got {tuple(temporal_mask.shape)}")
         emb = self.embedding(logsnr.reshape(b), class_labels, text_tokens, text_mask)
+        context = self.text_context(text_tokens, text_mask)
         emb = repeat(emb, "b e -> (b f) e", f=f)
         frames_in = rearrange(x, "b c f h w -> (b f) c h w")
         if self.channels_last:
@@ -188,16 +213,16 @@ class UNet3D(nn.Module):
         skips = [hcur]
         for level in self.down.values():
             for j in range(len(level.res)):
-                hcur = self._run(level, j, hcur, emb, f, temporal_mask)
+                hcur = self._run(level, j, hcur, emb, f, temporal_mask, context)
                 skips.append(hcur)
             if hasattr(level, "downsample"):
                 hcur = level.downsample(hcur)
                 skips.append(hcur)
         for j in range(2):
-            hcur = self._run(self.middle, j, hcur, emb, f, temporal_mask)
+            hcur = self._run(self.middle, j, hcur, emb, f, temporal_mask, context)
         for level in self.up.values():
             for j in range(len(level.res)):
-                hcur = self._run(level, j, torch.cat([hcur, skips.pop()], dim=1), emb, f, temporal_mask)
+                hcur = self._run(level, j, torch.cat([hcur, skips.pop()], dim=1), emb, f, temporal_mask, context)
             if hasattr(level, "upsample"):
                 hcur = level.upsample(hcur)
         out = self.out_conv(F.silu(self.out_norm(hcur)))
