@@ -7,12 +7,13 @@ block per level, spatial + temporal attention at the two lower levels (about 13M
 Each variant runs in its own process (so that each reports its own peak memory), one after the
 other, `--rounds` times, next to the fp32 matmul peak measured in the same run. It prints seconds per
 step (forward + backward + AdamW, median), the step's FLOPs (counted by torch's FlopCounterMode on the
-direct algorithm), the achieved GFLOP/s and peak RSS.
+direct algorithm), the achieved GFLOP/s and the process's peak RSS (VmHWM).
 
     python bench/bench_train_step.py [--threads 2] [--steps 5] [--rounds 1] [--variants fast,direct]
 
 Variants: "fast" (as vidiff trains: upsampling as one transposed convolution, normalisations
-recomputed in the backward pass, channels_last, fused AdamW), "direct" (literal nearest-neighbour
+recomputed in the backward pass, channels_last, fused AdamW), "lean" (as fast, and the attention
+blocks recomputed too: `model.recompute_attention`), "direct" (literal nearest-neighbour
 upsampling then the 3×3 convolution, normalisations stored), "nchw" (as direct, in NCHW memory), and
 "reference": the most used open
 implementation of the paper (lucidrains' video-diffusion-pytorch 0.7.0, Unet3D(dim=64,
@@ -120,7 +121,7 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--preset", help="measure this preset's model at its data size (default: the reference)")
-    ap.add_argument("--variants", default="fast,direct", help="fast, direct, nchw, reference (see above)")
+    ap.add_argument("--variants", default="fast,direct", help="fast, lean, direct, nchw, reference (see above)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -5,6 +5,9 @@ guidance (issue: conditioning). Trains `cpu-demo-text` on the built-in moving sh
 
     python bench/text_guidance.py --minutes 10 --out runs/text-bench [--checkpoint RUN] [--num 8] [--weights 0,1,3,5]
         [--set section.key=value ...] [--sampler ddim --steps 50]
+
+(`--set model.text_cross_attention=true` trains with cross-attention to the caption's tokens.) Before
+sampling it prints how much the denoiser uses each word of the caption (`caption_sensitivity`).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidiff.layers import ResBlock, Upsample
+from vidiff.layers import ResBlock, SpatialAttention, TemporalAttention, Upsample
 
 
 def test_upsample_is_nearest_then_convolution():
@@ -75,3 +75,28 @@ def test_recomputed_norms_with_dropout_keep_the_mask():
     assert torch.equal(results[0][0], results[1][0])
     for a, b in zip(results[0][1], results[1][1]):
         assert (a - b).abs().max() < 1e-12
+
+
+def test_recomputed_attention_gives_the_same_gradients_and_stores_its_input_only():
+    torch.manual_seed(0)
+    x = torch.randn(6, 16, 4, 5, dtype=torch.float64, requires_grad=True)  # (b f) c h w with f = 3
+    mask = torch.tensor([[True, True, False], [True, True, False], [False, False, True]])
+    for block, args in ((SpatialAttention(16, 8), ()), (TemporalAttention(16, 8), (3, mask))):
+        block = block.double()
+        with torch.no_grad():
+            for p in block.parameters():
+                p.normal_(0, 0.3)
+        results = {}
+        for recompute in (True, False):
+            block.recompute = recompute
+            stored = {}
+            with torch.autograd.graph.saved_tensors_hooks(
+                    lambda t, s=stored: s.setdefault(t.untyped_storage().data_ptr(), t.numel()) and t, lambda t: t):
+                y = block(x, *args)
+            grads = torch.autograd.grad(y.square().sum(), [x, *block.parameters()])
+            results[recompute] = (y.detach(), grads, sum(stored.values()))
+        (y1, g1, n1), (y0, g0, n0) = results[True], results[False]
+        assert torch.equal(y1, y0)
+        for a, b in zip(g1, g0):
+            assert (a - b).abs().max() < 1e-12
+        assert n1 <= x.numel() + sum(p.numel() for p in block.parameters()) < n0 - 3 * x.numel()

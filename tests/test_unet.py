@@ -112,7 +112,7 @@ def test_tiny_model_overfits_one_video():
     opt = torch.optim.Adam(den.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     losses = []
-    for step in range(300):
+    for _ in range(300):
         loss = loss_fn(den, x, generator=g).mean()
         opt.zero_grad()
         loss.backward()

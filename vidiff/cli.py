@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -115,13 +116,19 @@ def cmd_sample(args):
 
 
 # ---- presets, demo -----------------------------------------------------------------------------
+_DEFAULT_TEXT_DIM = 384  # token width of the default text encoder (MiniLM-L6)
+
+
 def cmd_presets(args):
     from .presets import DESCRIPTIONS, PRESETS
     from .unet import UNet3D
     print(f"{'preset':22s} {'params':>9s}  {'input':>12s}  description")
     for name, cfg in PRESETS.items():
+        model = cfg.model
+        if cfg.train.conditioning == "text" and not model.text_dim:
+            model = replace(model, text_dim=_DEFAULT_TEXT_DIM)  # counted with the default encoder's tokens
         with torch.device("meta"):
-            n = sum(p.numel() for p in UNet3D(cfg.model).parameters())
+            n = sum(p.numel() for p in UNet3D(model).parameters())
         shape = f"{cfg.data.frames}x{cfg.data.size}x{cfg.data.size}"
         print(f"{name:22s} {n / 1e6:8.1f}M  {shape:>12s}  {DESCRIPTIONS.get(name, '')}")
 

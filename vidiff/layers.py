@@ -87,7 +87,8 @@ def norm_act_conv(norm: nn.GroupNorm, conv: nn.Conv2d, x: torch.Tensor, scale=No
     if not torch.is_grad_enabled():
         return conv(norm_act(norm, x, scale, shift))
     if (torch.is_autocast_enabled(x.device.type) or conv.stride != (1, 1) or conv.dilation != (1, 1)
-            or conv.groups != 1 or conv.padding_mode != "zeros"):
+            or conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str)
+            or conv.padding[0] != conv.padding[1]):
         # mixed precision or an unusual convolution: recompute the normalisation only (stores the activation)
         return conv(checkpoint(norm_act, norm, x, scale, shift, use_reentrant=False))
     return _NormActConv.apply(x, norm.weight, norm.bias, scale, shift, conv.weight, conv.bias, norm.num_groups,
@@ -137,8 +138,7 @@ class SpatialAttention(nn.Module):
         self.norm = group_norm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = zero_init(nn.Linear(channels, channels))
-
-    recompute = False  # set per instance (UNetConfig.recompute_attention): store the input only
+        self.recompute = False  # UNetConfig.recompute_attention: store the input only, recompute the rest
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.recompute and torch.is_grad_enabled():
@@ -221,9 +221,8 @@ class TemporalAttention(nn.Module):
         self.norm = group_norm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = zero_init(nn.Linear(channels, channels))
+        self.recompute = False  # UNetConfig.recompute_attention: store the input only, recompute the rest
         self.rel_pos = RelativePositionBias(self.heads, num_buckets, max_distance)
-
-    recompute = False  # set per instance (UNetConfig.recompute_attention): store the input only
 
     def forward(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.recompute and torch.is_grad_enabled():
