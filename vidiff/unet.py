@@ -3,7 +3,8 @@
 A 2D image UNet made 3D: space-only 1×3×3 convolutions, a spatial attention block followed by a
 temporal attention block (relative position bias) at chosen levels, resolution halved/doubled in
 space only, channel multipliers M₁…M_K, skip connections, and a conditioning embedding (log-SNR plus
-an optional class or pooled-text vector, through an MLP) into every residual block.
+an optional class or pooled-text vector, through an MLP) into every residual block. Beyond the paper,
+`text_cross_attention` adds cross-attention from every pixel to the caption's tokens.
 Input and output: `b c f h w`, any f ≥ 1.
 """
 from __future__ import annotations
