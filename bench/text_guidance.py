@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -49,11 +50,17 @@ def caption_sensitivity(model, clips: torch.Tensor, captions: list, logsnrs=(-8,
     return table
 
 
-def _tally(hits: dict, got: dict, want: dict) -> None:
-    ok = {k: got[k] == want[k] for k in ("color", "shape", "direction")}
-    for k, v in ok.items():
-        hits[k] += v
+_ATTRIBUTES = ("color", "shape", "direction")
+
+
+def _tally(hits: Counter, got: dict, want: dict) -> None:
+    ok = {k: got[k] == want[k] for k in _ATTRIBUTES}
+    hits.update(k for k, v in ok.items() if v)
     hits["all"] += all(ok.values())
+
+
+def _rates(hits: Counter, total: int) -> dict:
+    return {k: hits[k] / total for k in (*_ATTRIBUTES, "all")}
 
 
 def _fmt(rates: dict) -> str:
@@ -84,28 +91,34 @@ def main():
     # caption's colour and direction (the ceiling of the numbers below)
     real = MovingShapes(num_videos=64, frames=model.config.data.frames, size=model.config.data.size, seed=4321)
     items = [real[i] for i in range(len(real))]
-    hits = {"color": 0, "shape": 0, "direction": 0, "all": 0}
+    hits = Counter()
     for i, item in enumerate(items):
         _tally(hits, describe_video(item["video"]), real.attributes(i))
-    report = {"real": {k: v / len(real) for k, v in hits.items()}}
+    report = {"real": _rates(hits, len(real))}
     print(f"real clips: {_fmt(report['real'])}  ({len(real)} clips)", flush=True)
     print("does the denoiser use the caption's words? (x-MSE on the real clips)")
     report["caption_sensitivity"] = caption_sensitivity(
         model, torch.stack([it["video"] for it in items]), [it["caption"] for it in items])
     for w in [float(x) for x in args.weights.split(",")]:
-        hits = {"color": 0, "shape": 0, "direction": 0, "all": 0}
-        total, strip = 0, []
+        hits, total, strip = Counter(), 0, []
+        moved = {d: Counter() for d in directions}  # prompted direction -> directions read back
         for p_i, prompt in enumerate(prompts):
             want = dict(color=prompt.split()[1], shape=prompt.split()[2], direction=prompt.split()[-1])
             videos = model.sample(args.num, prompt=prompt, guidance=w, sampler=args.sampler, steps=args.steps,
                                   seed=1000 * p_i)
             for v in videos:
-                _tally(hits, describe_video(v), want)
+                got = describe_video(v)
+                _tally(hits, got, want)
+                moved[want["direction"]][got["direction"]] += 1
                 total += 1
             strip.append(videos[0])
-        report[w] = {k: v / total for k, v in hits.items()}
+        report[w] = _rates(hits, total)
         print(f"w={w:g}: {_fmt(report[w])}  ({total} samples; chance: colour 25%, shape 33%, direction 25%)",
               flush=True)
+        # which way the samples of each prompted direction moved: tells a learned axis from a learned sign
+        print("  prompted -> moved: " + "; ".join(f"{d}: " + " ".join(f"{k} {n}" for k, n in c.most_common())
+                                                   for d, c in moved.items()), flush=True)
+        report[w]["moved"] = {d: dict(c) for d, c in moved.items()}
         write_filmstrip(Path(args.out) / f"frames_w{w:g}.png", torch.stack(strip))  # a row per prompt
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "text_guidance.json").write_text(json.dumps(report, indent=2))

@@ -69,6 +69,7 @@ def test_encoder_is_frozen(encoder):
     encoder.train()
     assert not encoder.model.training
     assert encoder.dim == 384
+    assert text_mod.text_encoder_dim() == encoder.dim  # read from config.json, without loading the model
 
 
 @needs_encoder

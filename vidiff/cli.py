@@ -116,17 +116,15 @@ def cmd_sample(args):
 
 
 # ---- presets, demo -----------------------------------------------------------------------------
-_DEFAULT_TEXT_DIM = 384  # token width of the default text encoder (MiniLM-L6)
-
-
 def cmd_presets(args):
     from .presets import DESCRIPTIONS, PRESETS
+    from .text import text_encoder_dim
     from .unet import UNet3D
     print(f"{'preset':22s} {'params':>9s}  {'input':>12s}  description")
     for name, cfg in PRESETS.items():
         model = cfg.model
-        if cfg.train.conditioning == "text" and not model.text_dim:
-            model = replace(model, text_dim=_DEFAULT_TEXT_DIM)  # counted with the default encoder's tokens
+        if cfg.train.conditioning == "text" and not model.text_dim:  # counted with the configured encoder's tokens
+            model = replace(model, text_dim=text_encoder_dim(cfg.train.text_encoder or None))
         with torch.device("meta"):
             n = sum(p.numel() for p in UNet3D(model).parameters())
         shape = f"{cfg.data.frames}x{cfg.data.size}x{cfg.data.size}"

@@ -129,21 +129,30 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(self.dropout(h))
 
 
-class SpatialAttention(nn.Module):
-    """Self-attention over the h·w positions of each frame (frames as batch)."""
+class _SelfAttention(nn.Module):
+    """x + branch(x, ...): GroupNorm, a qkv projection and a zero-initialised output projection. With
+    `recompute` (UNetConfig.recompute_attention) the branch keeps only its input for the backward
+    pass and is computed again there."""
 
-    def __init__(self, channels: int, head_dim: int = 64):
+    def __init__(self, channels: int, head_dim: int, recompute: bool = False):
         super().__init__()
         self.heads = max(1, channels // head_dim)
         self.norm = group_norm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = zero_init(nn.Linear(channels, channels))
-        self.recompute = False  # UNetConfig.recompute_attention: store the input only, recompute the rest
+        self.recompute = recompute
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
         if self.recompute and torch.is_grad_enabled():
-            return x + checkpoint(self.branch, x, use_reentrant=False)
-        return x + self.branch(x)
+            return x + checkpoint(self.branch, x, *args, use_reentrant=False)
+        return x + self.branch(x, *args)
+
+
+class SpatialAttention(_SelfAttention):
+    """Self-attention over the h·w positions of each frame (frames as batch)."""
+
+    def __init__(self, channels: int, head_dim: int = 64, recompute: bool = False):
+        super().__init__(channels, head_dim, recompute)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         bf, c, h, w = x.shape
@@ -211,23 +220,15 @@ class RelativePositionBias(nn.Module):
         return rearrange(self.bias(self.bucket(rel)), "i j m -> m i j")
 
 
-class TemporalAttention(nn.Module):
+class TemporalAttention(_SelfAttention):
     """Self-attention over the f frames at each spatial position (h·w as batch), with a relative
-    position bias and an optional boolean mask (b, f, f) or (f, f), True where attention is allowed."""
+    position bias and an optional boolean mask (b, f, f) or (f, f), True where attention is allowed:
+    `forward(x, frames, mask=None)`."""
 
-    def __init__(self, channels: int, head_dim: int = 64, num_buckets: int = 32, max_distance: int = 64):
-        super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.norm = group_norm(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.out = zero_init(nn.Linear(channels, channels))
-        self.recompute = False  # UNetConfig.recompute_attention: store the input only, recompute the rest
+    def __init__(self, channels: int, head_dim: int = 64, num_buckets: int = 32, max_distance: int = 64,
+                 recompute: bool = False):
+        super().__init__(channels, head_dim, recompute)
         self.rel_pos = RelativePositionBias(self.heads, num_buckets, max_distance)
-
-    def forward(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.recompute and torch.is_grad_enabled():
-            return x + checkpoint(self.branch, x, frames, mask, use_reentrant=False)
-        return x + self.branch(x, frames, mask)
 
     def branch(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         bf, c, h, w = x.shape

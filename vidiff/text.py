@@ -64,6 +64,16 @@ def default_text_encoder_path() -> Path:
     )
 
 
+def text_encoder_dim(path=None) -> int:
+    """Token width of the encoder in `path` (default: the packaged MiniLM-L6), read from its
+    config.json without loading the model."""
+    folder = Path(path) if path else default_text_encoder_path()
+    config = json.loads((folder / "config.json").read_text())
+    if "hidden_size" not in config:
+        raise TextEncoderError(f"{folder / 'config.json'} has no hidden_size: not a transformers encoder folder")
+    return int(config["hidden_size"])
+
+
 def _shorten(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 

@@ -85,12 +85,11 @@ class Level(nn.Module):
     def __init__(self, in_chs: list, out_ch: int, emb_dim: int, cfg: UNetConfig, attention: bool):
         super().__init__()
         self.res = nn.ModuleList([ResBlock(c, out_ch, emb_dim, cfg.dropout, cfg.recompute_norms) for c in in_chs])
-        self.spatial = nn.ModuleList([SpatialAttention(out_ch, cfg.head_dim) for _ in in_chs] if attention else [])
+        r = cfg.recompute_attention
+        self.spatial = nn.ModuleList([SpatialAttention(out_ch, cfg.head_dim, r) for _ in in_chs] if attention else [])
         self.temporal = nn.ModuleList(
-            [TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance) for _ in in_chs]
+            [TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance, r) for _ in in_chs]
             if attention and cfg.temporal_attention else [])
-        for m in [*self.spatial, *self.temporal]:
-            m.recompute = cfg.recompute_attention
         self.cross = nn.ModuleList([CrossAttention(out_ch, cfg.text_dim, cfg.head_dim) for _ in in_chs]
                                    if attention and cfg.text_cross_attention else [])
 
