@@ -3,11 +3,11 @@ conditional distribution are both exact; the applications and the CLI on a tiny 
 import pytest
 import torch
 
-from vidiff.conditional import (ConditioningError, downsample, extend, interpolate, predict,
-                                reconstruction_guidance, replacement, upsample)
 from vidiff.diffusion import Denoiser, prediction_target
+from vidiff.errors import ConditioningError
 from vidiff.gaussian import GaussianData
-from vidiff.guidance import classifier_free_guidance
+from vidiff.guidance import classifier_free_guidance, downsample, reconstruction_guidance, replacement
+from vidiff.tasks import Window, extend, interpolate, predict, upsample
 from vidiff.sampling import initial_noise, sample_ancestral, sample_ddim, sample_pc
 from vidiff.schedule import alpha_sigma
 
@@ -109,8 +109,9 @@ def test_every_parameterisation_and_cfg(temporal, prediction):
     den = Denoiser(net, prediction)
     out = draw(data, recon(temporal, 3.0)(den), sample_ddim, 16, n=64)
     torch.testing.assert_close(out, ref, atol=2e-4, rtol=1e-3)
-    cfg = classifier_free_guidance(den, 2.0)
-    out = draw(data, recon(temporal, 3.0)(cfg), sample_ddim, 16, n=64, class_labels=torch.zeros(64, dtype=torch.long))
+    cfg = classifier_free_guidance(den, 2.0, null=lambda c: {"class_labels": torch.full_like(c["class_labels"], -1)})
+    out = draw(data, recon(temporal, 3.0)(cfg), sample_ddim, 16, n=64,
+               cond={"class_labels": torch.zeros(64, dtype=torch.long)})
     torch.testing.assert_close(out, ref, atol=5e-4, rtol=1e-3)
 
 
@@ -169,9 +170,9 @@ def test_bad_wrapper_input(temporal):
     with pytest.raises(ConditioningError, match="boolean"):
         replacement(data.denoise, x0, known.float())
     with pytest.raises(ConditioningError, match="needs x_a"):
-        reconstruction_guidance(data.denoise)
+        reconstruction_guidance(data.denoise, weight=1.0)
     with pytest.raises(ConditioningError, match="downsampling"):
-        reconstruction_guidance(data.denoise, low_res=x0, mode="nearest")
+        reconstruction_guidance(data.denoise, low_res=x0, mode="nearest", weight=1.0)
 
 
 # ---- applications on a tiny random model ---------------------------------------------------------
@@ -200,7 +201,7 @@ def test_predict_shapes_and_context(tiny):
 
 
 def test_extend_four_windows(tiny, monkeypatch):
-    import vidiff.conditional as C
+    import vidiff.tasks as C
     calls = []
     orig = C.sample_window
 
@@ -267,7 +268,8 @@ def test_cli_predict_on_a_trained_checkpoint(tmp_path, capsys):
 def test_plain_denoiser_api(temporal):
     """The applications also take any denoiser with the window's shape."""
     data, x0, *_ = temporal
-    out = predict(data.denoise, x0[:, :, :K].expand(3, -1, -1, -1, -1), 9, frames=F, size=2, channels=1, steps=16)
+    out = predict(Window(data.denoise, frames=F, size=2, channels=1), x0[:, :, :K].expand(3, -1, -1, -1, -1), 9,
+                  steps=16)
     assert out.shape == (3, 1, 9, 2, 2) and torch.equal(out[:, :, :K], x0[:, :, :K].expand(3, -1, -1, -1, -1))
-    with pytest.raises(ConditioningError, match="frames=, size= and channels="):
+    with pytest.raises(ConditioningError, match="VideoDiffusion or a Window"):
         predict(data.denoise, x0[:, :, :K])

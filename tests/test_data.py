@@ -349,6 +349,15 @@ def test_build_dataset(tmp_path):
         build_dataset(str(tmp_path / "does-not-exist"), frames=4, size=16)
 
 
+def test_folder_datasets_find_m4v_and_skip_hidden(tmp_path):
+    write_video(tmp_path / "data" / "cls" / "a.m4v", n=8)
+    write_video(tmp_path / "data" / "cls" / ".hidden.mp4", n=8)
+    ds = build_dataset(str(tmp_path / "data"), frames=4, size=16)
+    assert isinstance(ds, VideoFolder) and ds.files == ["cls/a.m4v"] and ds.classes == ["cls"]
+    with pytest.raises(DataError, match="nowhere: no such folder"):
+        VideoFolder(tmp_path / "nowhere", frames=4, size=16)
+
+
 # ---------------------------------------------------------------- video io
 
 

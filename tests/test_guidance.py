@@ -4,11 +4,15 @@ import torch
 
 from vidiff.diffusion import Denoiser, eps_from_x
 from vidiff.gaussian import GaussianData
-from vidiff.guidance import classifier_free_guidance, null_condition
+from vidiff.conditioning import ClassConditioning, ConditioningConfig, TextConditioning
+from vidiff.guidance import classifier_free_guidance
 from vidiff.presets import get_preset
 from vidiff.sampling import initial_noise, sample_ancestral, sample_ddim, sample_pc
 from vidiff.schedule import alpha_sigma
 from vidiff.train import JointImageVideo, train
+
+
+NULL_CLASS = ClassConditioning(ConditioningConfig(kind="class"), num_classes=2).null
 
 
 class TwoClassGaussian:
@@ -49,8 +53,8 @@ def test_guidance_zero_samples_the_conditional(mix):
     n = 4000
     g = torch.Generator().manual_seed(0)
     labels = torch.ones(n, dtype=torch.long)
-    x = sample_ancestral(classifier_free_guidance(mix.denoise, 0.0), initial_noise((n, *mix.shape), g), 128,
-                         gamma=0.3, noise=g, class_labels=labels)
+    x = sample_ancestral(classifier_free_guidance(mix.denoise, 0.0, NULL_CLASS), initial_noise((n, *mix.shape), g),
+                         128, gamma=0.3, noise=g, cond={"class_labels": labels})
     err = (x.reshape(n, -1).double().mean(0) - mix.classes[1].mean).abs().max()
     assert err < 0.04, f"w=0 mean error {err:.4f}"
 
@@ -61,8 +65,8 @@ def test_guidance_pushes_away_from_other_class(mix, sampler):
     proj = []
     for w in (0.0, 1.0, 3.0):
         g = torch.Generator().manual_seed(1)
-        x = sampler(classifier_free_guidance(mix.denoise, w), initial_noise((n, *mix.shape), g), 48, noise=g,
-                    class_labels=torch.ones(n, dtype=torch.long))
+        x = sampler(classifier_free_guidance(mix.denoise, w, NULL_CLASS), initial_noise((n, *mix.shape), g), 48,
+                    noise=g, cond={"class_labels": torch.ones(n, dtype=torch.long)})
         proj.append((x.reshape(n, -1).double().mean(0) @ mix.direction).item())
     assert proj[0] < proj[1] < proj[2], f"class-1 projection should grow with w: {proj}"
 
@@ -80,22 +84,23 @@ def test_guided_x_equals_guided_eps_for_every_parameterisation(prediction):
     den = Denoiser(Net(), prediction)
     z, lam, c = torch.randn(2, 1, 2, 4, 4), torch.tensor([-2.0, 3.0]), torch.tensor([0, 1])
     w = 2.5
-    guided_x = classifier_free_guidance(den, w)(z, lam, class_labels=c)
+    guided_x = classifier_free_guidance(den, w, NULL_CLASS)(z, lam, class_labels=c)
     _, eps_c = den.predict(z, lam, class_labels=c)
     _, eps_u = den.predict(z, lam, class_labels=torch.full_like(c, -1))
     assert torch.allclose(eps_from_x(z, guided_x, lam), (1 + w) * eps_c - w * eps_u, atol=1e-4)
 
 
-def test_null_condition():
-    cond = {"class_labels": torch.tensor([2, 0]), "text_mask": torch.ones(2, 3, dtype=torch.bool),
-            "text_tokens": torch.randn(2, 3, 4)}
-    null = null_condition(cond)
-    assert (null["class_labels"] == -1).all() and not null["text_mask"].any()
-    assert torch.equal(null["text_tokens"], cond["text_tokens"])
+def test_null_condition_of_each_kind():
+    cond = {"class_labels": torch.tensor([2, 0])}
+    null = NULL_CLASS(cond)
+    assert (null["class_labels"] == -1).all() and (cond["class_labels"] == torch.tensor([2, 0])).all()
+    text = {"text_mask": torch.ones(2, 3, dtype=torch.bool), "text_tokens": torch.randn(2, 3, 4)}
+    null = TextConditioning(ConditioningConfig(kind="text")).null(text)
+    assert not null["text_mask"].any() and torch.equal(null["text_tokens"], text["text_tokens"])
 
 
 def test_class_conditional_training_and_guided_sampling(tmp_path):
-    cfg = get_preset("cpu-tiny").override(["train.conditioning=class", "train.steps=3", "train.num_samples=2",
+    cfg = get_preset("cpu-tiny").override(["conditioning.kind=class", "train.steps=3", "train.num_samples=2",
                                            "sample.steps=2"])
     train(cfg, tmp_path / "run", progress=False, tensorboard=False)
     from vidiff import VideoDiffusion
@@ -123,7 +128,7 @@ def test_joint_image_video_items_and_training(tmp_path):
 
 def test_text_conditional_training_and_prompted_sampling(tmp_path):
     pytest.importorskip("transformers")
-    cfg = get_preset("cpu-tiny").override(["train.conditioning=text", "train.steps=2", "train.num_samples=1",
+    cfg = get_preset("cpu-tiny").override(["conditioning.kind=text", "train.steps=2", "train.num_samples=1",
                                            "sample.steps=2", "train.save_every=0"])
     train(cfg, tmp_path / "run", progress=False, tensorboard=False)
     from vidiff import VideoDiffusion

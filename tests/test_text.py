@@ -166,8 +166,13 @@ def test_cache_save_load_round_trip(encoder, tmp_path):
     captions = ["a dog", "ünïcode caption ✓", 'quotes " and \\ backslash', ""]
     cache = EmbeddingCache.build(encoder, captions)
     path = tmp_path / "sub" / "captions.safetensors"
-    cache.save(path)
+    umask = os.umask(0o022)
+    try:
+        cache.save(path)
+    finally:
+        os.umask(umask)
     assert [p.name for p in path.parent.iterdir()] == ["captions.safetensors"]  # no temp left
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like any file written under umask 022
     loaded = EmbeddingCache.load(path, encoder)
     assert loaded.captions == cache.captions and loaded.dim == encoder.dim
     for got, want in zip(loaded.get(captions), cache.get(captions)):

@@ -107,7 +107,7 @@ def test_ddp_two_processes_match_one(tmp_path, nproc):
         from safetensors.torch import save_file
         from vidiff.presets import get_preset
         from vidiff.train import train
-        import vidiff.train as T
+        import vidiff.train.distributed as T
         cfg = get_preset("cpu-tiny").override(["train.steps=3", "train.save_every=0", "train.num_samples=1",
                                                "sample.steps=2", "train.batch_size=4"])
         captured = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -18,20 +17,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import VidiffError
+from .files import atomic_write
 
-class CheckpointError(FileNotFoundError):
+
+class CheckpointError(VidiffError, FileNotFoundError):
     """A missing or unreadable checkpoint, with what to do about it."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _contiguous(state: dict) -> dict:
@@ -81,7 +72,7 @@ def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], opt
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    atomic_write_text(ckdir / "latest", final.name + "\n")
+    atomic_write(ckdir / "latest", final.name + "\n")
     old = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
     for p in old[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
@@ -126,8 +117,6 @@ def load_json(path: Path) -> dict:
 
 
 def load_config(ck: Path):
-    """(Config, class names or None) from a checkpoint's config.json."""
+    """The Config of a checkpoint (a config.json of an earlier vidiff is converted on load)."""
     from .config import Config
-    raw = load_json(Path(ck) / "config.json")
-    classes = raw.pop("classes", None)
-    return Config.from_dict(raw), classes
+    return Config.from_dict(load_json(Path(ck) / "config.json"))

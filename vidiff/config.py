@@ -10,12 +10,20 @@ import typing
 from dataclasses import dataclass, field, fields
 from functools import partial
 
+from .conditioning import KINDS, ConditioningConfig
+from .errors import VidiffError
 from .schedule import logsnr_cosine
 from .unet import UNetConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(VidiffError, ValueError):
     """An invalid configuration: unknown key, wrong type, impossible shape, unknown preset."""
+
+
+# Filled in from the data when training starts (and recorded with the run): never set by hand.
+DERIVED = {"model.num_classes": "the number of classes in the data (conditioning.kind=class)",
+           "model.text_dim": "the text encoder's width (conditioning.kind=text)",
+           "conditioning.classes": "the class names in the data (conditioning.kind=class)"}
 
 
 @dataclass(frozen=True)
@@ -58,10 +66,7 @@ class TrainConfig:
     adam_beta2: float = 0.99
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    conditioning: str = "none"  # "none" | "class" | "text"
     cond_drop_prob: float = 0.1  # classifier-free guidance: probability of the null condition
-    text_encoder: str = ""  # local Hugging Face model folder; "" = the packaged MiniLM-L6
-    text_max_length: int = 32
     mixed_precision: str = "auto"  # "auto" (bf16 on a GPU, none on the CPU) | "no" | "bf16" | "fp16"
     compile: bool = False
     seed: int = 0
@@ -75,18 +80,22 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    sampler: str = "ancestral"  # "ancestral" | "pc" | "ddim"
+    """Defaults of sampling requests. `gamma`, `corrector_steps` and `delta` reach the samplers that
+    take an option of that name (vidiff.sampling's registry)."""
+    sampler: str = "ancestral"  # a name in vidiff.sampling.SAMPLERS
     steps: int = 256
     gamma: float = 0.1
     corrector_steps: int = 1
     delta: float = 0.1
-    guidance: float = 0.0
+    guidance: float = 0.0  # classifier-free guidance weight w
+    reconstruction_weight: float = 9.0  # w_r of reconstruction guidance (paper: 50 BAIR, 9 Kinetics)
     clip: bool = True
 
 
 @dataclass(frozen=True)
 class Config:
     model: UNetConfig = field(default_factory=UNetConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -100,6 +109,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        d = upgrade(d)
         sections = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(sections))
         if unknown:
@@ -127,13 +137,33 @@ class Config:
                 raise ConfigError(f"unknown config section {section!r} in {a!r}; sections are {sorted(d)}")
             if name not in d[section]:
                 raise ConfigError(f"unknown key {key!r}; {section} has {sorted(d[section])}")
+            if key in DERIVED:
+                raise ConfigError(f"{key} cannot be set: it is {DERIVED[key]}, read from the data when training "
+                                  f"starts and recorded in the run's config.json")
             d[section][name] = _parse(_section_types()[section], name, value, key)
         return Config.from_dict(d)
 
 
 def _section_types() -> dict:
-    return {"model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
-            "sample": SampleConfig}
+    return {"model": UNetConfig, "conditioning": ConditioningConfig, "diffusion": DiffusionConfig,
+            "data": DataConfig, "train": TrainConfig, "sample": SampleConfig}
+
+
+def upgrade(d: dict) -> dict:
+    """A config dict of an earlier vidiff in today's layout: the kind of conditioning and the text
+    encoder moved from `train` to `conditioning`, the class names from the top level into it."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    moved = {"conditioning": "kind", "text_encoder": "text_encoder", "text_max_length": "text_max_length"}
+    train, cond = d.get("train", {}), d.get("conditioning", {})
+    for old, new in moved.items():
+        if old in train:
+            cond.setdefault(new, train.pop(old))
+    if "classes" in d:
+        classes = d.pop("classes")
+        cond.setdefault("classes", list(classes or ()))
+    if cond:
+        d["conditioning"] = cond
+    return d
 
 
 def _field_type(cls, name):
@@ -143,7 +173,7 @@ def _field_type(cls, name):
 def _coerce(cls, name, value, key):
     t = _field_type(cls, name)
     is_int = isinstance(value, int) and not isinstance(value, bool)
-    if t is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+    if t is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, (int, str)) for v in value):
         return tuple(value)
     if t is float and (is_int or isinstance(value, float)):
         return float(value)
@@ -170,6 +200,7 @@ def validate(cfg: Config) -> Config:
     problems = []
     m, d, data, tr, s = cfg.model, cfg.diffusion, cfg.data, cfg.train, cfg.sample
     from .diffusion import PREDICTIONS, WEIGHTINGS
+    from .sampling import SAMPLERS
     if d.prediction not in PREDICTIONS:
         problems.append(f"diffusion.prediction must be one of {PREDICTIONS}, got {d.prediction!r}")
     if d.loss_weighting not in WEIGHTINGS:
@@ -183,18 +214,23 @@ def validate(cfg: Config) -> Config:
                         f"(2^(levels−1) for model.channel_mults={m.channel_mults})")
     if data.frames < 1 or data.frame_stride < 1 or data.image_frames < 0:
         problems.append("data.frames and data.frame_stride must be >= 1 and data.image_frames >= 0")
+    if m.text_cross_attention and cfg.conditioning.kind != "text":
+        problems.append("model.text_cross_attention attends to caption tokens: it needs conditioning.kind=text "
+                        f"(got {cfg.conditioning.kind!r})")
     if tr.batch_size < 1 or tr.steps < 0:
         problems.append("train.batch_size must be >= 1 and train.steps >= 0")
-    if tr.conditioning not in ("none", "class", "text"):
-        problems.append(f"train.conditioning must be none, class or text, got {tr.conditioning!r}")
+    if cfg.conditioning.kind not in KINDS:
+        problems.append(f"conditioning.kind must be one of {', '.join(KINDS)}, got {cfg.conditioning.kind!r}")
     if not 0 <= tr.cond_drop_prob < 1:
         problems.append("train.cond_drop_prob must be in [0, 1)")
     if tr.mixed_precision not in ("auto", "no", "bf16", "fp16"):
         problems.append(f"train.mixed_precision must be auto, no, bf16 or fp16, got {tr.mixed_precision!r}")
     if not 0 <= tr.ema_decay < 1:
         problems.append("train.ema_decay must be in [0, 1)")
-    if s.sampler not in ("ancestral", "pc", "ddim"):
-        problems.append(f"sample.sampler must be ancestral, pc or ddim, got {s.sampler!r}")
+    if s.sampler not in SAMPLERS:
+        problems.append(f"sample.sampler must be one of {', '.join(sorted(SAMPLERS))}, got {s.sampler!r}")
+    if s.steps < 1:
+        problems.append(f"sample.steps must be >= 1, got {s.steps}")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg

@@ -14,17 +14,19 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vidiff.data.errors import DataError
+from vidiff.files import atomic_write, find_videos
 from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats
 from vidiff.metrics.i3d import I3D_PICKLE_SHA256, cache_dir as default_cache_dir
 from vidiff.metrics.scores import inception_score, kernel_distance
-from vidiff.metrics.videos import iter_video_files, list_videos
+from vidiff.metrics.videos import iter_video_files
+from vidiff.metrics.errors import MetricsError
 
 METRICS = ("fvd", "kvd", "fid", "kid", "is")
 I3D_METRICS, INCEPTION_METRICS = {"fvd", "kvd"}, {"fid", "kid", "is"}
@@ -45,21 +47,21 @@ class _Source:
         self.cache_id = None
         if isinstance(spec, (str, os.PathLike)):
             root = Path(spec)
-            files = list_videos(root)
+            files = find_videos(root)
             if num is not None:
                 if len(files) < num:
-                    raise ValueError(f"{root} has {len(files)} videos, {num} requested")
+                    raise DataError(f"{root}: has {len(files)} videos, {num} requested; lower --num or add videos")
                 files = files[:num]
             self.batches = lambda: iter_video_files(files, num_frames, frame_stride, batch_size)
             listing = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
             self.cache_id = {"dir": str(root.resolve()), "files": listing, "frames": num_frames, "stride": frame_stride}
         elif isinstance(spec, (torch.Tensor, np.ndarray)):
             if num is not None and len(spec) < num:
-                raise ValueError(f"{num} videos requested, the tensor holds {len(spec)}")
+                raise MetricsError(f"{num} videos requested, the tensor holds {len(spec)}")
             self.batches = lambda: [spec]
         elif callable(spec):
             if num is None:
-                raise ValueError("a callable video source needs num")
+                raise MetricsError("a callable video source needs num")
             data = None
 
             def batches():
@@ -67,7 +69,7 @@ class _Source:
                 if data is None:
                     data = spec(num)
                     if len(data) < num:
-                        raise ValueError(f"{num} videos requested, the source gave {len(data)}")
+                        raise MetricsError(f"{num} videos requested, the source gave {len(data)}")
                 return [data]
 
             self.batches = batches
@@ -79,15 +81,11 @@ class _Source:
 
 
 def _save_npz_atomic(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, np.savez would append ".npz" to it
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
 
 
 def _features(source: _Source, kind: str, extract: Callable, cache: Path | None, settings: dict):
@@ -142,7 +140,7 @@ def evaluate(
     metrics = [m.strip().lower() for m in ([metrics] if isinstance(metrics, str) else metrics)]
     unknown = set(metrics) - set(METRICS)
     if unknown or not metrics:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+        raise MetricsError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else default_cache_dir() / "eval"
     real_src = _Source(real, num, num_frames, frame_stride, batch_size)
     fake_src = _Source(fake, num, num_frames, frame_stride, batch_size)
@@ -157,7 +155,7 @@ def evaluate(
         real_f, cached = _features(real_src, "i3d", lambda b, n: i3d(b, n, "I3D real"), cache, settings)
         fake_f = i3d(fake_src.batches(), fake_src.num, "I3D fake")["feats"]
         if num is not None and min(len(real_f["feats"]), len(fake_f)) < num:
-            raise ValueError(f"{num} videos requested, got {len(real_f['feats'])} real and {len(fake_f)} fake")
+            raise MetricsError(f"{num} videos requested, got {len(real_f['feats'])} real and {len(fake_f)} fake")
         report.update(num_real=len(real_f["feats"]), num_fake=len(fake_f), real_i3d_cached=cached)
         if "fvd" in metrics:
             report["fvd"] = frechet_distance_from_feats(real_f["feats"], fake_f)
@@ -232,6 +230,5 @@ def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] |
     text = json.dumps(report, indent=2)
     print(text, file=sys.stdout)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        atomic_write(args.out, text + "\n")
     return report

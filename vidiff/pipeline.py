@@ -7,21 +7,34 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, atomic_write_text, load_config, load_tensors, resolve_checkpoint
+from .checkpoint import CheckpointError, load_config, load_tensors, resolve_checkpoint
+from .conditioning import build_conditioning
 from .config import Config
 from .diffusion import Denoiser
+from .files import atomic_write
 from .guidance import classifier_free_guidance
-from .sampling import Noise, get_sampler, initial_noise
+from .sampling import Noise, initial_noise
+from .sampling_setup import SamplerCall, resolve_sampling
 from .unet import UNet3D
+
+
+def _pair(size) -> tuple:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _per_sample(value, num: int) -> Optional[list]:
+    """One value per sample from one value or a sequence of them (None stays None)."""
+    if value is None:
+        return None
+    return [value] * num if isinstance(value, (str, int)) else list(value)
 
 
 class VideoDiffusion(nn.Module):
@@ -29,84 +42,60 @@ class VideoDiffusion(nn.Module):
         super().__init__()
         self.config = config
         self.net = UNet3D(config.model)
-        self.denoiser = Denoiser(self.net, config.diffusion.prediction)
-        self._text_encoder = None
-        self.classes: Optional[list] = None
+        # not a registered submodule: it holds `net`, whose weights appear once in state_dict()
+        object.__setattr__(self, "denoiser", Denoiser(self.net, config.diffusion.prediction))
+        self.conditioning = build_conditioning(config.conditioning, config.model.num_classes)
 
-    # ---- conditioning -------------------------------------------------------------------------
     @property
-    def conditioning(self) -> str:
-        return self.config.train.conditioning
-
-    def text_encoder(self):
-        if self._text_encoder is None:
-            from .text import TextEncoder
-            tr = self.config.train
-            self._text_encoder = TextEncoder(tr.text_encoder or None, max_length=tr.text_max_length)
-        return self._text_encoder
+    def classes(self) -> Optional[list]:
+        return list(self.config.conditioning.classes) or None
 
     def condition(self, num: int, prompt: Union[str, Sequence[str], None] = None,
-                  class_label: Union[int, Sequence[int], None] = None, device="cpu") -> dict:
-        """Conditioning keywords for the network; for an unconditional model, none."""
-        if self.conditioning == "class":
-            if class_label is None:
-                raise ValueError("this model is class-conditional: pass class_label (--class N); -1 for unconditional")
-            labels = [class_label] * num if isinstance(class_label, int) else list(class_label)
-            n = self.config.model.num_classes
-            bad = [c for c in labels if not -1 <= c < n]
-            if bad:
-                raise ValueError(f"class label(s) {bad} out of range: this model has {n} classes (0..{n - 1})")
-            return {"class_labels": torch.tensor(labels, device=device)}
-        if self.conditioning == "text":
-            if prompt is None:
-                raise ValueError("this model is text-conditional: pass prompt (--prompt \"...\")")
-            prompts = [prompt] * num if isinstance(prompt, str) else list(prompt)
-            tokens, mask = self.text_encoder().encode(prompts)
-            return {"text_tokens": tokens.to(device), "text_mask": mask.to(device)}
-        if prompt is not None or class_label is not None:
-            raise ValueError("this model is unconditional: it takes no prompt or class label")
-        return {}
+                  class_label: Union[int, str, Sequence, None] = None, device="cpu") -> dict:
+        """The network's condition for a request; for an unconditional model, none."""
+        return self.conditioning.request(num, prompt, class_label, device=device)
 
     # ---- sampling -----------------------------------------------------------------------------
+    def sampling(self, *, sampler: Optional[str] = None, steps: Optional[int] = None, options: Optional[dict] = None,
+                 clip: Optional[bool] = None, guidance: Optional[float] = None,
+                 reconstruction_weight: Optional[float] = None) -> SamplerCall:
+        """This model's sampler call for a request (defaults from its `sample` config)."""
+        return resolve_sampling(self.config.sample, self.config.diffusion, sampler=sampler, steps=steps,
+                                options=options, clip=clip, guidance=guidance,
+                                reconstruction_weight=reconstruction_weight)
+
+    def guided(self, guidance: float) -> Callable:
+        """The denoiser, with classifier-free guidance at weight w for a conditional model."""
+        if not guidance or self.conditioning.kind == "none":
+            return self.denoiser
+        return classifier_free_guidance(self.denoiser, guidance, self.conditioning.null)
+
     @torch.no_grad()
     def sample(self, num: int = 1, *, frames: Optional[int] = None, size: Union[int, tuple, None] = None,
-               sampler: Optional[str] = None, steps: Optional[int] = None, gamma: Optional[float] = None,
+               sampler: Optional[str] = None, steps: Optional[int] = None, options: Optional[dict] = None,
                guidance: Optional[float] = None, prompt=None, class_label=None, seed: int = 0,
                batch_size: int = 16, clip: Optional[bool] = None, progress: bool = False, device=None) -> torch.Tensor:
         """Draw `num` videos (b, c, f, h, w) in [−1, 1]. Sample i uses seed `seed + i`, so it does not
-        depend on the batch it was drawn in. Defaults come from the model's `sample` config."""
-        sc = self.config.sample
-        sampler_name = sampler or sc.sampler
-        steps = steps or sc.steps
-        gamma = sc.gamma if gamma is None else gamma
-        guidance = sc.guidance if guidance is None else guidance
-        clip = sc.clip if clip is None else clip
-        frames = frames or self.config.data.frames
-        size = size or self.config.data.size
-        h, w = (size, size) if isinstance(size, int) else size
+        depend on the batch it was drawn in. `options` are the sampler's own (e.g. {"gamma": 0.3}; see
+        `vidiff.sampling.SAMPLERS`); every default comes from the model's `sample` config."""
+        call = self.sampling(sampler=sampler, steps=steps, options=options, clip=clip, guidance=guidance)
+        h, w = _pair(size or self.config.data.size)
+        shape = (self.config.model.in_channels, frames or self.config.data.frames, h, w)
         device = device or next(self.parameters()).device
-        sample_fn = get_sampler(sampler_name)
-        kwargs = dict(**self.config.diffusion.schedule(),
-                      clip=1.0 if clip else None)
-        if sampler_name != "ddim":
-            kwargs["gamma"] = gamma
-        if sampler_name == "pc":
-            kwargs.update(corrector_steps=sc.corrector_steps, delta=sc.delta)
+        prompts, labels = _per_sample(prompt, num), _per_sample(class_label, num)
+        denoise = self.guided(call.guidance)
         was_training = self.training
         self.eval()
         out = []
-        bar = tqdm(total=num * steps, desc="sampling", disable=not progress, unit="step")
+        bar = tqdm(total=num * call.steps, desc="sampling", disable=not progress, unit="step")
         for start in range(0, num, batch_size):
             n = min(batch_size, num - start)
-            cond = self.condition(n, prompt if isinstance(prompt, (str, type(None))) else prompt[start:start + n],
-                                  class_label if isinstance(class_label, (int, type(None)))
-                                  else class_label[start:start + n], device=device)
-            denoise = self.denoiser
-            if guidance and cond:
-                denoise = classifier_free_guidance(self.denoiser, guidance)
+            part = slice(start, start + n)
+            cond = self.condition(n, None if prompts is None else prompts[part],
+                                  None if labels is None else labels[part], device=device)
             noise = Noise(range(seed + start, seed + start + n), device=device)
-            z = initial_noise((n, self.config.model.in_channels, frames, h, w), noise, device=device)
-            x = sample_fn(denoise, z, steps, noise=noise, callback=lambda i, s, x, n=n: bar.update(n), **kwargs, **cond)
+            z = initial_noise((n, *shape), noise, device=device)
+            x = call(denoise, z, noise, cond=cond, callback=lambda i, s, x, n=n: bar.update(n))
             out.append(x.clamp(-1, 1).cpu())
         bar.close()
         self.train(was_training)
@@ -118,11 +107,9 @@ class VideoDiffusion(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {"format": "vidiff", "prediction": self.config.diffusion.prediction}
-        tmp = path / ".model.safetensors.tmp"
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}, tmp, metadata=meta)
-        tmp.replace(path / "model.safetensors")
-        extra = {"classes": self.classes} if self.classes else {}
-        atomic_write_text(path / "config.json", json.dumps({**self.config.to_dict(), **extra}, indent=2))
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
+        atomic_write(path / "model.safetensors", lambda tmp: save_file(weights, tmp, metadata=meta))
+        atomic_write(path / "config.json", self.config.to_json())
         return path
 
     @classmethod
@@ -130,9 +117,7 @@ class VideoDiffusion(nn.Module):
         """Load from a run folder (latest checkpoint), a checkpoint folder, or a `save_pretrained` folder.
         Uses the EMA weights when the checkpoint has them and `use_ema`."""
         ck = resolve_checkpoint(path)
-        config, classes = load_config(ck)
-        model = cls(config)
-        model.classes = classes
+        model = cls(load_config(ck))
         weights = ck / ("ema.safetensors" if use_ema and (ck / "ema.safetensors").is_file() else "model.safetensors")
         state = load_tensors(weights)
         missing, unexpected = model.net.load_state_dict(state, strict=False)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .conditioning import ConditioningConfig
 from .config import Config, ConfigError, DataConfig, DiffusionConfig, SampleConfig, TrainConfig
 from .unet import UNetConfig
 
 _EPS = DiffusionConfig(prediction="epsilon", loss_weighting="epsilon")
 _V = DiffusionConfig(prediction="v_prediction", loss_weighting="v")
+_TEXT = ConditioningConfig(kind="text")
 
 PRESETS: dict[str, Config] = {
     # Small models that train on 2 CPU cores. The log-SNR shift of −2 (more training and sampling at
@@ -53,7 +55,7 @@ PRESETS: dict[str, Config] = {
         data=DataConfig(source="", frames=16, size=64, flip=True),
         train=TrainConfig(batch_size=128, steps=660_000, lr=2e-4, weight_decay=0.01, adam_beta2=0.999,
                           ema_decay=0.999, warmup_steps=1000),
-        sample=SampleConfig(sampler="pc", steps=256, gamma=0.0, corrector_steps=1),
+        sample=SampleConfig(sampler="pc", steps=256, gamma=0.0, corrector_steps=1, reconstruction_weight=50.0),
     ),
     "kinetics600-64x64": Config(
         model=UNetConfig(base_channels=256, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attention_levels=(1, 2, 3),
@@ -61,15 +63,15 @@ PRESETS: dict[str, Config] = {
         diffusion=_V,
         data=DataConfig(source="", frames=16, size=64),
         train=TrainConfig(batch_size=256, steps=220_000, lr=2e-4, ema_decay=0.9999, warmup_steps=1000),
-        sample=SampleConfig(sampler="pc", steps=128, gamma=0.0, corrector_steps=1),
+        sample=SampleConfig(sampler="pc", steps=128, gamma=0.0, corrector_steps=1, reconstruction_weight=9.0),
     ),
     "text-small-16x64x64": Config(
         model=UNetConfig(base_channels=128, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attention_levels=(1, 2, 3),
                          dropout=0.0, emb_dim=1024, cond_mlp_layers=2),
         diffusion=_EPS,
         data=DataConfig(source="", frames=16, size=64, image_frames=8),
-        train=TrainConfig(batch_size=128, steps=200_000, lr=3e-4, ema_decay=0.9999, conditioning="text",
-                          warmup_steps=1000),
+        conditioning=_TEXT,
+        train=TrainConfig(batch_size=128, steps=200_000, lr=3e-4, ema_decay=0.9999, warmup_steps=1000),
         sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.3, guidance=2.0),
     ),
     "text-9x128x128": Config(
@@ -77,18 +79,18 @@ PRESETS: dict[str, Config] = {
                          attention_levels=(2, 3, 4), head_dim=128, dropout=0.1, emb_dim=1024, cond_mlp_layers=2),
         diffusion=_EPS,
         data=DataConfig(source="", frames=9, size=128, image_frames=7),
-        train=TrainConfig(batch_size=128, steps=800_000, lr=2e-4, ema_decay=0.9999, conditioning="text",
-                          warmup_steps=1000),
+        conditioning=_TEXT,
+        train=TrainConfig(batch_size=128, steps=800_000, lr=2e-4, ema_decay=0.9999, warmup_steps=1000),
         sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.3, guidance=2.0),
     ),
 }
 _small = PRESETS["text-small-16x64x64"]
 PRESETS["text-large-16x64x64"] = replace(_small, model=replace(_small.model, base_channels=256, dropout=0.1),
                                          train=replace(_small.train, steps=700_000))
-PRESETS["cpu-demo-class"] = replace(PRESETS["cpu-demo"], train=replace(PRESETS["cpu-demo"].train, conditioning="class"))
+PRESETS["cpu-demo-class"] = replace(PRESETS["cpu-demo"], conditioning=ConditioningConfig(kind="class"))
 # Cross-attention to the caption's tokens (beyond the paper): on the moving shapes it lifts how often a
 # sample moves in the prompted direction from chance to about half (bench/text_guidance.py).
-PRESETS["cpu-demo-text"] = replace(PRESETS["cpu-demo"], train=replace(PRESETS["cpu-demo"].train, conditioning="text"),
+PRESETS["cpu-demo-text"] = replace(PRESETS["cpu-demo"], conditioning=_TEXT,
                                    model=replace(PRESETS["cpu-demo"].model, text_cross_attention=True))
 
 DESCRIPTIONS = {

@@ -1,19 +1,36 @@
-"""Samplers (paper §2 and §3.1): stateless functions over any denoiser `denoise(z, logsnr, **cond) -> x̂`.
+"""Samplers (paper §2 and §3.1): stateless functions over any denoiser `denoise(z, logsnr, **cond) -> x̂`,
+and the one registry of them.
 
-Each walks a time grid from t = 1 to t = 0 (float64, :func:`vidiff.schedule.time_grid`) and returns
-the final x̂. Randomness comes from `noise`, a :class:`Noise` (per-sample seeds, so that a sample does
-not depend on the batch it was drawn in) or a plain `torch.Generator`.
+Every sampler is called as `fn(denoise, z, steps, noise=None, *, cond=None, callback=None, clip=None,
+logsnr_fn=…, logsnr_min=…, logsnr_max=…, **its own options)`. It walks a time grid from t = 1 to t = 0
+(float64, :func:`vidiff.schedule.time_grid`) and returns the final x̂. `cond` is the network's
+conditioning (a dict of tensors passed to every denoiser call), kept apart from the sampler's options
+so that a mistyped option is an error and never a network keyword. Randomness comes from `noise`, a
+:class:`Noise` (per-sample seeds, so that a sample does not depend on the batch it was drawn in) or a
+plain `torch.Generator`.
+
+Adding a sampler is one function and one :func:`register_sampler` call: the pipeline, the conditional
+tasks, the command line (`--sampler` and one flag per option) and the benchmarks read the registry.
 """
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 
 from .diffusion import eps_from_x, expand, posterior, q_transition
+from .errors import VidiffError
 from .schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine, time_grid
 
 DenoiseFn = Callable[..., torch.Tensor]
+# The keywords every sampler takes; what a sampler takes beyond them are its options.
+COMMON_KEYWORDS = ("noise", "cond", "callback", "clip", "logsnr_fn", "logsnr_min", "logsnr_max")
+
+
+class SamplerError(VidiffError, ValueError):
+    """An unknown sampler, or an option the chosen sampler does not take."""
 
 
 class Noise:
@@ -30,7 +47,8 @@ class Noise:
                             for g in self.generators])
 
 
-def _noise_fn(noise) -> Callable[[torch.Tensor], torch.Tensor]:
+def noise_fn(noise) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`like -> ε` from a :class:`Noise`, a `torch.Generator` or None (torch's global RNG)."""
     if noise is None or isinstance(noise, torch.Generator):
         return lambda like: torch.randn(like.shape, generator=noise, device=like.device, dtype=like.dtype)
     return noise
@@ -38,96 +56,147 @@ def _noise_fn(noise) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def initial_noise(shape: Sequence[int], noise=None, device="cpu") -> torch.Tensor:
     """z_1 ~ N(0, I) drawn from the same noise source the sampler uses."""
-    return _noise_fn(noise)(torch.empty(tuple(shape), device=device))
+    return noise_fn(noise)(torch.empty(tuple(shape), device=device))
 
 
 def _grid(steps: int, logsnr_fn, logsnr_min, logsnr_max):
     return logsnr_fn(time_grid(steps), logsnr_min, logsnr_max)  # λ on the float64 grid, λ_0 = λ_min
 
 
-def _denoise(denoise: DenoiseFn, z: torch.Tensor, logsnr: torch.Tensor, clip: Optional[float], cond: dict):
-    x = denoise(z, torch.full((z.shape[0],), float(logsnr), device=z.device, dtype=torch.float32), **cond)
+def _denoise(denoise: DenoiseFn, z: torch.Tensor, logsnr, clip: Optional[float], cond: Optional[dict]):
+    x = denoise(z, torch.full((z.shape[0],), float(logsnr), device=z.device, dtype=torch.float32), **(cond or {}))
     return x.clamp(-clip, clip) if clip is not None else x
 
 
-def ancestral_step(denoise: DenoiseFn, z: torch.Tensor, logsnr_t, logsnr_s, *, gamma: float, clip, noise_fn, cond):
+def ancestral_step(denoise: DenoiseFn, z: torch.Tensor, logsnr_t, logsnr_s, *, gamma: float, clip, noise, cond):
     """One step z_t → z_s of the ancestral sampler:
     z_s = μ̃_{s|t}(z_t, x̂_θ(z_t)) + sqrt((σ̃²_{s|t})^{1−γ} (σ²_{t|s})^γ) ε. Returns (z_s, x̂)."""
     x = _denoise(denoise, z, logsnr_t, clip, cond)
     mean, var_post = posterior(z, x, logsnr_t, logsnr_s)
     _, var_fwd = q_transition(z, logsnr_s, logsnr_t)
     std = (var_post ** (1.0 - gamma) * var_fwd ** gamma).sqrt()
-    return mean + std * noise_fn(z), x
+    return mean + std * noise(z), x
 
 
-def langevin_step(denoise: DenoiseFn, z: torch.Tensor, logsnr, *, delta: float, clip, noise_fn, cond):
+def langevin_step(denoise: DenoiseFn, z: torch.Tensor, logsnr, *, delta: float, clip, noise, cond):
     """Langevin correction at noise level λ_s: z_s ← z_s − ½ δ σ_s ε̂_θ(z_s) + sqrt(δ) σ_s ε′,
     i.e. a Langevin step of size δσ_s² on log p(z_s) since ε̂ ≈ −σ_s ∇ log p(z_s)."""
     x = _denoise(denoise, z, logsnr, clip, cond)
     lam = torch.tensor(float(logsnr))
     eps = eps_from_x(z, x, lam)
     sigma = float(alpha_sigma(lam)[1])
-    return z - 0.5 * delta * sigma * eps + (delta ** 0.5) * sigma * noise_fn(z)
+    return z - 0.5 * delta * sigma * eps + (delta ** 0.5) * sigma * noise(z)
 
 
-def sample_ancestral(denoise: DenoiseFn, z: torch.Tensor, steps: int = 256, *, gamma: float = 0.1,
-                     clip: Optional[float] = None, noise=None, callback=None,
-                     logsnr_fn=logsnr_cosine, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX,
-                     **cond) -> torch.Tensor:
-    """The paper's ancestral sampler (§2, eq. for z_s with the γ interpolation of the variance between
-    σ̃²_{s|t} (γ = 0) and σ²_{t|s} (γ = 1)), `steps` uniform steps from z_1 = `z` to t = 0."""
-    return sample_pc(denoise, z, steps, gamma=gamma, corrector_steps=0, clip=clip, noise=noise, callback=callback,
-                     logsnr_fn=logsnr_fn, logsnr_min=logsnr_min, logsnr_max=logsnr_max, **cond)
-
-
-def sample_pc(denoise: DenoiseFn, z: torch.Tensor, steps: int = 256, *, gamma: float = 0.0,
-              corrector_steps: int = 1, delta: float = 0.1, clip: Optional[float] = None, noise=None, callback=None,
-              logsnr_fn=logsnr_cosine, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX,
-              **cond) -> torch.Tensor:
+def sample_pc(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None, *, cond: Optional[dict] = None,
+              callback=None, clip: Optional[float] = None, logsnr_fn=logsnr_cosine, logsnr_min: float = LOGSNR_MIN,
+              logsnr_max: float = LOGSNR_MAX, gamma: float = 0.0, corrector_steps: int = 1,
+              delta: float = 0.1) -> torch.Tensor:
     """Predictor-corrector sampler (§2): each ancestral step is followed by `corrector_steps` Langevin
     corrections with step δ (paper: δ = 0.1). The last step returns x̂(z_{t_{N−1}}) without noise."""
-    noise_fn = _noise_fn(noise)
+    draw = noise_fn(noise)
     lam = _grid(steps, logsnr_fn, logsnr_min, logsnr_max)
-    for i in range(steps):
-        lt, ls = lam[i], lam[i + 1]
-        if i == steps - 1:
-            x = _denoise(denoise, z, lt, clip, cond)
-            if callback is not None:
-                callback(i, steps, x)
-            return x
-        z, x = ancestral_step(denoise, z, lt, ls, gamma=gamma, clip=clip, noise_fn=noise_fn, cond=cond)
+    for i in range(steps - 1):
+        z, x = ancestral_step(denoise, z, lam[i], lam[i + 1], gamma=gamma, clip=clip, noise=draw, cond=cond)
         for _ in range(corrector_steps):
-            z = langevin_step(denoise, z, ls, delta=delta, clip=clip, noise_fn=noise_fn, cond=cond)
+            z = langevin_step(denoise, z, lam[i + 1], delta=delta, clip=clip, noise=draw, cond=cond)
         if callback is not None:
             callback(i, steps, x)
-    raise AssertionError("unreachable")
+    x = _denoise(denoise, z, lam[steps - 1], clip, cond)
+    if callback is not None:
+        callback(steps - 1, steps, x)
+    return x
 
 
-def sample_ddim(denoise: DenoiseFn, z: torch.Tensor, steps: int = 50, *, clip: Optional[float] = None, noise=None,
-                callback=None, logsnr_fn=logsnr_cosine, logsnr_min: float = LOGSNR_MIN,
-                logsnr_max: float = LOGSNR_MAX, **cond) -> torch.Tensor:
+def sample_ancestral(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None, *, cond: Optional[dict] = None,
+                     callback=None, clip: Optional[float] = None, logsnr_fn=logsnr_cosine,
+                     logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX,
+                     gamma: float = 0.1) -> torch.Tensor:
+    """The paper's ancestral sampler (§2, eq. for z_s with the γ interpolation of the variance between
+    σ̃²_{s|t} (γ = 0) and σ²_{t|s} (γ = 1)), `steps` uniform steps from z_1 = `z` to t = 0."""
+    return sample_pc(denoise, z, steps, noise, cond=cond, callback=callback, clip=clip, logsnr_fn=logsnr_fn,
+                     logsnr_min=logsnr_min, logsnr_max=logsnr_max, gamma=gamma, corrector_steps=0)
+
+
+def sample_ddim(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None, *, cond: Optional[dict] = None,
+                callback=None, clip: Optional[float] = None, logsnr_fn=logsnr_cosine, logsnr_min: float = LOGSNR_MIN,
+                logsnr_max: float = LOGSNR_MAX) -> torch.Tensor:
     """Deterministic DDIM sampler (Song et al. 2021; the probability-flow ODE with Euler steps in λ):
     z_s = α_s x̂ + σ_s ε̂, ε̂ = (z_t − α_t x̂)/σ_t. `noise` is accepted for a uniform call signature and unused."""
     lam = _grid(steps, logsnr_fn, logsnr_min, logsnr_max)
-    for i in range(steps):
-        lt, ls = lam[i], lam[i + 1]
-        x = _denoise(denoise, z, lt, clip, cond)
-        if i == steps - 1:
-            if callback is not None:
-                callback(i, steps, x)
-            return x
-        eps = eps_from_x(z, x, torch.tensor(float(lt)))
-        alpha_s, sigma_s = alpha_sigma(expand(ls.to(z.dtype), z))
+    for i in range(steps - 1):
+        x = _denoise(denoise, z, lam[i], clip, cond)
+        eps = eps_from_x(z, x, torch.tensor(float(lam[i])))
+        alpha_s, sigma_s = alpha_sigma(expand(lam[i + 1].to(z.dtype), z))
         z = alpha_s * x + sigma_s * eps
         if callback is not None:
             callback(i, steps, x)
-    raise AssertionError("unreachable")
+    x = _denoise(denoise, z, lam[steps - 1], clip, cond)
+    if callback is not None:
+        callback(steps - 1, steps, x)
+    return x
 
 
-SAMPLERS = {"ancestral": sample_ancestral, "pc": sample_pc, "ddim": sample_ddim}
+# ---- the registry ------------------------------------------------------------------------------
+def _one_per_step(steps: int, options: dict) -> int:
+    return steps
 
 
-def get_sampler(name: str):
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A registered sampler: its function, the options it takes (name → default, read from the
+    function's keyword-only parameters), what the command line says of it, and how many network
+    evaluations one sample costs (classifier-free guidance doubles the batch, not this count)."""
+    name: str
+    fn: Callable
+    options: dict
+    description: str
+    evaluations: Callable[[int, dict], int] = _one_per_step
+    stochastic: bool = True
+
+    def check_options(self, options: dict) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            takes = ", ".join(self.options) or "no options"
+            raise SamplerError(f"sampler {self.name!r} takes no option {', '.join(map(repr, unknown))}; "
+                               f"it takes {takes}")
+
+
+SAMPLERS: dict[str, SamplerSpec] = {}
+
+
+def register_sampler(name: str, fn: Callable, description: str, *,
+                     evaluations: Callable[[int, dict], int] = _one_per_step, stochastic: bool = True) -> SamplerSpec:
+    """Add `fn` to the registry under `name`. Its options are its keyword-only parameters other than
+    the common ones (:data:`COMMON_KEYWORDS`), each with a default."""
+    params = inspect.signature(fn).parameters
+    missing = [k for k in ("denoise", "z", "steps", "noise") + COMMON_KEYWORDS[1:] if k not in params]
+    if missing:
+        raise SamplerError(f"sampler {name!r}: the function must be fn(denoise, z, steps, noise=None, *, cond, "
+                           f"callback, clip, logsnr_fn, logsnr_min, logsnr_max, **options); it lacks {missing}")
+    options = {}
+    for p in params.values():
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in COMMON_KEYWORDS:
+            if p.default is inspect.Parameter.empty:
+                raise SamplerError(f"sampler {name!r}: option {p.name!r} needs a default value")
+            options[p.name] = p.default
+    spec = SamplerSpec(name, fn, options, description, evaluations, stochastic)
+    SAMPLERS[name] = spec
+    return spec
+
+
+def sampler_spec(name: str) -> SamplerSpec:
     if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+        raise SamplerError(f"unknown sampler {name!r}; choose one of {', '.join(sorted(SAMPLERS))}")
     return SAMPLERS[name]
+
+
+def get_sampler(name: str) -> Callable:
+    """The function of a registered sampler, callable as `fn(denoise, z, steps, noise=None, **options)`."""
+    return sampler_spec(name).fn
+
+
+register_sampler("ancestral", sample_ancestral, "the paper's ancestral sampler with the γ variance interpolation")
+register_sampler("pc", sample_pc, "predictor-corrector: ancestral steps, each followed by Langevin corrections "
+                 "(paper: δ = 0.1)", evaluations=lambda steps, o: (steps - 1) * (1 + o["corrector_steps"]) + 1)
+register_sampler("ddim", sample_ddim, "deterministic DDIM (probability-flow ODE, Euler steps in λ)", stochastic=False)

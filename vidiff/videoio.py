@@ -1,14 +1,14 @@
 """Reading and writing video files, and tiling videos into a grid.
 
 Two layouts meet here: models work on float ``(c f h w)`` in [-1, 1]; files hold uint8 ``(f h w c)``
-RGB frames. Every writer accepts either and tells them apart by dtype. Writes are atomic: the file is
-written next to its destination under a temporary name and then renamed over it.
+RGB frames. Every writer accepts either and tells them apart by dtype. Writes go through
+:func:`vidiff.files.atomic_write`, so a reader never sees half a file; the temporary name it writes to
+does not end in the real suffix, so every writer names its format explicitly.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import av
@@ -18,6 +18,7 @@ from einops import rearrange
 from PIL import Image
 
 from vidiff.data.errors import DataError
+from vidiff.files import atomic_write
 
 
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
@@ -37,38 +38,48 @@ def to_uint8(video: torch.Tensor) -> torch.Tensor:
     return rearrange(x, "c f h w -> f h w c").contiguous()
 
 
-def read_video(path: str | os.PathLike, max_frames: int | None = None) -> torch.Tensor:
-    """Decode a video file (any container/codec FFmpeg reads) to uint8 RGB frames (f h w c)."""
-    path = Path(path)
+def _decode(path: Path, max_frames: int | None, frame_stride: int) -> list[np.ndarray]:
     frames = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(f"{path}: no video stream in this file; is it really a video?")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-    except (av.FFmpegError, OSError) as e:
-        raise DataError(f"{path}: cannot decode this video ({e}); the file may be corrupt or truncated") from e
-    if not frames:
-        raise DataError(f"{path}: the video has no frames")
-    return torch.from_numpy(np.stack(frames))  # (f, h, w, c)
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise DataError(f"{path}: has no video stream; is it really a video? Give a video file")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
+            if index % frame_stride:
+                continue
+            frames.append(frame.to_ndarray(format="rgb24"))  # (h, w, c)
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    return frames
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_stride: int = 1) -> torch.Tensor:
+    """Decode a video file (any container/codec FFmpeg reads) to uint8 RGB frames (f h w c): every
+    ``frame_stride``-th frame from the first, at most ``max_frames`` of them. A video shorter than
+    ``max_frames`` gives all it has; callers that need a length check it.
+
+    Raises DataError when the file is missing, cannot be decoded, or has no frames."""
+    if (max_frames is not None and max_frames < 1) or frame_stride < 1:
+        raise ValueError(f"max_frames and frame_stride must be >= 1, got {max_frames} and {frame_stride}")
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a video file" if path.is_dir() else "not found"
+        raise DataError(f"{path}: {what}; check the path")
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        frames = _decode(path, max_frames, frame_stride)
+    except DataError:
         raise
+    except FileNotFoundError as e:  # removed between the check above and the decoder opening it
+        raise DataError(f"{path}: not found; check the path") from e
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise DataError(
+            f"{path}: cannot be decoded as a video ({type(e).__name__}: {e}); the file is corrupt, truncated or "
+            f"not a video; re-encode it (e.g. `ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`) or remove it"
+        ) from e
+    if not frames:
+        raise DataError(f"{path}: cannot be decoded: the video has no frames; re-encode or remove it")
+    return torch.from_numpy(np.stack(frames))  # (f, h, w, c)
 
 
 def write_mp4(path: str | os.PathLike, video: torch.Tensor, fps: int = 8, crf: int = 18) -> None:
@@ -87,7 +98,7 @@ def write_mp4(path: str | os.PathLike, video: torch.Tensor, fps: int = 8, crf: i
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
 
-    _atomic_write(Path(path), write)
+    atomic_write(path, write)
 
 
 def write_gif(path: str | os.PathLike, video: torch.Tensor, fps: int = 8) -> None:
@@ -108,7 +119,7 @@ def write_gif(path: str | os.PathLike, video: torch.Tensor, fps: int = 8) -> Non
             loop=0,
         )
 
-    _atomic_write(Path(path), write)
+    atomic_write(path, write)
 
 
 def save_video(path: str | os.PathLike, video: torch.Tensor, fps: int = 8) -> None:
@@ -150,4 +161,4 @@ def write_filmstrip(path: str | os.PathLike, videos: torch.Tensor, min_frame_siz
     frames = torch.nn.functional.interpolate(frames, scale_factor=k, mode="nearest")
     grid = make_grid(rearrange(frames, "(b f) c h w -> (b f) c 1 h w", b=b), nrow=f, padding=padding)
     image = Image.fromarray(to_uint8(grid)[0].numpy())
-    _atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

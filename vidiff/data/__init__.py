@@ -11,9 +11,10 @@ import logging
 from pathlib import Path
 
 from vidiff.data.errors import DataError
-from vidiff.data.image_folder import IMAGE_EXTENSIONS, ImageFolder
+from vidiff.data.image_folder import ImageFolder
 from vidiff.data.moving_shapes import COLORS, DIRECTIONS, PALETTE, SHAPES, MovingShapes, describe_video
-from vidiff.data.video_folder import VIDEO_EXTENSIONS, VideoFolder, find_files
+from vidiff.data.video_folder import VideoFolder
+from vidiff.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, find_files, find_videos
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -67,7 +68,7 @@ def build_dataset(
         )
     if not root.is_dir():
         raise DataError(f"{spec}: is a file; give the folder that holds the videos, or {', '.join(BUILTIN_DATASETS)}")
-    if find_files(root, VIDEO_EXTENSIONS):
+    if find_videos(root, allow_empty=True):
         return VideoFolder(
             root, frames, size, frame_stride=frame_stride, flip=flip, skip_bad_files=skip_bad_files, **kw
         )

@@ -20,9 +20,7 @@ from torch.utils.data import Dataset
 from vidiff.data.annotations import load_annotations
 from vidiff.data.errors import DataError
 from vidiff.data.transforms import center_crop, cover_shape, parse_size, to_model_video
-from vidiff.data.video_folder import find_files
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+from vidiff.files import IMAGE_EXTENSIONS, find_files
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -64,7 +62,7 @@ class ImageFolder(Dataset):
         if not self.root.is_dir():
             raise DataError(f"{self.root}: no such folder; give a folder that holds images")
         self.size, self.flip = parse_size(size), flip
-        self.files = find_files(self.root, IMAGE_EXTENSIONS)
+        self.files = [p.relative_to(self.root).as_posix() for p in find_files(self.root, IMAGE_EXTENSIONS)]
         if not self.files:
             raise DataError(
                 f"{self.root}: no images found (searched recursively for {' '.join(IMAGE_EXTENSIONS)}); "

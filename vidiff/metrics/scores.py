@@ -10,15 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 from vidiff.metrics.frechet import _as_float64
+from .errors import MetricsError
 
 
 def inception_score(logits, splits: int = 10) -> tuple[float, float]:
     """(mean, std) over `splits` equal parts of exp(mean KL(p(y|x) ‖ p(y))), p = softmax(logits)."""
     x = _as_float64(logits)
     if x.ndim != 2:
-        raise ValueError(f"logits must be (n, classes), got {x.shape}")
+        raise MetricsError(f"logits must be (n, classes), got {x.shape}")
     if not 1 <= splits <= x.shape[0]:
-        raise ValueError(f"splits must be in [1, n = {x.shape[0]}], got {splits}")
+        raise MetricsError(f"splits must be in [1, n = {x.shape[0]}], got {splits}")
     log_p = x - x.max(axis=1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))  # log softmax, (n, classes)
     scores = []
@@ -51,10 +52,10 @@ def kernel_distance(
     min(subset_size, n₁, n₂), drawn without replacement from each set (seeded)."""
     x, y = _as_float64(feats1), _as_float64(feats2)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"features must be (n, d) and (m, d), got {x.shape} and {y.shape}")
+        raise MetricsError(f"features must be (n, d) and (m, d), got {x.shape} and {y.shape}")
     size = min(subset_size, x.shape[0], y.shape[0])
     if size < 2:
-        raise ValueError("kernel distance needs at least 2 samples in each set")
+        raise MetricsError("kernel distance needs at least 2 samples in each set")
     rng = np.random.default_rng(seed)
     values = [
         mmd2_unbiased(x[rng.choice(x.shape[0], size, replace=False)], y[rng.choice(y.shape[0], size, replace=False)], degree)

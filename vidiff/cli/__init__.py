@@ -1,0 +1,40 @@
+"""The `vidiff` command line: one module per command, each with `register(subparsers)` and
+`run(args)`, all importing the shared helpers in :mod:`vidiff.cli.common` and never each other.
+
+It only parses arguments and calls the Python API; every default lives in the config and presets.
+vidiff's own errors (:class:`vidiff.errors.VidiffError`) are reported as one line; any other
+exception is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import VidiffError
+from . import demo, eval, extend, interpolate, predict, presets, sample, train, upsample
+
+COMMANDS = (train, sample, demo, presets, eval, predict, extend, interpolate, upsample)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidiff", description="Video Diffusion Models: train, sample, evaluate")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs, and tracebacks for every error")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except VidiffError as e:
+        if args.verbose:
+            raise
+        print(f"vidiff {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,190 @@
+"""What the commands share: configuration and sampling arguments, loading a model, reading a clip,
+writing videos. Every command module imports this one and no other command module."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..sampling import SAMPLERS
+
+
+# ---- configuration -----------------------------------------------------------------------------
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="named configuration (see `vidiff presets`; default cpu-demo, or the run's own "
+                   "configuration with --resume)")
+    p.add_argument("--config", help="a config.json to start from instead of a preset")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config field, e.g. --set model.base_channels=32 (repeatable)")
+    p.add_argument("--data", help="builtin:moving-shapes or a folder of videos (sets data.source)")
+    p.add_argument("--steps", type=int, help="sets train.steps")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes (sets train.max_minutes)")
+    p.add_argument("--batch-size", type=int, help="global batch size (sets train.batch_size)")
+    p.add_argument("--image-frames", type=int, help="joint image-video training: images per video (data.image_frames)")
+    p.add_argument("--conditioning", choices=["none", "class", "text"], help="sets conditioning.kind")
+    p.add_argument("--text-encoder", help="local Hugging Face encoder folder (sets conditioning.text_encoder)")
+    p.add_argument("--skip-bad-files", action="store_true", help="log and skip unreadable videos")
+
+
+_FLAGS = [("data", "data.source"), ("steps", "train.steps"), ("minutes", "train.max_minutes"),
+          ("batch_size", "train.batch_size"), ("image_frames", "data.image_frames"),
+          ("conditioning", "conditioning.kind"), ("text_encoder", "conditioning.text_encoder")]
+
+
+def overrides_from_args(args) -> list:
+    """The `section.key=value` assignments given by --set and by the shortcut flags."""
+    sets = list(args.set)
+    for flag, key in _FLAGS:
+        if getattr(args, flag, None) is not None:
+            sets.append(f"{key}={getattr(args, flag)}")
+    if getattr(args, "skip_bad_files", False):
+        sets.append("data.skip_bad_files=true")
+    return sets
+
+
+def config_from_args(args, base=None):
+    """A preset (or --config file, or `base`) with the overrides applied."""
+    from ..config import Config
+    from ..presets import get_preset
+    if args.config:
+        base = Config.from_dict(json.loads(Path(args.config).read_text()))
+    elif args.preset or base is None:
+        base = get_preset(args.preset or "cpu-demo")
+    return base.override(overrides_from_args(args))
+
+
+# ---- sampling ----------------------------------------------------------------------------------
+def _sampler_options() -> dict:
+    """Every option of every registered sampler: name → (default, the samplers that take it)."""
+    options: dict = {}
+    for spec in SAMPLERS.values():
+        for name, default in spec.options.items():
+            options.setdefault(name, (default, []))[1].append(spec.name)
+    return options
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1", "yes")
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """--checkpoint, --num, --sampler, --steps, one flag per sampler option, conditioning, output."""
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or save_pretrained folder")
+    p.add_argument("--num", type=int, default=4, help="number of videos")
+    samplers = "; ".join(f"{name}: {spec.description}" for name, spec in sorted(SAMPLERS.items()))
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"default: the model's sample.sampler. {samplers}")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the model's sample.steps)")
+    for name, (default, takers) in _sampler_options().items():
+        kind = _parse_bool if isinstance(default, bool) else type(default)
+        p.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=kind, metavar=kind.__name__.upper(),
+                       help=f"option of the {', '.join(takers)} sampler (default: the model's config, else {default})")
+    p.add_argument("--seed", type=int, default=0, help="video i uses seed + i")
+    p.add_argument("--prompt", help="text prompt (text-conditional models)")
+    p.add_argument("--class", dest="class_label", help="class name or index (class-conditional models)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance weight w")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--fps", type=int, default=8)
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def sampling_request(args) -> dict:
+    """The keywords of a sampling request from the parsed arguments (unset ones are left out)."""
+    options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    request = dict(sampler=args.sampler, steps=args.steps, options=options, guidance=args.guidance,
+                   prompt=args.prompt, class_label=args.class_label, seed=args.seed)
+    return request
+
+
+def load_model(args):
+    from ..pipeline import VideoDiffusion
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return VideoDiffusion.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=device)
+
+
+# ---- files -------------------------------------------------------------------------------------
+def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "sample") -> list:
+    """Each video as MP4 and GIF, a grid GIF of all (enlarged with nearest neighbours to at least
+    256 px wide, so that small videos can be seen), every frame of every video in one PNG
+    (`frames.png`, a row per video), and the raw tensor (safetensors)."""
+    from safetensors.torch import save_file
+
+    from ..files import atomic_write
+    from ..videoio import make_grid, write_filmstrip, write_gif, write_mp4
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, v in enumerate(videos):
+        write_mp4(out / f"{prefix}_{i:03d}.mp4", v, fps=fps)
+        write_gif(out / f"{prefix}_{i:03d}.gif", v, fps=fps)
+        paths.append(out / f"{prefix}_{i:03d}.mp4")
+    grid = make_grid(videos, nrow=min(len(videos), 4))  # c f H W
+    scale = max(1, 256 // grid.shape[-1])
+    grid = torch.nn.functional.interpolate(grid[None], scale_factor=(1, scale, scale), mode="nearest")[0]
+    write_gif(out / "grid.gif", grid, fps=fps)
+    write_filmstrip(out / "frames.png", videos)
+    tensors = {"videos": videos.contiguous()}
+    atomic_write(out / f"{prefix}s.safetensors", lambda tmp: save_file(
+        tensors, tmp, metadata={"layout": "b c f h w", "range": "[-1, 1]"}))
+    return paths
+
+
+def report_written(videos: torch.Tensor, out, what: str = "") -> None:
+    print(f"wrote {len(videos)} {what + ' ' if what else ''}videos ({tuple(videos.shape[1:])}) to {out}: "
+          f"sample_*.mp4, sample_*.gif, grid.gif, frames.png, samples.safetensors")
+
+
+def read_clip(path, size, max_frames=None) -> torch.Tensor:
+    """A video file → float (1 c f h w) in [−1, 1]: resized (area) so that it covers `size` (h, w),
+    keeping the aspect ratio, then centre-cropped."""
+    import torch.nn.functional as F
+    from einops import rearrange
+
+    from ..data.transforms import cover_shape
+    from ..videoio import read_video
+    frames = read_video(path, max_frames=max_frames)  # (f h w c) uint8
+    x = rearrange(frames, "f h w c -> f c h w").float() / 127.5 - 1
+    h, w = size
+    ch, cw = cover_shape(x.shape[-2], x.shape[-1], h, w)
+    if (ch, cw) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=(ch, cw), mode="area" if ch <= x.shape[-2] else "bilinear")
+    top, left = (ch - h) // 2, (cw - w) // 2
+    x = x[:, :, top:top + h, left:left + w].clamp(-1, 1)
+    return rearrange(x, "f c h w -> 1 c f h w")
+
+
+# ---- conditional tasks -------------------------------------------------------------------------
+def add_task_arguments(p: argparse.ArgumentParser, method: bool = True) -> None:
+    """The sampling arguments plus the conditioning method and w_r of predict / extend / interpolate /
+    upsample."""
+    add_sampling_arguments(p)
+    if method:
+        p.add_argument("--method", choices=["reconstruction", "replacement"], default="reconstruction",
+                       help="conditioning method (paper §3.1); default reconstruction guidance")
+    p.add_argument("--reconstruction-weight", "--guidance-weight", dest="reconstruction_weight", type=float,
+                   help="reconstruction guidance weight w_r (default: the model's sample.reconstruction_weight; "
+                        "the paper used 50 for BAIR, 9 for Kinetics)")
+
+
+def task_request(args) -> dict:
+    request = sampling_request(args)
+    request["reconstruction_weight"] = args.reconstruction_weight
+    if getattr(args, "method", None):
+        request["method"] = args.method
+    return request
+
+
+def repeat(video: torch.Tensor, num: int) -> torch.Tensor:
+    """One clip (1 c f h w) as `num` copies: one context, `num` samples."""
+    from ..errors import ConditioningError
+    if num < 1:
+        raise ConditioningError(f"--num must be at least 1, got {num}")
+    return video.expand(num, *video.shape[1:]).contiguous()
+
+
+def model_size(model) -> tuple:
+    s = model.config.data.size
+    return (s, s) if isinstance(s, int) else tuple(s)

@@ -1,0 +1,28 @@
+"""`vidiff extend`: autoregressive extension beyond the model's window."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import (add_task_arguments, load_model, model_size, read_clip, repeat, report_written, task_request,
+                     write_videos)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("extend", help="autoregressive extension beyond the model's window")
+    add_task_arguments(p)
+    p.add_argument("--length", type=int, required=True, help="frames of the result")
+    p.add_argument("--video", help="start from this video's frames (default: an unconditional window)")
+    p.add_argument("--overlap", type=int, help="frames each new window is conditioned on (default half)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..tasks import extend
+    model = load_model(args)
+    start = None
+    if args.video:
+        start = repeat(read_clip(args.video, model_size(model), max_frames=args.length), args.num)
+    videos = extend(model, start, args.length, overlap=args.overlap, num=args.num, **task_request(args))
+    videos = videos.clamp(-1, 1).cpu()
+    write_videos(videos, Path(args.out), fps=args.fps)
+    report_written(videos, args.out, "extended")

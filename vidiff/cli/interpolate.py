@@ -1,0 +1,25 @@
+"""`vidiff interpolate`: temporal interpolation, K−1 new frames between each pair of a video's frames."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import (add_task_arguments, load_model, model_size, read_clip, repeat, report_written, task_request,
+                     write_videos)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("interpolate", help="temporal interpolation: K−1 new frames between each pair")
+    add_task_arguments(p)
+    p.add_argument("--video", required=True)
+    p.add_argument("--factor", type=int, required=True, help="frame-rate factor K")
+    p.add_argument("--max-frames", type=int, help="read at most this many frames of the video")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..tasks import interpolate
+    model = load_model(args)
+    clip = read_clip(args.video, model_size(model), max_frames=args.max_frames)
+    videos = interpolate(model, repeat(clip, args.num), args.factor, **task_request(args)).clamp(-1, 1).cpu()
+    write_videos(videos, Path(args.out), fps=args.fps)
+    report_written(videos, args.out, "interpolated")

@@ -1,0 +1,33 @@
+"""`vidiff predict`: video prediction, continuing the first K frames of a video (paper §3.1)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import (add_task_arguments, load_model, model_size, read_clip, repeat, report_written, task_request,
+                     write_videos)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="video prediction: continue the first K frames of a video")
+    add_task_arguments(p)
+    p.add_argument("--video", required=True, help="video file whose first frames are the context")
+    p.add_argument("--context", type=int, required=True, help="number of context frames K")
+    p.add_argument("--frames", type=int, help="total frames of the result (default: the model's window)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..errors import ConditioningError
+    from ..tasks import predict
+    model = load_model(args)
+    window = model.config.data.frames
+    if args.context < 1 or args.context >= window:
+        raise ConditioningError(f"--context {args.context} must be between 1 and {window - 1}: shorter than the "
+                                f"model's window of {window} frames")
+    clip = read_clip(args.video, model_size(model), max_frames=args.context)
+    if clip.shape[2] < args.context:
+        raise ConditioningError(f"{args.video}: the video has {clip.shape[2]} frames, fewer than --context "
+                                f"{args.context}")
+    videos = predict(model, repeat(clip, args.num), args.frames or window, **task_request(args)).clamp(-1, 1).cpu()
+    write_videos(videos, Path(args.out), fps=args.fps)
+    report_written(videos, args.out, "predicted")

@@ -1,0 +1,26 @@
+"""`vidiff train`: train a model (a preset with overrides), or continue a run with --resume."""
+from __future__ import annotations
+
+import os
+
+from .common import add_config_arguments, config_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model (a preset with overrides)")
+    add_config_arguments(p)
+    p.add_argument("--out", required=True, help="run folder (checkpoints, config, logs, samples)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run folder's latest checkpoint with its own configuration; --set may "
+                        "change train.* and sample.* settings (each change is logged)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..checkpoint import load_config, resolve_checkpoint
+    from ..train import train
+    base = load_config(resolve_checkpoint(args.out)) if args.resume else None
+    result = train(config_from_args(args, base), args.out, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"trained {result['step']} steps (final loss {result['loss']:.4f}); checkpoint in {args.out}")

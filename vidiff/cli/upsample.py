@@ -1,0 +1,34 @@
+"""`vidiff upsample`: spatial super-resolution of a low-resolution video (reconstruction guidance)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import add_task_arguments, load_model, repeat, report_written, task_request, write_videos
+
+
+def register(sub) -> None:
+    p = sub.add_parser("upsample", help="spatial super-resolution of a low-resolution video")
+    add_task_arguments(p)
+    p.add_argument("--video", required=True, help="low-resolution video")
+    p.add_argument("--overlap", type=int, help="frames each new window is conditioned on (default half)")
+    p.add_argument("--spatial-weight", type=float, help="weight of the low-resolution term (default 2·s_h·s_w)")
+    p.add_argument("--downsample", choices=["area", "bilinear"], default="area", help="the observation model D")
+    p.add_argument("--max-frames", type=int, help="read at most this many frames of the video")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from einops import rearrange
+
+    from ..tasks import upsample
+    from ..videoio import read_video
+    model = load_model(args)
+    frames = read_video(args.video, max_frames=args.max_frames)  # (f h w c) uint8, kept at its resolution
+    low = rearrange(frames, "f h w c -> 1 c f h w").float() / 127.5 - 1
+    h, w = low.shape[-2:]
+    s = min(h, w)  # centre-crop to the model's (square) aspect
+    low = low[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    videos = upsample(model, repeat(low, args.num), overlap=args.overlap, mode=args.downsample,
+                      spatial_weight=args.spatial_weight, **task_request(args)).clamp(-1, 1).cpu()
+    write_videos(videos, Path(args.out), fps=args.fps)
+    report_written(videos, args.out, "upsampled")

@@ -1,0 +1,12 @@
+"""The root of vidiff's own errors. Each error class of the library derives from :class:`VidiffError`
+(and from the built-in class that fits it, so `except ValueError` keeps working); the command line
+reports exactly these as one-line messages and lets every other exception, a bug, keep its traceback."""
+
+
+class VidiffError(Exception):
+    """Bad input, named with what to do about it: a wrong shape, a missing file, an unknown name."""
+
+
+class ConditioningError(VidiffError, ValueError):
+    """A condition that does not fit the model or the request: a prompt for a class model, an unknown
+    class, known frames of the wrong shape, a context longer than the model's window."""

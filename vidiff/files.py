@@ -1,0 +1,87 @@
+"""File I/O in one home: the atomic write every file goes through.
+
+A file is written next to its destination under a temporary name, flushed to disk, given the
+permissions any new file gets (0666 less the process's umask: 0644 under umask 022) and renamed
+over the destination, so a reader sees the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: PathLike, content: Union[bytes, str, Callable[[str], None]]) -> Path:
+    """Write `content` (bytes, text, or a function that writes the file at a given path) to `path`
+    atomically. Returns the path. On any failure the temporary file is removed and the error raised."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if callable(content):
+            os.close(fd)
+            content(tmp)
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(content.encode() if isinstance(content, str) else content)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a written file gets the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def find_files(root: PathLike, extensions: tuple[str, ...]) -> list[Path]:
+    """The files under `root` (recursively) whose names end with one of `extensions` (any case), as
+    `root / relative path`, sorted by the relative posix path. Follows symlinks, visits each real
+    folder once (so a symlink loop ends), and skips hidden files and folders. A missing folder gives []."""
+    root = Path(root)
+    extensions = tuple(e.lower() for e in extensions)
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop, or a second link to a folder already listed
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath, name) for name in filenames
+                  if name.lower().endswith(extensions) and not name.startswith(".")]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def find_videos(root: PathLike, extensions: tuple[str, ...] = VIDEO_EXTENSIONS, *,
+                allow_empty: bool = False) -> list[Path]:
+    """The video files under `root`, as :func:`find_files` lists them (`root / relative path`, sorted).
+
+    Raises DataError when `root` is not a folder, or holds no videos (unless `allow_empty`)."""
+    # imported here: vidiff.data imports this module, and importing it pulls in torch and PyAV
+    from vidiff.data.errors import DataError
+
+    root = Path(root)
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "no such folder"
+        raise DataError(f"{root}: {what}; give the folder that holds the video files")
+    files = find_files(root, extensions)
+    if not files and not allow_empty:
+        raise DataError(
+            f"{root}: no video files found (searched recursively for {' '.join(extensions)}, hidden files "
+            f"skipped); put videos there or point to another folder"
+        )
+    return files

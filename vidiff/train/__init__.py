@@ -1,0 +1,20 @@
+"""Training: AdamW with warm-up, gradient clipping, EMA, mixed precision on GPUs, atomic
+checkpoints with exact resume, TensorBoard logs, sample videos, and multi-GPU / multi-node data
+parallelism through torchrun + DistributedDataParallel.
+
+Randomness is a function of (seed, step): the batch's dataset indices and item seeds, the diffusion
+times and noise, and the condition dropout are drawn for the *global* batch from a generator seeded
+by the step, and each process takes its shard. So a resumed run repeats an uninterrupted one, and N
+processes compute what one process computes with the same global batch.
+
+    setup.py        data, the configuration the data completes, model / EMA / optimiser, saved state
+    step.py         one training step
+    loop.py         the loop and `train()`
+    loader.py       batch sampler, joint image-video dataset, collate
+    distributed.py  torchrun / DDP helpers
+    callbacks.py    metrics log, sample grids, periodic FVD
+"""
+from .loader import JointImageVideo, StepBatchSampler, collate
+from .loop import train
+
+__all__ = ["JointImageVideo", "StepBatchSampler", "collate", "train"]

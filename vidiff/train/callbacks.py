@@ -1,0 +1,91 @@
+"""What a run writes besides checkpoints: the loss curve (metrics.jsonl and TensorBoard), sample
+grids of the EMA model, and a periodic FVD. All of it happens on rank 0 only."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..config import Config
+from ..pipeline import VideoDiffusion
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per line) and, optionally, TensorBoard scalars. On resume the
+    rows after the checkpoint's step are dropped, so the curve has one value per step."""
+
+    def __init__(self, out_dir: Path, start_step: int = 0, tensorboard: bool = True):
+        self.path = out_dir / "metrics.jsonl"
+        self.writer = None
+        if start_step and self.path.is_file():
+            self._truncate(start_step)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+
+    def _truncate(self, step: int) -> None:
+        from ..files import atomic_write
+        keep = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        atomic_write(self.path, "".join(line + "\n" for line in keep))
+
+    def log(self, step: int, **values) -> None:
+        """One row of metrics.jsonl."""
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+
+    def scalars(self, step: int, **named) -> None:
+        """TensorBoard scalars, named by keyword (`train_loss` → "train/loss"); None is skipped."""
+        if self.writer is None:
+            return
+        for key, value in named.items():
+            if value is not None:
+                self.writer.add_scalar(key.replace("_", "/", 1), float(value), step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def save_sample_grid(model: VideoDiffusion, path: Path, num: int, request: dict, writer=None, step: int = 0,
+                     progress: bool = False) -> Optional[torch.Tensor]:
+    """`num` samples (seed 0) of `model` as one grid GIF (and in TensorBoard); returns the videos."""
+    from ..videoio import make_grid, write_gif
+    if num < 1:
+        return None
+    videos = model.sample(num, seed=0, progress=progress, **request)
+    grid = make_grid(videos, nrow=min(num, 4))
+    write_gif(path, grid)
+    if writer is not None:
+        writer.add_images("samples/frames", ((grid.permute(1, 0, 2, 3) + 1) / 2).clamp(0, 1), step)
+    return videos
+
+
+class PeriodicFVD:
+    """FVD of `train.fvd_num` EMA samples against as many real clips (≥ 9 frames: the model runs on
+    any frame count), each sample conditioned like its real clip. Small samples: a trend, not a score."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.real = None
+        self.request: dict = {}
+
+    def _prepare(self, model: VideoDiffusion) -> None:
+        from ..data import build_dataset
+        from ..metrics.fvd import extract_i3d_features
+        cfg = self.cfg
+        frames = max(9, cfg.data.frames)
+        real_ds = build_dataset(cfg.data.source, frames=frames, size=cfg.data.size, seed=cfg.train.seed + 1)
+        items = [real_ds[i] for i in range(min(cfg.train.fvd_num, len(real_ds)))]
+        self.real = extract_i3d_features(torch.stack([it["video"] for it in items]), progress=False)
+        self.request = model.conditioning.like(items)
+
+    def __call__(self, model: VideoDiffusion) -> float:
+        from ..metrics.fvd import extract_i3d_features, fvd
+        if self.real is None:
+            self._prepare(model)
+        fake = model.sample(len(self.real), frames=max(9, self.cfg.data.frames), seed=self.cfg.train.seed,
+                            **self.request)
+        return fvd(self.real, extract_i3d_features(fake, progress=False))

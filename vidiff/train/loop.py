@@ -1,0 +1,144 @@
+"""The training loop: set up (or resume) a run folder, then steps, logs, checkpoints, samples and
+periodic FVD until `train.steps` or `train.max_minutes`."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import load_config, load_json, resolve_checkpoint
+from ..config import Config, ConfigError
+from ..files import atomic_write
+from . import distributed
+from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
+from .loader import build_loader
+from .setup import (Trainer, build_data, build_trainer, derive_config, ema_model, load_state, resume_config,
+                    save_state, with_images)
+from .step import train_step
+
+log = logging.getLogger("vidiff.train")
+
+
+def _start(cfg: Config, out_dir: Path, resume: bool):
+    """(the run's configuration, its start step, the checkpoint to resume from or None)."""
+    if not resume:
+        if any(p.is_dir() and not p.name.endswith(".tmp") for p in (out_dir / "checkpoints").glob("step_*")):
+            raise ConfigError(f"run folder {str(out_dir)!r} already holds checkpoints: pass --resume to continue "
+                              f"it, or choose another --out")
+        return cfg, 0, None
+    ck = resolve_checkpoint(out_dir)
+    return resume_config(load_config(ck), cfg), load_json(ck / "state.json")["step"], ck
+
+
+class _Run:
+    """Rank 0's outputs of a run: the log, sample grids and periodic FVD."""
+
+    def __init__(self, t: Trainer, out_dir: Path, start_step: int, tensorboard: bool, grid_request: dict):
+        self.t, self.out_dir, self.main = t, out_dir, t.rank == 0
+        self.metrics = MetricsLog(out_dir, start_step, tensorboard) if self.main else None
+        self.fvd = PeriodicFVD(t.cfg)
+        self.grid_request = grid_request
+
+    def log_step(self, step: int, loss: float, grad_norm) -> None:
+        if not self.main:
+            return
+        lr = self.t.opt.param_groups[0]["lr"]
+        self.metrics.log(step, loss=loss, lr=lr)
+        if step % self.t.cfg.train.log_every == 0 or step == self.t.cfg.train.steps:
+            self.metrics.scalars(step, train_loss=loss, train_lr=lr,
+                                 train_grad_norm=None if grad_norm is None else float(grad_norm))
+
+    def sample(self, step: int, progress: bool = False):
+        if not self.main:
+            return None
+        return save_sample_grid(ema_model(self.t), self.out_dir / "samples" / f"step_{step:07d}.gif",
+                                self.t.cfg.train.num_samples, self.grid_request,
+                                writer=self.metrics.writer, step=step, progress=progress)
+
+    def measure_fvd(self, step: int) -> None:
+        if not self.main:
+            return
+        value = self.fvd(ema_model(self.t))
+        self.metrics.log(step, fvd=value, fvd_num=self.t.cfg.train.fvd_num)
+        self.metrics.scalars(step, eval_fvd=value)
+
+    def close(self) -> None:
+        if self.main:
+            self.metrics.close()
+
+
+def _after_step(run: _Run, step: int, out_of_time: bool) -> None:
+    tr = run.t.cfg.train
+    if tr.save_every and step % tr.save_every == 0 and step < tr.steps and not out_of_time:
+        save_state(run.t, run.out_dir, step)
+    if tr.sample_every and step % tr.sample_every == 0 and step < tr.steps:
+        run.sample(step)
+    if tr.fvd_every and step % tr.fvd_every == 0:
+        run.measure_fvd(step)
+
+
+def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tuple[int, float]:
+    tr = t.cfg.train
+    t0 = time.time()
+    bar = tqdm(total=tr.steps, initial=start_step, desc="training", disable=not (progress and run.main),
+               dynamic_ncols=True)
+    step, loss = start_step, float("nan")
+    batches = iter(loader)
+    t.net.train()
+    while step < tr.steps:
+        loss, grad_norm = train_step(t, next(batches), step)
+        step += 1
+        run.log_step(step, loss, grad_norm)
+        if step % tr.log_every == 0 or step == tr.steps:
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{t.opt.param_groups[0]['lr']:.1e}")
+            if tr.max_minutes > 0:  # the time limit binds first: the bar's total and ETA follow it
+                rate = (step - start_step) / max(time.time() - t0, 1e-6)
+                bar.total = int(min(tr.steps, max(step + 1, start_step + rate * 60 * tr.max_minutes)))
+        bar.update(1)
+        out_of_time = distributed.flag_from_rank0(tr.max_minutes > 0 and time.time() - t0 > 60 * tr.max_minutes)
+        _after_step(run, step, out_of_time)
+        if out_of_time:
+            if run.main:
+                log.info("stopping after %.1f minutes (train.max_minutes) at step %d", tr.max_minutes, step)
+            break
+    bar.close()
+    return step, loss
+
+
+def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, device=None,
+          tensorboard: bool = True) -> dict:
+    """Train `cfg` into the run folder `out_dir`. With `resume`, continue from its latest checkpoint:
+    the run's saved configuration, with the `train` and `sample` settings of `cfg` that differ from it
+    applied (and logged); a change to anything the weights depend on is refused with a clear error."""
+    out_dir = Path(out_dir)
+    rank, world, local_rank = distributed.dist_info()
+    device = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+    distributed.setup_distributed(device)
+    cfg, start_step, ck = _start(cfg, out_dir, resume)
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the number of processes "
+                          f"({world})")
+    data = build_data(cfg)
+    cfg = derive_config(cfg, data)
+    grid_items = [{k: v for k, v in data[i].items() if k != "video"} for i in range(min(cfg.train.num_samples,
+                                                                                        len(data)))]
+    t = build_trainer(cfg, device, start_step)
+    if ck is not None:
+        load_state(t, ck)
+    if rank == 0:
+        atomic_write(out_dir / "config.json", cfg.to_json())
+        log.info("training %s parameters on %s (%d process%s) into %s", f"{sum(p.numel() for p in t.net.parameters()):,}",
+                 device, world, "es" if world > 1 else "", out_dir)
+    run = _Run(t, out_dir, start_step, tensorboard, t.model.conditioning.like(grid_items))
+    loader = build_loader(with_images(data, cfg), cfg.train.batch_size, cfg.train.seed, start_step, rank, world,
+                          cfg.data.num_workers)
+    t0 = time.time()
+    step, loss = _loop(t, run, loader, start_step, progress)
+    save_state(t, out_dir, step)
+    videos = run.sample(step, progress=progress)
+    run.close()
+    return {"run_dir": str(out_dir), "step": step, "loss": loss, "minutes": (time.time() - t0) / 60,
+            "samples": videos}  # the final EMA samples (train.num_samples, seed 0) on rank 0, or None

@@ -1,0 +1,188 @@
+"""Setting a run up: the data, the configuration the data completes, the model with its EMA copy,
+optimiser, learning-rate schedule and mixed precision, and the training state saved with every
+checkpoint (exact resume)."""
+from __future__ import annotations
+
+import base64
+import copy
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..checkpoint import load_json, load_tensors, optimizer_from_tensors, save_checkpoint
+from ..conditioning import build_conditioning
+from ..config import DERIVED, Config, ConfigError
+from ..diffusion import Denoiser, DiffusionLoss
+from ..pipeline import VideoDiffusion
+from . import distributed
+from .loader import JointImageVideo
+
+log = logging.getLogger("vidiff.train")
+# What a resumed run may change besides the train and sample sections: where the data lives and how
+# it is read, not what it is.
+RESUMABLE = ("data.source", "data.num_workers", "data.skip_bad_files")
+
+
+# ---- data and configuration --------------------------------------------------------------------
+def build_data(cfg: Config) -> Dataset:
+    """The training clips named by `data.source` (without the images of joint training)."""
+    from ..data import build_dataset
+    d = cfg.data
+    if not d.source:
+        raise ConfigError("data.source is empty: pass --data DIR (a folder of videos) or builtin:moving-shapes")
+    kw = {"num_videos": d.num_videos} if d.source.startswith("builtin:") else {}
+    return build_dataset(d.source, frames=d.frames, size=d.size, frame_stride=d.frame_stride, flip=d.flip,
+                         skip_bad_files=d.skip_bad_files, seed=cfg.train.seed, **kw)
+
+
+def with_images(dataset: Dataset, cfg: Config) -> Dataset:
+    """Joint image-video training (§3.2): `data.image_frames` independent images after each video."""
+    if not cfg.data.image_frames:
+        return dataset
+    images = None
+    if cfg.data.image_source:
+        from ..data import ImageFolder
+        images = ImageFolder(cfg.data.image_source, size=cfg.data.size)
+    return JointImageVideo(dataset, cfg.data.image_frames, images)
+
+
+def derive_config(cfg: Config, dataset: Dataset) -> Config:
+    """Fill in what the data decides (number of classes, class names, text width). A value already
+    in the configuration (a run's config.json) must agree with the data."""
+    model_fields, cond_fields = build_conditioning(cfg.conditioning).derive(dataset)
+    for section, fields in (("model", model_fields), ("conditioning", cond_fields)):
+        for key, value in fields.items():
+            have = getattr(getattr(cfg, section), key)
+            if have and have != value:
+                raise ConfigError(f"{section}.{key}={have!r} in the configuration, but the data gives {value!r}; "
+                                  f"train on the data the configuration was made for, or start from a preset")
+    return replace(cfg, model=replace(cfg.model, **model_fields),
+                   conditioning=replace(cfg.conditioning, **cond_fields))
+
+
+def resume_config(saved: Config, requested: Config) -> Config:
+    """The saved configuration of a run with the requested changes to its `train` and `sample`
+    sections (and to where its data lives) applied and logged. A change to what the weights are (the
+    model, diffusion, conditioning, data shape) cannot be resumed: a clear error names each."""
+    old, new = saved.to_dict(), requested.to_dict()
+    changed, refused = [], []
+    for section, values in old.items():
+        for key, before in values.items():
+            name, after = f"{section}.{key}", new[section][key]
+            if after == before or name in DERIVED:
+                continue
+            if section in ("train", "sample") or name in RESUMABLE:
+                old[section][key] = after
+                changed.append(f"{name}: {before!r} → {after!r}")
+            else:
+                refused.append(f"{name} (run: {before!r}, requested: {after!r})")
+    if refused:
+        raise ConfigError("cannot resume with a changed " + ", ".join(refused) + ": the run's weights were trained "
+                          "with its config.json; change only train.* and sample.* settings on --resume, or "
+                          "start a new run with another --out")
+    for line in changed:
+        log.info("resuming with %s", line)
+    return Config.from_dict(old)
+
+
+# ---- the training state ------------------------------------------------------------------------
+@dataclass
+class Trainer:
+    """Everything one training step touches."""
+    cfg: Config
+    model: VideoDiffusion
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    denoiser: Denoiser  # around the DDP / compiled network
+    loss_fn: DiffusionLoss
+    device: torch.device
+    rank: int
+    world: int
+    amp_dtype: Optional[torch.dtype] = None
+    scaler: Optional[torch.amp.GradScaler] = None
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.model.net
+
+
+def _amp(tr_cfg, device: torch.device) -> Optional[torch.dtype]:
+    amp = tr_cfg.mixed_precision
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "no"
+    if amp != "no" and device.type != "cuda":
+        raise ConfigError(f"train.mixed_precision={amp} needs a GPU; on the CPU use no (bf16 is far slower there)")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+
+def build_trainer(cfg: Config, device: torch.device, start_step: int = 0) -> Trainer:
+    rank, world, _ = distributed.dist_info()
+    tr = cfg.train
+    torch.manual_seed(tr.seed)
+    model = VideoDiffusion(cfg).to(device)
+    net = model.net
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2),
+                            weight_decay=tr.weight_decay, fused=device.type in ("cpu", "cuda"))  # one kernel, ~3× faster
+    for g in opt.param_groups:
+        g.setdefault("initial_lr", tr.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tr.warmup_steps)),
+                                              last_epoch=start_step - 1)  # linear warm-up, then constant
+    amp_dtype = _amp(tr, device)
+    train_net = net
+    if world > 1:
+        train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
+                                                              else None)
+    if tr.compile:
+        train_net = torch.compile(train_net)
+    return Trainer(cfg, model, ema, opt, sched, Denoiser(train_net, cfg.diffusion.prediction),
+                   DiffusionLoss(cfg.diffusion.loss_weighting, **cfg.diffusion.schedule()), device, rank, world,
+                   amp_dtype, torch.amp.GradScaler("cuda") if tr.mixed_precision == "fp16" else None)
+
+
+def _rng_state() -> dict:
+    state = {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+    if torch.cuda.is_available():
+        state["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _tensor(b64: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(b64), dtype=np.uint8).copy())
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(_tensor(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_tensor(s) for s in state["cuda"]])
+
+
+def load_state(t: Trainer, ck: Path) -> None:
+    """Weights, EMA, optimiser and RNG state of checkpoint `ck` into the trainer."""
+    t.net.load_state_dict(load_tensors(ck / "model.safetensors"))
+    t.ema.load_state_dict(load_tensors(ck / "ema.safetensors"))
+    t.opt.load_state_dict(optimizer_from_tensors(load_tensors(ck / "optimizer.safetensors"),
+                                                 load_json(ck / "optimizer.json")))
+    _set_rng_state(load_json(ck / "state.json")["rng"])
+
+
+def save_state(t: Trainer, out_dir: Path, step: int) -> None:
+    distributed.check_replicas_in_sync(t.net)
+    if t.rank == 0:
+        save_checkpoint(out_dir, step, model=t.net.state_dict(), ema=t.ema.state_dict(),
+                        optimizer=t.opt.state_dict(), config=t.cfg.to_dict(),
+                        state={"step": step, "rng": _rng_state()})
+
+
+def ema_model(t: Trainer) -> VideoDiffusion:
+    """A model with the EMA weights, sharing the trainer's conditioning (and its loaded text encoder)."""
+    m = VideoDiffusion(t.cfg).to(t.device)
+    m.net.load_state_dict(t.ema.state_dict())
+    m.conditioning = t.model.conditioning
+    return m

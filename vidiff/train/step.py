@@ -1,0 +1,73 @@
+"""One training step: the global batch's diffusion times, noise and condition dropout drawn from
+(seed, step), this process's shard of them, the loss, the update and the EMA."""
+from __future__ import annotations
+
+import torch
+
+from ..layers import joint_attention_mask
+from . import distributed
+from .loader import step_generator
+from .setup import Trainer
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+    """θ_ema ← decay · θ_ema + (1 − decay) · θ; buffers are copied."""
+    ema_p = list(ema.parameters())
+    torch._foreach_lerp_(ema_p, [p.detach() for p in net.parameters()], 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), net.buffers()):
+        b_ema.copy_(b)
+
+
+def ema_decay(step: int, decay: float) -> float:
+    """The EMA's decay at `step`: (1 + step)/(10 + step) early on, so the average forgets the
+    initial weights quickly, capped at train.ema_decay."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def _condition(t: Trainer, batch: dict, keep: torch.Tensor) -> dict:
+    cfg = t.cfg
+    cond = t.model.conditioning.training(batch, keep, t.device)
+    if cfg.data.image_frames:  # joint training: the appended images attend to nothing else in time
+        cond["temporal_mask"] = joint_attention_mask(cfg.data.frames, cfg.data.image_frames, t.device)
+    return cond
+
+
+def _backward_and_update(t: Trainer, loss: torch.Tensor):
+    t.opt.zero_grad(set_to_none=True)
+    if t.scaler is not None:
+        t.scaler.scale(loss).backward()
+        t.scaler.unscale_(t.opt)
+    else:
+        loss.backward()
+    clip = t.cfg.train.grad_clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(t.net.parameters(), clip) if clip > 0 else None
+    if t.scaler is not None:
+        t.scaler.step(t.opt)
+        t.scaler.update()
+    else:
+        t.opt.step()
+    t.sched.step()
+    return grad_norm
+
+
+def train_step(t: Trainer, batch: dict, step: int) -> tuple[float, object]:
+    """One update at `step`; returns (the loss averaged over processes, the gradient norm or None)."""
+    cfg, tr = t.cfg, t.cfg.train
+    g = step_generator(tr.seed, step, 2)
+    shape = (tr.batch_size, cfg.model.in_channels, cfg.data.frames + cfg.data.image_frames, cfg.data.size,
+             cfg.data.size)  # the global batch, b c f h w
+    time = torch.rand(tr.batch_size, generator=g, dtype=torch.float64)
+    eps = torch.randn(shape, generator=g)
+    keep = torch.rand(tr.batch_size, generator=g) >= tr.cond_drop_prob  # classifier-free dropout
+    per = tr.batch_size // t.world
+    shard = slice(t.rank * per, (t.rank + 1) * per)
+    x = batch["video"].to(t.device)
+    if x.shape[1:] != shape[1:]:
+        raise RuntimeError(f"data gave clips of shape {tuple(x.shape[1:])}, expected {shape[1:]}")
+    cond = _condition(t, batch, keep[shard])
+    with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
+        loss = t.loss_fn(t.denoiser, x, cond, t=time[shard].to(t.device), eps=eps[shard].to(t.device)).mean()
+    grad_norm = _backward_and_update(t, loss)
+    ema_update(t.ema, t.net, ema_decay(step, tr.ema_decay))
+    return distributed.mean_over_processes(loss.detach()).item(), grad_norm
