@@ -126,3 +126,49 @@ def test_demo_trains_and_writes_its_samples(tmp_path, capsys):
     assert sorted(p.name for p in final.glob("*.mp4")) == ["sample_000.mp4", "sample_001.mp4"]
     assert (final / "grid.gif").is_file() and (final / "frames.png").is_file()
     assert read_video(final / "sample_001.mp4").shape == (8, 16, 16, 3)
+
+
+def test_every_file_train_and_sample_write_is_0644(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run, out = tmp_path / "run", tmp_path / "samples"
+        assert run_cli("train", *FAST, "--steps", 2, "--set", "train.save_every=1", "--out", run) == 0
+        assert run_cli("sample", "--checkpoint", run, "--num", 2, "--steps", 2, "--out", out) == 0
+    finally:
+        os.umask(old)
+    files = [p for p in list(run.rglob("*")) + list(out.rglob("*")) if p.is_file()]
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files}
+    assert len(files) > 15 and set(modes.values()) == {"0o644"}, modes
+
+
+def test_resume_takes_the_runs_own_configuration(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", *FAST, "--steps", 2, "--out", run) == 0
+    # no --preset: the run's cpu-tiny configuration, not the default preset; --set changes train.*
+    assert run_cli("train", "--out", run, "--resume", "--steps", 3, "--quiet", "--set", "train.lr=2e-3") == 0
+    assert "trained 3 steps" in capsys.readouterr().out
+    assert run_cli("train", "--out", run, "--resume", "--steps", 4, "--set", "model.base_channels=32") == 2
+    assert "cannot resume with a changed model.base_channels" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
+    """Only vidiff's own errors become one-line messages; any other exception propagates."""
+    import vidiff.cli.sample as sample_cmd
+
+    def broken(args):
+        raise ValueError("an internal bug")
+    monkeypatch.setattr(sample_cmd, "run", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        run_cli("sample", "--checkpoint", tmp_path, "--out", tmp_path / "s")
+
+
+def test_cli_modules_import_no_other_command():
+    """One module per command, each importing only vidiff.cli.common among the commands."""
+    import ast
+    commands = [p for p in (ROOT / "vidiff" / "cli").glob("*.py") if p.stem not in ("__init__", "__main__", "common")]
+    assert len(commands) == 9
+    for path in commands:
+        tree = ast.parse(path.read_text())
+        names = {f"{n.module}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+        assert names <= {"common"}, f"{path.name} imports {names}"
+    assert "except ImportError" not in "".join(p.read_text() for p in (ROOT / "vidiff" / "cli").glob("*.py"))

@@ -135,3 +135,67 @@ def test_ddp_two_processes_match_one(tmp_path, nproc):
         # float sums in another order, amplified by Adam's normalisation: far below one step (lr 1e-3)
         assert torch.allclose(r0[k], single[k], atol=2e-5, rtol=1e-4), f"2 processes ≠ 1 process at {k}: {(r0[k] - single[k]).abs().max()}"
     assert losses(tmp_path / "run1") == pytest.approx(losses(tmp_path / "run2"), rel=1e-4)
+
+
+def test_resume_applies_train_changes_and_refuses_model_changes(tmp_path, caplog):
+    run = tmp_path / "run"
+    train(TINY.override(["train.steps=3"]), run, progress=False, tensorboard=False)
+    with caplog.at_level("INFO", logger="vidiff.train"):
+        train(TINY.override(["train.steps=4", "train.lr=5e-4"]), run, resume=True, progress=False, tensorboard=False)
+    assert "resuming with train.lr: 0.001 → 0.0005" in caplog.text
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["lr"] == 5e-4 and saved["train"]["steps"] == 4
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows[-2:]] == pytest.approx([1e-3 * 4 / 5, 5e-4])  # warm-up of 5 steps, new rate
+    with pytest.raises(ConfigError, match=r"cannot resume with a changed model.base_channels \(run: 16, "
+                                          r"requested: 32\)"):
+        train(TINY.override(["train.steps=5", "model.base_channels=32"]), run, resume=True, progress=False,
+              tensorboard=False)
+
+
+def test_resume_cuts_the_loss_curve_back_to_the_checkpoint(tmp_path):
+    """A crash after step 4 with the last checkpoint at step 3: the resumed run logs steps 4–6 once."""
+    run = tmp_path / "run"
+    train(TINY.override(["train.steps=4", "train.save_every=3"]), run, progress=False, tensorboard=False)
+    import shutil
+    shutil.rmtree(run / "checkpoints" / "step_0000004")  # as if killed before the final save
+    (run / "checkpoints" / "latest").write_text("step_0000003\n")
+    train(TINY, run, resume=True, progress=False, tensorboard=False)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert losses(run) == losses_of_straight_run(tmp_path)
+
+
+def losses_of_straight_run(tmp_path):
+    train(TINY, tmp_path / "straight", progress=False, tensorboard=False)
+    return losses(tmp_path / "straight")
+
+
+def test_joint_image_video_items_are_a_function_of_their_seed():
+    from vidiff.data import MovingShapes
+    from vidiff.train import JointImageVideo
+    ds = JointImageVideo(MovingShapes(num_videos=10, frames=4, size=16), 3)
+    state = torch.get_rng_state()
+    a = ds.item(2, torch.Generator().manual_seed(7))["video"]
+    assert torch.equal(torch.get_rng_state(), state), "the global RNG was drawn from"
+    torch.manual_seed(123)  # whatever the global RNG (a loader worker's, another process's) holds
+    assert torch.equal(ds.item(2, torch.Generator().manual_seed(7))["video"], a)
+    assert not torch.equal(ds.item(2, torch.Generator().manual_seed(8))["video"][:, 4:], a[:, 4:])
+
+
+def test_joint_training_resume_is_exact_with_loader_workers(tmp_path):
+    joint = TINY.override(["data.image_frames=2", "data.num_workers=1"])
+    train(joint, tmp_path / "full", progress=False, tensorboard=False)
+    train(joint.override(["train.steps=3"]), tmp_path / "split", progress=False, tensorboard=False)
+    train(joint, tmp_path / "split", resume=True, progress=False, tensorboard=False)
+    assert losses(tmp_path / "full") == losses(tmp_path / "split")
+
+
+def test_ema_update_formula():
+    from vidiff.train.step import ema_decay, ema_update
+    net, ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    ema_update(ema, net, 0.9)
+    for k, v in ema.state_dict().items():
+        torch.testing.assert_close(v, 0.9 * before[k] + 0.1 * net.state_dict()[k])
+    assert ema_decay(0, 0.999) == pytest.approx(0.1) and ema_decay(10**6, 0.999) == 0.999

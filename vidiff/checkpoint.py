@@ -15,18 +15,14 @@ from typing import Optional
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .errors import VidiffError
-from .files import atomic_write
+from .files import atomic_write, save_tensors
 
 
 class CheckpointError(VidiffError, FileNotFoundError):
     """A missing or unreadable checkpoint, with what to do about it."""
-
-
-def _contiguous(state: dict) -> dict:
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
 def optimizer_to_tensors(state: dict) -> tuple[dict, dict]:
@@ -60,12 +56,12 @@ def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], opt
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(_contiguous(model), tmp / "model.safetensors")
+    save_tensors(tmp / "model.safetensors", model)
     if ema is not None:
-        save_file(_contiguous(ema), tmp / "ema.safetensors")
+        save_tensors(tmp / "ema.safetensors", ema)
     if optimizer is not None:
         tensors, meta = optimizer_to_tensors(optimizer)
-        save_file(tensors, tmp / "optimizer.safetensors")
+        save_tensors(tmp / "optimizer.safetensors", tensors)
         (tmp / "optimizer.json").write_text(json.dumps(meta))
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     (tmp / "state.json").write_text(json.dumps(state))

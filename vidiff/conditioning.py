@@ -63,7 +63,7 @@ class Conditioning:
 def _per_sample(value, num: int, what: str) -> list:
     values = [value] * num if isinstance(value, (str, int)) else list(value)
     if len(values) != num:
-        raise ConditioningError(f"{len(values)} {what}s for {num} samples: give one, or one per sample")
+        raise ConditioningError(f"{len(values)} {what} for {num} samples: give one, or one per sample")
     return values
 
 
@@ -107,7 +107,7 @@ class ClassConditioning(Conditioning):
         if class_label is None:
             raise ConditioningError("this model is class-conditional: pass class_label (--class NAME or index; "
                                     "-1 for unconditional)")
-        labels = [self.index(c) for c in _per_sample(class_label, num, "class")]
+        labels = [self.index(c) for c in _per_sample(class_label, num, "classes")]
         return {"class_labels": torch.tensor(labels, device=device)}
 
     def null(self, cond: dict) -> dict:
@@ -156,7 +156,7 @@ class TextConditioning(Conditioning):
             raise ConditioningError("this model is text-conditional: it takes a prompt (--prompt), not a class")
         if prompt is None:
             raise ConditioningError("this model is text-conditional: pass prompt (--prompt \"...\")")
-        tokens, mask = self.encoder.encode(_per_sample(prompt, num, "prompt"))
+        tokens, mask = self.encoder.encode(_per_sample(prompt, num, "prompts"))
         return {"text_tokens": tokens.to(device), "text_mask": mask.to(device)}
 
     def null(self, cond: dict) -> dict:

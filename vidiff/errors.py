@@ -10,3 +10,8 @@ class VidiffError(Exception):
 class ConditioningError(VidiffError, ValueError):
     """A condition that does not fit the model or the request: a prompt for a class model, an unknown
     class, known frames of the wrong shape, a context longer than the model's window."""
+
+
+class DataError(VidiffError, ValueError):
+    """Bad or unusable input data. The message names the file or folder at fault, what is wrong with
+    it, and what to do about it."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Union
+
+from .errors import DataError
 
 PathLike = Union[str, os.PathLike]
 
@@ -71,8 +73,6 @@ def find_videos(root: PathLike, extensions: tuple[str, ...] = VIDEO_EXTENSIONS, 
     """The video files under `root`, as :func:`find_files` lists them (`root / relative path`, sorted).
 
     Raises DataError when `root` is not a folder, or holds no videos (unless `allow_empty`)."""
-    # imported here: vidiff.data imports this module, and importing it pulls in torch and PyAV
-    from vidiff.data.errors import DataError
 
     root = Path(root)
     if not root.is_dir():
@@ -85,3 +85,10 @@ def find_videos(root: PathLike, extensions: tuple[str, ...] = VIDEO_EXTENSIONS, 
             f"skipped); put videos there or point to another folder"
         )
     return files
+
+
+def save_tensors(path: PathLike, tensors: dict, metadata: Optional[dict] = None) -> Path:
+    """A safetensors file, written atomically with the usual mode (safetensors alone writes 0600)."""
+    from safetensors.torch import save_file
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

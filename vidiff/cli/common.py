@@ -111,9 +111,7 @@ def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "s
     """Each video as MP4 and GIF, a grid GIF of all (enlarged with nearest neighbours to at least
     256 px wide, so that small videos can be seen), every frame of every video in one PNG
     (`frames.png`, a row per video), and the raw tensor (safetensors)."""
-    from safetensors.torch import save_file
-
-    from ..files import atomic_write
+    from ..files import save_tensors
     from ..videoio import make_grid, write_filmstrip, write_gif, write_mp4
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -126,9 +124,7 @@ def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "s
     grid = torch.nn.functional.interpolate(grid[None], scale_factor=(1, scale, scale), mode="nearest")[0]
     write_gif(out / "grid.gif", grid, fps=fps)
     write_filmstrip(out / "frames.png", videos)
-    tensors = {"videos": videos.contiguous()}
-    atomic_write(out / f"{prefix}s.safetensors", lambda tmp: save_file(
-        tensors, tmp, metadata={"layout": "b c f h w", "range": "[-1, 1]"}))
+    save_tensors(out / f"{prefix}s.safetensors", {"videos": videos}, {"layout": "b c f h w", "range": "[-1, 1]"})
     return paths
 
 

