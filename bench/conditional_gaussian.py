@@ -22,11 +22,15 @@ import time
 
 import torch
 
-from vidiff.conditional import downsample, reconstruction_guidance, replacement
 from vidiff.gaussian import GaussianData
-from vidiff.sampling import initial_noise, sample_ancestral, sample_ddim, sample_pc
+from vidiff.guidance import downsample, reconstruction_guidance, replacement
+from vidiff.sampling import SAMPLERS, initial_noise
 
-SAMPLERS = {"ancestral": (sample_ancestral, 1), "pc": (sample_pc, 2), "ddim": (sample_ddim, 1)}
+
+def sampler_budget():
+    """Every registered sampler with the step divisor that gives it the same network evaluations."""
+    return {name: (spec.fn, max(1, round(spec.evaluations(100, spec.options) / 100)))
+            for name, spec in sorted(SAMPLERS.items())}
 
 
 def draw(data, denoise, sampler, steps, n):
@@ -49,8 +53,9 @@ def temporal(n, steps, weights):
     print(f"\n## Temporal: 1×6×2×2, time corr 0.95, first 2 frames known, N={n}; errors of x^b vs N(μ_b|a, Σ_b|a)")
     print(f"(prior mean is {(data.mean[~ia] - mu).abs().max():.3f} from μ_b|a; cov err = ‖Ĉ − Σ_b|a‖_F / ‖Σ_b|a‖_F)")
     print(f"{'sampler':10s} {'method':16s} {'mean err':>9s} {'cov err':>8s} {'s':>6s}")
-    for name, (sampler, div) in SAMPLERS.items():
-        methods = [("replacement", lambda: replacement(data.denoise, x0, known, noise=torch.Generator().manual_seed(5)))]
+    for name, (sampler, div) in sampler_budget().items():
+        methods = [("replacement",
+                    lambda: replacement(data.denoise, x0, known, noise=torch.Generator().manual_seed(5)))]
         methods += [(f"guidance w={w:g}", lambda w=w: reconstruction_guidance(
             data.denoise, x0, known, weight=w, noise=torch.Generator().manual_seed(5))) for w in weights]
         for label, make in methods:
@@ -74,7 +79,7 @@ def spatial(n, steps, weights):
     print(f"\n## Spatial: 1×2×4×4 observed through 2× area downsampling, N={n}; errors vs x | D x = y")
     print(f"(prior mean is {(data.mean - mu).abs().max():.3f} from the conditional mean; cov err relative to ‖Σ‖)")
     print(f"{'sampler':10s} {'w':>5s} {'max|Dx−y|':>10s} {'mean err':>9s} {'cov err':>8s}")
-    for name, (sampler, div) in SAMPLERS.items():
+    for name, (sampler, div) in sampler_budget().items():
         for w in weights:
             x = draw(data, reconstruction_guidance(data.denoise, low_res=y, weight=w), sampler, steps // div, n)
             obs = (downsample(x, (2, 2)) - y).abs().max().item()
@@ -84,9 +89,9 @@ def spatial(n, steps, weights):
 
 def memory_child(mode: str) -> dict:
     """One sampling run on a tiny UNet (batch 8, 8×32×32, 4 DDIM steps) in this process."""
-    from vidiff.conditional import _inference
     from vidiff.pipeline import VideoDiffusion
     from vidiff.presets import get_preset
+    from vidiff.tasks import _inference
     torch.manual_seed(0)
     model = VideoDiffusion(get_preset("cpu-tiny").override(["data.frames=8", "data.size=32"])).eval()
     shape = (8, 3, 8, 32, 32)
@@ -117,7 +122,7 @@ def memory_child(mode: str) -> dict:
     if mode == "guidance, weights frozen":
         model.requires_grad_(False)
     with _inference(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        sample_ddim(den, z, 4)
+        SAMPLERS["ddim"].fn(den, z, 4)
     return dict(mode=mode, rss_mib=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
                 saved_mib=saved[1] / 2**20, seconds=time.perf_counter() - t)
 

@@ -18,9 +18,10 @@ import time
 
 import torch
 
-from vidiff.conditional import DEFAULT_GUIDANCE_WEIGHT, extend, predict
 from vidiff.data import MovingShapes, describe_video
 from vidiff.pipeline import VideoDiffusion
+from vidiff.sampling import SAMPLERS
+from vidiff.tasks import extend, predict
 
 
 def step_mse(v: torch.Tensor) -> torch.Tensor:
@@ -39,9 +40,9 @@ def main():
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--num", type=int, default=8, help="real clips")
     p.add_argument("--context", type=int, help="context frames k (default: half the window)")
-    p.add_argument("--sampler", choices=["ancestral", "pc", "ddim"])
+    p.add_argument("--sampler", choices=sorted(SAMPLERS))
     p.add_argument("--steps", type=int)
-    p.add_argument("--guidance-weight", type=float, default=DEFAULT_GUIDANCE_WEIGHT)
+    p.add_argument("--reconstruction-weight", type=float, help="w_r (default: the model's sample config)")
     p.add_argument("--overlap", type=int, help="extension overlap (default: k)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=12345, help="clips not drawn in training order")
@@ -61,7 +62,8 @@ def main():
           f"extension to {long} frames; real frame-to-frame MSE {real_step:.4f}")
     print(f"{'method':16s} {'seam / real':>11s} {'ext step / real':>15s} {'worst step / real':>17s} "
           f"{'colour':>7s} {'shape':>6s} {'direction':>9s} {'s':>6s}")
-    common = dict(sampler=args.sampler, steps=args.steps, seed=args.seed, guidance_weight=args.guidance_weight)
+    common = dict(sampler=args.sampler, steps=args.steps, seed=args.seed,
+                  reconstruction_weight=args.reconstruction_weight)
     for method in ("replacement", "reconstruction"):
         t = time.perf_counter()
         pred = predict(model, ctx, window, method=method, **common)

@@ -57,7 +57,8 @@ def main():
     sc = model.config.sample
     for spec in (args.samplers or f"{sc.sampler}:{sc.steps}").split(","):
         name, steps = spec.split(":")
-        videos = model.sample(args.num, sampler=name, steps=int(steps), gamma=args.gamma, seed=args.seed)
+        options = {} if args.gamma is None else {"gamma": args.gamma}
+        videos = model.sample(args.num, sampler=name, steps=int(steps), options=options, seed=args.seed)
         report[spec] = coherence(videos, palette)
         if not args.no_png:
             png = Path(args.checkpoint) / f"frames_{name}{steps}.png"

@@ -21,6 +21,7 @@ import torch
 
 from vidiff import VideoDiffusion, get_preset
 from vidiff.data import MovingShapes, describe_video
+from vidiff.sampling import SAMPLERS
 from vidiff.train import train
 from vidiff.videoio import write_filmstrip
 
@@ -74,13 +75,14 @@ def main():
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--num", type=int, default=4, help="samples per prompt and weight")
     ap.add_argument("--weights", default="0,1,3,5")
-    ap.add_argument("--sampler", default="ddim")
+    ap.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--set", action="append", default=[], help="override of the cpu-demo-text preset")
     args = ap.parse_args()
     run = args.checkpoint
     if run is None:
-        cfg = get_preset("cpu-demo-text").override([f"train.max_minutes={args.minutes}", "train.save_every=0", *args.set])
+        cfg = get_preset("cpu-demo-text").override([f"train.max_minutes={args.minutes}", "train.save_every=0",
+                                                    *args.set])
         train(cfg, args.out)
         run = args.out
     model = VideoDiffusion.from_pretrained(run)

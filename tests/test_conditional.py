@@ -7,9 +7,9 @@ from vidiff.diffusion import Denoiser, prediction_target
 from vidiff.errors import ConditioningError
 from vidiff.gaussian import GaussianData
 from vidiff.guidance import classifier_free_guidance, downsample, reconstruction_guidance, replacement
-from vidiff.tasks import Window, extend, interpolate, predict, upsample
 from vidiff.sampling import initial_noise, sample_ancestral, sample_ddim, sample_pc
 from vidiff.schedule import alpha_sigma
+from vidiff.tasks import Window, extend, interpolate, predict, upsample
 
 N = 4000  # std of a sample mean ≈ 0.3/sqrt(N) ≈ 0.005 per element
 F, K = 6, 2  # frames, known (first) frames

@@ -3,9 +3,18 @@ import math
 import pytest
 import torch
 
-from vidiff.diffusion import (PREDICTIONS, Denoiser, DiffusionLoss, posterior, prediction_target,
-                              prediction_to_x_eps, q_sample, q_transition)
+from vidiff.diffusion import (
+    PREDICTIONS,
+    Denoiser,
+    DiffusionLoss,
+    posterior,
+    prediction_target,
+    prediction_to_x_eps,
+    q_sample,
+    q_transition,
+)
 from vidiff.schedule import alpha_sigma, logsnr_cosine, t_from_logsnr, time_grid
+
 
 @pytest.fixture(autouse=True)
 def float64():
@@ -112,9 +121,9 @@ def test_loss_zero_for_perfect_model_and_weights(prediction, weighting):
     # a model that always predicts x̂ = 0: ε weighting gives e^λ ‖x‖², x weighting ‖x‖²
     zero_x = Denoiser(lambda z, logsnr: torch.zeros_like(z), "sample")
     g = torch.Generator().manual_seed(1)
-    l = DiffusionLoss(weighting)(zero_x, x, generator=g)
+    loss = DiffusionLoss(weighting)(zero_x, x, generator=g)
     g = torch.Generator().manual_seed(1)
     t = torch.rand(4, generator=g, dtype=torch.float64)
     lam = logsnr_cosine(t)
     w = {"epsilon": lam.exp(), "v": 1 + lam.exp(), "x": torch.ones_like(lam)}[weighting]
-    assert torch.allclose(l, w * x.pow(2).flatten(1).mean(1), rtol=1e-6)
+    assert torch.allclose(loss, w * x.pow(2).flatten(1).mean(1), rtol=1e-6)

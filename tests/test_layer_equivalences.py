@@ -50,12 +50,12 @@ def test_recomputed_norms_give_the_same_gradients_and_store_less(channels_last):
     for a, b in zip(g1, g0):
         assert (a - b).abs().max() < 1e-12
     act = 16 * 6 * 5 * 7  # one block-sized activation
-    print(f"stored numbers: {n1} recomputing, {n0} storing; an activation is {act}")
     params = sum(p.numel() for p in block.parameters())
     film = emb.numel() * 2 + 6 * 2 * 16  # the embedding, its SiLU and the scale/shift
     # the block stores its input (half as wide), the first convolution's output, its parameters and FiLM
-    assert n1 <= act // 2 + act + params + film
-    assert n0 > n1 + 3 * act  # storing: the convolutions' inputs and the normalisations' outputs too
+    assert n1 <= act // 2 + act + params + film, f"stored {n1} numbers recomputing; an activation is {act}"
+    # storing: the convolutions' inputs and the normalisations' outputs too
+    assert n0 > n1 + 3 * act, f"stored {n0} numbers storing, {n1} recomputing; an activation is {act}"
 
 
 def test_recomputed_norms_with_dropout_keep_the_mask():

@@ -59,9 +59,9 @@ def test_i3d_matches_jax_reference(i3d_weights):
     assert x.shape == (2, 3, 10, 224, 224) and x.min() >= -1 and x.max() <= 1
     ref = torch.from_numpy(data["logits"])
     fused = i3d_logits(x, i3d_weights=i3d_weights)
-    assert (fused - ref).abs().max() < 1e-3
+    assert (fused - ref).abs().max() < 1e-4  # measured 2.6e-5 (logits up to 10)
     unfused = load_i3d(i3d_weights, fuse=False)
-    assert (i3d_logits(x, model=unfused) - ref).abs().max() < 1e-3
+    assert (i3d_logits(x, model=unfused) - ref).abs().max() < 1e-4
     assert sum(p.numel() for p in unfused.parameters()) == I3D_NUM_PARAMS
 
 

@@ -21,7 +21,7 @@ TINY = get_preset("cpu-tiny").override(["train.save_every=3", "train.steps=6", "
 
 
 def losses(run):
-    return [json.loads(l)["loss"] for l in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line)["loss"] for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_resume_repeats_uninterrupted_run(tmp_path):
@@ -81,7 +81,7 @@ def test_periodic_fvd_during_training(tmp_path):
     run = tmp_path / "run"
     train(TINY.override(["train.steps=2", "train.fvd_every=2", "train.fvd_num=2", "train.save_every=0"]), run,
           progress=False, tensorboard=False)
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     fvds = [r for r in rows if "fvd" in r]
     assert len(fvds) == 1 and fvds[0]["step"] == 2 and fvds[0]["fvd"] >= 0
 
@@ -133,7 +133,8 @@ def test_ddp_two_processes_match_one(tmp_path, nproc):
     for k in single:
         assert torch.equal(r0[k], r1[k]), f"replicas differ at {k}"
         # float sums in another order, amplified by Adam's normalisation: far below one step (lr 1e-3)
-        assert torch.allclose(r0[k], single[k], atol=2e-5, rtol=1e-4), f"2 processes ≠ 1 process at {k}: {(r0[k] - single[k]).abs().max()}"
+        assert torch.allclose(r0[k], single[k], atol=2e-5, rtol=1e-4), \
+            f"2 processes ≠ 1 process at {k}: {(r0[k] - single[k]).abs().max()}"
     assert losses(tmp_path / "run1") == pytest.approx(losses(tmp_path / "run2"), rel=1e-4)
 
 

@@ -33,13 +33,25 @@ class Conditioning:
     """No conditioning: the network gets no condition, and a prompt or class is an error."""
 
     kind = "none"
+    guidable = False  # classifier-free guidance needs a condition and its null
 
     def __init__(self, config: ConditioningConfig, num_classes: int = 0):
         self.config = config
 
     def derive(self, dataset) -> tuple[dict, dict]:
         """What the data decides: (fields of the model's config, fields of the conditioning config)."""
-        return {}, {}
+        return self.network_fields(), {}
+
+    def network_fields(self) -> dict:
+        """Fields of the network's config this kind fixes without looking at the data."""
+        return {}
+
+    def problems(self, model) -> list:
+        """What in the network's config (a UNetConfig) does not fit this kind."""
+        if model.text_cross_attention:
+            return [f"model.text_cross_attention attends to caption tokens: it needs conditioning.kind=text "
+                    f"(got {self.kind!r})"]
+        return []
 
     def training(self, batch: dict, keep: torch.Tensor, device) -> dict:
         """The condition of a training batch; where `keep` (b,) is False, the null condition."""
@@ -71,6 +83,7 @@ class ClassConditioning(Conditioning):
     """A class index per video (−1: the null class ∅)."""
 
     kind = "class"
+    guidable = True
 
     def __init__(self, config: ConditioningConfig, num_classes: int = 0):
         super().__init__(config)
@@ -122,6 +135,7 @@ class TextConditioning(Conditioning):
     mask. During training each distinct caption is encoded once (an embedding cache)."""
 
     kind = "text"
+    guidable = True
 
     def __init__(self, config: ConditioningConfig, num_classes: int = 0, encoder=None):
         super().__init__(config)
@@ -136,13 +150,19 @@ class TextConditioning(Conditioning):
         return self._encoder
 
     def derive(self, dataset) -> tuple[dict, dict]:
-        from .text import text_encoder_dim
         captions = getattr(dataset, "captions", None)
         if captions is not None and not any(c.strip() for c in captions):
             raise ConditioningError("conditioning.kind=text but the data has no captions: add a captions.csv or "
                                     "metadata.jsonl with a caption column beside the videos, or use "
                                     "conditioning.kind=none")
-        return {"text_dim": text_encoder_dim(self.config.text_encoder or None)}, {}
+        return self.network_fields(), {}
+
+    def network_fields(self) -> dict:
+        from .text import text_encoder_dim
+        return {"text_dim": text_encoder_dim(self.config.text_encoder or None)}
+
+    def problems(self, model) -> list:
+        return []
 
     def training(self, batch: dict, keep: torch.Tensor, device) -> dict:
         if self._cache is None:

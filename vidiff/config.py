@@ -10,7 +10,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from functools import partial
 
-from .conditioning import KINDS, ConditioningConfig
+from .conditioning import KINDS, ConditioningConfig, build_conditioning
 from .errors import VidiffError
 from .schedule import logsnr_cosine
 from .unet import UNetConfig
@@ -214,9 +214,8 @@ def validate(cfg: Config) -> Config:
                         f"(2^(levels−1) for model.channel_mults={m.channel_mults})")
     if data.frames < 1 or data.frame_stride < 1 or data.image_frames < 0:
         problems.append("data.frames and data.frame_stride must be >= 1 and data.image_frames >= 0")
-    if m.text_cross_attention and cfg.conditioning.kind != "text":
-        problems.append("model.text_cross_attention attends to caption tokens: it needs conditioning.kind=text "
-                        f"(got {cfg.conditioning.kind!r})")
+    if cfg.conditioning.kind in KINDS:
+        problems += build_conditioning(cfg.conditioning).problems(m)
     if tr.batch_size < 1 or tr.steps < 0:
         problems.append("train.batch_size must be >= 1 and train.steps >= 0")
     if cfg.conditioning.kind not in KINDS:

@@ -81,7 +81,8 @@ def prediction_target(x: torch.Tensor, eps: torch.Tensor, logsnr, prediction: st
     raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
 
 
-def prediction_to_x_eps(out: torch.Tensor, z: torch.Tensor, logsnr, prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
+def prediction_to_x_eps(out: torch.Tensor, z: torch.Tensor, logsnr,
+                        prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The one place where a network output becomes (x̂, ε̂)."""
     alpha, sigma = alpha_sigma(expand(logsnr, z))
     if prediction == "epsilon":

@@ -22,11 +22,12 @@ import torch
 
 from vidiff.data.errors import DataError
 from vidiff.files import atomic_write, find_videos
+from vidiff.metrics.errors import MetricsError
 from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats
-from vidiff.metrics.i3d import I3D_PICKLE_SHA256, cache_dir as default_cache_dir
+from vidiff.metrics.i3d import I3D_PICKLE_SHA256
+from vidiff.metrics.i3d import cache_dir as default_cache_dir
 from vidiff.metrics.scores import inception_score, kernel_distance
 from vidiff.metrics.videos import iter_video_files
-from vidiff.metrics.errors import MetricsError
 
 METRICS = ("fvd", "kvd", "fid", "kid", "is")
 I3D_METRICS, INCEPTION_METRICS = {"fvd", "kvd"}, {"fid", "kid", "is"}
@@ -160,7 +161,8 @@ def evaluate(
         if "fvd" in metrics:
             report["fvd"] = frechet_distance_from_feats(real_f["feats"], fake_f)
         if "kvd" in metrics:
-            report["kvd"], report["kvd_std"] = kernel_distance(real_f["feats"], fake_f, kid_subsets, kid_subset_size, seed)
+            report["kvd"], report["kvd_std"] = kernel_distance(real_f["feats"], fake_f, kid_subsets, kid_subset_size,
+                                                               seed)
 
     if INCEPTION_METRICS & set(metrics):
         model = get_inception(inception_weights)

@@ -58,7 +58,7 @@ def classifier_free_guidance(denoise: DenoiseFn, weight: float, null: Callable[[
     return guided
 
 
-# ---- conditioning an unconditional model (§3.1) --------------------------------------------------------------------------
+# ---- conditioning an unconditional model (§3.1) ------------------------------------------------
 def downsample(video: torch.Tensor, size: Sequence[int], mode: str = "area") -> torch.Tensor:
     """D: differentiable per-frame downsampling of (b c f h w) to spatial `size` = (h', w')."""
     if mode not in DOWNSAMPLE_MODES:
@@ -81,7 +81,8 @@ def _check_known(x_a: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, 
     try:
         torch.broadcast_shapes(known.shape, x_a.shape)
     except RuntimeError:
-        raise ConditioningError(f"mask known {tuple(known.shape)} does not broadcast to x_a {tuple(x_a.shape)}") from None
+        raise ConditioningError(f"mask known {tuple(known.shape)} does not broadcast to x_a "
+                                f"{tuple(x_a.shape)}") from None
     return x_a, known
 
 
@@ -140,7 +141,8 @@ def reconstruction_guidance(denoise: DenoiseFn, x_a: Optional[torch.Tensor] = No
             x = denoise(zg, logsnr, **cond)
             err = x.new_zeros(())
             if x_a is not None and weight:
-                err = err + weight * ((x_a.to(x.dtype) - x) ** 2 * known).sum()  # w_r ‖x^a − x̂^a(z_t)‖², summed over the batch
+                # w_r ‖x^a − x̂^a(z_t)‖², summed over the batch
+                err = err + weight * ((x_a.to(x.dtype) - x) ** 2 * known).sum()
             if low_res is not None and w_s:
                 err = err + w_s * ((low_res.to(x.dtype) - downsample(x, low_res.shape[-2:], mode)) ** 2).sum()
             grad = torch.autograd.grad(err, zg)[0] if err.requires_grad else torch.zeros_like(z)

@@ -65,7 +65,7 @@ class VideoDiffusion(nn.Module):
 
     def guided(self, guidance: float) -> Callable:
         """The denoiser, with classifier-free guidance at weight w for a conditional model."""
-        if not guidance or self.conditioning.kind == "none":
+        if not guidance or not self.conditioning.guidable:
             return self.denoiser
         return classifier_free_guidance(self.denoiser, guidance, self.conditioning.null)
 

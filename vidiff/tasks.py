@@ -213,7 +213,8 @@ def extend(model, video: Optional[torch.Tensor], target_frames: int, *, window: 
         if video.shape[2] < 1:
             raise ConditioningError("video has no frames")
         if video.shape[2] > target_frames:
-            raise ConditioningError(f"video already has {video.shape[2]} frames, more than target_frames={target_frames}")
+            raise ConditioningError(f"video already has {video.shape[2]} frames, more than "
+                                    f"target_frames={target_frames}")
     if target_frames < 1:
         raise ConditioningError(f"target_frames must be positive, got {target_frames}")
     with _inference(model):

@@ -18,8 +18,17 @@ from einops import rearrange, repeat
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import (CrossAttention, Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample,
-                     group_norm, logsnr_features, zero_init)
+from .layers import (
+    CrossAttention,
+    Downsample,
+    ResBlock,
+    SpatialAttention,
+    TemporalAttention,
+    Upsample,
+    group_norm,
+    logsnr_features,
+    zero_init,
+)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..conditioning import KINDS
 from ..sampling import SAMPLERS
 
 
@@ -23,7 +24,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, help="stop after this many minutes (sets train.max_minutes)")
     p.add_argument("--batch-size", type=int, help="global batch size (sets train.batch_size)")
     p.add_argument("--image-frames", type=int, help="joint image-video training: images per video (data.image_frames)")
-    p.add_argument("--conditioning", choices=["none", "class", "text"], help="sets conditioning.kind")
+    p.add_argument("--conditioning", choices=KINDS, help="sets conditioning.kind")
     p.add_argument("--text-encoder", help="local Hugging Face encoder folder (sets conditioning.text_encoder)")
     p.add_argument("--skip-bad-files", action="store_true", help="log and skip unreadable videos")
 

@@ -3,8 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (add_task_arguments, load_model, model_size, read_clip, repeat, report_written, task_request,
-                     write_videos)
+from .common import (
+    add_task_arguments,
+    load_model,
+    model_size,
+    read_clip,
+    repeat,
+    report_written,
+    task_request,
+    write_videos,
+)
 
 
 def register(sub) -> None:

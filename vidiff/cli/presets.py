@@ -12,14 +12,13 @@ def run(args) -> None:
 
     import torch
 
+    from ..conditioning import build_conditioning
     from ..presets import DESCRIPTIONS, PRESETS
-    from ..text import text_encoder_dim
     from ..unet import UNet3D
     print(f"{'preset':22s} {'params':>9s}  {'input':>12s}  description")
     for name, cfg in PRESETS.items():
-        model = cfg.model
-        if cfg.conditioning.kind == "text" and not model.text_dim:  # counted with the configured encoder's tokens
-            model = replace(model, text_dim=text_encoder_dim(cfg.conditioning.text_encoder or None))
+        known = build_conditioning(cfg.conditioning).network_fields()  # e.g. the text encoder's width
+        model = replace(cfg.model, **{k: v for k, v in known.items() if not getattr(cfg.model, k)})
         with torch.device("meta"):
             n = sum(p.numel() for p in UNet3D(model).parameters())
         shape = f"{cfg.data.frames}x{cfg.data.size}x{cfg.data.size}"

@@ -247,7 +247,7 @@ class VideoFolder(Dataset):
         if bad and not skip_bad_files:
             others = ", ".join(f for f, _ in bad[1:4]) + (", ..." if len(bad) > 4 else "")
             raise DataError(f"{bad[0][1]}\n...and {len(bad) - 1} more unusable video files under {self.root}: {others}")
-        for f, err in bad:
+        for _, err in bad:
             logger.warning("skipping bad video: %s", err)
         self.skipped_bad = [f for f, _ in bad]
 

@@ -4,14 +4,16 @@ d² = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁^½ Σ₂ Σ�
 
 tr (Σ₁ Σ₂)^½ is computed as the sum of the square roots of the eigenvalues of the symmetric PSD
 matrix Σ₁^½ Σ₂ Σ₁^½ (same spectrum as Σ₁Σ₂), in float64 with `eigh`; eigenvalues below the
-numerical-rank tolerance (tiny negatives included) are rounding noise and clamped to 0. Unlike `scipy.linalg.sqrtm(Σ₁ Σ₂)` this stays right when the covariances are
-singular, as they are with fewer videos than feature dimensions (256 videos, 400-d I3D logits).
+numerical-rank tolerance (tiny negatives included) are rounding noise and clamped to 0. Unlike
+`scipy.linalg.sqrtm(Σ₁ Σ₂)` this stays right when the covariances are singular, as they are with
+fewer videos than feature dimensions (256 videos, 400-d I3D logits).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
 from .errors import MetricsError
 
 

@@ -27,6 +27,7 @@ from einops import rearrange
 from torch import nn
 
 from vidiff.metrics.videos import as_float_videos, iter_batches
+
 from .errors import MetricsError, MissingWeightsError
 
 INCEPTION_SIZE = 299
@@ -274,9 +275,9 @@ def extract_inception_features(
         for batch in iter_batches(source, num):
             frames = rearrange(as_float_videos(batch), "b c f h w -> (b f) c h w")
             for chunk in frames.split(batch_size):
-                p, l = inception_features(chunk, model)
-                pools.append(p.double().numpy())
-                logits.append(l.double().numpy())
+                pool, logit = inception_features(chunk, model)
+                pools.append(pool.double().numpy())
+                logits.append(logit.double().numpy())
             bar.update(len(batch))
     if not pools:
         raise MetricsError("no videos to compute Inception features on")

@@ -11,6 +11,7 @@ from einops import rearrange
 
 from vidiff.data.errors import DataError
 from vidiff.videoio import read_video
+
 from .errors import MetricsError
 
 

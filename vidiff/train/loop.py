@@ -15,8 +15,17 @@ from ..files import atomic_write
 from . import distributed
 from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
 from .loader import build_loader
-from .setup import (Trainer, build_data, build_trainer, derive_config, ema_model, load_state, resume_config,
-                    save_state, with_images)
+from .setup import (
+    Trainer,
+    build_data,
+    build_trainer,
+    derive_config,
+    ema_model,
+    load_state,
+    resume_config,
+    save_state,
+    with_images,
+)
 from .step import train_step
 
 log = logging.getLogger("vidiff.train")
@@ -130,8 +139,8 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
         load_state(t, ck)
     if rank == 0:
         atomic_write(out_dir / "config.json", cfg.to_json())
-        log.info("training %s parameters on %s (%d process%s) into %s", f"{sum(p.numel() for p in t.net.parameters()):,}",
-                 device, world, "es" if world > 1 else "", out_dir)
+        log.info("training %s parameters on %s (%d process%s) into %s",
+                 f"{sum(p.numel() for p in t.net.parameters()):,}", device, world, "es" if world > 1 else "", out_dir)
     run = _Run(t, out_dir, start_step, tensorboard, t.model.conditioning.like(grid_items))
     loader = build_loader(with_images(data, cfg), cfg.train.batch_size, cfg.train.seed, start_step, rank, world,
                           cfg.data.num_workers)

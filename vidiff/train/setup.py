@@ -128,8 +128,8 @@ def build_trainer(cfg: Config, device: torch.device, start_step: int = 0) -> Tra
     model = VideoDiffusion(cfg).to(device)
     net = model.net
     ema = copy.deepcopy(net).requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2),
-                            weight_decay=tr.weight_decay, fused=device.type in ("cpu", "cuda"))  # one kernel, ~3× faster
+    opt = torch.optim.AdamW(net.parameters(), lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2),  # fused: ~3× faster
+                            weight_decay=tr.weight_decay, fused=device.type in ("cpu", "cuda"))
     for g in opt.param_groups:
         g.setdefault("initial_lr", tr.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tr.warmup_steps)),
