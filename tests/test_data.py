@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-import vidiff.data.video_folder as video_folder
+import vidiff.data.video_reader as video_reader
 from vidiff.data import (
     DataError,
     ImageFolder,
@@ -156,7 +156,7 @@ def test_seek_matches_sequential_decoding(tmp_path, monkeypatch):
     every = read_video(path).numpy()  # (f, h, w, c), decoded from the start
     def no_sequential(*args, **kwargs):
         raise AssertionError("the seek path fell back to decoding from the start")
-    monkeypatch.setattr(video_folder, "_decode_from_start", no_sequential)
+    monkeypatch.setattr(video_reader, "_decode_from_start", no_sequential)
     for start in (1, 7, 13, 20, 26):
         clip = ds.decode_clip(0, start)
         np.testing.assert_array_equal(clip, every[start : start + 13 : 3])

@@ -33,5 +33,4 @@ def test_cpu_demo_learns_moving_shapes(tmp_path):
 
     assert rates(torch.stack([real[i]["video"] for i in range(16)])) == (1.0, 1.0, 1.0)
     found, moving, same = rates(videos)
-    print(f"found {found:.0%}, moving {moving:.0%}, same colour {same:.0%}")
     assert found >= 0.75 and moving >= 0.75 and same >= 0.4, (found, moving, same)

@@ -7,11 +7,14 @@ A checkpoint folder holds `model.safetensors`, `ema.safetensors`, `optimizer.saf
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -19,6 +22,9 @@ from safetensors.torch import load_file
 
 from .errors import VidiffError
 from .files import atomic_write, save_tensors
+
+T = TypeVar("T")
+READERS = ".readers"  # in each checkpoint folder: the file readers lock
 
 
 class CheckpointError(VidiffError, FileNotFoundError):
@@ -48,14 +54,13 @@ def optimizer_from_tensors(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], optimizer: Optional[dict],
-                    config: dict, state: dict, keep: int = 3) -> Path:
-    ckdir = Path(run_dir) / "checkpoints"
-    final = ckdir / f"step_{step:07d}"
-    tmp = ckdir / f"step_{step:07d}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+def _tensor_bytes(*states: Optional[dict]) -> int:
+    return sum(v.numel() * v.element_size() for st in states if st for v in st.values() if torch.is_tensor(v))
+
+
+def _write_checkpoint(tmp: Path, model: dict, ema: Optional[dict], optimizer: Optional[dict], config: dict,
+                      state: dict) -> None:
+    (tmp / READERS).touch()  # readers hold a shared lock on it; the writer removes only unread checkpoints
     save_tensors(tmp / "model.safetensors", model)
     if ema is not None:
         save_tensors(tmp / "ema.safetensors", ema)
@@ -65,44 +70,142 @@ def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], opt
         (tmp / "optimizer.json").write_text(json.dumps(meta))
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     (tmp / "state.json").write_text(json.dumps(state))
+
+
+def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], optimizer: Optional[dict],
+                    config: dict, state: dict, keep: int = 3) -> Path:
+    """Write checkpoint `step` as a `.tmp` folder, rename it, then point `latest` at it and remove all
+    but the newest `keep`. A failed write (a full disk) removes its `.tmp` and says what it needs."""
+    ckdir = Path(run_dir) / "checkpoints"
+    final = ckdir / f"step_{step:07d}"
+    tmp = ckdir / f"step_{step:07d}.tmp"
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        _write_checkpoint(tmp, model, ema, optimizer, config, state)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            need = _tensor_bytes(model, ema, *(optimizer or {}).get("state", {}).values())
+            free = shutil.disk_usage(ckdir).free if ckdir.exists() else 0
+            raise CheckpointError(f"no space left on the device while writing checkpoint {str(final)!r}: it needs "
+                                  f"about {need / 2**20:.0f} MiB and {free / 2**20:.0f} MiB are free; free some space "
+                                  f"(older runs, other files) and continue with --resume") from e
+        raise CheckpointError(f"cannot write checkpoint {str(final)!r}: {e.strerror or e}; check that the run "
+                              f"folder is writable, or choose another --out") from e
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     atomic_write(ckdir / "latest", final.name + "\n")
-    old = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
-    for p in old[:-keep] if keep > 0 else []:
-        shutil.rmtree(p, ignore_errors=True)
+    for p in _complete(ckdir)[:-keep] if keep > 0 else []:
+        _remove_unless_read(p)
     return final
 
 
+def _remove_unless_read(ck: Path) -> None:
+    """Remove an old checkpoint unless a reader holds it; then it goes at a later save."""
+    try:
+        fd = os.open(ck / READERS, os.O_RDONLY)
+    except FileNotFoundError:
+        shutil.rmtree(ck, ignore_errors=True)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(ck, ignore_errors=True)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _reading(ck: Path):
+    """A shared lock on a checkpoint while it is read, so the writer leaves it in place."""
+    try:
+        fd = os.open(ck / READERS, os.O_RDONLY)
+    except FileNotFoundError:  # written by an earlier vidiff, or removed meanwhile
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _complete(ckdir: Path) -> list:
+    """The finished checkpoints of a run, oldest first."""
+    return sorted(c for c in ckdir.glob("step_*") if c.is_dir() and not c.name.endswith(".tmp")
+                  and (c / "model.safetensors").is_file())
+
+
 def resolve_checkpoint(path) -> Path:
-    """A checkpoint folder from a run folder (its latest checkpoint), a checkpoint folder, or a
-    folder written by `save_pretrained` (model.safetensors + config.json)."""
+    """A checkpoint folder from a run folder (its latest checkpoint, or the newest finished one when
+    `latest` is missing or points at a removed folder), a checkpoint folder, or a folder written by
+    `save_pretrained` (model.safetensors + config.json)."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist; pass a run folder written by `vidiff train` "
                               f"(e.g. runs/demo) or one of its checkpoints/step_* folders")
-    if (p / "checkpoints" / "latest").is_file():
-        name = (p / "checkpoints" / "latest").read_text().strip()
-        p = p / "checkpoints" / name
-    elif (p / "checkpoints").is_dir():
-        done = sorted(c for c in (p / "checkpoints").glob("step_*") if c.is_dir() and not c.name.endswith(".tmp"))
-        if not done:
+    ckdir = p / "checkpoints"
+    if ckdir.is_dir():
+        latest = ckdir / "latest"
+        name = latest.read_text().strip() if latest.is_file() else ""
+        done = _complete(ckdir)
+        if name and (ckdir / name) in done:
+            p = ckdir / name
+        elif done:
+            p = done[-1]
+        else:
             raise CheckpointError(f"run folder {str(path)!r} has no finished checkpoint yet; train longer or "
                                   f"lower train.save_every")
-        p = done[-1]
     if not (p / "model.safetensors").is_file() or not (p / "config.json").is_file():
         raise CheckpointError(f"{str(p)!r} is not a vidiff checkpoint: expected model.safetensors and config.json "
                               f"in it (a run folder, a checkpoints/step_* folder, or a save_pretrained folder)")
     return p
 
 
+def read_checkpoint(path, read: Callable[[Path], T], attempts: int = 10) -> T:
+    """`read(checkpoint folder)` of the checkpoint `path` resolves to. A reader needs no lock: when the
+    training process removes that checkpoint while it is being read, the newest one is read instead."""
+    for _ in range(attempts):
+        ck = resolve_checkpoint(path)
+        try:
+            with _reading(ck):
+                if not (ck / "model.safetensors").is_file():
+                    continue  # removed between resolving and locking
+                return read(ck)
+        except (CheckpointError, OSError):
+            if (ck / "model.safetensors").is_file():
+                raise  # still there: the error is the file's own
+    raise CheckpointError(f"{str(path)!r}: its checkpoints were replaced {attempts} times while being read; "
+                          f"try again, or read a checkpoints/step_* folder that training keeps")
+
+
 def load_tensors(path: Path) -> dict:
     try:
         return load_file(str(path))
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{str(path)!r} not found") from e
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read {str(path)!r}: {e}; the file is damaged — use an earlier checkpoint "
                               f"from the run's checkpoints/ folder") from e
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    """Weights from a safetensors file into `module`, with one clear error when they do not fit it."""
+    state = load_tensors(path)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        raise CheckpointError(f"{str(path)!r} holds weights of another architecture than the config.json beside it "
+                              f"describes ({len(lines)} tensors differ, e.g. {lines[0] if lines else e}); the folder "
+                              f"mixes files of two runs: use a checkpoint written by one run") from None
+    if missing or unexpected:
+        raise CheckpointError(f"{str(path)!r} does not fit the config.json beside it: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}; the folder mixes files of two runs")
 
 
 def load_json(path: Path) -> dict:

@@ -6,12 +6,16 @@ over the destination, so a reader sees the old file or the new one, never half o
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from .errors import DataError
+from .errors import DataError, VidiffError
 
 PathLike = Union[str, os.PathLike]
 
@@ -92,3 +96,39 @@ def save_tensors(path: PathLike, tensors: dict, metadata: Optional[dict] = None)
     from safetensors.torch import save_file
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+class RunLockedError(VidiffError):
+    """Another process holds a run folder's lock."""
+
+
+@contextlib.contextmanager
+def run_lock(folder: PathLike):
+    """Hold the exclusive lock of a run folder (an OS file lock on `folder/.lock`) while the block runs.
+    The OS releases it when the process ends, however it ends, so a stale lock cannot exist. The file
+    records who holds it (pid, host, start time), for the message a second writer gets."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise VidiffError(f"{str(folder)!r} is a file, not a run folder; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise VidiffError(f"cannot write to the run folder {str(folder)!r}: {e.strerror or e}; choose a writable "
+                          f"--out") from e
+    with os.fdopen(fd, "r+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = f.read().strip() or "another process"
+            raise RunLockedError(f"run folder {str(folder)!r} is in use: {holder} is training into it; wait for it "
+                                 f"to finish (or stop it), or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()  # the lock goes with the file descriptor; an empty file means nobody holds it

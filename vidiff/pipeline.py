@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, load_config, load_tensors, resolve_checkpoint
+from .checkpoint import load_config, load_weights, read_checkpoint
 from .conditioning import build_conditioning
 from .config import Config
 from .diffusion import Denoiser
@@ -114,12 +114,10 @@ class VideoDiffusion(nn.Module):
     def from_pretrained(cls, path, use_ema: bool = True, device="cpu") -> "VideoDiffusion":
         """Load from a run folder (latest checkpoint), a checkpoint folder, or a `save_pretrained` folder.
         Uses the EMA weights when the checkpoint has them and `use_ema`."""
-        ck = resolve_checkpoint(path)
-        model = cls(load_config(ck))
-        weights = ck / ("ema.safetensors" if use_ema and (ck / "ema.safetensors").is_file() else "model.safetensors")
-        state = load_tensors(weights)
-        missing, unexpected = model.net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"{str(weights)!r} does not fit its config.json: missing {missing[:5]}, "
-                                  f"unexpected {unexpected[:5]}")
-        return model.to(device).eval()
+        def read(ck: Path) -> "VideoDiffusion":
+            model = cls(load_config(ck))
+            name = "ema.safetensors" if use_ema and (ck / "ema.safetensors").is_file() else "model.safetensors"
+            load_weights(model.net, ck / name)
+            return model
+
+        return read_checkpoint(path, read).to(device).eval()

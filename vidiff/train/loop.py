@@ -2,6 +2,7 @@
 periodic FVD until `train.steps` or `train.max_minutes`."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load_config, load_json, resolve_checkpoint
 from ..config import Config, ConfigError
-from ..files import atomic_write
+from ..files import atomic_write, run_lock
 from . import distributed
 from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
 from .loader import build_loader
@@ -125,7 +126,13 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
     out_dir = Path(out_dir)
     rank, world, local_rank = distributed.dist_info()
     device = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
-    distributed.setup_distributed(device)
+    with run_lock(out_dir) if rank == 0 else contextlib.nullcontext():  # one writer per run folder
+        distributed.setup_distributed(device)
+        return _train(cfg, out_dir, resume, progress, device, tensorboard)
+
+
+def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: torch.device, tensorboard: bool) -> dict:
+    rank, world, _ = distributed.dist_info()
     cfg, start_step, ck = _start(cfg, out_dir, resume)
     if cfg.train.batch_size % world:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the number of processes "

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..checkpoint import load_json, load_tensors, optimizer_from_tensors, save_checkpoint
+from ..checkpoint import load_json, load_tensors, load_weights, optimizer_from_tensors, save_checkpoint
 from ..conditioning import build_conditioning
 from ..config import DERIVED, Config, ConfigError
 from ..diffusion import Denoiser, DiffusionLoss
@@ -165,8 +165,8 @@ def _set_rng_state(state: dict) -> None:
 
 def load_state(t: Trainer, ck: Path) -> None:
     """Weights, EMA, optimiser and RNG state of checkpoint `ck` into the trainer."""
-    t.net.load_state_dict(load_tensors(ck / "model.safetensors"))
-    t.ema.load_state_dict(load_tensors(ck / "ema.safetensors"))
+    load_weights(t.net, ck / "model.safetensors")
+    load_weights(t.ema, ck / "ema.safetensors")
     t.opt.load_state_dict(optimizer_from_tensors(load_tensors(ck / "optimizer.safetensors"),
                                                  load_json(ck / "optimizer.json")))
     tr = t.cfg.train
