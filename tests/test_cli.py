@@ -172,3 +172,41 @@ def test_cli_modules_import_no_other_command():
         names = {f"{n.module}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
         assert names <= {"common"}, f"{path.name} imports {names}"
     assert "except ImportError" not in "".join(p.read_text() for p in (ROOT / "vidiff" / "cli").glob("*.py"))
+
+
+def test_eval_of_a_sample_folder_counts_each_video_once(tmp_path, capsys):
+    """The README's flow: `vidiff sample --out S` then `vidiff eval --fake S`. The folder holds each
+    video as mp4 and gif, a grid.gif and samples.safetensors: FVD must see each sampled video once."""
+    import json
+
+    from vidiff.data import MovingShapes
+    from vidiff.pipeline import VideoDiffusion
+    from vidiff.presets import get_preset
+    torch.manual_seed(0)
+    VideoDiffusion(get_preset("cpu-tiny")).save_pretrained(tmp_path / "model")
+    samples = tmp_path / "samples"
+    assert run_cli("sample", "--checkpoint", tmp_path / "model", "--num", 3, "--steps", 2, "--frames", 9,
+                   "--out", samples) == 0
+    assert len(list(samples.glob("*.gif"))) == 4  # 3 videos and the grid
+    real = tmp_path / "real"
+    ds = MovingShapes(frames=9, size=16, seed=7)
+    for i in range(4):
+        write_mp4(real / f"clip{i}.mp4", ds[i]["video"])
+        write_mp4(real / f"clip{i}.gif", ds[i]["video"])  # the same clip twice: one video
+    report = tmp_path / "report.json"
+    assert run_cli("eval", "--real", real, "--fake", samples, "--num-frames", 9, "--no-progress", "--no-cache",
+                   "--out", report) == 0
+    r = json.loads(report.read_text())
+    p = r["protocol"]
+    assert (r["num_fake"], r["num_real"]) == (3, 4)
+    assert p["fvd_name"] == "fvd3_9f" and p["frames"] == 9 and p["frame_stride"] == 1
+    assert p["fake"]["kind"] == "vidiff samples.safetensors" and p["fake"]["resolutions"] == [[16, 16]]
+    assert p["real"]["kind"] == "folder" and p["real"]["files"] == 4 and len(p["real"]["files_sha256"]) == 64
+    assert p["i3d_weights"]["pickle_sha256"].startswith("af5c50f0") and "bilinear to 224×224" in p["resize"]
+    assert p["vidiff_version"]
+    # the same set split into disjoint subsets: mean ± std
+    assert run_cli("eval", "--real", real, "--fake", real, "--num-frames", 9, "--no-progress", "--no-cache",
+                   "--repeats", 2, "--out", report) == 0
+    r = json.loads(report.read_text())
+    assert r["protocol"]["fvd_name"] == "fvd2_9f" and len(r["fvd_repeats"]) == 2
+    assert r["fvd"] == pytest.approx(sum(r["fvd_repeats"]) / 2) and r["fvd_std"] >= 0

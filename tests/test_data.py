@@ -2,9 +2,11 @@
 
 import csv
 import importlib.util
+import itertools
 import json
 import logging
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -150,16 +152,29 @@ def test_video_folder_temporal_crop_in_bounds(tmp_path):
     assert len(starts) > 3
 
 
-def test_seek_matches_sequential_decoding(tmp_path, monkeypatch):
-    path = write_video(tmp_path / "a.mp4", n=40, gop=6)
+def decode_in_order(path) -> np.ndarray:
+    """Every frame of a file in decode order, straight from PyAV: uint8 (f, h, w, c)."""
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+@pytest.mark.parametrize("name,codec,rate", [
+    ("a.mp4", "libx264", 8), ("a.mkv", "libx264", 30), ("a.webm", "libvpx-vp9", 25), ("a.avi", "mpeg4", 24),
+])
+def test_constant_frame_rate_clips_are_the_frames_in_order(tmp_path, monkeypatch, name, codec, rate):
+    # Matroska rounds 1/30 s to milliseconds: frames still land on their own slots
+    path = write_video(tmp_path / name, n=40, codec=codec, rate=rate, gop=6)
     ds = VideoFolder(tmp_path, frames=5, size=16, frame_stride=3)
-    every = read_video(path).numpy()  # (f, h, w, c), decoded from the start
+    every = decode_in_order(path)  # (f, h, w, c)
+    assert ds.infos[0].num_frames == len(every) == 40
     def no_sequential(*args, **kwargs):
         raise AssertionError("the seek path fell back to decoding from the start")
     monkeypatch.setattr(video_reader, "_decode_from_start", no_sequential)
-    for start in (1, 7, 13, 20, 26):
-        clip = ds.decode_clip(0, start)
-        np.testing.assert_array_equal(clip, every[start : start + 13 : 3])
+    for start in (1, 7, 13, 20, 26, 27):
+        np.testing.assert_array_equal(ds.decode_clip(0, start), every[start : start + 13 : 3])
+    monkeypatch.undo()
+    np.testing.assert_array_equal(ds.decode_clip(0, 0), every[0:13:3])
+    np.testing.assert_array_equal(ds.decode_clip(0, 20, seek=False), every[20:33:3])
 
 
 def test_short_videos_skipped_and_counted(tmp_path, caplog):
@@ -270,7 +285,8 @@ def test_bad_input_raises_one_clear_error(tmp_path, kind, says):
     with pytest.raises(DataError) as info:
         VideoFolder(tmp_path, frames=4, size=16)
     assert bad.name in str(info.value)
-    assert says in str(info.value) and "skip_bad_files" in str(info.value)
+    assert says in str(info.value)
+    assert "--skip-bad-files (skip_bad_files=True in Python)" in str(info.value)
 
 
 def test_empty_folder(tmp_path):
@@ -394,21 +410,128 @@ def test_to_uint8_and_make_grid():
     assert grid[:, :, 0].eq(1).all() and grid[:, :, 2:10, 2:12].eq(0).all()
 
 
-def test_variable_frame_rate_clip_matches_sequential(tmp_path):
-    with av.open(str(tmp_path / "vfr.mkv"), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)
-        stream.codec_context.gop_size = 5
+# ---------------------------------------------------------------- frames by presentation time
+
+
+def flat_frames(n: int, size: int = 16) -> np.ndarray:
+    """n frames (f h w c) of distinct flat web-safe colours, which a GIF palette holds exactly."""
+    colours = list(itertools.product(range(0, 256, 51), repeat=3))
+    picked = [np.array(colours[(13 * i + 5) % 216], np.uint8) for i in range(n)]
+    return np.stack([np.broadcast_to(colour, (size, size, 3)) for colour in picked])  # (f, h, w, c)
+
+
+def test_gif_with_held_frames_gives_every_written_frame(tmp_path):
+    frames = flat_frames(16).copy()
+    frames[4] = frames[5] = frames[3]
+    write_gif(tmp_path / "held.gif", torch.from_numpy(frames))  # Pillow stores frames 3-5 as one longer frame
+    assert len(decode_in_order(tmp_path / "held.gif")) == 14
+    ds = VideoFolder(tmp_path, frames=16, size=16)
+    assert ds.files == ["held.gif"] and ds.infos[0].num_frames == 16
+    np.testing.assert_array_equal(ds.decode_clip(0, 0), frames)
+    assert torch.equal(to_uint8(ds[0]["video"]), torch.from_numpy(frames))
+    short = VideoFolder(tmp_path, frames=4, size=16, frame_stride=2)
+    for start in (0, 3, 5, 9):
+        np.testing.assert_array_equal(short.decode_clip(0, start), frames[start : start + 7 : 2])
+
+
+TICKS = [1, 3, 1, 1, 3, 3, 1, 2, 1, 3, 3, 1, 1, 1, 3, 1, 3, 3, 1, 1]  # how long frame i is shown, in 1/30 s
+
+
+def write_vfr(path: Path) -> None:
+    """A variable-frame-rate video: frame i, a flat grey of 10 + 10 i, is shown for TICKS[i] / 30 s."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 30)
+        stream.codec_context.gop_size = 4
         stream.options = {"qp": "0"}
-        pts = 0
-        for i in range(30):
-            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), frame_value(i), np.uint8), format="rgb24")
-            frame.pts, frame.time_base = pts, Fraction(1, 1000)
-            pts += 100 if i % 3 else 250  # irregular timestamps: the seek path cannot place frames by time
+        for i, pts in enumerate(np.cumsum([0, *TICKS[:-1]]).tolist()):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 10 + 10 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 30)
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
-    ds = VideoFolder(tmp_path, frames=4, size=16, frame_stride=2)
-    every = read_video(tmp_path / "vfr.mkv").numpy()  # (f, h, w, c)
-    for start in (3, 10, 23):
-        np.testing.assert_array_equal(ds.decode_clip(0, start), every[start : start + 7 : 2])
+
+
+def shown_at(tick: int) -> int:
+    """The frame of the variable-frame-rate fixture on screen at time tick / 30 s."""
+    return int(np.searchsorted(np.cumsum(TICKS), tick, side="right"))
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])  # mp4: length from metadata; mkv: from packets, ms timestamps
+def test_variable_frame_rate_read_by_presentation_time(tmp_path, ext):
+    write_vfr(tmp_path / f"vfr.{ext}")
+    ds = VideoFolder(tmp_path, frames=3, size=16, frame_stride=2, fps=10)  # a slot every 3 ticks
+    assert ds.infos[0].num_frames == 13  # slots at 0, 3, ..., 36 ticks of a 37-tick video
+    for start in range(0, 9):
+        for seek in (True, False):
+            clip = ds.decode_clip(0, start, seek=seek)  # (f, h, w, c)
+            got = [round((frame.mean() - 10) / 10) for frame in clip]
+            assert got == [shown_at(3 * k) for k in range(start, start + 5, 2)], (start, seek)
+    nominal = VideoFolder(tmp_path, frames=37, size=16)  # the file's 30 fps: held frames repeat
+    got = [round((v.mean().item() + 1) * 127.5 / 10 - 1) for v in nominal[0]["video"].unbind(1)]
+    assert got == [shown_at(t) for t in range(37)]
+
+
+def test_item_draws_from_its_generator(tmp_path):
+    write_video(tmp_path / "a.mp4", n=60, gop=8)
+    ds = VideoFolder(tmp_path, frames=4, size=16, flip=True)
+    state = torch.get_rng_state()
+    a, b = (ds.item(0, torch.Generator().manual_seed(5)) for _ in range(2))
+    assert torch.equal(a["video"], b["video"])
+    clips = [ds.item(0, torch.Generator().manual_seed(seed))["video"] for seed in range(10)]
+    assert torch.equal(torch.get_rng_state(), state)
+    starts = {frame_indices(clip)[0] for clip in clips}
+    assert len(starts) > 4
+    flipped = {bool(clip[..., 0].mean() > clip[..., -1].mean()) for clip in clips}  # the gradient runs left to right
+    assert flipped == {True, False}
+    torch.manual_seed(1)
+    first = ds[0]["video"]
+    torch.manual_seed(1)
+    assert torch.equal(ds[0]["video"], first)  # dataset[i] draws from the global RNG
+
+
+def test_image_folder_item_draws_from_its_generator(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    ds = ImageFolder(tmp_path, size=16, flip=True)
+    state = torch.get_rng_state()
+    videos = [ds.item(0, torch.Generator().manual_seed(seed))["video"] for seed in range(10)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(videos[0], ds.item(0, torch.Generator().manual_seed(0))["video"])
+    assert any(torch.equal(v, videos[0].flip(-1)) for v in videos[1:])
+
+
+def test_overstated_frame_count_trusts_the_decoder(tmp_path, caplog):
+    write_video(tmp_path / "a.mp4", n=20)
+    ds = VideoFolder(tmp_path, frames=16, size=16)
+    ds.infos[0] = replace(ds.infos[0], num_frames=200)  # as if the metadata promised 200 frames
+    with caplog.at_level(logging.WARNING, logger="vidiff.data"):
+        idx = frame_indices(ds.item(0, torch.Generator().manual_seed(0))["video"])
+    assert ds.infos[0].num_frames == 20 and "using its 20 decodable frames" in caplog.text
+    assert idx == list(range(idx[0], idx[0] + 16)) and idx[-1] <= 19
+
+
+def test_fps_through_build_dataset(tmp_path, caplog):
+    write_video(tmp_path / "a.mp4", n=24, rate=8)  # 3 s
+    ds = build_dataset(str(tmp_path), frames=4, size=16, fps=4)
+    assert ds.infos[0].num_frames == 12
+    clip = ds.decode_clip(0, 5)  # slots 5..8 at 4 fps: frames 10, 12, 14, 16 at 8 fps
+    assert [round((f.mean() - 24) / 5) for f in clip] == [10, 12, 14, 16]
+    with caplog.at_level(logging.WARNING, logger="vidiff.data"):
+        build_dataset("builtin:moving-shapes", frames=4, size=16, fps=4, num_videos=2)
+    assert "fps ignored" in caplog.text
+    with pytest.raises(ValueError, match="fps"):
+        VideoFolder(tmp_path, frames=4, size=16, fps=0)
+
+
+@pytest.mark.parametrize("name", ["captions.csv", "metadata.jsonl"])
+def test_metadata_with_byte_order_mark(tmp_path, name):
+    write_video(tmp_path / "a.mp4", n=4)
+    write_video(tmp_path / "b.mp4", n=4)
+    if name == "captions.csv":
+        text = "file,caption\r\na.mp4,first\r\nb.mp4,second\r\n"  # as spreadsheet programs write it
+    else:
+        text = "\n".join(json.dumps({"file": f, "caption": c}) for f, c in (("a.mp4", "first"), ("b.mp4", "second")))
+    (tmp_path / name).write_bytes(text.encode("utf-8-sig"))
+    ds = VideoFolder(tmp_path, frames=2, size=16)
+    assert ds.captions == ["first", "second"]

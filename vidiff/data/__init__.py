@@ -46,18 +46,22 @@ def build_dataset(
     flip: bool = False,
     skip_bad_files: bool = False,
     seed: int = 0,
+    fps: float | None = None,
     **kw,
 ):
     """The dataset named by ``spec``: ``"builtin:moving-shapes"`` or a folder.
 
     A folder with video files gives a :class:`VideoFolder`; one with images but no videos gives an
     :class:`ImageFolder` of one-frame videos. ``seed`` fixes the built-in dataset's clips (folder
-    datasets draw crops from torch's RNG); ``flip`` and ``frame_stride`` apply to folders only.
-    Extra keyword arguments go to the dataset class.
+    datasets draw their crops and flips from the generator given to ``item(index, generator)``);
+    ``flip`` and ``frame_stride`` apply to folders only, ``fps`` (the rate clips are sampled at; None:
+    each file's own) to video folders only. Extra keyword arguments go to the dataset class.
     """
     if spec == "builtin:moving-shapes":
         if flip:
             logger.warning("flip ignored for builtin:moving-shapes: it would swap 'left' and 'right' in captions")
+        if fps is not None:
+            logger.warning("fps ignored for builtin:moving-shapes: its clips are generated frame by frame")
         return MovingShapes(frames=frames, size=size, seed=seed, **kw)
     if spec.startswith("builtin:"):
         raise DataError(f"unknown built-in dataset {spec!r}; available: {', '.join(BUILTIN_DATASETS)}")
@@ -70,7 +74,7 @@ def build_dataset(
         raise DataError(f"{spec}: is a file; give the folder that holds the videos, or {', '.join(BUILTIN_DATASETS)}")
     if find_videos(root, allow_empty=True):
         return VideoFolder(
-            root, frames, size, frame_stride=frame_stride, flip=flip, skip_bad_files=skip_bad_files, **kw
+            root, frames, size, frame_stride=frame_stride, flip=flip, skip_bad_files=skip_bad_files, fps=fps, **kw
         )
     if find_files(root, IMAGE_EXTENSIONS):
         logger.info("%s holds images and no videos: using it as a dataset of one-frame videos", root)

@@ -36,10 +36,12 @@ def _read_metadata(root: Path) -> tuple[Path, list[dict]] | None:
     rows = []
     try:
         if path.suffix == ".csv":
-            with open(path, newline="", encoding="utf-8") as fh:
+            # utf-8-sig: spreadsheet programs start the file with a byte-order mark, which would
+            # otherwise become part of the first column's name
+            with open(path, newline="", encoding="utf-8-sig") as fh:
                 rows = list(csv.DictReader(fh))
         else:
-            with open(path, encoding="utf-8") as fh:
+            with open(path, encoding="utf-8-sig") as fh:
                 for n, line in enumerate(fh, 1):
                     if line.strip():
                         row = json.loads(line)

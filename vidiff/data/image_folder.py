@@ -2,7 +2,9 @@
 
 Every ``.png .jpg .jpeg .webp`` file under the root (recursively, sorted) is one item: the image
 converted to RGB, resized so that it just covers ``size`` and centre cropped, optionally flipped, as a
-float32 ``(c 1 h w)`` video in [-1, 1]. Labels and captions come from a ``captions.csv`` /
+float32 ``(c 1 h w)`` video in [-1, 1]. The flip is drawn from the generator given to
+``item(index, generator)`` (training seeds it from (seed, step)); ``dataset[index]`` draws it from
+torch's global RNG. Labels and captions come from a ``captions.csv`` /
 ``metadata.jsonl`` file or from class sub-folders, as for :class:`~vidiff.data.VideoFolder` (see
 :mod:`vidiff.data.annotations`). Items are dicts ``{"video", "label", "caption"}``.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -46,7 +49,7 @@ class ImageFolder(Dataset):
     Args:
         root: folder searched recursively for images.
         size: output size, an int or (h, w).
-        flip: randomly flip images left-right (torch's global RNG).
+        flip: randomly flip images left-right.
         labels, captions: as for :class:`~vidiff.data.VideoFolder`.
     """
 
@@ -78,7 +81,11 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict:
+        return self.item(index, None)
+
+    def item(self, index: int, generator: Optional[torch.Generator]) -> dict:
+        """Image ``index`` with its flip drawn from ``generator`` (None: torch's global RNG)."""
         frame = load_image(self.root / self.files[index], self.size)
-        flip = self.flip and bool(torch.rand(()) < 0.5)
+        flip = self.flip and bool(torch.rand((), generator=generator) < 0.5)
         video = to_model_video(frame[None], flip=flip)  # (c, 1, h, w)
         return {"video": video, "label": self.labels[index], "caption": self.captions[index]}

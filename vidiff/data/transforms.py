@@ -32,6 +32,6 @@ def center_crop(frames: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def to_model_video(frames: np.ndarray, flip: bool = False) -> torch.Tensor:
     """uint8 (f h w c) frames -> float32 (c f h w) in [-1, 1], optionally flipped left-right."""
-    x = torch.from_numpy(np.ascontiguousarray(frames))
+    x = torch.from_numpy(np.require(frames, requirements=("C", "W")))  # copies read-only arrays (from PIL)
     x = rearrange(x, "f h w c -> c f h w").float() / 127.5 - 1
     return x.flip(-1) if flip else x
