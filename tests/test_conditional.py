@@ -7,7 +7,7 @@ from vidiff.diffusion import Denoiser, prediction_target
 from vidiff.errors import ConditioningError
 from vidiff.gaussian import GaussianData
 from vidiff.guidance import classifier_free_guidance, downsample, reconstruction_guidance, replacement
-from vidiff.sampling import initial_noise, sample_ancestral, sample_ddim, sample_pc
+from vidiff.sampling import get_sampler, initial_noise, sample_ancestral, sample_ddim, sample_pc
 from vidiff.schedule import alpha_sigma
 from vidiff.tasks import Window, extend, interpolate, predict, upsample
 
@@ -61,7 +61,9 @@ def recon(temporal, w):
 # leave ≈ 1.5× headroom over the measured values and demand ≥ 2.5× less error than replacement.
 SAMPLERS = [("ancestral", sample_ancestral, 128, 3.0, 0.12, 0.30),
             ("pc", sample_pc, 64, 3.0, 0.15, 0.40),
-            ("ddim", sample_ddim, 128, 5.0, 0.15, 0.40)]
+            ("ddim", sample_ddim, 128, 5.0, 0.15, 0.40),
+            ("dpmpp-2m", get_sampler("dpmpp-2m"), 25, 5.0, 0.15, 0.40),
+            ("dpmpp-2m-sde", get_sampler("dpmpp-2m-sde"), 25, 3.0, 0.12, 0.30)]
 
 
 @pytest.mark.parametrize("name,sampler,steps,w,mean_tol,cov_tol", SAMPLERS, ids=[s[0] for s in SAMPLERS])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vidiff.gaussian import GaussianData
-from vidiff.sampling import Noise, initial_noise, sample_ancestral, sample_ddim, sample_pc
+from vidiff.sampling import Noise, get_sampler, initial_noise, sample_ancestral, sample_ddim, sample_pc
 from vidiff.schedule import logsnr_cosine
 
 N = 8000
@@ -37,6 +37,8 @@ CASES = [
     ("predictor-corrector", sample_pc, dict(corrector_steps=1)),
     ("ddim", sample_ddim, {}),
     ("ancestral, shifted schedule", sample_ancestral, dict(gamma=0.3, logsnr_fn=partial(logsnr_cosine, shift=-2.0))),
+    ("dpm++ 2m", get_sampler("dpmpp-2m"), {}),
+    ("dpm++ 2m sde", get_sampler("dpmpp-2m-sde"), {}),
 ]
 
 
@@ -75,3 +77,39 @@ def test_clip_and_callback(data):
     assert seen == [(i, 5) for i in range(5)]
     with pytest.raises(ValueError, match="steps"):
         sample_ddim(data.denoise, z, 0)
+
+
+@pytest.mark.parametrize("name", ["dpmpp-2m", "dpmpp-2m-sde"])
+def test_fast_samplers_in_25_steps(data, name):
+    """The DPM-Solver++ samplers reach the Monte-Carlo floor of these moments in 25 steps."""
+    mean_err, cov_err = errors(data, get_sampler(name), 25)
+    assert mean_err < 0.03 and cov_err < 0.05, f"{name} at 25 steps: mean {mean_err:.4f}, cov {cov_err:.4f}"
+
+
+def exact_moments(data, name, steps, **kw):
+    """A deterministic sampler on Gaussian data is affine in z_1: x = M z + c, so its samples are exactly
+    N(c, M Mᵀ). c and M are read off by sampling z = 0 and the basis vectors, in float64."""
+    d = data.mean.numel()
+    z = torch.cat([torch.zeros(1, d), torch.eye(d)]).double().reshape(d + 1, *data.shape)
+    out = get_sampler(name)(lambda z, logsnr: data.denoise(z.double(), logsnr), z, steps, **kw)
+    out = out.reshape(d + 1, d).double()
+    m = (out[1:] - out[0]).T
+    cov_err = ((m @ m.T - data.cov).norm() / data.cov.norm()).item()
+    return cov_err, (out[0] - data.mean).abs().max().item()
+
+
+def test_order_of_ddim_and_dpm_solver_exactly(data):
+    """DDIM is first order (its covariance error halves when the steps double); DPM-Solver++(2M) is
+    second order (measured: 3.0–3.7× less per doubling; 4× in the limit), and 20 of its steps beat 80 of
+    DDIM's. No Monte-Carlo noise: the errors are exact."""
+    steps = (10, 20, 40, 80)
+    ddim = [exact_moments(data, "ddim", n)[0] for n in steps]
+    dpm = [exact_moments(data, "dpmpp-2m", n)[0] for n in steps]
+    for a, b in zip(ddim, ddim[1:]):
+        assert 1.7 < a / b < 2.3, f"DDIM covariance errors {ddim}"
+    for a, b in zip(dpm, dpm[1:]):
+        assert 2.8 < a / b < 4.5, f"DPM-Solver++(2M) covariance errors {dpm}"
+    assert dpm[1] < 0.7 * ddim[3], f"DPM-Solver++(2M) at 20 steps {dpm[1]:.4f} vs DDIM at 80 {ddim[3]:.4f}"
+    assert exact_moments(data, "dpmpp-2m", 20)[1] < 0.01
+    # the grid: uniform in t is the better one on this schedule (uniform in λ wastes steps at its ends)
+    assert exact_moments(data, "dpmpp-2m", 20, grid="lambda")[0] > 2 * dpm[1]

@@ -46,6 +46,7 @@ class DataConfig:
     frames: int = 8
     size: int = 32
     frame_stride: int = 1
+    fps: float = 0.0  # clips sampled by presentation time at this rate; 0: each file's nominal rate
     flip: bool = False
     image_frames: int = 0  # joint image-video training: independent images appended to each video
     image_source: str = ""  # folder of images; "" takes frames of other videos
@@ -212,6 +213,8 @@ def validate(cfg: Config) -> Config:
     if data.size % m.downsample_factor:
         problems.append(f"data.size={data.size} must be divisible by {m.downsample_factor} "
                         f"(2^(levels−1) for model.channel_mults={m.channel_mults})")
+    if data.fps < 0:
+        problems.append(f"data.fps must be positive (or 0 for each file's own rate), got {data.fps}")
     if data.frames < 1 or data.frame_stride < 1 or data.image_frames < 0:
         problems.append("data.frames and data.frame_stride must be >= 1 and data.image_frames >= 0")
     if cfg.conditioning.kind in KINDS:

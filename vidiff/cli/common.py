@@ -26,12 +26,14 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-frames", type=int, help="joint image-video training: images per video (data.image_frames)")
     p.add_argument("--conditioning", choices=KINDS, help="sets conditioning.kind")
     p.add_argument("--text-encoder", help="local Hugging Face encoder folder (sets conditioning.text_encoder)")
+    p.add_argument("--fps", type=float, help="read clips at this frame rate by presentation time (sets data.fps; "
+                   "default: each file's own rate)")
     p.add_argument("--skip-bad-files", action="store_true", help="log and skip unreadable videos")
 
 
 _FLAGS = [("data", "data.source"), ("steps", "train.steps"), ("minutes", "train.max_minutes"),
           ("batch_size", "train.batch_size"), ("image_frames", "data.image_frames"),
-          ("conditioning", "conditioning.kind"), ("text_encoder", "conditioning.text_encoder")]
+          ("conditioning", "conditioning.kind"), ("text_encoder", "conditioning.text_encoder"), ("fps", "data.fps")]
 
 
 def overrides_from_args(args) -> list:

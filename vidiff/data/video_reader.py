@@ -187,19 +187,20 @@ TimedFrames = Iterator[tuple[Fraction, av.VideoFrame]]  # (seconds after the fir
 
 
 def _frame_end(time: Fraction, frame: av.VideoFrame, rate: Fraction) -> Fraction:
-    if frame.duration and frame.time_base:
-        return time + frame.duration * Fraction(frame.time_base)
+    duration = getattr(frame, "duration", None)  # PyAV < 13 has no frame durations
+    if duration and frame.time_base:
+        return time + duration * Fraction(frame.time_base)
     return time + 1 / rate
 
 
 def _pick(
     timed: TimedFrames, targets: list[Fraction], margin: Fraction, rate: Fraction, convert: Callable
-) -> tuple[list[np.ndarray], Fraction]:
+) -> tuple[list[np.ndarray], Optional[Fraction]]:
     """The frame shown at each of the sorted ``targets`` (seconds), converted by ``convert``.
 
-    Returns the picked frames and where the decoded frames end (seconds); fewer frames than targets
-    when the frames ran out first. Raises :class:`_NeedSequential` when the first frame comes after
-    the first target (a seek that landed too late).
+    Returns the picked frames and None; or, when the frames ran out before the last target, fewer
+    frames and where the decoded frames end (seconds). Raises :class:`_NeedSequential` when the first
+    frame comes after the first target (a seek that landed too late).
     """
     picked: list[np.ndarray] = []
     shown, shown_time, shown_rgb = None, Fraction(0), None
@@ -210,7 +211,7 @@ def _pick(
             shown_rgb = convert(shown) if shown_rgb is None else shown_rgb  # a held frame is converted once
             picked.append(shown_rgb)
         if len(picked) == len(targets):
-            return picked, time
+            return picked, None
         shown, shown_time, shown_rgb = frame, time, None
     if shown is None:
         return picked, Fraction(0)
@@ -218,7 +219,7 @@ def _pick(
     while len(picked) < len(targets) and targets[len(picked)] < end - margin:  # the last frame, held to its end
         shown_rgb = convert(shown) if shown_rgb is None else shown_rgb
         picked.append(shown_rgb)
-    return picked, end
+    return picked, None if len(picked) == len(targets) else end
 
 
 def _timed_after_seek(container, stream, info: VideoInfo) -> TimedFrames:
