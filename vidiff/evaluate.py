@@ -74,7 +74,7 @@ class _Source:
     the sampled tensors); another folder gives one clip per video file."""
 
     def __init__(self, spec, num: int | None, num_frames: int, frame_stride: int, batch_size: int):
-        self.cache_id, self.num, self.resolutions = None, num, set()
+        self.cache_id, self.num, self.resolutions, self.count = None, num, set(), None
         self.identity: dict = {"kind": type(spec).__name__}
         if isinstance(spec, (str, os.PathLike)) and (Path(spec) / "samples.safetensors").is_file():
             path = Path(spec) / "samples.safetensors"
@@ -87,7 +87,7 @@ class _Source:
         elif isinstance(spec, (torch.Tensor, np.ndarray)):
             if num is not None and len(spec) < num:
                 raise MetricsError(f"{num} videos requested, the tensor holds {len(spec)}")
-            self._batches = lambda: [spec]
+            self._batches, self.count = (lambda: [spec]), min(len(spec), num or len(spec))
         elif callable(spec):
             self._callable(spec, num)
         else:
@@ -99,7 +99,7 @@ class _Source:
             if len(files) < num:
                 raise DataError(f"{root}: has {len(files)} videos, {num} requested; lower --num or add videos")
             files = files[:num]
-        self._batches = lambda: iter_video_files(files, num_frames, frame_stride, batch_size)
+        self._batches, self.count = (lambda: iter_video_files(files, num_frames, frame_stride, batch_size)), len(files)
         listing = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         self.cache_id = {"dir": str(root.resolve()), "files": listing, "frames": num_frames, "stride": frame_stride}
         self.identity = {"kind": "folder", "path": str(root.resolve()), "files": len(files),
@@ -199,8 +199,9 @@ def evaluate(
     if repeats < 1:
         raise MetricsError(f"repeats must be at least 1, got {repeats}")
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else default_cache_dir() / "eval"
-    real_src = _Source(real, num, num_frames, frame_stride, batch_size)
     fake_src = _Source(fake, num, num_frames, frame_stride, batch_size)
+    real_num = fake_src.count if num is None and callable(real) else num  # generated real clips: as many as fake
+    real_src = _Source(real, real_num, num_frames, frame_stride, batch_size)
     opts = dict(batch_size=batch_size, progress=progress, cache=cache, num=num, kid_subsets=kid_subsets,
                 kid_subset_size=kid_subset_size, seed=seed)
     report: dict = {"metrics": metrics}
