@@ -94,6 +94,15 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Progressive distillation (Salimans & Ho 2022): a run whose student learns two DDIM steps of its
+    teacher in one; the student samples with `sample.steps` = teacher_steps / 2 DDIM steps."""
+    teacher: str = ""  # the teacher's checkpoint; "" for an ordinary run
+    teacher_steps: int = 0
+    guidance: float = 0.0  # the classifier-free guidance weight w whose guided output the student gives
+
+
+@dataclass(frozen=True)
 class Config:
     model: UNetConfig = field(default_factory=UNetConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
@@ -101,6 +110,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,7 +157,7 @@ class Config:
 
 def _section_types() -> dict:
     return {"model": UNetConfig, "conditioning": ConditioningConfig, "diffusion": DiffusionConfig,
-            "data": DataConfig, "train": TrainConfig, "sample": SampleConfig}
+            "data": DataConfig, "train": TrainConfig, "sample": SampleConfig, "distill": DistillConfig}
 
 
 def upgrade(d: dict) -> dict:
@@ -233,6 +243,8 @@ def validate(cfg: Config) -> Config:
         problems.append(f"sample.sampler must be one of {', '.join(sorted(SAMPLERS))}, got {s.sampler!r}")
     if s.steps < 1:
         problems.append(f"sample.steps must be >= 1, got {s.steps}")
+    if cfg.distill.teacher and cfg.distill.teacher_steps != 2 * s.steps:
+        problems.append(f"distill.teacher_steps={cfg.distill.teacher_steps} must be twice sample.steps={s.steps}")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg

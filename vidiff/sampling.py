@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from .diffusion import eps_from_x, expand, posterior, q_transition
+from .diffusion import ddim_step, eps_from_x, posterior, q_transition
 from .errors import VidiffError
 from .schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine, time_grid
 
@@ -127,9 +127,7 @@ def sample_ddim(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None, *, 
     lam = _grid(steps, logsnr_fn, logsnr_min, logsnr_max)
     for i in range(steps - 1):
         x = _denoise(denoise, z, lam[i], clip, cond)
-        eps = eps_from_x(z, x, torch.tensor(float(lam[i])))
-        alpha_s, sigma_s = alpha_sigma(expand(lam[i + 1].to(z.dtype), z))
-        z = alpha_s * x + sigma_s * eps
+        z = ddim_step(z, x, lam[i], lam[i + 1])
         if callback is not None:
             callback(i, steps, x)
     x = _denoise(denoise, z, lam[steps - 1], clip, cond)

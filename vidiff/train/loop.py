@@ -25,6 +25,7 @@ from .setup import (
     load_state,
     resume_config,
     save_state,
+    start_from_teacher,
     with_images,
 )
 from .step import train_step
@@ -144,6 +145,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
     t = build_trainer(cfg, device, start_step)
     if ck is not None:
         load_state(t, ck)
+    else:
+        start_from_teacher(t)
     if rank == 0:
         atomic_write(out_dir / "config.json", cfg.to_json())
         log.info("training %s parameters on %s (%d process%s) into %s",

@@ -14,10 +14,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..checkpoint import load_json, load_tensors, load_weights, optimizer_from_tensors, save_checkpoint
+from ..checkpoint import (
+    load_json,
+    load_tensors,
+    load_weights,
+    optimizer_from_tensors,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from ..conditioning import build_conditioning
 from ..config import DERIVED, Config, ConfigError
-from ..diffusion import Denoiser, DiffusionLoss
+from ..diffusion import Denoiser, DiffusionLoss, DistillationLoss
 from ..pipeline import VideoDiffusion
 from . import distributed
 from .loader import JointImageVideo
@@ -141,9 +148,29 @@ def build_trainer(cfg: Config, device: torch.device, start_step: int = 0) -> Tra
                                                               else None)
     if tr.compile:
         train_net = torch.compile(train_net)
-    return Trainer(cfg, model, ema, opt, sched, Denoiser(train_net, cfg.diffusion.prediction),
-                   DiffusionLoss(cfg.diffusion.loss_weighting, **cfg.diffusion.schedule()), device, rank, world,
-                   amp_dtype, torch.amp.GradScaler("cuda") if tr.mixed_precision == "fp16" else None)
+    return Trainer(cfg, model, ema, opt, sched, Denoiser(train_net, cfg.diffusion.prediction), _loss(cfg, device),
+                   device, rank, world, amp_dtype,
+                   torch.amp.GradScaler("cuda") if tr.mixed_precision == "fp16" else None)
+
+
+def _loss(cfg: Config, device: torch.device):
+    """The paper's weighted MSE, or for a distillation run the loss against its (guided) teacher."""
+    if not cfg.distill.teacher:
+        return DiffusionLoss(cfg.diffusion.loss_weighting, **cfg.diffusion.schedule())
+    teacher = VideoDiffusion.from_pretrained(cfg.distill.teacher, device=device).requires_grad_(False)
+    teacher.conditioning = build_conditioning(cfg.conditioning, cfg.model.num_classes)
+    # the first round distils the guided output; later teachers are students that already give it
+    w = 0.0 if teacher.config.distill.teacher else cfg.distill.guidance
+    return DistillationLoss(teacher.guided(w), cfg.sample.steps, **cfg.diffusion.schedule())
+
+
+def start_from_teacher(t: Trainer) -> None:
+    """A distillation student starts as its teacher (its EMA weights)."""
+    if t.cfg.distill.teacher:
+        ck = resolve_checkpoint(t.cfg.distill.teacher)
+        weights = ck / ("ema.safetensors" if (ck / "ema.safetensors").is_file() else "model.safetensors")
+        load_weights(t.net, weights)
+        load_weights(t.ema, weights)
 
 
 def _rng_state() -> dict:
