@@ -48,8 +48,8 @@ def peak_gflops() -> float:
 
 def teacher(run: Path, args) -> Path:
     folder = run / "teacher"
-    cfg = get_preset("cpu-demo").override(["data.frames=16", f"train.max_minutes={args.minutes}",
-                                           "train.num_samples=0", "train.save_every=500"])
+    cfg = get_preset(args.preset).override(["data.frames=16", f"train.max_minutes={args.minutes}",
+                                            "train.steps=1000000", "train.num_samples=0", "train.save_every=500"])
     if not (folder / "checkpoints").is_dir():
         train(cfg, folder, progress=True)
     return folder
@@ -98,16 +98,20 @@ def plot(results: dict, path: Path) -> None:
         d.text((x - 55, y - 6), f"{f:.0f}", fill="black")
     d.text((w // 2 - 120, h - 30), "network evaluations per sample (log)", fill="black")
     d.text((10, 10), "FVD (lower is better)", fill="black")
+    labelled = set()
     for (_, f, label), lx in zip(pts, xs):
         x, y = at(lx, f)
         d.ellipse([x - 4, y - 4, x + 4, y + 4], fill="navy")
-        d.text((x + 6, y - 6), label, fill="gray")
+        if label not in labelled:  # one label per sampler, beside its first seed set
+            d.text((x + 6, y - 6), label, fill="gray")
+            labelled.add(label)
     img.save(path)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/sampler-quality")
+    p.add_argument("--preset", default="cpu-demo", help="the teacher's preset (trained at 16 frames)")
     p.add_argument("--minutes", type=float, default=20.0, help="teacher training time")
     p.add_argument("--num", type=int, default=256, help="samples per sampler and seed set (and real clips)")
     p.add_argument("--seeds", default="0,1", help="seed sets")
@@ -115,7 +119,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs")
     args = p.parse_args()
     if args.quick:
-        args.minutes, args.num, args.steps_per_round = 0.3, 16, 4
+        args.preset, args.minutes, args.num, args.steps_per_round = "cpu-tiny", 0.2, 16, 4
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     print(f"fp32 matmul peak: {peak_gflops():.0f} GFLOP/s; torch threads {torch.get_num_threads()}")
