@@ -17,14 +17,7 @@ import torch
 from PIL import Image
 
 import vidiff.data.video_reader as video_reader
-from vidiff.data import (
-    DataError,
-    ImageFolder,
-    MovingShapes,
-    VideoFolder,
-    build_dataset,
-    describe_video,
-)
+from vidiff.data import DataError, ImageFolder, MovingShapes, VideoFolder, build_dataset, describe_video
 from vidiff.videoio import make_grid, read_video, save_video, to_uint8, write_gif, write_mp4
 
 

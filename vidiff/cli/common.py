@@ -131,8 +131,11 @@ def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "s
     return paths
 
 
-def report_written(videos: torch.Tensor, out, what: str = "") -> None:
-    print(f"wrote {len(videos)} {what + ' ' if what else ''}videos ({tuple(videos.shape[1:])}) to {out}: "
+def save_results(videos: torch.Tensor, args, what: str = "") -> None:
+    """A command's videos (clamped to [−1, 1]) written to --out, and a line saying what was written."""
+    videos = videos.clamp(-1, 1).cpu()
+    write_videos(videos, Path(args.out), fps=args.fps)
+    print(f"wrote {len(videos)} {what + ' ' if what else ''}videos ({tuple(videos.shape[1:])}) to {args.out}: "
           f"sample_*.mp4, sample_*.gif, grid.gif, frames.png, samples.safetensors")
 
 

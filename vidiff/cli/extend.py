@@ -1,18 +1,7 @@
 """`vidiff extend`: autoregressive extension beyond the model's window."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from .common import (
-    add_task_arguments,
-    load_model,
-    model_size,
-    read_clip,
-    repeat,
-    report_written,
-    task_request,
-    write_videos,
-)
+from .common import add_task_arguments, load_model, model_size, read_clip, repeat, save_results, task_request
 
 
 def register(sub) -> None:
@@ -31,6 +20,4 @@ def run(args) -> None:
     if args.video:
         start = repeat(read_clip(args.video, model_size(model), max_frames=args.length), args.num)
     videos = extend(model, start, args.length, overlap=args.overlap, num=args.num, **task_request(args))
-    videos = videos.clamp(-1, 1).cpu()
-    write_videos(videos, Path(args.out), fps=args.fps)
-    report_written(videos, args.out, "extended")
+    save_results(videos, args, "extended")

@@ -1,18 +1,7 @@
 """`vidiff interpolate`: temporal interpolation, K−1 new frames between each pair of a video's frames."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from .common import (
-    add_task_arguments,
-    load_model,
-    model_size,
-    read_clip,
-    repeat,
-    report_written,
-    task_request,
-    write_videos,
-)
+from .common import add_task_arguments, load_model, model_size, read_clip, repeat, save_results, task_request
 
 
 def register(sub) -> None:
@@ -28,6 +17,5 @@ def run(args) -> None:
     from ..tasks import interpolate
     model = load_model(args)
     clip = read_clip(args.video, model_size(model), max_frames=args.max_frames)
-    videos = interpolate(model, repeat(clip, args.num), args.factor, **task_request(args)).clamp(-1, 1).cpu()
-    write_videos(videos, Path(args.out), fps=args.fps)
-    report_written(videos, args.out, "interpolated")
+    videos = interpolate(model, repeat(clip, args.num), args.factor, **task_request(args))
+    save_results(videos, args, "interpolated")

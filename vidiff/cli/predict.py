@@ -1,18 +1,7 @@
 """`vidiff predict`: video prediction, continuing the first K frames of a video (paper §3.1)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from .common import (
-    add_task_arguments,
-    load_model,
-    model_size,
-    read_clip,
-    repeat,
-    report_written,
-    task_request,
-    write_videos,
-)
+from .common import add_task_arguments, load_model, model_size, read_clip, repeat, save_results, task_request
 
 
 def register(sub) -> None:
@@ -36,6 +25,5 @@ def run(args) -> None:
     if clip.shape[2] < args.context:
         raise ConditioningError(f"{args.video}: the video has {clip.shape[2]} frames, fewer than --context "
                                 f"{args.context}")
-    videos = predict(model, repeat(clip, args.num), args.frames or window, **task_request(args)).clamp(-1, 1).cpu()
-    write_videos(videos, Path(args.out), fps=args.fps)
-    report_written(videos, args.out, "predicted")
+    videos = predict(model, repeat(clip, args.num), args.frames or window, **task_request(args))
+    save_results(videos, args, "predicted")

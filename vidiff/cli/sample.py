@@ -1,9 +1,7 @@
 """`vidiff sample`: videos from a checkpoint, with any registered sampler."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from .common import add_sampling_arguments, load_model, report_written, sampling_request, write_videos
+from .common import add_sampling_arguments, load_model, sampling_request, save_results
 
 
 def register(sub) -> None:
@@ -17,5 +15,4 @@ def run(args) -> None:
     model = load_model(args)
     videos = model.sample(args.num, frames=args.frames, batch_size=args.batch_size, progress=True,
                           **sampling_request(args))
-    write_videos(videos, Path(args.out), fps=args.fps)
-    report_written(videos, args.out)
+    save_results(videos, args)

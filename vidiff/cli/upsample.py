@@ -1,9 +1,7 @@
 """`vidiff upsample`: spatial super-resolution of a low-resolution video (reconstruction guidance)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from .common import add_task_arguments, load_model, repeat, report_written, task_request, write_videos
+from .common import add_task_arguments, load_model, repeat, save_results, task_request
 
 
 def register(sub) -> None:
@@ -29,6 +27,5 @@ def run(args) -> None:
     s = min(h, w)  # centre-crop to the model's (square) aspect
     low = low[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
     videos = upsample(model, repeat(low, args.num), overlap=args.overlap, mode=args.downsample,
-                      spatial_weight=args.spatial_weight, **task_request(args)).clamp(-1, 1).cpu()
-    write_videos(videos, Path(args.out), fps=args.fps)
-    report_written(videos, args.out, "upsampled")
+                      spatial_weight=args.spatial_weight, **task_request(args))
+    save_results(videos, args, "upsampled")
