@@ -77,6 +77,7 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     (tmp_path / "used" / "checkpoints" / "step_0000001").mkdir(parents=True)
+    (tmp_path / "used" / "checkpoints" / "step_0000001" / "model.safetensors").touch()
     code = run_cli(*[a.format(tmp=tmp_path) for a in args])
     err = capsys.readouterr().err
     assert code == 2

@@ -58,3 +58,17 @@ def test_distill_command_halves_steps_and_resumes(tmp_path, capsys):
     assert main(args) == 0  # finished rounds are kept: nothing is trained again
     assert (out / "checkpoints" / "latest").stat().st_mtime_ns == mtime
     assert main(["sample", "--checkpoint", str(out), "--class", "0", "--num", "1", "--out", str(tmp_path / "s")]) == 0
+
+
+def test_guided_teacher_with_joint_image_video_masks():
+    """The guided teacher doubles the batch: the joint-training temporal mask is per sample, so it
+    doubles with it."""
+    from vidiff.config import Config
+    from vidiff.layers import joint_attention_mask
+    cfg = get_preset("cpu-tiny").override(["conditioning.kind=class", "data.image_frames=2"]).to_dict()
+    cfg["model"]["num_classes"] = 3
+    model = VideoDiffusion(Config.from_dict(cfg)).eval()
+    loss = DistillationLoss(model.guided(2.0), student_steps=4)
+    x = torch.rand(2, 3, 6, 16, 16) * 2 - 1
+    cond = {"class_labels": torch.tensor([0, 2]), "temporal_mask": joint_attention_mask(4, 2, "cpu").expand(2, 6, 6)}
+    assert torch.isfinite(loss(model.denoiser, x, cond)).all()

@@ -161,6 +161,8 @@ def test_resume_cuts_the_loss_curve_back_to_the_checkpoint(tmp_path):
     import shutil
     shutil.rmtree(run / "checkpoints" / "step_0000004")  # as if killed before the final save
     (run / "checkpoints" / "latest").write_text("step_0000003\n")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # killed in the middle of an append
     train(TINY, run, resume=True, progress=False, tensorboard=False)
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]

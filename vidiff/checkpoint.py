@@ -104,7 +104,8 @@ def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], opt
 
 
 def _remove_unless_read(ck: Path) -> None:
-    """Remove an old checkpoint unless a reader holds it; then it goes at a later save."""
+    """Remove an old checkpoint unless a reader holds it; then it goes at a later save. The readers'
+    file goes last, so a reader that finds it missing knows the folder is going."""
     try:
         fd = os.open(ck / READERS, os.O_RDONLY)
     except FileNotFoundError:
@@ -112,6 +113,9 @@ def _remove_unless_read(ck: Path) -> None:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for p in ck.iterdir():
+            if p.name != READERS:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         shutil.rmtree(ck, ignore_errors=True)
     except BlockingIOError:
         pass
@@ -119,12 +123,18 @@ def _remove_unless_read(ck: Path) -> None:
         os.close(fd)
 
 
+def has_checkpoints(run_dir) -> bool:
+    """Whether a run folder holds a finished checkpoint (a `.tmp` left by a crash does not count)."""
+    ckdir = Path(run_dir) / "checkpoints"
+    return ckdir.is_dir() and bool(_complete(ckdir))
+
+
 @contextlib.contextmanager
 def _reading(ck: Path):
     """A shared lock on a checkpoint while it is read, so the writer leaves it in place."""
     try:
         fd = os.open(ck / READERS, os.O_RDONLY)
-    except FileNotFoundError:  # written by an earlier vidiff, or removed meanwhile
+    except FileNotFoundError:  # written by an earlier vidiff (no such file), or being removed
         yield
         return
     try:
@@ -167,8 +177,9 @@ def resolve_checkpoint(path) -> Path:
 
 
 def read_checkpoint(path, read: Callable[[Path], T], attempts: int = 10) -> T:
-    """`read(checkpoint folder)` of the checkpoint `path` resolves to. A reader needs no lock: when the
-    training process removes that checkpoint while it is being read, the newest one is read instead."""
+    """`read(checkpoint folder)` of the checkpoint `path` resolves to, under a shared lock that keeps
+    the training process from removing it meanwhile (no lock on the run folder, which the writer
+    holds); a checkpoint removed between resolving and locking is replaced by the newest one."""
     for _ in range(attempts):
         ck = resolve_checkpoint(path)
         try:

@@ -137,9 +137,9 @@ class TextConditioning(Conditioning):
     kind = "text"
     guidable = True
 
-    def __init__(self, config: ConditioningConfig, num_classes: int = 0, encoder=None):
+    def __init__(self, config: ConditioningConfig, num_classes: int = 0):
         super().__init__(config)
-        self._encoder = encoder
+        self._encoder = None
         self._cache = None
 
     @property

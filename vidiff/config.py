@@ -229,6 +229,10 @@ def validate(cfg: Config) -> Config:
         problems.append("data.frames and data.frame_stride must be >= 1 and data.image_frames >= 0")
     if cfg.conditioning.kind in KINDS:
         problems += build_conditioning(cfg.conditioning).problems(m)
+    if tr.log_every < 1 or tr.save_every < 0 or tr.sample_every < 0 or tr.fvd_every < 0:
+        problems.append("train.log_every must be >= 1 and train.save_every, sample_every, fvd_every >= 0")
+    if tr.fvd_every and tr.fvd_num < 2:
+        problems.append(f"train.fvd_num must be at least 2 for FVD (got {tr.fvd_num})")
     if tr.batch_size < 1 or tr.steps < 0:
         problems.append("train.batch_size must be >= 1 and train.steps >= 0")
     if cfg.conditioning.kind not in KINDS:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidiff.data.errors import DataError
+from vidiff.errors import DataError
 from vidiff.files import atomic_write, find_videos
 from vidiff.metrics.errors import MetricsError
 from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats

@@ -18,6 +18,7 @@ from .checkpoint import load_config, load_weights, read_checkpoint
 from .conditioning import build_conditioning
 from .config import Config
 from .diffusion import Denoiser
+from .errors import VidiffError
 from .files import atomic_write, save_tensors
 from .guidance import classifier_free_guidance
 from .sampling import Noise, initial_noise
@@ -77,6 +78,8 @@ class VideoDiffusion(nn.Module):
         """Draw `num` videos (b, c, f, h, w) in [−1, 1]. Sample i uses seed `seed + i`, so it does not
         depend on the batch it was drawn in. `options` are the sampler's own (e.g. {"gamma": 0.3}; see
         `vidiff.sampling.SAMPLERS`); every default comes from the model's `sample` config."""
+        if num < 1:
+            raise VidiffError(f"the number of videos to sample must be at least 1, got {num}")
         call = self.sampling(sampler=sampler, steps=steps, options=options, clip=clip, guidance=guidance)
         h, w = _pair(size or self.config.data.size)
         shape = (self.config.model.in_channels, frames or self.config.data.frames, h, w)

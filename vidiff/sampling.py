@@ -150,9 +150,9 @@ def _dpmpp_2m(denoise, z, steps, noise, cond, callback, clip, lam, eta: float):
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) and its SDE variant (eta = 1), in the VP form: with
     h = (λ_s − λ_t)/2 the step in log(α/σ),
       z_s = (σ_s/σ_t) e^{−ηh} z_t + α_s (1 − e^{−(1+η)h}) D + σ_s sqrt(1 − e^{−2ηh}) ε,
-    D = x̂_t + (x̂_t − x̂_prev)/(2r) with r = h_prev/h (second order; the first step and the one before
-    the last use D = x̂_t, first order: extrapolating over the long steps at the end is unstable). The
-    last evaluation returns x̂ itself, as every sampler here does, so known pixels stay exact."""
+    D = x̂_t + (x̂_t − x̂_prev)/(2r) with r = h_prev/h (second order; the first step has no previous x̂
+    and uses D = x̂_t). The last evaluation returns x̂ itself instead of a step to λ_max, as every sampler
+    here does: extrapolating over that long last step is unstable, and known pixels stay exact."""
     draw = noise_fn(noise)
     x_prev = h_prev = None
     for i in range(steps - 1):
@@ -211,7 +211,6 @@ class SamplerSpec:
     options: dict
     description: str
     evaluations: Callable[[int, dict], int] = _one_per_step
-    stochastic: bool = True
 
     def check_options(self, options: dict) -> None:
         unknown = sorted(set(options) - set(self.options))
@@ -225,7 +224,7 @@ SAMPLERS: dict[str, SamplerSpec] = {}
 
 
 def register_sampler(name: str, fn: Callable, description: str, *,
-                     evaluations: Callable[[int, dict], int] = _one_per_step, stochastic: bool = True) -> SamplerSpec:
+                     evaluations: Callable[[int, dict], int] = _one_per_step) -> SamplerSpec:
     """Add `fn` to the registry under `name`. Its options are its keyword-only parameters other than
     the common ones (:data:`COMMON_KEYWORDS`), each with a default."""
     params = inspect.signature(fn).parameters
@@ -239,7 +238,7 @@ def register_sampler(name: str, fn: Callable, description: str, *,
             if p.default is inspect.Parameter.empty:
                 raise SamplerError(f"sampler {name!r}: option {p.name!r} needs a default value")
             options[p.name] = p.default
-    spec = SamplerSpec(name, fn, options, description, evaluations, stochastic)
+    spec = SamplerSpec(name, fn, options, description, evaluations)
     SAMPLERS[name] = spec
     return spec
 
@@ -258,8 +257,8 @@ def get_sampler(name: str) -> Callable:
 register_sampler("ancestral", sample_ancestral, "the paper's ancestral sampler with the γ variance interpolation")
 register_sampler("pc", sample_pc, "predictor-corrector: ancestral steps, each followed by Langevin corrections "
                  "(paper: δ = 0.1)", evaluations=lambda steps, o: (steps - 1) * (1 + o["corrector_steps"]) + 1)
-register_sampler("ddim", sample_ddim, "deterministic DDIM (probability-flow ODE, Euler steps in λ)", stochastic=False)
+register_sampler("ddim", sample_ddim, "deterministic DDIM (probability-flow ODE, Euler steps in λ)")
 register_sampler("dpmpp-2m", sample_dpmpp_2m, "DPM-Solver++(2M): second-order exponential integrator in λ, "
-                 "deterministic, 10–25 steps", stochastic=False)
+                 "deterministic, 10–25 steps")
 register_sampler("dpmpp-2m-sde", sample_dpmpp_2m_sde, "DPM-Solver++(2M) SDE: the same with the reverse SDE's "
                  "noise, 20–25 steps")

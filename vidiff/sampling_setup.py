@@ -42,10 +42,6 @@ class SamplerCall:
         return self.spec.fn(denoise, z, self.steps, noise, cond=cond, callback=callback, clip=self.clip,
                             **self.schedule, **self.options)
 
-    def describe(self) -> str:
-        opts = "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}" for k, v in self.options.items())
-        return f"{self.name}, {self.steps} steps{opts}"
-
 
 def resolve_sampling(sample: Optional[SampleConfig] = None, diffusion: Optional[DiffusionConfig] = None, *,
                      sampler: Optional[str] = None, steps: Optional[int] = None, options: Optional[dict] = None,

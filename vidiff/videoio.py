@@ -17,7 +17,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from vidiff.data.errors import DataError
+from vidiff.errors import DataError
 from vidiff.files import atomic_write
 
 

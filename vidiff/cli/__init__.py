@@ -1,7 +1,7 @@
 """The `vidiff` command line: one module per command, each with `register(subparsers)` and
 `run(args)`, all importing the shared helpers in :mod:`vidiff.cli.common` and never each other.
 
-It only parses arguments and calls the Python API; every default lives in the config and presets.
+It only parses arguments and calls the Python API; the model's defaults live in its config and presets.
 vidiff's own errors (:class:`vidiff.errors.VidiffError`) are reported as one line; any other
 exception is a bug and keeps its traceback.
 """

@@ -52,6 +52,9 @@ def config_from_args(args, base=None):
     from ..config import Config
     from ..presets import get_preset
     if args.config:
+        from ..config import ConfigError
+        if not Path(args.config).is_file():
+            raise ConfigError(f"--config {args.config}: not found; give a config.json (e.g. a run's)")
         base = Config.from_dict(json.loads(Path(args.config).read_text()))
     elif args.preset or base is None:
         base = get_preset(args.preset or "cpu-demo")
@@ -89,7 +92,6 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", help="text prompt (text-conditional models)")
     p.add_argument("--class", dest="class_label", help="class name or index (class-conditional models)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance weight w")
-    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--out", required=True, help="output folder")
@@ -164,7 +166,8 @@ def add_task_arguments(p: argparse.ArgumentParser, method: bool = True) -> None:
     upsample."""
     add_sampling_arguments(p)
     if method:
-        p.add_argument("--method", choices=["reconstruction", "replacement"], default="reconstruction",
+        from ..tasks import METHODS
+        p.add_argument("--method", choices=METHODS, default="reconstruction",
                        help="conditioning method (paper §3.1); default reconstruction guidance")
     p.add_argument("--reconstruction-weight", "--guidance-weight", dest="reconstruction_weight", type=float,
                    help="reconstruction guidance weight w_r (default: the model's sample.reconstruction_weight; "

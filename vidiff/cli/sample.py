@@ -8,6 +8,7 @@ def register(sub) -> None:
     p = sub.add_parser("sample", help="sample videos from a checkpoint")
     add_sampling_arguments(p)
     p.add_argument("--frames", type=int, help="frames per video (default: as trained)")
+    p.add_argument("--batch-size", type=int, default=16, help="videos sampled at once")
     p.set_defaults(func=run)
 
 

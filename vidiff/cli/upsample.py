@@ -10,7 +10,8 @@ def register(sub) -> None:
     p.add_argument("--video", required=True, help="low-resolution video")
     p.add_argument("--overlap", type=int, help="frames each new window is conditioned on (default half)")
     p.add_argument("--spatial-weight", type=float, help="weight of the low-resolution term (default 2·s_h·s_w)")
-    p.add_argument("--downsample", choices=["area", "bilinear"], default="area", help="the observation model D")
+    from ..guidance import DOWNSAMPLE_MODES
+    p.add_argument("--downsample", choices=DOWNSAMPLE_MODES, default="area", help="the observation model D")
     p.add_argument("--max-frames", type=int, help="read at most this many frames of the video")
     p.set_defaults(func=run)
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from vidiff.data.errors import DataError
+from vidiff.errors import DataError
 from vidiff.videoio import read_video
 
 from .errors import MetricsError

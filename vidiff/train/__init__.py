@@ -13,6 +13,7 @@ processes compute what one process computes with the same global batch.
     loader.py       batch sampler, joint image-video dataset, collate
     distributed.py  torchrun / DDP helpers
     callbacks.py    metrics log, sample grids, periodic FVD
+    distill.py      progressive distillation: rounds of runs that halve the sampling steps
 """
 from .loader import JointImageVideo, StepBatchSampler, collate
 from .loop import train

@@ -27,8 +27,14 @@ class MetricsLog:
 
     def _truncate(self, step: int) -> None:
         from ..files import atomic_write
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short when the process was killed mid-append
+                continue
+            if row.get("step", 0) <= step:
+                keep.append(line)
         atomic_write(self.path, "".join(line + "\n" for line in keep))
 
     def log(self, step: int, **values) -> None:
@@ -77,7 +83,9 @@ class PeriodicFVD:
         from ..metrics.fvd import extract_i3d_features
         cfg = self.cfg
         frames = max(9, cfg.data.frames)
-        real_ds = build_dataset(cfg.data.source, frames=frames, size=cfg.data.size, seed=cfg.train.seed + 1)
+        d = cfg.data  # read as training reads it, with more frames where I3D needs them
+        real_ds = build_dataset(d.source, frames=frames, size=d.size, frame_stride=d.frame_stride, fps=d.fps or None,
+                                skip_bad_files=d.skip_bad_files, seed=cfg.train.seed + 1)
         items = [real_ds[i] for i in range(min(cfg.train.fvd_num, len(real_ds)))]
         self.real = extract_i3d_features(torch.stack([it["video"] for it in items]), progress=False)
         self.request = model.conditioning.like(items)

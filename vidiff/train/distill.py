@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..checkpoint import CheckpointError, load_config, load_json, resolve_checkpoint
+from ..checkpoint import CheckpointError, has_checkpoints, load_config, load_json, resolve_checkpoint
 from ..config import Config, ConfigError, DistillConfig
 from .loop import train
 
@@ -55,9 +55,9 @@ def distill(teacher, out_dir, *, to_steps: int = 8, from_steps: int = 256, steps
     Rounds before the last train into `out_dir/rounds/steps_N`; the last into `out_dir`, an ordinary
     run folder whose config samples with `to_steps` DDIM steps. Finished rounds are kept, an
     interrupted one resumes: calling it again continues where it stopped."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # recorded in each round's config: a resume elsewhere still finds it
     base = load_config(resolve_checkpoint(teacher))
-    source: Optional[str] = str(teacher)
+    source: Optional[str] = str(Path(teacher).resolve())
     result: dict = {}
     for steps in round_steps(from_steps, to_steps):
         folder = out_dir if steps == to_steps else out_dir / "rounds" / f"steps_{steps:04d}"
@@ -66,7 +66,6 @@ def distill(teacher, out_dir, *, to_steps: int = 8, from_steps: int = 256, steps
             log.info("round to %d steps already done in %s", steps, folder)
         else:
             log.info("distilling %d → %d DDIM steps into %s", 2 * steps, steps, folder)
-            resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("step_*"))
-            result = train(cfg, folder, resume=resume, progress=progress, tensorboard=tensorboard)
+            result = train(cfg, folder, resume=has_checkpoints(folder), progress=progress, tensorboard=tensorboard)
         source = str(folder)
     return {**result, "run_dir": str(out_dir), "steps": to_steps}

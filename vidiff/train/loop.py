@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import load_config, load_json, resolve_checkpoint
+from ..checkpoint import has_checkpoints, load_config, load_json, resolve_checkpoint
 from ..config import Config, ConfigError
-from ..files import atomic_write, run_lock
+from ..errors import VidiffError
+from ..files import RunLockedError, atomic_write, run_lock
 from . import distributed
 from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
 from .loader import build_loader
@@ -36,7 +37,7 @@ log = logging.getLogger("vidiff.train")
 def _start(cfg: Config, out_dir: Path, resume: bool):
     """(the run's configuration, its start step, the checkpoint to resume from or None)."""
     if not resume:
-        if any(p.is_dir() and not p.name.endswith(".tmp") for p in (out_dir / "checkpoints").glob("step_*")):
+        if has_checkpoints(out_dir):
             raise ConfigError(f"run folder {str(out_dir)!r} already holds checkpoints: pass --resume to continue "
                               f"it, or choose another --out")
         return cfg, 0, None
@@ -127,9 +128,23 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
     out_dir = Path(out_dir)
     rank, world, local_rank = distributed.dist_info()
     device = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
-    with run_lock(out_dir) if rank == 0 else contextlib.nullcontext():  # one writer per run folder
-        distributed.setup_distributed(device)
+    distributed.setup_distributed(device)
+    with contextlib.ExitStack() as stack:
+        _lock(stack, out_dir, rank)
         return _train(cfg, out_dir, resume, progress, device, tensorboard)
+
+
+def _lock(stack: contextlib.ExitStack, out_dir: Path, rank: int) -> None:
+    """One writer per run folder: rank 0 holds its lock, and every process learns at once whether it
+    got it (so no rank waits for a process that has already stopped)."""
+    error = None
+    if rank == 0:
+        try:
+            stack.enter_context(run_lock(out_dir))
+        except VidiffError as e:
+            error = e
+    if distributed.flag_from_rank0(error is not None):
+        raise error or RunLockedError(f"run folder {str(out_dir)!r} is not available; rank 0 says why")
 
 
 def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: torch.device, tensorboard: bool) -> dict:
@@ -140,8 +155,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
                           f"({world})")
     data = build_data(cfg)
     cfg = derive_config(cfg, data)
-    grid_items = [{k: v for k, v in data[i].items() if k != "video"} for i in range(min(cfg.train.num_samples,
-                                                                                        len(data)))]
+    grid_items = [{k: v for k, v in data[i % len(data)].items() if k != "video"} for i in range(cfg.train.num_samples)]
     t = build_trainer(cfg, device, start_step)
     if ck is not None:
         load_state(t, ck)

@@ -8,7 +8,7 @@ import copy
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -107,7 +107,7 @@ class Trainer:
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     denoiser: Denoiser  # around the DDP / compiled network
-    loss_fn: DiffusionLoss
+    loss_fn: Callable  # (denoiser, x, cond, t=, eps=) -> per-example loss: DiffusionLoss or DistillationLoss
     device: torch.device
     rank: int
     world: int
@@ -158,7 +158,6 @@ def _loss(cfg: Config, device: torch.device):
     if not cfg.distill.teacher:
         return DiffusionLoss(cfg.diffusion.loss_weighting, **cfg.diffusion.schedule())
     teacher = VideoDiffusion.from_pretrained(cfg.distill.teacher, device=device).requires_grad_(False)
-    teacher.conditioning = build_conditioning(cfg.conditioning, cfg.model.num_classes)
     # the first round distils the guided output; later teachers are students that already give it
     w = 0.0 if teacher.config.distill.teacher else cfg.distill.guidance
     return DistillationLoss(teacher.guided(w), cfg.sample.steps, **cfg.diffusion.schedule())

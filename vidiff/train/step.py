@@ -29,7 +29,8 @@ def _condition(t: Trainer, batch: dict, keep: torch.Tensor) -> dict:
     cfg = t.cfg
     cond = t.model.conditioning.training(batch, keep, t.device)
     if cfg.data.image_frames:  # joint training: the appended images attend to nothing else in time
-        cond["temporal_mask"] = joint_attention_mask(cfg.data.frames, cfg.data.image_frames, t.device)
+        mask = joint_attention_mask(cfg.data.frames, cfg.data.image_frames, t.device)  # (f, f)
+        cond["temporal_mask"] = mask.expand(len(keep), *mask.shape)  # (b, f, f): per sample, like all of cond
     return cond
 
 
