@@ -120,7 +120,7 @@ def test_read_video_missing_and_garbage(tmp_path):
     assert "corrupt" not in str(info.value)
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(bytes(range(256)) * 40)
-    with pytest.raises(DataError, match="garbage.mp4: cannot be decoded"):
+    with pytest.raises(DataError, match="garbage.mp4: cannot be read as a video"):
         read_video(garbage)
 
 
@@ -136,3 +136,17 @@ def test_read_video_max_frames_and_stride(tmp_path):
     assert len(read_video(tmp_path / "ramp.mp4", max_frames=50)) == 10  # a short video gives what it has
     with pytest.raises(ValueError, match="frame_stride"):
         read_video(tmp_path / "ramp.mp4", frame_stride=0)
+
+
+def test_read_video_takes_frames_by_presentation_time(tmp_path):
+    """As training reads clips: a GIF that stores a held frame once (Pillow merges repeats into one
+    longer frame) reads back with every frame that was written."""
+    from vidiff.videoio import read_video, write_gif
+    colours = torch.tensor([-1.0, 1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 0.0])  # frames 2–4 identical
+    video = colours[None, :, None, None].expand(3, 8, 8, 8).clone()
+    video[0, :, :4] = -1  # some structure, so frames are not all flat
+    write_gif(tmp_path / "held.gif", video, fps=8)
+    frames = read_video(tmp_path / "held.gif")
+    assert frames.shape == (8, 8, 8, 3)
+    assert torch.equal(frames[2], frames[4]) and not torch.equal(frames[1], frames[2])
+    assert read_video(tmp_path / "held.gif", max_frames=3, frame_stride=2).shape[0] == 3

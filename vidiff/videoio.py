@@ -9,6 +9,7 @@ does not end in the real suffix, so every writer names its format explicitly.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -17,6 +18,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
+from vidiff.data.video_reader import ShortVideoError, decode_frames, probe_video
 from vidiff.errors import DataError
 from vidiff.files import atomic_write
 
@@ -38,26 +40,13 @@ def to_uint8(video: torch.Tensor) -> torch.Tensor:
     return rearrange(x, "c f h w -> f h w c").contiguous()
 
 
-def _decode(path: Path, max_frames: int | None, frame_stride: int) -> list[np.ndarray]:
-    frames = []
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise DataError(f"{path}: has no video stream; is it really a video? Give a video file")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
-            if index % frame_stride:
-                continue
-            frames.append(frame.to_ndarray(format="rgb24"))  # (h, w, c)
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-    return frames
-
-
-def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_stride: int = 1) -> torch.Tensor:
-    """Decode a video file (any container/codec FFmpeg reads) to uint8 RGB frames (f h w c): every
-    ``frame_stride``-th frame from the first, at most ``max_frames`` of them. A video shorter than
-    ``max_frames`` gives all it has; callers that need a length check it.
+def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_stride: int = 1,
+               fps: float | None = None) -> torch.Tensor:
+    """Decode a video file (any container/codec FFmpeg reads) to uint8 RGB frames (f h w c), by
+    presentation time as training reads it (:mod:`vidiff.data.video_reader`): the frames shown at
+    every ``frame_stride``-th instant k / fps from the first frame (``fps``: the file's nominal rate),
+    at most ``max_frames`` of them. A video shorter than ``max_frames`` gives all it has; callers that
+    need a length check it.
 
     Raises DataError when the file is missing, cannot be decoded, or has no frames."""
     if (max_frames is not None and max_frames < 1) or frame_stride < 1:
@@ -67,7 +56,12 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_str
         what = "is a folder, not a video file" if path.is_dir() else "not found"
         raise DataError(f"{path}: {what}; check the path")
     try:
-        frames = _decode(path, max_frames, frame_stride)
+        info = probe_video(path, fps)
+        slots = range(0, info.num_frames, frame_stride)[:max_frames]
+        frames = list(decode_frames(info, list(slots))) if len(slots) else []
+    except ShortVideoError as e:  # the file ends before its metadata said: what it has
+        info = replace(info, num_frames=e.frames_decoded)
+        frames = list(decode_frames(info, list(range(0, info.num_frames, frame_stride)[:max_frames])))
     except DataError:
         raise
     except FileNotFoundError as e:  # removed between the check above and the decoder opening it
