@@ -193,13 +193,18 @@ def _coerce(cls, name, value, key):
     raise ConfigError(f"{key} must be of type {t.__name__}, got {value!r}")
 
 
+def parse_bool(text: str) -> bool:
+    """true/false, 1/0, yes/no (any case); ValueError otherwise."""
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1", "yes")
+
+
 def _parse(cls, name, text, key):
     t = _field_type(cls, name)
     try:
         if t is bool:
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return text.lower() in ("true", "1", "yes")
+            return parse_bool(text)
         if t is tuple:
             return tuple(int(v) for v in text.strip("()[] ").split(",") if v.strip())
         return t(text)

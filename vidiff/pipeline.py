@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_config, load_weights, read_checkpoint
 from .conditioning import build_conditioning
 from .config import Config
+from .data.transforms import parse_size
 from .diffusion import Denoiser
 from .errors import VidiffError
 from .files import atomic_write, save_tensors
@@ -24,10 +25,6 @@ from .guidance import classifier_free_guidance
 from .sampling import Noise, initial_noise
 from .sampling_setup import SamplerCall, resolve_sampling
 from .unet import UNet3D
-
-
-def _pair(size) -> tuple:
-    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def _per_sample(value, num: int) -> Optional[list]:
@@ -81,7 +78,7 @@ class VideoDiffusion(nn.Module):
         if num < 1:
             raise VidiffError(f"the number of videos to sample must be at least 1, got {num}")
         call = self.sampling(sampler=sampler, steps=steps, options=options, clip=clip, guidance=guidance)
-        h, w = _pair(size or self.config.data.size)
+        h, w = parse_size(size or self.config.data.size)
         shape = (self.config.model.in_channels, frames or self.config.data.frames, h, w)
         device = device or next(self.parameters()).device
         prompts, labels = _per_sample(prompt, num), _per_sample(class_label, num)

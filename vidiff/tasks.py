@@ -16,6 +16,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from .config import DiffusionConfig, SampleConfig
+from .data.transforms import parse_size
 from .errors import ConditioningError
 from .guidance import DOWNSAMPLE_MODES, reconstruction_guidance, replacement
 from .sampling import Noise, initial_noise
@@ -52,9 +53,6 @@ class _Setup:
     spatial_weight: Optional[float] = None
 
 
-def _pair(size) -> tuple:
-    return (size, size) if isinstance(size, int) else tuple(size)
-
 
 def _prepare(model, n: int, *, method: str, seed: int, sampler, steps, options, clip, guidance,
              reconstruction_weight, prompt, class_label, mode: str = "area", frames: Optional[int] = None) -> _Setup:
@@ -68,7 +66,7 @@ def _prepare(model, n: int, *, method: str, seed: int, sampler, steps, options, 
         if prompt is not None or class_label is not None or guidance:
             raise ConditioningError("a plain denoiser takes no prompt, class or guidance weight")
         call = resolve_sampling(model.sample, model.diffusion, **request)
-        return _Setup(model.denoise, model.channels, frames or model.frames, _pair(model.size), call, {},
+        return _Setup(model.denoise, model.channels, frames or model.frames, parse_size(model.size), call, {},
                       torch.device("cpu"), method, seed, mode)
     from .pipeline import VideoDiffusion
     if not isinstance(model, VideoDiffusion):
@@ -78,7 +76,7 @@ def _prepare(model, n: int, *, method: str, seed: int, sampler, steps, options, 
     device = next(model.parameters()).device
     cfg = model.config
     return _Setup(model.guided(call.guidance), cfg.model.in_channels, frames or cfg.data.frames,
-                  _pair(cfg.data.size), call, model.condition(n, prompt, class_label, device=device), device,
+                  parse_size(cfg.data.size), call, model.condition(n, prompt, class_label, device=device), device,
                   method, seed, mode)
 
 

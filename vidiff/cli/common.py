@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..conditioning import KINDS
+from ..config import parse_bool
 from ..sampling import SAMPLERS
 
 
@@ -71,11 +72,6 @@ def _sampler_options() -> dict:
     return options
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() in ("true", "1", "yes")
-
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     """--checkpoint, --num, --sampler, --steps, one flag per sampler option, conditioning, output."""
@@ -85,7 +81,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"default: the model's sample.sampler. {samplers}")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's sample.steps)")
     for name, (default, takers) in _sampler_options().items():
-        kind = _parse_bool if isinstance(default, bool) else type(default)
+        kind = parse_bool if isinstance(default, bool) else type(default)
         p.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=kind, metavar=kind.__name__.upper(),
                        help=f"option of the {', '.join(takers)} sampler (default: the model's config, else {default})")
     p.add_argument("--seed", type=int, default=0, help="video i uses seed + i")
@@ -147,11 +143,11 @@ def read_clip(path, size, max_frames=None) -> torch.Tensor:
     import torch.nn.functional as F
     from einops import rearrange
 
-    from ..data.transforms import cover_shape
+    from ..data.transforms import cover_shape, parse_size
     from ..videoio import read_video
     frames = read_video(path, max_frames=max_frames)  # (f h w c) uint8
     x = rearrange(frames, "f h w c -> f c h w").float() / 127.5 - 1
-    h, w = size
+    h, w = parse_size(size)
     ch, cw = cover_shape(x.shape[-2], x.shape[-1], h, w)
     if (ch, cw) != tuple(x.shape[-2:]):
         x = F.interpolate(x, size=(ch, cw), mode="area" if ch <= x.shape[-2] else "bilinear")
@@ -189,7 +185,3 @@ def repeat(video: torch.Tensor, num: int) -> torch.Tensor:
         raise ConditioningError(f"--num must be at least 1, got {num}")
     return video.expand(num, *video.shape[1:]).contiguous()
 
-
-def model_size(model) -> tuple:
-    s = model.config.data.size
-    return (s, s) if isinstance(s, int) else tuple(s)

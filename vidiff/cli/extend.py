@@ -1,7 +1,7 @@
 """`vidiff extend`: autoregressive extension beyond the model's window."""
 from __future__ import annotations
 
-from .common import add_task_arguments, load_model, model_size, read_clip, repeat, save_results, task_request
+from .common import add_task_arguments, load_model, read_clip, repeat, save_results, task_request
 
 
 def register(sub) -> None:
@@ -18,6 +18,6 @@ def run(args) -> None:
     model = load_model(args)
     start = None
     if args.video:
-        start = repeat(read_clip(args.video, model_size(model), max_frames=args.length), args.num)
+        start = repeat(read_clip(args.video, model.config.data.size, max_frames=args.length), args.num)
     videos = extend(model, start, args.length, overlap=args.overlap, num=args.num, **task_request(args))
     save_results(videos, args, "extended")

@@ -1,7 +1,7 @@
 """`vidiff predict`: video prediction, continuing the first K frames of a video (paper §3.1)."""
 from __future__ import annotations
 
-from .common import add_task_arguments, load_model, model_size, read_clip, repeat, save_results, task_request
+from .common import add_task_arguments, load_model, read_clip, repeat, save_results, task_request
 
 
 def register(sub) -> None:
@@ -21,7 +21,7 @@ def run(args) -> None:
     if args.context < 1 or args.context >= window:
         raise ConditioningError(f"--context {args.context} must be between 1 and {window - 1}: shorter than the "
                                 f"model's window of {window} frames")
-    clip = read_clip(args.video, model_size(model), max_frames=args.context)
+    clip = read_clip(args.video, model.config.data.size, max_frames=args.context)
     if clip.shape[2] < args.context:
         raise ConditioningError(f"{args.video}: the video has {clip.shape[2]} frames, fewer than --context "
                                 f"{args.context}")
