@@ -70,6 +70,8 @@ class TrainConfig:
     cond_drop_prob: float = 0.1  # classifier-free guidance: probability of the null condition
     mixed_precision: str = "auto"  # "auto" (bf16 on a GPU, none on the CPU) | "no" | "bf16" | "fp16"
     compile: bool = False
+    grad_accum: int = 1  # micro-batches per update: each process computes batch_size / (processes × grad_accum)
+    parallel: str = "auto"  # "ddp" | "fsdp" (FSDP2: parameters, gradients and optimiser state sharded) | "auto"
     seed: int = 0
     log_every: int = 10
     save_every: int = 500
@@ -77,6 +79,9 @@ class TrainConfig:
     num_samples: int = 4
     fvd_every: int = 0  # 0: never; else FVD on a small sample every N steps
     fvd_num: int = 16
+
+
+PARALLEL = ("auto", "ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -238,8 +243,12 @@ def validate(cfg: Config) -> Config:
         problems.append("train.log_every must be >= 1 and train.save_every, sample_every, fvd_every >= 0")
     if tr.fvd_every and tr.fvd_num < 2:
         problems.append(f"train.fvd_num must be at least 2 for FVD (got {tr.fvd_num})")
-    if tr.batch_size < 1 or tr.steps < 0:
-        problems.append("train.batch_size must be >= 1 and train.steps >= 0")
+    if tr.batch_size < 1 or tr.steps < 0 or tr.grad_accum < 1:
+        problems.append("train.batch_size and train.grad_accum must be >= 1 and train.steps >= 0")
+    if tr.batch_size % tr.grad_accum:
+        problems.append(f"train.batch_size={tr.batch_size} must be divisible by train.grad_accum={tr.grad_accum}")
+    if tr.parallel not in PARALLEL:
+        problems.append(f"train.parallel must be one of {', '.join(PARALLEL)}, got {tr.parallel!r}")
     if cfg.conditioning.kind not in KINDS:
         problems.append(f"conditioning.kind must be one of {', '.join(KINDS)}, got {cfg.conditioning.kind!r}")
     if not 0 <= tr.cond_drop_prob < 1:
