@@ -93,4 +93,4 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
                                                                           "optimizer.safetensors"))
     model = VideoDiffusion.from_pretrained(tmp_path / "fsdp")
     assert model.sample(1, steps=2, seed=0).isfinite().all()
-    assert "1 process × 2 accumulation steps × 2 processes (fsdp)" in run.stderr  # the log says how
+    assert "batch 4 = 1 per process × 2 accumulation steps × 2 processes (fsdp)" in run.stderr  # the log says how
