@@ -10,7 +10,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.vidiff-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_train_step.py
+
+# every paper preset on this GPU (memory, speed, DDP / FSDP / compile through torchrun); fails without a GPU
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py --out runs/gpu-check.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

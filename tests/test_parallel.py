@@ -94,3 +94,26 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
     model = VideoDiffusion.from_pretrained(tmp_path / "fsdp")
     assert model.sample(1, steps=2, seed=0).isfinite().all()
     assert "batch 4 = 1 per process × 2 accumulation steps × 2 processes (fsdp)" in run.stderr  # the log says how
+
+
+GPU_CHECK = ["bench/gpu_check.py", "--presets", "cpu-tiny", "--skip-launch"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_gpu_check_refuses_without_a_gpu(tmp_path):
+    run = subprocess.run([sys.executable, *GPU_CHECK, "--out", str(tmp_path / "r.json")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode != 0 and "no CUDA GPU is visible" in run.stderr
+
+
+def test_gpu_check_script_runs_on_the_cpu(tmp_path):
+    """`make gpu-check`'s code in fp32 on the CPU (its timings are not the point): every recompute
+    setting trains, the 20-step sample is finite, the fused norm agrees, the report is written."""
+    run = subprocess.run([sys.executable, *GPU_CHECK, "--device", "cpu", "--out", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    tiny = report["presets"]["cpu-tiny"]
+    assert set(tiny["train"]) == {"none", "norms", "norms+attention", "checkpointing"}
+    assert all(len(t["points"]) == 2 for t in tiny["train"].values()) and tiny["sample"]["finite"]
+    assert report["fused_norm"]["ok"] and "| cpu-tiny | 0.2M | norms |" in run.stdout

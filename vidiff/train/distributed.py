@@ -13,9 +13,13 @@ def dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
+def launched() -> bool:
+    """Started by torchrun (or another launcher that sets its environment), even as one process."""
+    return "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+
+
 def setup_distributed(device: torch.device) -> None:
-    _, world, _ = dist_info()
-    if world > 1 and not dist.is_initialized():
+    if launched() and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 

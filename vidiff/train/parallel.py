@@ -40,10 +40,11 @@ def choose(cfg: Config, num_params: int, device: torch.device) -> str:
 
 
 def _shard(net: torch.nn.Module) -> None:
+    from torch.distributed.fsdp import fully_shard
     for module in net.modules():
         if isinstance(module, BLOCKS):  # each gathered just before its forward, freed after
-            torch.distributed.fsdp.fully_shard(module)
-    torch.distributed.fsdp.fully_shard(net)  # the rest: embeddings, stem, output
+            fully_shard(module)
+    fully_shard(net)  # the rest: embeddings, stem, output
 
 
 def wrap(net: torch.nn.Module, ema: torch.nn.Module, choice: str, device: torch.device) -> torch.nn.Module:
