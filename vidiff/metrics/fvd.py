@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from vidiff import spread
 from vidiff.metrics.frechet import frechet_distance_from_feats
 from vidiff.metrics.i3d import I3D_MIN_FRAMES, I3D_SIZE, check_i3d_input, i3d_weights_path, load_i3d
 from vidiff.metrics.scores import kernel_distance
@@ -85,12 +86,13 @@ def extract_i3d_features(
 
     model = get_i3d(i3d_weights, device)
     device = next(model.parameters()).device
-    feats = []
-    with tqdm(total=num, desc=desc, unit="clip", disable=not progress) as bar:
-        for batch in iter_batches(source, num):
-            for chunk in torch.as_tensor(batch).split(batch_size):
-                feats.append(i3d_logits(preprocess_for_i3d(chunk.to(device)), model=model).double().numpy())
-                bar.update(len(chunk))
+    with tqdm(total=num, desc=desc, unit="clip", disable=not (progress and spread.is_main())) as bar:
+        def logits(chunk: torch.Tensor) -> np.ndarray:
+            out = i3d_logits(preprocess_for_i3d(chunk.to(device)), model=model).double().numpy()
+            bar.update(len(chunk) * spread.world())
+            return out
+        clips = (chunk for batch in iter_batches(source, num) for chunk in torch.as_tensor(batch).split(batch_size))
+        feats = spread.map_ordered(clips, logits)  # over torchrun's processes, if any
     if not feats:
         raise MetricsError("no videos to compute I3D features on")
     return np.concatenate(feats)  # (n, 400)

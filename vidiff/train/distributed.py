@@ -7,20 +7,16 @@ import os
 import torch
 import torch.distributed as dist
 
+from .. import spread
+
 
 def dist_info() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def launched() -> bool:
-    """Started by torchrun (or another launcher that sets its environment), even as one process."""
-    return "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
-
-
 def setup_distributed(device: torch.device) -> None:
-    if launched() and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    spread.init(device)
 
 
 def mean_over_processes(x: torch.Tensor) -> torch.Tensor:
