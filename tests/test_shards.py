@@ -164,12 +164,15 @@ def test_parse_bytes_and_braces():
 
 def test_auto_workers(shards, videos):
     from vidiff.data import MovingShapes
-    assert num_workers("auto", build_dataset(str(shards[0]), frames=FRAMES, size=SIZE))[0] == 0
+    prepared = build_dataset(str(shards[0]), frames=FRAMES, size=SIZE)
+    assert num_workers("auto", prepared)[0] == 0  # cheap items, CPU training
+    assert num_workers("auto", prepared, device="cuda")[0] == num_workers("auto", VideoFolder(videos, 4, 16))[0]
     assert num_workers("3", MovingShapes(num_videos=4, frames=4, size=16))[0] == 3
     n, why = num_workers("auto", VideoFolder(videos, FRAMES, SIZE))
     assert 0 <= n <= 8 and "core" in why
 
 
+@pytest.mark.slow
 def test_training_on_shards_resumes_exactly(shards, tmp_path):
     from test_train import TINY, losses
 

@@ -232,7 +232,7 @@ class ShardDataset(Dataset):
     ``frames`` and ``size`` must be those the shards were prepared at.
     """
 
-    items_are_cheap = True  # no decoding: the training process reads them faster than a worker hands them over
+    items_are_cheap = True  # no decoding (vidiff.train.loader.num_workers)
 
     def __init__(self, spec: str, frames: int, size, flip: bool = False, cache_dir: Optional[str] = None,
                  window: int = SHUFFLE_WINDOW):

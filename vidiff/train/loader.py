@@ -136,15 +136,15 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def num_workers(setting, dataset: Dataset, local_world: int = 1) -> tuple[int, str]:
-    """The loader workers for `data.num_workers` (a count, or "auto") and why: "auto" gives none for
-    data whose items are cheap to make (built-in, prepared shards: measured faster in the training
-    process), else one per core this process may use but one (for the training step), at most
-    MAX_AUTO_WORKERS."""
+def num_workers(setting, dataset: Dataset, local_world: int = 1, device: str = "cpu") -> tuple[int, str]:
+    """The loader workers for `data.num_workers` (a count, or "auto") and why. "auto": one per core
+    this process may use but one (the training step's), at most MAX_AUTO_WORKERS; none when training
+    on the CPU from data whose items are cheap to make (built-in, prepared shards), since the step
+    then uses every core and a worker costs more to hand an item over than the item costs."""
     if str(setting) != "auto":
         return int(setting), f"data.num_workers={setting}"
     base = getattr(dataset, "videos", dataset)  # joint image-video training wraps the clips
-    if getattr(base, "items_are_cheap", False):
+    if device == "cpu" and getattr(base, "items_are_cheap", False):
         return 0, f"data.num_workers=auto: {type(base).__name__} items are cheap, made in the training process"
     cores = max(1, usable_cores() // max(1, local_world))
     n = max(0, min(cores - 1, MAX_AUTO_WORKERS))

@@ -167,7 +167,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
         log.info("training %s parameters on %s (%d process%s) into %s",
                  f"{sum(p.numel() for p in t.net.parameters()):,}", device, world, "es" if world > 1 else "", out_dir)
     run = _Run(t, out_dir, start_step, tensorboard, t.model.conditioning.like(grid_items))
-    workers, why = num_workers(cfg.data.num_workers, data, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    workers, why = num_workers(cfg.data.num_workers, data, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), device.type)
     if rank == 0:
         log.info("reading the data with %d loader worker%s (%s)", workers, "" if workers == 1 else "s", why)
     loader = build_loader(with_images(data, cfg), cfg.train.batch_size, cfg.train.seed, start_step, rank, world,
