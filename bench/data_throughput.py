@@ -146,9 +146,10 @@ def main() -> None:
     print("\n| clip | source | clips/s | clips/s per core | cpu-demo training steps/s |\n|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
-    print(f"\nDerived, not measured: the cores a GPU step needs to be fed (clips/s it takes at an assumed "
-          f"{GPU_TFLOPS:.0f} TFLOP/s achieved and a step of at least {MIN_STEP_S * 1e3:.0f} ms, over the clips/s per core measured above)\n\n| preset | GFLOP per clip "
-          "(train step) | clips/s the GPU takes | cores decoding mp4 | cores reading shards |\n|---|---|---|---|---|")
+    print(f"\nDerived, not measured: the cores a GPU step needs to be fed: the clips/s it takes (assumed "
+          f"{GPU_TFLOPS:.0f} TFLOP/s achieved, a step of at least {MIN_STEP_S * 1e3:.0f} ms) over the clips/s "
+          "per core measured above\n\n| preset | GFLOP per clip (train step) | clips/s the GPU takes | cores "
+          "decoding mp4 | cores reading shards |\n|---|---|---|---|---|")
     for preset in PRESETS:
         gflop, batch = step_gflops(preset)
         cfg = get_preset(preset)
