@@ -297,7 +297,7 @@ class ShardDataset(Dataset):
         clip = np.load(io.BytesIO(members["npy"]), allow_pickle=False)  # uint8 c f h w
         meta = json.loads(members["json"])
         coin = float(torch.rand((), generator=generator))  # drawn either way: the generator's use is fixed
-        video = torch.from_numpy(clip).float().mul_(1 / 127.5).sub_(1)
+        video = torch.from_numpy(clip).float().div_(127.5).sub_(1)  # as to_model_video, in place
         if self.flip and coin < 0.5:
             video = video.flip(-1)
         return {"video": video, "label": int(meta.get("label", -1)), "caption": meta.get("caption", "")}
