@@ -51,7 +51,7 @@ class DataConfig:
     image_frames: int = 0  # joint image-video training: independent images appended to each video
     image_source: str = ""  # folder of images; "" takes frames of other videos
     skip_bad_files: bool = False
-    num_workers: int = 0
+    num_workers: str = "auto"  # loader processes: a count, or "auto" (vidiff.train.loader.num_workers)
     num_videos: int = 100_000  # built-in dataset size
 
 
@@ -174,6 +174,9 @@ def upgrade(d: dict) -> dict:
     for old, new in moved.items():
         if old in train:
             cond.setdefault(new, train.pop(old))
+    data = d.get("data", {})
+    if isinstance(data.get("num_workers"), int) and not isinstance(data["num_workers"], bool):
+        data["num_workers"] = str(data["num_workers"])  # a count before "auto" existed
     if "classes" in d:
         classes = d.pop("classes")
         cond.setdefault("classes", list(classes or ()))
@@ -235,6 +238,8 @@ def validate(cfg: Config) -> Config:
                         f"(2^(levels−1) for model.channel_mults={m.channel_mults})")
     if data.fps < 0:
         problems.append(f"data.fps must be positive (or 0 for each file's own rate), got {data.fps}")
+    if data.num_workers != "auto" and not data.num_workers.isdigit():
+        problems.append(f"data.num_workers must be auto or a count of processes, got {data.num_workers!r}")
     if data.frames < 1 or data.frame_stride < 1 or data.image_frames < 0:
         problems.append("data.frames and data.frame_stride must be >= 1 and data.image_frames >= 0")
     if cfg.conditioning.kind in KINDS:

@@ -21,7 +21,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a config.json to start from instead of a preset")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config field, e.g. --set model.base_channels=32 (repeatable)")
-    p.add_argument("--data", help="builtin:moving-shapes or a folder of videos (sets data.source)")
+    p.add_argument("--data", help="builtin:moving-shapes, a folder of videos, or shards made by `vidiff prepare` "
+                   "(their folder, or a pattern/URL of .tar shards) (sets data.source)")
     p.add_argument("--steps", type=int, help="sets train.steps")
     p.add_argument("--minutes", type=float, help="stop after this many minutes (sets train.max_minutes)")
     p.add_argument("--batch-size", type=int, help="global batch size (sets train.batch_size)")

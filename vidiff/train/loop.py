@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..errors import VidiffError
 from ..files import RunLockedError, atomic_write, run_lock
 from . import distributed
 from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
-from .loader import build_loader
+from .loader import build_loader, num_workers
 from .setup import Trainer, build_data, build_trainer, derive_config, ema_model, resume_config, save_state, with_images
 from .step import train_step
 
@@ -156,8 +157,11 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
                  tr.batch_size // (world * tr.grad_accum), tr.grad_accum, "s" if tr.grad_accum > 1 else "", world,
                  "es" if world > 1 else "", t.parallel)
     run = _Run(t, out_dir, start_step, tensorboard, t.model.conditioning.like(grid_items))
+    workers, why = num_workers(cfg.data.num_workers, data, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), device.type)
+    if rank == 0:
+        log.info("reading the data with %d loader worker%s (%s)", workers, "" if workers == 1 else "s", why)
     loader = build_loader(with_images(data, cfg), cfg.train.batch_size, cfg.train.seed, start_step, rank, world,
-                          cfg.data.num_workers)
+                          workers)
     t0 = time.time()
     step, loss = _loop(t, run, loader, start_step, progress)
     save_state(t, out_dir, step)
