@@ -22,15 +22,18 @@ from typing import Callable, Optional
 from .paths import StudioError
 
 _BAR = re.compile(r"(?:(?P<desc>[^:|]{1,60}):\s*)?(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)")
+_COUNT = re.compile(r"^\s*(?P<desc>[^:|]{1,60}):\s*(?P<n>\d+)[a-z/]*\s*\[")  # a bar without a total
 MAX_JOBS = 200  # finished jobs beyond this are forgotten, oldest first
 
 
 def parse_progress(line: str) -> Optional[tuple]:
-    """(stage, done, total) from one tqdm line (`sampling:  40%|████  | 8/20 [00:01<…]`), else None."""
+    """(stage, done, total) from one tqdm line (`sampling:  40%|████  | 8/20 [00:01<…]`; total 0 for a
+    bar that does not know it, `I3D fake: 3clip [00:02, …]`), else None."""
     m = _BAR.search(line)
-    if not m:
-        return None
-    return (m.group("desc") or "").strip(), int(m.group("n")), int(m.group("total"))
+    if m:
+        return (m.group("desc") or "").strip(), int(m.group("n")), int(m.group("total"))
+    m = _COUNT.search(line)
+    return (m.group("desc").strip(), int(m.group("n")), 0) if m else None
 
 
 def error_line(lines) -> str:

@@ -93,8 +93,9 @@ def check_upload(path: Path, name: str, max_frames: int = MAX_UPLOAD_FRAMES) -> 
         raise StudioError(f"{name}: not a video file; upload one of {' '.join(VIDEO_EXTENSIONS)}")
     try:
         info = probe_video(path)
-    except VidiffError as e:
-        raise StudioError(f"{name}: cannot be read as a video: {str(e).split(': ', 1)[-1]}") from None
+    except VidiffError:
+        raise StudioError(f"{name}: cannot be read as a video; the file is corrupt, truncated or not a video "
+                          f"(re-encode it, e.g. `ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`)") from None
     if info.num_frames > max_frames:
         seconds = float(info.num_frames / info.fps) if info.fps else 0
         raise StudioError(f"{name}: the clip is too long ({info.num_frames} frames, {seconds:.0f} s); the studio "

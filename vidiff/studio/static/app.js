@@ -67,7 +67,8 @@ function showProgress(prefix, job) {
   if (job.progress === null || job.progress === undefined) bar.removeAttribute("value"); else bar.value = job.progress;
   if (job.status === "done") bar.value = 1;
   const where = job.status === "queued" ? `queued (${job.queued_ahead} job(s) ahead)` :
-    job.status === "running" ? `${job.stage || "running"} ${job.total ? `${job.done}/${job.total}` : ""}` : job.status;
+    job.status === "running" ? `${job.stage || "running"} ${job.total ? `${job.done}/${job.total}` : job.done || ""}` :
+    job.status;
   $(`${prefix}-status`).textContent = `${where} · ${job.seconds}s`;
 }
 
