@@ -89,7 +89,8 @@ def test_runs_are_listed_with_preset_steps_loss_and_fvd(tmp_path):
 
 
 def test_metrics_reading_skips_torn_lines_and_thins_long_curves(tmp_path):
-    (tmp_path / "m.jsonl").write_text('{"step": 1, "loss": 2}\n[1]\n{"step": 2, "loss": NaN}\n{"step": 3, "loss": 1}\n{"st')
+    (tmp_path / "m.jsonl").write_text('{"step": 1, "loss": 2}\n[1]\n{"step": 2, "loss": NaN}\n'
+                                      '{"step": 3, "loss": 1}\n{"st')
     rows = read_metrics(tmp_path / "m.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert series(rows, "loss") == [(1, 2.0), (3, 1.0)]  # NaN left out

@@ -77,15 +77,18 @@ class Studio:
         return [f.relative_to(source).as_posix() for f in find_videos(source, allow_empty=True)[:MAX_CLIPS]]
 
     def outputs_list(self) -> list:
-        """Sample folders the studio wrote (newest first), the fake side of an evaluation."""
+        """Sample folders the studio wrote, newest first: the fake side of an evaluation."""
+        from safetensors import safe_open
         out = []
-        for kind in ("generate", "condition"):
-            for d in sorted((self.outputs / kind).glob("*/samples.safetensors"), reverse=True):
-                meta = d.parent / "request.json"
+        for f in (self.outputs / kind / "*" / "samples.safetensors" for kind in ("generate", "condition")):
+            for path in self.outputs.glob(str(f.relative_to(self.outputs))):
+                meta = path.parent / "request.json"
                 request = json.loads(meta.read_text()) if meta.is_file() else {}
-                out.append({"id": d.parent.relative_to(self.outputs).as_posix(), "run": request.get("run"),
-                            "command": request.get("command", "")})
-        return out
+                with safe_open(str(path), "pt") as st:
+                    shape = st.get_slice("videos").get_shape()  # b c f h w
+                out.append({"id": path.parent.relative_to(self.outputs).as_posix(), "run": request.get("run"),
+                            "videos": shape[0], "frames": shape[2], "time": path.stat().st_mtime})
+        return sorted(out, key=lambda o: -o["time"])
 
     # ---- jobs -------------------------------------------------------------------------------------
     def _checkpoint(self, req: dict) -> tuple:

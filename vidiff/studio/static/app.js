@@ -222,7 +222,8 @@ $("runs-b").addEventListener("change", () => showRun("b"));
 // ---- evaluate ----------------------------------------------------------------------------------
 async function loadOutputs() {
   const outs = await api("/api/outputs");
-  fillSelect($("eval-fake"), outs.map((o) => o.id), outs.map((o) => `${o.id} (${o.run || "?"})`));
+  fillSelect($("eval-fake"), outs.map((o) => o.id),
+    outs.map((o) => `${o.id} (${o.run || "?"}: ${o.videos} videos × ${o.frames} frames)`));
   if (!outs.length) say("eval", "no samples yet: generate some in the Generate tab (9 frames or more for FVD)");
 }
 $("eval-go").addEventListener("click", async () => {
