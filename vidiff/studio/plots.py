@@ -4,15 +4,16 @@ from __future__ import annotations
 import html
 import math
 
-WIDTH, HEIGHT, PAD = 520, 220, 44
+WIDTH, HEIGHT, PAD = 520, 220, 56
 
 
-def _ticks(lo: float, hi: float, n: int = 4) -> list:
+def _ticks(lo: float, hi: float, n: int = 4, integer: bool = False) -> list:
     if hi <= lo:
         return [lo]
     raw = (hi - lo) / n
     step = 10 ** math.floor(math.log10(raw))
     step *= next(m for m in (1, 2, 5, 10) if m * step >= raw)
+    step = max(step, 1) if integer else step
     first = math.ceil(lo / step) * step
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
@@ -34,9 +35,9 @@ def line_plot_svg(points: list, title: str, css_class: str = "", log_y: bool = F
     path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(pts))
     parts = [head, f'<path class="axis" d="M{PAD},{sy(y1)} V{sy(y0)} H{sx(x1)}" fill="none"/>']
     for t in _ticks(y0, y1):
-        label = f"{10 ** t:.3g}" if log_y else f"{t:.3g}"
+        label = f"{10 ** t:.3g}" if log_y else f"{t:.4g}"
         parts.append(f'<text x="{PAD - 4}" y="{sy(t) + 4:.1f}" text-anchor="end" class="tick">{label}</text>')
-    for t in _ticks(x0, x1):
+    for t in _ticks(x0, x1, integer=True):
         parts.append(f'<text x="{sx(t):.1f}" y="{HEIGHT - PAD + 24}" text-anchor="middle" class="tick">{t:g}</text>')
     parts.append(f'<path class="line" d="{path}" fill="none"/>')
     if len(pts) == 1:
