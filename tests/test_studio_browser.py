@@ -6,7 +6,6 @@ Run with `make test-browser` (needs chromium and chromium-driver; `.ci/run` inst
 import os
 import shutil
 import threading
-import time
 
 import pytest
 import torch
@@ -77,7 +76,7 @@ def visible_text(driver, element_id):
 def open_studio(driver, url):
     driver.get(url)
     wait(driver, lambda d: Select(d.find_element(By.ID, "gen-run")).options
-         and d.find_element(By.ID, "gen-checkpoint").find_elements(By.TAG_NAME, "option"), 60)
+         and d.find_element(By.ID, "gen-checkpoint").find_elements(By.TAG_NAME, "option"), 120)
 
 
 def generate(driver, seed, num=1):
@@ -91,15 +90,16 @@ def generate(driver, seed, num=1):
     driver.find_element(By.ID, "gen-go").click()
 
 
-def playing(driver, css):
-    """The currentTime of the first `css` video, twice, half a second apart (after it has data)."""
-    ready = f"const v = document.querySelector('{css}'); return v && v.readyState >= 2"
-    wait(driver, lambda d: d.execute_script(ready), 60)
-    first = driver.execute_script(f"return document.querySelector('{css}').currentTime")
-    time.sleep(0.5)
-    second, error, paused = driver.execute_script(
-        f"const v = document.querySelector('{css}'); return [v.currentTime, v.error && v.error.code, v.paused]")
-    return first, second, error, paused
+def plays(driver, css):
+    """Whether the first `css` video plays: it has data, no error, and its currentTime moves."""
+    video = f"document.querySelector('{css}')"
+    wait(driver, lambda d: d.execute_script(f"return {video} && {video}.readyState >= 2"), 120)
+    first = driver.execute_script(f"return {video}.currentTime")
+    try:
+        wait(driver, lambda d: d.execute_script(f"return {video}.currentTime") != first, 120)
+    except Exception:
+        return False
+    return driver.execute_script(f"return {video}.error") is None
 
 
 def test_generate_in_two_browsers_condition_runs_and_evaluate(studio_url, browsers, tmp_path):
@@ -116,8 +116,7 @@ def test_generate_in_two_browsers_condition_runs_and_evaluate(studio_url, browse
         wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#gen-results video.sample")
              or visible_text(d, "gen-message"))
         assert visible_text(driver, "gen-message") == ""
-        first, second, error, paused = playing(driver, "#gen-results video.sample")
-        assert error is None and not paused and second != first, (first, second)  # it plays: currentTime moves
+        assert plays(driver, "#gen-results video.sample")
         command = driver.find_element(By.ID, "gen-command").text
         assert command.startswith("vidiff sample --checkpoint ") and f"--seed {seed} " in command
         assert "--sampler ddim --steps 2 --frames 9 --out " in command
@@ -131,13 +130,13 @@ def test_generate_in_two_browsers_condition_runs_and_evaluate(studio_url, browse
     bad = tmp_path / "notes.mp4"
     bad.write_text("this is not a video")
     a.find_element(By.ID, "cond-file").send_keys(str(bad))
-    wait(a, lambda d: "cannot be read as a video" in visible_text(d, "cond-message"), 30)
+    wait(a, lambda d: "cannot be read as a video" in visible_text(d, "cond-message"), 120)
     a.save_screenshot(str(tmp_path / "condition_bad_upload.png"))
     clip = tmp_path / "clip.mp4"
     x = torch.linspace(-1, 1, 16)
     write_mp4(clip, torch.stack([x.view(1, 16, 1).expand(3, 16, 16).roll(i, -1) for i in range(6)], dim=1))
     a.find_element(By.ID, "cond-file").send_keys(str(clip))
-    wait(a, lambda d: "uploaded clip.mp4: 6 frames" in d.find_element(By.ID, "cond-upload-info").text, 30)
+    wait(a, lambda d: "uploaded clip.mp4: 6 frames" in d.find_element(By.ID, "cond-upload-info").text, 120)
     assert visible_text(a, "cond-message") == ""
     Select(a.find_element(By.ID, "cond-task")).select_by_value("predict")
     a.find_element(By.ID, "cond-steps").send_keys("2")
@@ -146,29 +145,28 @@ def test_generate_in_two_browsers_condition_runs_and_evaluate(studio_url, browse
     assert visible_text(a, "cond-message") == ""
     assert a.find_element(By.ID, "cond-command").text.startswith("vidiff predict --checkpoint ")
     for css in ("#cond-results video.input", "#cond-results video.output"):
-        first, second, error, _ = playing(a, css)
-        assert error is None and second != first
-    wait(a, lambda d: d.execute_script("return document.getElementById('cond-filmstrip').naturalWidth > 0"), 30)
+        assert plays(a, css), css
+    wait(a, lambda d: d.execute_script("return document.getElementById('cond-filmstrip').naturalWidth > 0"), 120)
     assert "given frames (2 of 4: 0, 1)" in a.find_element(By.CSS_SELECTOR, "#cond-results .legend").text
     a.save_screenshot(str(tmp_path / "condition.png"))
 
     # runs: the table, the loss and FVD plots, the sample grids, two runs side by side
     a.find_element(By.ID, "tab-runs").click()
-    wait(a, lambda d: d.find_elements(By.CSS_SELECTOR, "#run-a svg.plot.loss path.line"), 30)
+    wait(a, lambda d: d.find_elements(By.CSS_SELECTOR, "#run-a svg.plot.loss path.line"), 120)
     row = [c.text for c in a.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr td")]
     assert row[:3] == ["tiny", "cpu-tiny", "4 / 4"] and float(row[3]) > 0 and float(row[4]) > 0
     assert a.find_elements(By.CSS_SELECTOR, "#run-a svg.plot.fvd path.line")
     grids = a.find_elements(By.CSS_SELECTOR, "#run-a .grids figcaption")
     assert [g.text for g in grids] == ["step 2", "step 4"]
     wait(a, lambda d: d.execute_script("return [...document.querySelectorAll('#run-a .grids img')]"
-                                       ".every((i) => i.naturalWidth > 0)"), 30)
+                                       ".every((i) => i.naturalWidth > 0)"), 120)
     Select(a.find_element(By.ID, "runs-b")).select_by_value("tiny")
-    wait(a, lambda d: d.find_elements(By.CSS_SELECTOR, "#run-b svg.plot.loss path.line"), 30)
+    wait(a, lambda d: d.find_elements(By.CSS_SELECTOR, "#run-b svg.plot.loss path.line"), 120)
     a.save_screenshot(str(tmp_path / "runs.png"))
 
     # evaluate: FVD of the first browser's samples against the builtin data, with its report
     a.find_element(By.ID, "tab-evaluate").click()
-    wait(a, lambda d: Select(d.find_element(By.ID, "eval-fake")).options, 30)
+    wait(a, lambda d: Select(d.find_element(By.ID, "eval-fake")).options, 120)
     choice = [o.text for o in Select(a.find_element(By.ID, "eval-fake")).options if "2 videos × 9 frames" in o.text]
     assert len(choice) == 1  # the first browser's; the second's (one video) and the prediction are listed too
     Select(a.find_element(By.ID, "eval-fake")).select_by_visible_text(choice[0])
