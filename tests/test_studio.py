@@ -107,7 +107,7 @@ def test_the_shown_command_is_one_vidiff_parses_to_the_same_request():
            "frames": 9, "prompt": ""}
     argv = sample_argv("runs/my run", "out dir", req)
     line = shell_line(argv)
-    assert line.startswith("vidiff sample --checkpoint 'runs/my run' --num 3 --seed 7 --sampler ddim --steps 12")
+    assert line.startswith("vidiff sample --checkpoint 'runs/my run' --num-videos 3 --seed 7 --sampler ddim --steps 12")
     assert "--class 'red circle'" in line and "--prompt" not in line
     args = build_parser().parse_args(argv)
     assert sampling_request(args) == dict(sampler="ddim", steps=12, options={}, guidance=1.5, prompt=None,
