@@ -28,12 +28,11 @@ from vidiff.sampling import sampler_spec
 from vidiff.train import train
 from vidiff.train.distill import distill
 
-# (label, sampler, steps, options): the paper's samplers, DDIM, DPM-Solver++, then the students
-SAMPLERS = [("ancestral 256", "ancestral", 256, {"gamma": 0.1}), ("pc 256", "pc", 256, {}),
-            ("ddim 25", "ddim", 25, {}), ("ddim 50", "ddim", 50, {}), ("ddim 100", "ddim", 100, {}),
-            ("dpm++ 2m 10", "dpmpp-2m", 10, {}), ("dpm++ 2m 15", "dpmpp-2m", 15, {}),
-            ("dpm++ 2m 20", "dpmpp-2m", 20, {}), ("dpm++ 2m 25", "dpmpp-2m", 25, {}),
-            ("dpm++ 2m sde 20", "dpmpp-2m-sde", 20, {}), ("dpm++ 2m sde 25", "dpmpp-2m-sde", 25, {})]
+# (label, sampler, steps, options): the paper's PC sampler (the reference) first, then the fast ones
+SAMPLERS = [("pc 256", "pc", 256, {}), ("dpm++ 2m 10", "dpmpp-2m", 10, {}), ("dpm++ 2m 15", "dpmpp-2m", 15, {}),
+            ("dpm++ 2m 20", "dpmpp-2m", 20, {}), ("dpm++ 2m 25", "dpmpp-2m", 25, {}), ("ddim 25", "ddim", 25, {}),
+            ("ddim 50", "ddim", 50, {}), ("ddim 100", "ddim", 100, {}), ("dpm++ 2m sde 20", "dpmpp-2m-sde", 20, {}),
+            ("dpm++ 2m sde 25", "dpmpp-2m-sde", 25, {}), ("ancestral 256", "ancestral", 256, {"gamma": 0.1})]
 STUDENTS = [("distilled 8", 8), ("distilled 4", 4)]
 
 
@@ -77,6 +76,16 @@ def measure(model: VideoDiffusion, sampler: str, steps: int, options: dict, num:
     call = model.sampling(sampler=sampler, steps=steps, options=options)
     feats = extract_i3d_features(videos, batch_size=args.i3d_batch, progress=False)
     return {"fvd": fvd(real, feats), "evaluations": call.evaluations, "seconds_per_sample": seconds}
+
+
+def distilled(run: Path, args, device) -> dict:
+    """The teacher progressively distilled to 8 DDIM steps (256 → 128 → … → 8), then to 4."""
+    distill(run / "teacher", run / "student8", to_steps=8, steps_per_round=args.steps_per_round,
+            overrides=["train.num_samples=0"])
+    distill(run / "student8", run / "student4", from_steps=8, to_steps=4, steps_per_round=args.steps_per_round,
+            overrides=["train.num_samples=0"])
+    return {"distilled 8": VideoDiffusion.from_pretrained(run / "student8", device=device),
+            "distilled 4": VideoDiffusion.from_pretrained(run / "student4", device=device)}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -125,6 +134,7 @@ def main():
     p.add_argument("--batch", type=int, default=32, help="samples per batch")
     p.add_argument("--i3d-batch", type=int, default=8, help="clips per I3D batch")
     p.add_argument("--set", action="append", default=[], help="teacher config override, e.g. train.batch_size=32")
+    p.add_argument("--no-distill", action="store_true", help="compare the samplers only (no students)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs")
     args = p.parse_args()
     if args.quick:
@@ -136,17 +146,12 @@ def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = VideoDiffusion.from_pretrained(teacher(run, args), device=device)
     real = real_features(run, args.num, 16, model.config.data.size, args.i3d_batch)
-    distill(run / "teacher", run / "student8", to_steps=8, steps_per_round=args.steps_per_round,
-            overrides=["train.num_samples=0"])
-    distill(run / "student8", run / "student4", from_steps=8, to_steps=4, steps_per_round=args.steps_per_round,
-            overrides=["train.num_samples=0"])
-    students = {"distilled 8": VideoDiffusion.from_pretrained(run / "student8", device=device),
-                "distilled 4": VideoDiffusion.from_pretrained(run / "student4", device=device)}
+    students = {} if args.no_distill else distilled(run, args, device)
     results_path = run / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     seeds = [int(s) for s in args.seeds.split(",")]
     todo = [(label, model, name, steps, opts) for label, name, steps, opts in SAMPLERS]
-    todo += [(label, students[label], "ddim", steps, {}) for label, steps in STUDENTS]
+    todo += [(label, students[label], "ddim", steps, {}) for label, steps in STUDENTS if label in students]
     for label, m, name, steps, opts in todo:
         sampler_spec(name)
         while len(results.get(label, [])) < len(seeds):
