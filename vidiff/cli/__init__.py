@@ -12,9 +12,9 @@ import logging
 import sys
 
 from ..errors import VidiffError
-from . import demo, distill, eval, extend, interpolate, predict, presets, sample, train, upsample
+from . import demo, distill, eval, extend, interpolate, predict, presets, push, sample, train, upsample
 
-COMMANDS = (train, sample, demo, presets, eval, predict, extend, interpolate, upsample, distill)
+COMMANDS = (train, sample, demo, presets, eval, predict, extend, interpolate, upsample, distill, push)
 
 
 def build_parser() -> argparse.ArgumentParser:
