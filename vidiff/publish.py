@@ -36,6 +36,7 @@ CITATION = """@article{ho2022video,
   journal = {arXiv preprint arXiv:2204.03458},
   year    = {2022}
 }"""
+PREDICTION_NAMES = {"epsilon": "ε-prediction", "v_prediction": "v-prediction", "sample": "x-prediction"}
 EVAL_METRICS = ("fvd", "kvd", "fid", "kid", "is")  # the keys of a `vidiff eval` report, in the card's order
 MOVING_SHAPES = ("vidiff's built-in synthetic clips: one solid shape (circle, square or triangle) of one palette "
                  "colour moving left, right, up or down over a dark background, generated on the fly (no files)")
@@ -265,7 +266,8 @@ def _model(facts: RunFacts) -> str:
     rows = [("preset", preset_of(c) or "custom (see config.json)"), ("parameters", f"{facts.parameters:,}"),
             ("UNet", f"{m.base_channels} channels × {tuple(m.channel_mults)}, {m.num_res_blocks} res blocks per level, "
                      f"attention at levels {tuple(m.attention_levels)}"),
-            ("diffusion", f"{c.diffusion.prediction} prediction, cosine log-SNR schedule in "
+            ("diffusion", f"{PREDICTION_NAMES.get(c.diffusion.prediction, c.diffusion.prediction)}, cosine "
+                          f"log-SNR schedule in "
                           f"[{c.diffusion.logsnr_min:g}, {c.diffusion.logsnr_max:g}] shifted by "
                           f"{c.diffusion.logsnr_shift:g}"),
             ("conditioning", c.conditioning.kind + (f" ({len(c.conditioning.classes)} classes)"
@@ -279,9 +281,10 @@ def _model(facts: RunFacts) -> str:
 def _training(facts: RunFacts) -> str:
     tr = facts.config.train
     steps = f"{facts.step:,} steps" if facts.step is not None else "steps not recorded (a save_pretrained folder)"
+    dropout = f", condition dropout {tr.cond_drop_prob:g}" if facts.config.conditioning.kind != "none" else ""
     return (f"## Training\n\n- data: {describe_data(facts.config)}\n- {steps} at batch size {tr.batch_size}, "
             f"AdamW lr {tr.lr:g} ({tr.warmup_steps} warm-up steps), EMA decay {tr.ema_decay:g}, gradient clip "
-            f"{tr.grad_clip:g}, condition dropout {tr.cond_drop_prob:g}\n- the full configuration: `config.json`")
+            f"{tr.grad_clip:g}{dropout}\n- the full configuration: `config.json`")
 
 
 def _evaluation(facts: RunFacts) -> str:
