@@ -4,6 +4,7 @@ mocked call of huggingface_hub's API."""
 import hashlib
 import json
 import shlex
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -136,6 +137,15 @@ def test_hub_errors_say_what_to_do(run, tmp_path, capsys):
     assert main(["sample", "--checkpoint", "hf://org/absent", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is not in the Hugging Face cache" in err
+
+
+def test_without_huggingface_hub_installed(run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails
+    with pytest.raises(HubError, match=r'needs huggingface_hub: pip install "vidiff\[hub\]"'):
+        VideoDiffusion.from_pretrained("hf://org/model")
+    with pytest.raises(CheckpointError, match="'org/model' is not a local folder, nor a model on the Hub: .*needs"):
+        VideoDiffusion.from_pretrained("org/model")
+    assert VideoDiffusion.from_pretrained(run).config == VideoDiffusion.from_pretrained(str(run)).config
 
 
 def test_push_dry_run_builds_the_folder_and_a_card(run, tmp_path, capsys, monkeypatch):

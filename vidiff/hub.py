@@ -34,12 +34,13 @@ def parse_reference(ref) -> Optional[tuple[str, Optional[str]]]:
     name = name.rstrip("/")
     if not _REPO_ID.fullmatch(name) or ".." in name or "--" in name or name.endswith(".git"):
         if explicit:
-            raise HubError(f"{ref!r} does not name a Hub model: write hf://ORG/NAME or hf://ORG/NAME@REVISION")
+            raise HubError(f"{ref!r} does not name a Hub model: write ORG/NAME (hf://ORG/NAME, hf://ORG/NAME@REVISION)")
         return None
     return name, revision or None
 
 
-def _hub():
+def hub_library():
+    """The huggingface_hub module, or an error that says how to install it."""
     try:
         import huggingface_hub
     except ImportError:
@@ -54,7 +55,7 @@ def download_checkpoint(ref: str, *, revision: Optional[str] = None, cache_dir=N
     the weights, nothing else. `revision` (a branch, tag or commit) overrides one given as `@revision`."""
     repo_id, rev = parse_reference(ref) or (ref, None)
     revision = revision or rev
-    hf = _hub()
+    hf = hub_library()
     from huggingface_hub.utils import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
     at = f" at revision {revision!r}" if revision else ""
     try:
@@ -86,7 +87,7 @@ def upload_folder(folder, repo_id: str, *, private: bool = False, token: Union[s
     """Create the model repo `repo_id` if needed and upload `folder` (only `files`, when given) as one
     commit; returns the commit's URL."""
     parse_reference(PREFIX + repo_id)  # the name's form, before any request
-    hf = _hub()
+    hf = hub_library()
     api = hf.HfApi(token=token, library_name="vidiff")
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

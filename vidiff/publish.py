@@ -26,7 +26,7 @@ from .checkpoint import load_config, load_json, read_checkpoint
 from .config import DERIVED, Config
 from .errors import VidiffError
 from .files import atomic_write
-from .hub import PREFIX, parse_reference, upload_folder
+from .hub import PREFIX, hub_library, parse_reference, upload_folder
 
 PUBLISHED = ("README.md", "config.json", "model.safetensors", "grid.gif", "eval.json")
 CITATION = """@article{ho2022video,
@@ -209,8 +209,7 @@ def sample_command(facts: RunFacts) -> str:
 
 def model_card(facts: RunFacts) -> str:
     """README.md of the upload: YAML metadata (huggingface_hub's model card format) and markdown."""
-    from .hub import _hub
-    hf = _hub()
+    hf = hub_library()
     c = facts.config
     data = hf.ModelCardData(
         license=facts.license, library_name="vidiff", pipeline_tag="text-to-video" if c.conditioning.kind == "text"
