@@ -1,6 +1,8 @@
 """`vidiff push`: publish a trained model on the Hugging Face Hub (EMA weights, config.json, a model card)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def register(sub) -> None:
     p = sub.add_parser("push", help="publish a run's model on the Hugging Face Hub, with a model card")
@@ -20,8 +22,6 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from pathlib import Path
-
     from ..publish import publish
     folder = args.folder or (str(Path(args.run) / "hub") if args.dry_run else None)
     result = publish(args.run, args.repo_id, folder=folder, private=args.private, token=args.token,
