@@ -26,6 +26,24 @@ def test_logger_values_are_checked():
         TINY.override(["train.logger=mlflow"])
 
 
+@pytest.fixture
+def fresh_wandb():
+    """wandb keeps its settings (mode, directories) in a process-wide singleton: a fresh one per test."""
+    wandb = pytest.importorskip("wandb")
+    wandb.teardown()
+    yield wandb
+    wandb.teardown()
+
+
+def test_wandb_without_a_login_says_what_to_do(tmp_path, monkeypatch, fresh_wandb):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name, value in [("HOME", str(tmp_path)), ("WANDB_MODE", "online"), ("WANDB_CONFIG_DIR", str(tmp_path / "c")),
+                        ("WANDB_CACHE_DIR", str(tmp_path / "cache")), ("NETRC", str(tmp_path / "netrc"))]:
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="could not start a run: .*API key.*WANDB_MODE=offline"):
+        train(TINY.override(["train.logger=wandb", "train.num_samples=0"]), tmp_path / "run", progress=False)
+
+
 def test_wandb_missing_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import fails
     with pytest.raises(ConfigError, match=r'needs the wandb package: pip install "vidiff\[wandb\]"'):
@@ -84,8 +102,7 @@ def history(records) -> list:
     return rows
 
 
-def test_wandb_offline_run_resumes_into_the_same_run(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+def test_wandb_offline_run_resumes_into_the_same_run(tmp_path, monkeypatch, fresh_wandb):
     for name, value in [("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_DIR", str(tmp_path)),
                         ("WANDB_CACHE_DIR", str(tmp_path / "cache")), ("WANDB_CONFIG_DIR", str(tmp_path / "config")),
                         ("WANDB_DATA_DIR", str(tmp_path / "data")), ("WANDB_PROJECT", "vidiff-tests")]:

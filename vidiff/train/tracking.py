@@ -85,8 +85,13 @@ class WandbTracker(Tracker):
         if run_id is None:
             run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
             atomic_write(record, json.dumps({"id": run_id}) + "\n")
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "vidiff", name=out_dir.name, id=run_id,
-                              resume="allow", dir=str(out_dir), config=cfg.to_dict(), allow_val_change=True)
+        try:
+            self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "vidiff", name=out_dir.name, id=run_id,
+                                  resume="allow", dir=str(out_dir), config=cfg.to_dict(), allow_val_change=True)
+        except wandb.errors.Error as e:  # not logged in, no network, a bad entity or project
+            raise ConfigError(f"Weights & Biases could not start a run: {str(e).rstrip('.')}; log in with `wandb "
+                              f"login` (or set WANDB_API_KEY), set WANDB_MODE=offline to write the run's files only, "
+                              f"or set train.logger=tensorboard") from None
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
 
