@@ -72,11 +72,11 @@ def test_a_model_loaded_by_name_from_the_hub_cache_samples_the_same_videos(run, 
     prepare_upload(run, upload, "vidiff-test/tiny")
     cache = tmp_path / "cache"
     snapshot = lay_into_cache(upload, cache, "vidiff-test/tiny", refs=("main", "v1"))
-    original = VideoDiffusion.from_pretrained(run).sample(2, seed=3, steps=2)
+    original = VideoDiffusion.from_pretrained(run).sample(2, seed=3, steps=1)
     for name, kw in [("vidiff-test/tiny", {}), ("hf://vidiff-test/tiny", {}), ("hf://vidiff-test/tiny@v1", {}),
                      ("vidiff-test/tiny", {"revision": COMMIT, "local_files_only": True})]:
         model = VideoDiffusion.from_pretrained(name, cache_dir=cache, **kw)
-        assert torch.equal(model.sample(2, seed=3, steps=2), original), name
+        assert torch.equal(model.sample(2, seed=3, steps=1), original), name
     assert resolve_checkpoint("hf://vidiff-test/tiny", cache_dir=cache) == snapshot
 
 
@@ -84,7 +84,7 @@ def test_sample_takes_hf_names_from_the_default_cache(run, tmp_path, monkeypatch
     upload = tmp_path / "upload"
     prepare_upload(run, upload, "vidiff-test/tiny")
     lay_into_cache(upload, Path(hf.constants.HF_HUB_CACHE), "vidiff-test/tiny")
-    args = ["sample", "--num", "2", "--steps", "2", "--seed", "1"]
+    args = ["sample", "--num", "2", "--steps", "1", "--seed", "1"]
     assert main(args + ["--checkpoint", "hf://vidiff-test/tiny", "--out", str(tmp_path / "hub")]) == 0
     assert main(args + ["--checkpoint", str(run), "--out", str(tmp_path / "local")]) == 0
     a, b = (load_file(tmp_path / d / "samples.safetensors")["videos"] for d in ("hub", "local"))
@@ -97,10 +97,11 @@ def test_a_local_folder_wins_over_the_hub_name(run, tmp_path, monkeypatch):
     torch.nn.init.zeros_(next(other.net.parameters()))
     monkeypatch.chdir(tmp_path)
     other.save_pretrained("org/model")  # a local folder of the same name
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     local = VideoDiffusion.from_pretrained("org/model", cache_dir=tmp_path / "cache")
-    assert torch.equal(local.sample(1, steps=2), other.sample(1, steps=2))
     hub = VideoDiffusion.from_pretrained("hf://org/model", cache_dir=tmp_path / "cache")  # hf:// is always the Hub
-    assert not torch.equal(hub.sample(1, steps=2), other.sample(1, steps=2))
+    assert same(local, other) and not same(hub, other) and same(hub, VideoDiffusion.from_pretrained(run))
 
 
 def test_only_the_checkpoint_files_are_asked_for(run, tmp_path):
