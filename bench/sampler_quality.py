@@ -49,28 +49,34 @@ def peak_gflops() -> float:
 def teacher(run: Path, args) -> Path:
     folder = run / "teacher"
     cfg = get_preset(args.preset).override(["data.frames=16", f"train.max_minutes={args.minutes}",
-                                            "train.steps=1000000", "train.num_samples=0", "train.save_every=500"])
+                                            "train.steps=1000000", "train.num_samples=0", "train.save_every=500",
+                                            *args.set])
     if not (folder / "checkpoints").is_dir():
         train(cfg, folder, progress=True)
     return folder
 
 
-def real_features(run: Path, num: int, frames: int, size: int) -> np.ndarray:
+def real_features(run: Path, num: int, frames: int, size: int, batch: int) -> np.ndarray:
     path = run / f"real_i3d_{num}.npy"
     if not path.is_file():
         data = MovingShapes(num_videos=num, frames=frames, size=size, seed=4242)  # clips not seen in training
-        np.save(path, extract_i3d_features(torch.stack([data[i]["video"] for i in range(num)]), progress=True))
+        np.save(path, extract_i3d_features(torch.stack([data[i]["video"] for i in range(num)]), batch_size=batch,
+                                           progress=True))
     return np.load(path)
 
 
-def measure(model: VideoDiffusion, sampler: str, steps: int, options: dict, num: int, seed: int, real) -> dict:
+def measure(model: VideoDiffusion, sampler: str, steps: int, options: dict, num: int, seed: int, real,
+            args) -> dict:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     t = time.perf_counter()
     videos = model.sample(num, frames=16, sampler=sampler, steps=steps, options=options, seed=seed * 100_000,
-                          batch_size=32)
+                          batch_size=args.batch)
+    sync()
     seconds = (time.perf_counter() - t) / num
     call = model.sampling(sampler=sampler, steps=steps, options=options)
-    return {"fvd": fvd(real, extract_i3d_features(videos, progress=False)), "evaluations": call.evaluations,
-            "seconds_per_sample": seconds}
+    feats = extract_i3d_features(videos, batch_size=args.i3d_batch, progress=False)
+    return {"fvd": fvd(real, feats), "evaluations": call.evaluations, "seconds_per_sample": seconds}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -116,21 +122,26 @@ def main():
     p.add_argument("--num", type=int, default=256, help="samples per sampler and seed set (and real clips)")
     p.add_argument("--seeds", default="0,1", help="seed sets")
     p.add_argument("--steps-per-round", type=int, default=500, help="distillation steps per halving")
+    p.add_argument("--batch", type=int, default=32, help="samples per batch")
+    p.add_argument("--i3d-batch", type=int, default=8, help="clips per I3D batch")
+    p.add_argument("--set", action="append", default=[], help="teacher config override, e.g. train.batch_size=32")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs")
     args = p.parse_args()
     if args.quick:
         args.preset, args.minutes, args.num, args.steps_per_round = "cpu-tiny", 0.2, 16, 4
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
-    print(f"fp32 matmul peak: {peak_gflops():.0f} GFLOP/s; torch threads {torch.get_num_threads()}")
-    model = VideoDiffusion.from_pretrained(teacher(run, args))
-    real = real_features(run, args.num, 16, model.config.data.size)
+    print(f"fp32 matmul peak (CPU): {peak_gflops():.0f} GFLOP/s; torch threads {torch.get_num_threads()}; "
+          f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = VideoDiffusion.from_pretrained(teacher(run, args), device=device)
+    real = real_features(run, args.num, 16, model.config.data.size, args.i3d_batch)
     distill(run / "teacher", run / "student8", to_steps=8, steps_per_round=args.steps_per_round,
             overrides=["train.num_samples=0"])
     distill(run / "student8", run / "student4", from_steps=8, to_steps=4, steps_per_round=args.steps_per_round,
             overrides=["train.num_samples=0"])
-    students = {"distilled 8": VideoDiffusion.from_pretrained(run / "student8"),
-                "distilled 4": VideoDiffusion.from_pretrained(run / "student4")}
+    students = {"distilled 8": VideoDiffusion.from_pretrained(run / "student8", device=device),
+                "distilled 4": VideoDiffusion.from_pretrained(run / "student4", device=device)}
     results_path = run / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -140,7 +151,7 @@ def main():
         sampler_spec(name)
         while len(results.get(label, [])) < len(seeds):
             seed = seeds[len(results.get(label, []))]
-            results.setdefault(label, []).append(measure(m, name, steps, opts, args.num, seed, real))
+            results.setdefault(label, []).append(measure(m, name, steps, opts, args.num, seed, real, args))
             results_path.write_text(json.dumps(results, indent=2))
             r = results[label][-1]
             print(f"{label:18s} seed set {seed}: FVD {r['fvd']:8.2f}  {r['evaluations']:4d} evaluations  "

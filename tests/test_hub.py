@@ -84,7 +84,7 @@ def test_sample_takes_hf_names_from_the_default_cache(run, tmp_path, monkeypatch
     upload = tmp_path / "upload"
     prepare_upload(run, upload, "vidiff-test/tiny")
     lay_into_cache(upload, Path(hf.constants.HF_HUB_CACHE), "vidiff-test/tiny")
-    args = ["sample", "--num", "2", "--steps", "1", "--seed", "1"]
+    args = ["sample", "--num-videos", "2", "--steps", "1", "--seed", "1"]
     assert main(args + ["--checkpoint", "hf://vidiff-test/tiny", "--out", str(tmp_path / "hub")]) == 0
     assert main(args + ["--checkpoint", str(run), "--out", str(tmp_path / "local")]) == 0
     a, b = (load_file(tmp_path / d / "samples.safetensors")["videos"] for d in ("hub", "local"))
@@ -182,8 +182,8 @@ def test_push_dry_run_builds_the_folder_and_a_card(run, tmp_path, capsys, monkey
                    'VideoDiffusion.from_pretrained("vidiff-test/tiny")']:
         assert needed in text, needed
     command = next(line for line in text.splitlines() if line.startswith("vidiff sample"))
-    assert command == "vidiff sample --checkpoint hf://vidiff-test/tiny --num 4 --sampler ddim --steps 2 --seed 0 " \
-                      "--out samples"
+    assert command == ("vidiff sample --checkpoint hf://vidiff-test/tiny --num-videos 4 --sampler ddim --steps 2 "
+                       "--seed 0 --out samples")
     # the card's command works, word for word, on the published folder in the cache
     lay_into_cache(folder, Path(hf.constants.HF_HUB_CACHE), "vidiff-test/tiny")
     monkeypatch.chdir(tmp_path)

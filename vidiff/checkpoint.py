@@ -145,6 +145,12 @@ def _reading(ck: Path):
         os.close(fd)
 
 
+def list_checkpoints(run_dir) -> list:
+    """The finished checkpoint folders of a run, oldest first ([] when it has none)."""
+    ckdir = Path(run_dir) / "checkpoints"
+    return _complete(ckdir) if ckdir.is_dir() else []
+
+
 def _complete(ckdir: Path) -> list:
     """The finished checkpoints of a run, oldest first."""
     return sorted(c for c in ckdir.glob("step_*") if c.is_dir() and not c.name.endswith(".tmp")

@@ -53,7 +53,7 @@ class DataConfig:
     image_frames: int = 0  # joint image-video training: independent images appended to each video
     image_source: str = ""  # folder of images; "" takes frames of other videos
     skip_bad_files: bool = False
-    num_workers: int = 0
+    num_workers: str = "auto"  # loader processes: a count, or "auto" (vidiff.train.loader.num_workers)
     num_videos: int = 100_000  # built-in dataset size
 
 
@@ -72,6 +72,8 @@ class TrainConfig:
     cond_drop_prob: float = 0.1  # classifier-free guidance: probability of the null condition
     mixed_precision: str = "auto"  # "auto" (bf16 on a GPU, none on the CPU) | "no" | "bf16" | "fp16"
     compile: bool = False
+    grad_accum: int = 1  # micro-batches per update: each process computes batch_size / (processes × grad_accum)
+    parallel: str = "auto"  # "ddp" | "fsdp" (FSDP2: parameters, gradients and optimiser state sharded) | "auto"
     seed: int = 0
     log_every: int = 10
     save_every: int = 500
@@ -80,6 +82,9 @@ class TrainConfig:
     fvd_every: int = 0  # 0: never; else FVD on a small sample every N steps
     fvd_num: int = 16
     logger: str = "tensorboard"  # where scalars, config and samples are tracked: one of LOGGERS
+
+
+PARALLEL = ("auto", "ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,9 @@ def upgrade(d: dict) -> dict:
     for old, new in moved.items():
         if old in train:
             cond.setdefault(new, train.pop(old))
+    data = d.get("data", {})
+    if isinstance(data.get("num_workers"), int) and not isinstance(data["num_workers"], bool):
+        data["num_workers"] = str(data["num_workers"])  # a count before "auto" existed
     if "classes" in d:
         classes = d.pop("classes")
         cond.setdefault("classes", list(classes or ()))
@@ -233,6 +241,8 @@ def validate(cfg: Config) -> Config:
                         f"(2^(levels−1) for model.channel_mults={m.channel_mults})")
     if data.fps < 0:
         problems.append(f"data.fps must be positive (or 0 for each file's own rate), got {data.fps}")
+    if data.num_workers != "auto" and not data.num_workers.isdigit():
+        problems.append(f"data.num_workers must be auto or a count of processes, got {data.num_workers!r}")
     if data.frames < 1 or data.frame_stride < 1 or data.image_frames < 0:
         problems.append("data.frames and data.frame_stride must be >= 1 and data.image_frames >= 0")
     if cfg.conditioning.kind in KINDS:
@@ -241,8 +251,12 @@ def validate(cfg: Config) -> Config:
         problems.append("train.log_every must be >= 1 and train.save_every, sample_every, fvd_every >= 0")
     if tr.fvd_every and tr.fvd_num < 2:
         problems.append(f"train.fvd_num must be at least 2 for FVD (got {tr.fvd_num})")
-    if tr.batch_size < 1 or tr.steps < 0:
-        problems.append("train.batch_size must be >= 1 and train.steps >= 0")
+    if tr.batch_size < 1 or tr.steps < 0 or tr.grad_accum < 1:
+        problems.append("train.batch_size and train.grad_accum must be >= 1 and train.steps >= 0")
+    if tr.batch_size % tr.grad_accum:
+        problems.append(f"train.batch_size={tr.batch_size} must be divisible by train.grad_accum={tr.grad_accum}")
+    if tr.parallel not in PARALLEL:
+        problems.append(f"train.parallel must be one of {', '.join(PARALLEL)}, got {tr.parallel!r}")
     if cfg.conditioning.kind not in KINDS:
         problems.append(f"conditioning.kind must be one of {', '.join(KINDS)}, got {cfg.conditioning.kind!r}")
     if not 0 <= tr.cond_drop_prob < 1:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidiff import spread
 from vidiff.errors import DataError
 from vidiff.files import atomic_write, find_videos
 from vidiff.metrics.errors import MetricsError
@@ -156,7 +157,7 @@ def _features(source: _Source, kind: str, extract: Callable, cache: Path | None,
     feats = extract(source.batches(), source.num)
     mu, sigma = gaussian_stats(feats["feats"])
     feats = {**feats, "mu": mu, "sigma": sigma, "resolution": np.array(sorted(source.resolutions))}
-    if path is not None:
+    if path is not None and spread.is_main():
         _save_npz_atomic(path, **feats)
     return feats, False
 
@@ -292,11 +293,12 @@ def _protocol(report: dict, real_src: _Source, fake_src: _Source, num_frames: in
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of `vidiff eval --real DIR --fake DIR [--metrics fvd,kvd,fid,is,kid] [--num N] [--out F]`."""
+    """Arguments of `vidiff eval --real DIR --fake DIR [--metrics fvd,kvd,fid,is,kid] [--num-videos N] [--out F]`."""
     parser.add_argument("--real", required=True, help="directory of real videos (or a source the CLI knows)")
     parser.add_argument("--fake", required=True, help="directory of generated videos")
     parser.add_argument("--metrics", default="fvd", help=f"comma-separated, from {','.join(METRICS)} (default fvd)")
-    parser.add_argument("--num", type=int, default=None, help="videos taken from each side (default: all)")
+    parser.add_argument("--num-videos", "--num", dest="num", type=int, default=None,
+                        help="videos taken from each side (default: all; --num is not accepted under torchrun)")
     parser.add_argument("--out", default=None, help="write the JSON report here")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per I3D forward")
     parser.add_argument("--num-frames", type=int, default=16, help="frames read from each video file (>= 9)")
@@ -334,7 +336,8 @@ def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] |
     report = {**report, "real": args.real, "fake": args.fake, "num_frames": args.num_frames,
               "frame_stride": args.frame_stride}
     text = json.dumps(report, indent=2)
-    print(text, file=sys.stdout)
-    if args.out:
-        atomic_write(args.out, text + "\n")
+    if spread.is_main():  # under torchrun every process has the report; one writes it
+        print(text, file=sys.stdout)
+        if args.out:
+            atomic_write(args.out, text + "\n")
     return report

@@ -196,7 +196,7 @@ def task_of(config: Config) -> str:
 def sample_command(facts: RunFacts) -> str:
     """The `vidiff sample` command that samples the published model with its own defaults."""
     s, cond = facts.config.sample, facts.config.conditioning
-    parts = [f"vidiff sample --checkpoint {PREFIX}{facts.repo_id} --num 4", f"--sampler {s.sampler}",
+    parts = [f"vidiff sample --checkpoint {PREFIX}{facts.repo_id} --num-videos 4", f"--sampler {s.sampler}",
              f"--steps {s.steps}"]
     if cond.kind == "text":
         parts.append('--prompt "a red circle moving left"')

@@ -2,6 +2,8 @@
 `run(args)`, all importing the shared helpers in :mod:`vidiff.cli.common` and never each other.
 
 It only parses arguments and calls the Python API; the model's defaults live in its config and presets.
+Under torchrun (`torchrun --nproc-per-node N -m vidiff.cli COMMAND …`) every command joins the
+process group and spreads its work (see :mod:`vidiff.spread`); the files are those of one process.
 vidiff's own errors (:class:`vidiff.errors.VidiffError`) are reported as one line; any other
 exception is a bug and keeps its traceback.
 """
@@ -11,10 +13,11 @@ import argparse
 import logging
 import sys
 
+from .. import spread
 from ..errors import VidiffError
-from . import demo, distill, eval, extend, interpolate, predict, presets, push, sample, train, upsample
+from . import demo, distill, eval, extend, interpolate, predict, prepare, presets, push, sample, studio, train, upsample
 
-COMMANDS = (train, sample, demo, presets, eval, predict, extend, interpolate, upsample, distill, push)
+COMMANDS = (train, sample, demo, presets, eval, predict, extend, interpolate, upsample, distill, prepare, studio, push)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +33,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    spread.init(spread.local_device())  # under torchrun: every command spreads its work over the processes
     try:
         args.func(args)
     except VidiffError as e:
@@ -37,4 +41,6 @@ def main(argv=None) -> int:
             raise
         print(f"vidiff {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        spread.finish()
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .. import spread
 from ..conditioning import KINDS
 from ..config import parse_bool
 from ..sampling import SAMPLERS
@@ -20,7 +21,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a config.json to start from instead of a preset")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config field, e.g. --set model.base_channels=32 (repeatable)")
-    p.add_argument("--data", help="builtin:moving-shapes or a folder of videos (sets data.source)")
+    p.add_argument("--data", help="builtin:moving-shapes, a folder of videos, or shards made by `vidiff prepare` "
+                   "(their folder, or a pattern/URL of .tar shards) (sets data.source)")
     p.add_argument("--steps", type=int, help="sets train.steps")
     p.add_argument("--minutes", type=float, help="stop after this many minutes (sets train.max_minutes)")
     p.add_argument("--batch-size", type=int, help="global batch size (sets train.batch_size)")
@@ -77,7 +79,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     """--checkpoint, --num, --sampler, --steps, one flag per sampler option, conditioning, output."""
     p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder, save_pretrained folder, or a "
                    "Hugging Face Hub model: hf://org/name[@revision] (or org/name when no such local path exists)")
-    p.add_argument("--num", type=int, default=4, help="number of videos")
+    p.add_argument("--num-videos", "--num", dest="num", type=int, default=4,
+                   help="number of videos (--num is not accepted under torchrun: it abbreviates its --numa-binding)")
     samplers = "; ".join(f"{name}: {spec.description}" for name, spec in sorted(SAMPLERS.items()))
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"default: the model's sample.sampler. {samplers}")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's sample.steps)")
@@ -86,6 +89,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=kind, metavar=kind.__name__.upper(),
                        help=f"option of the {', '.join(takers)} sampler (default: the model's config, else {default})")
     p.add_argument("--seed", type=int, default=0, help="video i uses seed + i")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="videos sampled at once; under torchrun, each process takes whole batches")
     p.add_argument("--prompt", help="text prompt (text-conditional models)")
     p.add_argument("--class", dest="class_label", help="class name or index (class-conditional models)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance weight w")
@@ -104,8 +109,19 @@ def sampling_request(args) -> dict:
 
 def load_model(args):
     from ..pipeline import VideoDiffusion
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return VideoDiffusion.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=device)
+    return VideoDiffusion.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=spread.local_device())
+
+
+def in_batches(args, make) -> torch.Tensor:
+    """`make(seed, n)` → n videos, called for each batch of `args.batch_size` of the `args.num`
+    videos with the seed of its first video (video i uses seed + i), the batches spread over
+    torchrun's processes; every process gets all videos, in order, equal to one process's."""
+    from ..errors import VidiffError
+    if args.num < 1 or args.batch_size < 1:
+        raise VidiffError(f"--num-videos ({args.num}) and --batch-size ({args.batch_size}) must be at least 1")
+    parts = spread.map_ordered(spread.chunks(args.num, args.batch_size),
+                               lambda chunk: make(args.seed + chunk[0], chunk[1]).cpu())
+    return torch.cat(parts)
 
 
 # ---- files -------------------------------------------------------------------------------------
@@ -131,7 +147,10 @@ def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "s
 
 
 def save_results(videos: torch.Tensor, args, what: str = "") -> None:
-    """A command's videos (clamped to [−1, 1]) written to --out, and a line saying what was written."""
+    """A command's videos (clamped to [−1, 1]) written to --out, and a line saying what was written
+    (by the first process only, under torchrun)."""
+    if not spread.is_main():
+        return
     videos = videos.clamp(-1, 1).cpu()
     write_videos(videos, Path(args.out), fps=args.fps)
     print(f"wrote {len(videos)} {what + ' ' if what else ''}videos ({tuple(videos.shape[1:])}) to {args.out}: "

@@ -11,7 +11,7 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="train on the built-in dataset for a few minutes, then sample")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--num", type=int, default=8)
+    p.add_argument("--num-videos", "--num", dest="num", type=int, default=8, help="videos sampled at the end")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.set_defaults(func=run)

@@ -1,7 +1,7 @@
 """`vidiff extend`: autoregressive extension beyond the model's window."""
 from __future__ import annotations
 
-from .common import add_task_arguments, load_model, read_clip, repeat, save_results, task_request
+from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, save_results, task_request
 
 
 def register(sub) -> None:
@@ -16,8 +16,8 @@ def register(sub) -> None:
 def run(args) -> None:
     from ..tasks import extend
     model = load_model(args)
-    start = None
-    if args.video:
-        start = repeat(read_clip(args.video, model.config.data.size, max_frames=args.length), args.num)
-    videos = extend(model, start, args.length, overlap=args.overlap, num=args.num, **task_request(args))
+    clip = read_clip(args.video, model.config.data.size, max_frames=args.length) if args.video else None
+    request = task_request(args)
+    videos = in_batches(args, lambda seed, n: extend(model, None if clip is None else repeat(clip, n), args.length,
+                                                     overlap=args.overlap, num=n, **{**request, "seed": seed}))
     save_results(videos, args, "extended")

@@ -1,7 +1,7 @@
 """`vidiff interpolate`: temporal interpolation, K−1 new frames between each pair of a video's frames."""
 from __future__ import annotations
 
-from .common import add_task_arguments, load_model, read_clip, repeat, save_results, task_request
+from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, save_results, task_request
 
 
 def register(sub) -> None:
@@ -17,5 +17,7 @@ def run(args) -> None:
     from ..tasks import interpolate
     model = load_model(args)
     clip = read_clip(args.video, model.config.data.size, max_frames=args.max_frames)
-    videos = interpolate(model, repeat(clip, args.num), args.factor, **task_request(args))
+    request = task_request(args)
+    videos = in_batches(args, lambda seed, n: interpolate(model, repeat(clip, n), args.factor,
+                                                          **{**request, "seed": seed}))
     save_results(videos, args, "interpolated")

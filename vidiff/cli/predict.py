@@ -1,7 +1,7 @@
 """`vidiff predict`: video prediction, continuing the first K frames of a video (paper §3.1)."""
 from __future__ import annotations
 
-from .common import add_task_arguments, load_model, read_clip, repeat, save_results, task_request
+from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, save_results, task_request
 
 
 def register(sub) -> None:
@@ -25,5 +25,7 @@ def run(args) -> None:
     if clip.shape[2] < args.context:
         raise ConditioningError(f"{args.video}: the video has {clip.shape[2]} frames, fewer than --context "
                                 f"{args.context}")
-    videos = predict(model, repeat(clip, args.num), args.frames or window, **task_request(args))
+    request = task_request(args)
+    videos = in_batches(args, lambda seed, n: predict(model, repeat(clip, n), args.frames or window,
+                                                      **{**request, "seed": seed}))
     save_results(videos, args, "predicted")

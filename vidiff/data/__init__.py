@@ -1,4 +1,5 @@
-"""Datasets of videos for training: the built-in moving shapes, folders of videos, folders of images.
+"""Datasets of videos for training: the built-in moving shapes, folders of videos, folders of images,
+prepared shards (``vidiff prepare``: :mod:`vidiff.data.shards`).
 
 Every dataset yields dicts ``{"video": float32 (c f h w) in [-1, 1], "label": int (-1 if none),
 "caption": str ("" if none)}``, which the default ``DataLoader`` collate turns into a ``(b c f h w)``
@@ -13,6 +14,7 @@ from pathlib import Path
 from vidiff.data.errors import DataError
 from vidiff.data.image_folder import ImageFolder
 from vidiff.data.moving_shapes import COLORS, DIRECTIONS, PALETTE, SHAPES, MovingShapes, describe_video
+from vidiff.data.shards import ShardDataset, is_shard_spec
 from vidiff.data.video_folder import VideoFolder
 from vidiff.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, find_files, find_videos
 
@@ -22,6 +24,7 @@ __all__ = [
     "DIRECTIONS",
     "PALETTE",
     "SHAPES",
+    "ShardDataset",
     "DataError",
     "IMAGE_EXTENSIONS",
     "ImageFolder",
@@ -49,9 +52,12 @@ def build_dataset(
     fps: float | None = None,
     **kw,
 ):
-    """The dataset named by ``spec``: ``"builtin:moving-shapes"`` or a folder.
+    """The dataset named by ``spec``: ``"builtin:moving-shapes"``, a folder, or prepared shards.
 
-    A folder with video files gives a :class:`VideoFolder`; one with images but no videos gives an
+    Prepared shards (a folder holding ``index.json``, that index's path or URL, or a pattern of shards
+    such as ``OUT/shards-{000000..000009}.tar``, a URL or a ``pipe:`` command) give a
+    :class:`ShardDataset`; their clips were cut when they were prepared (``frame_stride`` and ``fps``
+    are ignored). A folder with video files gives a :class:`VideoFolder`; one with images but no videos gives an
     :class:`ImageFolder` of one-frame videos. ``seed`` fixes the built-in dataset's clips (folder
     datasets draw their crops and flips from the generator given to ``item(index, generator)``);
     ``flip`` and ``frame_stride`` apply to folders only, ``fps`` (the rate clips are sampled at; None:
@@ -65,6 +71,13 @@ def build_dataset(
         return MovingShapes(frames=frames, size=size, seed=seed, **kw)
     if spec.startswith("builtin:"):
         raise DataError(f"unknown built-in dataset {spec!r}; available: {', '.join(BUILTIN_DATASETS)}")
+    if is_shard_spec(spec):
+        ds = ShardDataset(spec, frames, size, flip=flip, **kw)
+        if fps is not None and ds.fps != fps:
+            logger.warning("fps=%s ignored: the shards were prepared at %s", fps, ds.fps or "each file's own rate")
+        if frame_stride != 1:
+            logger.warning("frame_stride=%d ignored: the shards' clips were cut when they were prepared", frame_stride)
+        return ds
     root = Path(spec).expanduser()
     if not root.exists():
         raise DataError(

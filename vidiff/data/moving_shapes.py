@@ -100,6 +100,8 @@ class MovingShapes(Dataset):
     Items are dicts ``{"video": float32 (c f h w) in [-1, 1], "label": int, "caption": str}``.
     """
 
+    items_are_cheap = True  # ~2,300 clips/s a core at 8×16×16 (vidiff.train.loader.num_workers)
+
     def __init__(
         self,
         num_videos: int = 100_000,

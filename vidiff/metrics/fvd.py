@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from vidiff import spread
 from vidiff.metrics.frechet import frechet_distance_from_feats
 from vidiff.metrics.i3d import I3D_MIN_FRAMES, I3D_SIZE, check_i3d_input, i3d_weights_path, load_i3d
 from vidiff.metrics.scores import kernel_distance
@@ -46,21 +47,27 @@ def preprocess_for_i3d(videos) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_i3d(path: str) -> torch.nn.Module:
-    return load_i3d(path)
+def _cached_i3d(path: str, device: str) -> torch.nn.Module:
+    return load_i3d(path, device=device)
 
 
-def get_i3d(i3d_weights: str | os.PathLike | None = None) -> torch.nn.Module:
-    """The Kinetics-400 I3D (eval, BatchNorm folded), loaded once per weight file."""
-    return _cached_i3d(str(i3d_weights_path(i3d_weights)))
+def default_device() -> str:
+    """Where features are computed unless told: the GPU of this process where there is one."""
+    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+
+
+def get_i3d(i3d_weights: str | os.PathLike | None = None, device=None) -> torch.nn.Module:
+    """The Kinetics-400 I3D (eval, BatchNorm folded), loaded once per weight file and device."""
+    return _cached_i3d(str(i3d_weights_path(i3d_weights)), str(device or default_device()))
 
 
 def i3d_logits(videos: torch.Tensor, i3d_weights: str | os.PathLike | None = None, model=None) -> torch.Tensor:
     """The 400 Kinetics logits of float videos `b c f 224 224` in [−1, 1] -> `(b, 400)` float32."""
     check_i3d_input(videos)
     model = get_i3d(i3d_weights) if model is None else model
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        return model(videos.float().contiguous(memory_format=torch.channels_last_3d)).float()
+        return model(videos.to(device).float().contiguous(memory_format=torch.channels_last_3d)).float().cpu()
 
 
 def extract_i3d_features(
@@ -70,18 +77,22 @@ def extract_i3d_features(
     i3d_weights: str | os.PathLike | None = None,
     progress: bool = True,
     desc: str = "I3D",
+    device=None,
 ) -> np.ndarray:
     """I3D logits `(n, 400)` (float64) of every clip of `source`: a video tensor (uint8 `b f h w c`
-    or float `b c f h w` in [−1, 1]) or an iterable of such batches, any resolution."""
+    or float `b c f h w` in [−1, 1]) or an iterable of such batches, any resolution. On `device`
+    (default: this process's GPU where there is one, else the CPU)."""
     from tqdm.auto import tqdm
 
-    model = get_i3d(i3d_weights)
-    feats = []
-    with tqdm(total=num, desc=desc, unit="clip", disable=not progress) as bar:
-        for batch in iter_batches(source, num):
-            for chunk in torch.as_tensor(batch).split(batch_size):
-                feats.append(i3d_logits(preprocess_for_i3d(chunk), model=model).double().numpy())
-                bar.update(len(chunk))
+    model = get_i3d(i3d_weights, device)
+    device = next(model.parameters()).device
+    with tqdm(total=num, desc=desc, unit="clip", disable=not (progress and spread.is_main())) as bar:
+        def logits(chunk: torch.Tensor) -> np.ndarray:
+            out = i3d_logits(preprocess_for_i3d(chunk.to(device)), model=model).double().numpy()
+            bar.update(len(chunk) * spread.world())
+            return out
+        clips = (chunk for batch in iter_batches(source, num) for chunk in torch.as_tensor(batch).split(batch_size))
+        feats = spread.map_ordered(clips, logits)  # over torchrun's processes, if any
     if not feats:
         raise MetricsError("no videos to compute I3D features on")
     return np.concatenate(feats)  # (n, 400)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vidiff import spread
 from vidiff.metrics.videos import as_float_videos, iter_batches
 
 from .errors import MetricsError, MissingWeightsError
@@ -270,15 +271,20 @@ def extract_inception_features(
     from tqdm.auto import tqdm
 
     model = get_inception(inception_weights) if model is None else model
-    pools, logits = [], []
-    with tqdm(total=num, desc=desc, unit="clip", disable=not progress) as bar:
-        for batch in iter_batches(source, num):
-            frames = rearrange(as_float_videos(batch), "b c f h w -> (b f) c h w")
-            for chunk in frames.split(batch_size):
-                pool, logit = inception_features(chunk, model)
-                pools.append(pool.double().numpy())
-                logits.append(logit.double().numpy())
-            bar.update(len(batch))
+    with tqdm(total=num, desc=desc, unit="clip", disable=not (progress and spread.is_main())) as bar:
+        def features(item) -> tuple:
+            clips, frames = item
+            pool, logit = inception_features(frames, model)
+            bar.update(clips * spread.world())
+            return pool.double().numpy(), logit.double().numpy()
+
+        def frame_chunks():
+            for batch in iter_batches(source, num):
+                frames = rearrange(as_float_videos(batch), "b c f h w -> (b f) c h w").split(batch_size)
+                for i, chunk in enumerate(frames):
+                    yield (len(batch) if i == 0 else 0), chunk
+        results = spread.map_ordered(frame_chunks(), features)  # over torchrun's processes, if any
+    pools, logits = [r[0] for r in results], [r[1] for r in results]
     if not pools:
         raise MetricsError("no videos to compute Inception features on")
     return np.concatenate(pools), np.concatenate(logits)  # (n·f, 2048), (n·f, 1008)

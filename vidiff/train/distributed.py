@@ -7,6 +7,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .. import spread
+
 
 def dist_info() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
@@ -14,9 +16,7 @@ def dist_info() -> tuple[int, int, int]:
 
 
 def setup_distributed(device: torch.device) -> None:
-    _, world, _ = dist_info()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    spread.init(device)
 
 
 def mean_over_processes(x: torch.Tensor) -> torch.Tensor:

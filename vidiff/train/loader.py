@@ -6,13 +6,22 @@ Every random draw of the data is a function of (seed, step): the batch sampler y
 random (crops, flips, the images of joint training) draws them from a generator seeded by the
 item seed (its `item(index, generator)` method). So loader workers, several processes and a
 resumed run see the same items as one uninterrupted process.
+
+Datasets read in epochs (prepared shards: an `epoch_order(seed, epoch, rank, world)` method) take
+their indices from that order instead of drawing them: each process takes the next positions of its
+share of the epoch, which a step fixes, so every clip is seen once an epoch and resume stays exact.
 """
 from __future__ import annotations
 
+import logging
+import os
 from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+log = logging.getLogger("vidiff.train")
+MAX_AUTO_WORKERS = 8
 
 
 def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
@@ -41,6 +50,38 @@ class StepBatchSampler(Sampler):
             seeds = torch.randint(2**62, (self.batch,), generator=g)
             shard = slice(self.rank * per, (self.rank + 1) * per)  # the same shard as the noise
             yield list(zip(idx[shard].tolist(), seeds[shard].tolist()))
+            step += 1
+
+    def __len__(self):
+        return 2**31
+
+
+class EpochBatchSampler(Sampler):
+    """Yields, for each step from `start`, this process's keys (dataset index, item seed): the indices
+    are the next positions of the process's share of the dataset's epoch order, the seeds those of
+    `StepBatchSampler`."""
+
+    def __init__(self, dataset, batch: int, seed: int, start: int, rank: int, world: int):
+        self.dataset, self.batch, self.seed, self.start = dataset, batch, seed, start
+        self.rank, self.world = rank, world
+        self.length = dataset.epoch_length(world)
+
+    def __iter__(self):
+        per = self.batch // self.world
+        orders: dict = {}
+        step = self.start
+        while True:
+            g = step_generator(self.seed, step, 1)
+            torch.randint(2**31, (self.batch,), generator=g)  # the draw StepBatchSampler makes for its indices
+            seeds = torch.randint(2**62, (self.batch,), generator=g)[self.rank * per:(self.rank + 1) * per]
+            idx = []
+            for p in range(step * per, (step + 1) * per):
+                epoch, q = divmod(p, self.length)
+                if epoch not in orders:
+                    orders = {e: o for e, o in orders.items() if e >= epoch - 1}
+                    orders[epoch] = self.dataset.epoch_order(self.seed, epoch, self.rank, self.world)
+                idx.append(int(orders[epoch][q]))
+            yield list(zip(idx, seeds.tolist()))
             step += 1
 
     def __len__(self):
@@ -91,8 +132,33 @@ def collate(items: list) -> dict:
             "caption": [it.get("caption", "") for it in items]}
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def num_workers(setting, dataset: Dataset, local_world: int = 1, device: str = "cpu") -> tuple[int, str]:
+    """The loader workers for `data.num_workers` (a count, or "auto") and why. "auto": one per core
+    this process may use but one (the training step's), at most MAX_AUTO_WORKERS; none when training
+    on the CPU from data whose items are cheap to make (built-in, prepared shards), since the step
+    then uses every core and a worker costs more to hand an item over than the item costs."""
+    if str(setting) != "auto":
+        return int(setting), f"data.num_workers={setting}"
+    base = getattr(dataset, "videos", dataset)  # joint image-video training wraps the clips
+    if device == "cpu" and getattr(base, "items_are_cheap", False):
+        return 0, f"data.num_workers=auto: {type(base).__name__} items are cheap, made in the training process"
+    cores = max(1, usable_cores() // max(1, local_world))
+    n = max(0, min(cores - 1, MAX_AUTO_WORKERS))
+    return n, f"data.num_workers=auto: {cores} core{'s' if cores > 1 else ''} for this process, one kept for training"
+
+
 def build_loader(dataset: Dataset, batch_size: int, seed: int, start_step: int, rank: int, world: int,
-                 num_workers: int) -> DataLoader:
-    sampler = StepBatchSampler(len(dataset), batch_size, seed, start_step, rank, world)
-    return DataLoader(Keyed(dataset), batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                      persistent_workers=num_workers > 0)
+                 workers: int, prefetch_factor: int = 4) -> DataLoader:
+    """Batches of `dataset` from step `start_step` on, made by `workers` processes (0: this one), each
+    keeping `prefetch_factor` batches ready."""
+    base = getattr(dataset, "videos", dataset)  # joint image-video training wraps the clips
+    if hasattr(base, "epoch_order"):
+        sampler = EpochBatchSampler(base, batch_size, seed, start_step, rank, world)
+    else:
+        sampler = StepBatchSampler(len(dataset), batch_size, seed, start_step, rank, world)
+    extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if workers > 0 else {}
+    return DataLoader(Keyed(dataset), batch_sampler=sampler, num_workers=workers, collate_fn=collate, **extra)

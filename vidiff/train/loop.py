@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -16,19 +17,8 @@ from ..errors import VidiffError
 from ..files import RunLockedError, atomic_write, run_lock
 from . import distributed
 from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
-from .loader import build_loader
-from .setup import (
-    Trainer,
-    build_data,
-    build_trainer,
-    derive_config,
-    ema_model,
-    load_state,
-    resume_config,
-    save_state,
-    start_from_teacher,
-    with_images,
-)
+from .loader import build_loader, num_workers
+from .setup import Trainer, build_data, build_trainer, derive_config, ema_model, resume_config, save_state, with_images
 from .step import train_step
 from .tracking import open_tracker
 
@@ -66,16 +56,18 @@ class _Run:
                                  train_grad_norm=None if grad_norm is None else float(grad_norm))
 
     def sample(self, step: int, progress: bool = False):
+        model = ema_model(self.t)  # every process: a sharded EMA is gathered
         if not self.main:
             return None
-        return save_sample_grid(ema_model(self.t), self.out_dir / "samples" / f"step_{step:07d}.gif",
+        return save_sample_grid(model, self.out_dir / "samples" / f"step_{step:07d}.gif",
                                 self.t.cfg.train.num_samples, self.grid_request,
                                 tracker=self.tracker, step=step, progress=progress)
 
     def measure_fvd(self, step: int) -> None:
+        model = ema_model(self.t)
         if not self.main:
             return
-        value = self.fvd(ema_model(self.t))
+        value = self.fvd(model)
         self.metrics.log(step, fvd=value, fvd_num=self.t.cfg.train.fvd_num)
         self.tracker.scalars(step, eval_fvd=value)
 
@@ -153,24 +145,26 @@ def _lock(stack: contextlib.ExitStack, out_dir: Path, rank: int) -> None:
 def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: torch.device, tensorboard: bool) -> dict:
     rank, world, _ = distributed.dist_info()
     cfg, start_step, ck = _start(cfg, out_dir, resume)
-    if cfg.train.batch_size % world:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the number of processes "
-                          f"({world})")
+    tr = cfg.train
+    if tr.batch_size % (world * tr.grad_accum):
+        raise ConfigError(f"train.batch_size={tr.batch_size} (the global batch) must be divisible by the number of "
+                          f"processes ({world}) × train.grad_accum ({tr.grad_accum})")
     data = build_data(cfg)
     cfg = derive_config(cfg, data)
     grid_items = [{k: v for k, v in data[i % len(data)].items() if k != "video"} for i in range(cfg.train.num_samples)]
-    t = build_trainer(cfg, device, start_step)
-    if ck is not None:
-        load_state(t, ck)
-    else:
-        start_from_teacher(t)
+    t = build_trainer(cfg, device, start_step, ck)
     if rank == 0:
         atomic_write(out_dir / "config.json", cfg.to_json())
-        log.info("training %s parameters on %s (%d process%s) into %s",
-                 f"{sum(p.numel() for p in t.net.parameters()):,}", device, world, "es" if world > 1 else "", out_dir)
+        log.info("training %s parameters on %s into %s: batch %d = %d per process × %d accumulation step%s × %d "
+                 "process%s (%s)", f"{sum(p.numel() for p in t.net.parameters()):,}", device, out_dir, tr.batch_size,
+                 tr.batch_size // (world * tr.grad_accum), tr.grad_accum, "s" if tr.grad_accum > 1 else "", world,
+                 "es" if world > 1 else "", t.parallel)
     run = _Run(t, out_dir, start_step, tensorboard, t.model.conditioning.like(grid_items))
+    workers, why = num_workers(cfg.data.num_workers, data, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), device.type)
+    if rank == 0:
+        log.info("reading the data with %d loader worker%s (%s)", workers, "" if workers == 1 else "s", why)
     loader = build_loader(with_images(data, cfg), cfg.train.batch_size, cfg.train.seed, start_step, rank, world,
-                          cfg.data.num_workers)
+                          workers)
     t0 = time.time()
     step, loss = _loop(t, run, loader, start_step, progress)
     save_state(t, out_dir, step)

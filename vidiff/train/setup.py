@@ -26,7 +26,7 @@ from ..conditioning import build_conditioning
 from ..config import DERIVED, Config, ConfigError
 from ..diffusion import Denoiser, DiffusionLoss, DistillationLoss
 from ..pipeline import VideoDiffusion
-from . import distributed
+from . import distributed, parallel
 from .loader import JointImageVideo
 
 log = logging.getLogger("vidiff.train")
@@ -106,11 +106,13 @@ class Trainer:
     ema: torch.nn.Module
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
-    denoiser: Denoiser  # around the DDP / compiled network
+    train_net: torch.nn.Module  # what the step calls: the network, its DDP wrapper, sharded, compiled
+    denoiser: Denoiser  # around train_net
     loss_fn: Callable  # (denoiser, x, cond, t=, eps=) -> per-example loss: DiffusionLoss or DistillationLoss
     device: torch.device
     rank: int
     world: int
+    parallel: str = "ddp"  # or "fsdp"
     amp_dtype: Optional[torch.dtype] = None
     scaler: Optional[torch.amp.GradScaler] = None
 
@@ -128,29 +130,44 @@ def _amp(tr_cfg, device: torch.device) -> Optional[torch.dtype]:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
 
-def build_trainer(cfg: Config, device: torch.device, start_step: int = 0) -> Trainer:
+def _initial_weights(cfg: Config, net: torch.nn.Module, ema: torch.nn.Module, ck: Optional[Path]) -> None:
+    """A resumed run's weights, a distillation student's teacher (its EMA weights), or none."""
+    if ck is not None:
+        load_weights(net, ck / "model.safetensors")
+        load_weights(ema, ck / "ema.safetensors")
+    elif cfg.distill.teacher:
+        teacher = resolve_checkpoint(cfg.distill.teacher)
+        weights = teacher / ("ema.safetensors" if (teacher / "ema.safetensors").is_file() else "model.safetensors")
+        load_weights(net, weights)
+        load_weights(ema, weights)
+
+
+def build_trainer(cfg: Config, device: torch.device, start_step: int = 0, ck: Optional[Path] = None) -> Trainer:
+    """The trainer of a new run, or of a run resumed from checkpoint `ck` (weights, EMA, optimiser
+    and RNG state: exact resume)."""
     rank, world, _ = distributed.dist_info()
     tr = cfg.train
     torch.manual_seed(tr.seed)
     model = VideoDiffusion(cfg).to(device)
     net = model.net
     ema = copy.deepcopy(net).requires_grad_(False)
+    _initial_weights(cfg, net, ema, ck)  # before sharding: every process reads the whole files
+    choice = parallel.choose(cfg, sum(p.numel() for p in net.parameters()), device)
+    train_net = parallel.wrap(net, ema, choice, device)
+    if tr.compile:
+        train_net = torch.compile(train_net)
     opt = torch.optim.AdamW(net.parameters(), lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2),  # fused: ~3× faster
                             weight_decay=tr.weight_decay, fused=device.type in ("cpu", "cuda"))
     for g in opt.param_groups:
         g.setdefault("initial_lr", tr.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tr.warmup_steps)),
                                               last_epoch=start_step - 1)  # linear warm-up, then constant
-    amp_dtype = _amp(tr, device)
-    train_net = net
-    if world > 1:
-        train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
-                                                              else None)
-    if tr.compile:
-        train_net = torch.compile(train_net)
-    return Trainer(cfg, model, ema, opt, sched, Denoiser(train_net, cfg.diffusion.prediction), _loss(cfg, device),
-                   device, rank, world, amp_dtype,
-                   torch.amp.GradScaler("cuda") if tr.mixed_precision == "fp16" else None)
+    t = Trainer(cfg, model, ema, opt, sched, train_net, Denoiser(train_net, cfg.diffusion.prediction),
+                _loss(cfg, device), device, rank, world, choice, _amp(tr, device),
+                torch.amp.GradScaler("cuda") if tr.mixed_precision == "fp16" else None)
+    if ck is not None:
+        _load_optimizer(t, ck)
+    return t
 
 
 def _loss(cfg: Config, device: torch.device):
@@ -161,15 +178,6 @@ def _loss(cfg: Config, device: torch.device):
     # the first round distils the guided output; later teachers are students that already give it
     w = 0.0 if teacher.config.distill.teacher else cfg.distill.guidance
     return DistillationLoss(teacher.guided(w), cfg.sample.steps, **cfg.diffusion.schedule())
-
-
-def start_from_teacher(t: Trainer) -> None:
-    """A distillation student starts as its teacher (its EMA weights)."""
-    if t.cfg.distill.teacher:
-        ck = resolve_checkpoint(t.cfg.distill.teacher)
-        weights = ck / ("ema.safetensors" if (ck / "ema.safetensors").is_file() else "model.safetensors")
-        load_weights(t.net, weights)
-        load_weights(t.ema, weights)
 
 
 def _rng_state() -> dict:
@@ -189,12 +197,10 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([_tensor(s) for s in state["cuda"]])
 
 
-def load_state(t: Trainer, ck: Path) -> None:
-    """Weights, EMA, optimiser and RNG state of checkpoint `ck` into the trainer."""
-    load_weights(t.net, ck / "model.safetensors")
-    load_weights(t.ema, ck / "ema.safetensors")
-    t.opt.load_state_dict(optimizer_from_tensors(load_tensors(ck / "optimizer.safetensors"),
-                                                 load_json(ck / "optimizer.json")))
+def _load_optimizer(t: Trainer, ck: Path) -> None:
+    """Optimiser and RNG state of checkpoint `ck`, with the run's (possibly changed) settings."""
+    state = optimizer_from_tensors(load_tensors(ck / "optimizer.safetensors"), load_json(ck / "optimizer.json"))
+    parallel.load_optimizer_state(t.net, t.opt, state)
     tr = t.cfg.train
     for g in t.opt.param_groups:  # the run's (possibly changed) settings, not the saved ones
         g.update(betas=(tr.adam_beta1, tr.adam_beta2), weight_decay=tr.weight_decay, initial_lr=tr.lr,
@@ -203,16 +209,23 @@ def load_state(t: Trainer, ck: Path) -> None:
 
 
 def save_state(t: Trainer, out_dir: Path, step: int) -> None:
-    distributed.check_replicas_in_sync(t.net)
+    """A checkpoint of the whole state, gathered from every process (a collective: all call it)."""
+    if t.parallel == "ddp":
+        distributed.check_replicas_in_sync(t.net)
+    model, ema = parallel.full_state_dict(t.net), parallel.full_state_dict(t.ema)
+    optimizer = parallel.full_optimizer_state(t.net, t.opt)
     if t.rank == 0:
-        save_checkpoint(out_dir, step, model=t.net.state_dict(), ema=t.ema.state_dict(),
-                        optimizer=t.opt.state_dict(), config=t.cfg.to_dict(),
+        save_checkpoint(out_dir, step, model=model, ema=ema, optimizer=optimizer, config=t.cfg.to_dict(),
                         state={"step": step, "rng": _rng_state()})
 
 
-def ema_model(t: Trainer) -> VideoDiffusion:
-    """A model with the EMA weights, sharing the trainer's conditioning (and its loaded text encoder)."""
+def ema_model(t: Trainer) -> Optional[VideoDiffusion]:
+    """On rank 0, a model with the EMA weights, sharing the trainer's conditioning (and its loaded
+    text encoder); None elsewhere. Every process calls it (a sharded EMA is gathered)."""
+    state = parallel.full_state_dict(t.ema)
+    if t.rank != 0:
+        return None
     m = VideoDiffusion(t.cfg).to(t.device)
-    m.net.load_state_dict(t.ema.state_dict())
+    m.net.load_state_dict(state)
     m.conditioning = t.model.conditioning
     return m

@@ -2,6 +2,8 @@
 (seed, step), this process's shard of them, the loss, the update and the EMA."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..layers import joint_attention_mask
@@ -34,13 +36,10 @@ def _condition(t: Trainer, batch: dict, keep: torch.Tensor) -> dict:
     return cond
 
 
-def _backward_and_update(t: Trainer, loss: torch.Tensor):
-    t.opt.zero_grad(set_to_none=True)
+def _update(t: Trainer):
+    """Clip the accumulated gradient, step the optimiser and the learning rate; the gradient norm."""
     if t.scaler is not None:
-        t.scaler.scale(loss).backward()
         t.scaler.unscale_(t.opt)
-    else:
-        loss.backward()
     clip = t.cfg.train.grad_clip
     grad_norm = torch.nn.utils.clip_grad_norm_(t.net.parameters(), clip) if clip > 0 else None
     if t.scaler is not None:
@@ -52,8 +51,25 @@ def _backward_and_update(t: Trainer, loss: torch.Tensor):
     return grad_norm
 
 
+def _rows(batch: dict, rows: slice) -> dict:
+    return {k: v[rows] for k, v in batch.items()}
+
+
+def _gradient_sync(t: Trainer, last: bool):
+    """DDP and FSDP reduce gradients across processes only on the last micro-batch of a step."""
+    net = t.train_net
+    if hasattr(net, "no_sync"):  # DDP
+        return contextlib.nullcontext() if last else net.no_sync()
+    if hasattr(net, "set_requires_gradient_sync"):  # FSDP2
+        net.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
+
+
 def train_step(t: Trainer, batch: dict, step: int) -> tuple[float, object]:
-    """One update at `step`; returns (the loss averaged over processes, the gradient norm or None)."""
+    """One update at `step` from `train.grad_accum` micro-batches of this process's shard of the
+    global batch; returns (the loss averaged over processes, the gradient norm or None). The update
+    is that of the whole global batch at once: the same draws, each micro-batch's mean loss weighted
+    by its share."""
     cfg, tr = t.cfg, t.cfg.train
     g = step_generator(tr.seed, step, 2)
     shape = (tr.batch_size, cfg.model.in_channels, cfg.data.frames + cfg.data.image_frames, cfg.data.size,
@@ -62,13 +78,22 @@ def train_step(t: Trainer, batch: dict, step: int) -> tuple[float, object]:
     eps = torch.randn(shape, generator=g)
     keep = torch.rand(tr.batch_size, generator=g) >= tr.cond_drop_prob  # classifier-free dropout
     per = tr.batch_size // t.world
-    shard = slice(t.rank * per, (t.rank + 1) * per)
-    x = batch["video"].to(t.device)
-    if x.shape[1:] != shape[1:]:
-        raise RuntimeError(f"data gave clips of shape {tuple(x.shape[1:])}, expected {shape[1:]}")
-    cond = _condition(t, batch, keep[shard])
-    with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
-        loss = t.loss_fn(t.denoiser, x, cond, t=time[shard].to(t.device), eps=eps[shard].to(t.device)).mean()
-    grad_norm = _backward_and_update(t, loss)
+    micro = per // tr.grad_accum
+    if batch["video"].shape[1:] != shape[1:]:
+        raise RuntimeError(f"data gave clips of shape {tuple(batch['video'].shape[1:])}, expected {shape[1:]}")
+    t.opt.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=t.device)
+    for i in range(tr.grad_accum):
+        rows = slice(i * micro, (i + 1) * micro)  # of this process's batch
+        shard = slice(t.rank * per + rows.start, t.rank * per + rows.stop)  # of the global draws
+        part = _rows(batch, rows)
+        with _gradient_sync(t, last=i == tr.grad_accum - 1):
+            cond = _condition(t, part, keep[shard])
+            with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
+                loss = t.loss_fn(t.denoiser, part["video"].to(t.device), cond, t=time[shard].to(t.device),
+                                 eps=eps[shard].to(t.device)).mean() / tr.grad_accum
+            (t.scaler.scale(loss) if t.scaler is not None else loss).backward()
+        total += loss.detach()
+    grad_norm = _update(t)
     ema_update(t.ema, t.net, ema_decay(step, tr.ema_decay))
-    return distributed.mean_over_processes(loss.detach()).item(), grad_norm
+    return distributed.mean_over_processes(total).item(), grad_norm

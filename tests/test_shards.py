@@ -1,0 +1,185 @@
+"""Prepared shards (vidiff prepare, vidiff.data.shards) and the loader's workers, split and resume."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_data import make_bad, write_video
+
+from vidiff.cli import main
+from vidiff.data import DataError, ShardDataset, VideoFolder, build_dataset
+from vidiff.data.prepare import parse_bytes, prepare_shards
+from vidiff.data.shards import expand_braces
+from vidiff.train.loader import EpochBatchSampler, build_loader, num_workers
+
+FRAMES, SIZE = 4, 16
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """Three labelled videos (class sub-folders) of 20, 13 and 9 frames: 5 + 3 + 2 clips of 4 frames."""
+    root = tmp_path_factory.mktemp("videos")
+    write_video(root / "cats" / "a.mp4", n=20, h=36, w=52)
+    write_video(root / "cats" / "b.mp4", n=13, h=24, w=24, gop=4)
+    write_video(root / "dogs" / "c.mp4", n=9, h=40, w=30)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shards(videos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards") / "prepared"
+    summary = prepare_shards(videos, out, FRAMES, SIZE, shard_bytes=4 * 3100, progress=False)  # ~4 clips a shard
+    return out, summary
+
+
+def test_prepare_writes_every_clip_once_in_several_shards(shards):
+    out, summary = shards
+    assert summary["clips"] == 10 and summary["videos"] == 3 and summary["skipped"] == []
+    index = json.loads((out / "index.json").read_text())
+    assert summary["shards"] == len(index["shards"]) == len(list(out.glob("shards-*.tar"))) >= 3
+    assert summary["bytes"] == sum(p.stat().st_size for p in out.glob("*.tar"))
+    assert index["classes"] == ["cats", "dogs"] and index["frames"] == FRAMES and index["size"] == [SIZE, SIZE]
+    assert not list(out.glob(".*partial"))
+
+
+def test_shards_are_readable_by_webdataset(shards):
+    wds = pytest.importorskip("webdataset")
+    out, _ = shards
+    samples = list(wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False).decode())
+    assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(10)]
+    assert all(s["npy"].shape == (3, FRAMES, SIZE, SIZE) and s["npy"].dtype == np.uint8 for s in samples)
+    assert [s["cls"] for s in samples] == [0] * 8 + [1] * 2
+    assert [(s["json"]["file"], s["json"]["start"]) for s in samples[:6]] == [
+        ("cats/a.mp4", 0), ("cats/a.mp4", 4), ("cats/a.mp4", 8), ("cats/a.mp4", 12), ("cats/a.mp4", 16),
+        ("cats/b.mp4", 0)]
+
+
+def test_shard_clips_are_the_folder_clips(videos, shards):
+    """A prepared clip is what training on the folder reads for that file and start, bit for bit."""
+    out, _ = shards
+    folder = VideoFolder(videos, FRAMES, SIZE)
+    ds = build_dataset(str(out), frames=FRAMES, size=SIZE)
+    assert isinstance(ds, ShardDataset) and len(ds) == 10 and ds.num_classes == 2
+    for i, (file, start) in enumerate([("cats/a.mp4", 12), ("cats/b.mp4", 8), ("dogs/c.mp4", 4)]):
+        index = [3, 7, 9][i]
+        want = folder.get_clip(folder.files.index(file), start)
+        got = ds[index]
+        assert torch.equal(got["video"], want["video"]) and got["label"] == want["label"]
+
+
+def test_shards_by_pattern_index_and_pipe(shards, tmp_path):
+    out, summary = shards
+    base = build_dataset(str(out), frames=FRAMES, size=SIZE)
+    last = summary["shards"] - 1
+    pattern = build_dataset(f"{out}/shards-{{000000..{last:06d}}}.tar", frames=FRAMES, size=SIZE)
+    by_index = build_dataset(str(out / "index.json"), frames=FRAMES, size=SIZE)
+    two = build_dataset(f"{out}/shards-{{000000..000001}}.tar", frames=FRAMES, size=SIZE)
+    assert len(pattern) == len(by_index) == 10 and len(two) < 10
+    for i in range(10):
+        want = base[i]["video"]
+        assert torch.equal(pattern[i]["video"], want) and torch.equal(by_index[i]["video"], want)
+    pytest.importorskip("webdataset")
+    piped = build_dataset(f"pipe:cat {out}/shards-{{000000..{last:06d}}}.tar", frames=FRAMES, size=SIZE,
+                          cache_dir=str(tmp_path / "cache"))
+    assert all(torch.equal(piped[i]["video"], base[i]["video"]) for i in range(10))
+    assert len(list((tmp_path / "cache").iterdir())) == summary["shards"]
+
+
+def test_shards_wrong_shape_or_missing_index(shards, tmp_path):
+    out, _ = shards
+    with pytest.raises(DataError, match="4 frames of 16×16.*data.frames=4"):
+        build_dataset(str(out), frames=8, size=SIZE)
+    (tmp_path / "x.tar").write_bytes(b"")
+    with pytest.raises(DataError, match="no readable shard index.*vidiff prepare"):
+        build_dataset(str(tmp_path / "x.tar"), frames=FRAMES, size=SIZE)
+
+
+def keys(ds, batch, seed, start, steps, rank=0, world=1):
+    return list(itertools.islice(EpochBatchSampler(ds, batch, seed, start, rank, world), steps))
+
+
+def test_two_ranks_see_every_clip_once_an_epoch(shards):
+    ds = build_dataset(str(shards[0]), frames=FRAMES, size=SIZE)
+    for epoch in range(3):
+        seen = [i for r in range(2) for i in ds.epoch_order(0, epoch, r, 2)]
+        assert sorted(seen) == list(range(10))
+    # through the sampler, a global batch of 4 (2 a rank): 5 clips a rank an epoch, epochs back to back
+    per_rank = [[i for b in keys(ds, 4, 0, 0, 5, r, 2) for i, _ in b] for r in range(2)]
+    assert sorted(per_rank[0][:5] + per_rank[1][:5]) == list(range(10))
+    assert sorted(per_rank[0][5:] + per_rank[1][5:]) == list(range(10))
+    assert per_rank[0][:5] != per_rank[0][5:]  # shuffled again each epoch
+    assert keys(ds, 4, 1, 0, 3, 0, 2) != keys(ds, 4, 0, 0, 3, 0, 2)
+
+
+def test_loader_workers_do_not_change_the_batches(shards):
+    """Two ranks × two workers: each rank's batches equal the items of its keys, one by one."""
+    ds = build_dataset(str(shards[0]), frames=FRAMES, size=SIZE, flip=True)
+    for rank in range(2):
+        loader = build_loader(ds, 4, 0, 0, rank, 2, workers=2)
+        for batch, key in zip(itertools.islice(loader, 6), keys(ds, 4, 0, 0, 6, rank, 2)):
+            want = torch.stack([ds.item(i, torch.Generator().manual_seed(s))["video"] for i, s in key])
+            assert torch.equal(batch["video"], want)
+
+
+@pytest.mark.parametrize("source", ["shards", "folder"])
+def test_batch_at_a_step_is_the_same_with_workers_and_after_resume(shards, videos, source):
+    ds = build_dataset(str(shards[0]) if source == "shards" else str(videos), frames=FRAMES, size=SIZE, flip=True)
+    runs = {w: list(itertools.islice(build_loader(ds, 4, 3, 0, 0, 1, workers=w), 4)) for w in (0, 2)}
+    resumed = {w: next(iter(build_loader(ds, 4, 3, 3, 0, 1, workers=w))) for w in (0, 2)}  # from step 3
+    for w in (0, 2):
+        for a, b in zip(runs[0], runs[w]):
+            assert torch.equal(a["video"], b["video"]) and torch.equal(a["label"], b["label"])
+        assert torch.equal(resumed[w]["video"], runs[0][3]["video"])
+
+
+def test_prepare_bad_video_one_error_or_skipped(videos, tmp_path):
+    src = tmp_path / "src"
+    write_video(src / "good.mp4", n=8)
+    bad = make_bad("corrupt", src)
+    with pytest.raises(DataError, match=f"{bad.name}.*corrupt"):
+        prepare_shards(src, tmp_path / "out", FRAMES, SIZE, progress=False)
+    assert not (tmp_path / "out" / "index.json").exists()
+    summary = prepare_shards(src, tmp_path / "out2", FRAMES, SIZE, skip_errors=True, progress=False)
+    assert summary["skipped"] == [bad.name] and summary["clips"] == 2
+
+
+def test_prepare_cli(videos, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["prepare", str(videos), str(out), "--frames", "4", "--size", "16", "--workers", "0"]) == 0
+    said = capsys.readouterr().out
+    assert "wrote 10 clips of 4×16×16 from 3 videos into 1 shard" in said and f"--data {out}" in said
+    assert main(["prepare", str(videos), str(out), "--frames", "4", "--size", "16"]) == 2
+    assert "already holds prepared shards" in capsys.readouterr().err
+    assert main(["prepare", str(videos), str(tmp_path / "o"), "--frames", "4", "--size", "16",
+                 "--shard-size", "big"]) == 2
+
+
+def test_parse_bytes_and_braces():
+    assert parse_bytes("1GB") == 10**9 and parse_bytes("64MiB") == 64 * 2**20 and parse_bytes("500k") == 500_000
+    assert expand_braces("s-{08..10}.tar") == ["s-08.tar", "s-09.tar", "s-10.tar"]
+    assert expand_braces("{a,b}/{0..1}") == ["a/0", "a/1", "b/0", "b/1"]
+
+
+def test_auto_workers(shards, videos):
+    from vidiff.data import MovingShapes
+    prepared = build_dataset(str(shards[0]), frames=FRAMES, size=SIZE)
+    assert num_workers("auto", prepared)[0] == 0  # cheap items, CPU training
+    assert num_workers("auto", prepared, device="cuda")[0] == num_workers("auto", VideoFolder(videos, 4, 16))[0]
+    assert num_workers("3", MovingShapes(num_videos=4, frames=4, size=16))[0] == 3
+    n, why = num_workers("auto", VideoFolder(videos, FRAMES, SIZE))
+    assert 0 <= n <= 8 and "core" in why
+
+
+@pytest.mark.slow
+def test_training_on_shards_resumes_exactly(shards, tmp_path):
+    from test_train import TINY, losses
+
+    from vidiff.train import train
+    cfg = TINY.override([f"data.source={shards[0]}", "data.num_workers=0"])
+    train(cfg, tmp_path / "full", progress=False, tensorboard=False)
+    train(cfg.override(["train.steps=3"]), tmp_path / "split", progress=False, tensorboard=False)
+    train(cfg, tmp_path / "split", resume=True, progress=False, tensorboard=False)
+    assert losses(tmp_path / "full") == losses(tmp_path / "split")
+    assert len(set(losses(tmp_path / "full"))) == 6

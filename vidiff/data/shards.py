@@ -1,0 +1,322 @@
+"""Prepared shards: a dataset's videos decoded once into fixed-size uint8 clips in WebDataset tar files.
+
+``vidiff prepare SRC OUT`` (:func:`vidiff.data.prepare.prepare_shards`) writes, into OUT,
+
+- ``shards-000000.tar``, ``shards-000001.tar``, ...: WebDataset shards (plain USTAR tar files). Sample
+  ``KEY`` (the clip's number, 9 digits) is ``KEY.npy`` (uint8 array, c f h w), ``KEY.json``
+  (``{"file", "start", "fps", "caption", "label"}``), and ``KEY.cls`` (label) / ``KEY.txt`` (caption)
+  where the clip has one, so ``webdataset.WebDataset(urls).decode()`` reads them as any other shards;
+- ``index.json``: the clip shape, the class names, and for every shard its number of clips and the
+  byte offset of each sample in it (how training reads clips by random access and resumes exactly).
+
+:class:`ShardDataset` reads them: ``--data OUT`` (a folder), a path or URL of the index, or a pattern
+of shards (``OUT/shards-{000000..000009}.tar``, ``https://host/data/shards-{000000..000099}.tar``,
+``pipe:aws s3 cp s3://bucket/shards-{000000..000099}.tar -``); the index is looked up where the
+shards are. Shards that are not local files are fetched once, whole, through WebDataset's ``gopen``
+into a local cache folder (``cache_dir``) and read from there.
+
+The order of training (:meth:`ShardDataset.epoch_order`) is a function of (seed, epoch, number of
+processes): each epoch the shards are shuffled, their clips concatenated and cut into one contiguous
+range per process (so a process reads about 1/world of the shards), and each range is shuffled within a
+window of ``window`` clips (a clip moves at most that far: reads stay local, like a shuffle buffer). A
+process's batch at step s is the next positions of its range; epochs follow each other without a gap.
+So every clip is seen once an epoch (but for the ``len % world`` last clips of the shuffled order,
+fewer than ``world`` and different ones each epoch), and the batch at a step does not depend on the
+number of loader workers or on where the run was resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vidiff.data.errors import DataError
+from vidiff.data.transforms import parse_size
+from vidiff.files import atomic_write
+
+__all__ = ["INDEX", "ShardDataset", "ShardWriter", "encode_clip", "expand_braces", "is_shard_spec"]
+
+logger = logging.getLogger("vidiff.data")
+
+INDEX = "index.json"
+FORMAT = "vidiff-shards"
+VERSION = 1
+SHUFFLE_WINDOW = 1000  # clips: how far the shuffle within a process's range moves a clip
+_TAR = re.compile(r"[^/\s]*\.tar\b")  # a shard's name in a path, URL or pipe command
+_JSON = re.compile(r"[^/\s]*\.json\b")
+
+
+# ---- writing -----------------------------------------------------------------------------------
+def encode_clip(clip: np.ndarray, meta: dict) -> dict:
+    """The tar members of one sample: uint8 clip (c f h w) as .npy, its metadata as .json, and the
+    WebDataset conventions .cls (label) and .txt (caption) where it has them."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(clip, dtype=np.uint8), allow_pickle=False)
+    members = {"npy": buf.getvalue(), "json": json.dumps(meta, ensure_ascii=False).encode()}
+    if meta.get("label", -1) >= 0:
+        members["cls"] = str(meta["label"]).encode()
+    if meta.get("caption"):
+        members["txt"] = meta["caption"].encode()
+    return members
+
+
+class ShardWriter:
+    """Writes samples into numbered tar shards of at most ``shard_bytes`` each (a shard holds at
+    least one sample), each shard renamed into place when complete, and the index last."""
+
+    def __init__(self, out, shard_bytes: int, prefix: str = "shards"):
+        self.out, self.shard_bytes, self.prefix = Path(out), int(shard_bytes), prefix
+        self.shards: list[dict] = []
+        self.bytes = 0
+        self._tar = self._file = self._current = None
+
+    def add(self, key: str, members: dict) -> None:
+        size = sum(512 + -(-len(v) // 512) * 512 for v in members.values())
+        if self._tar is not None and self._current["clips"] and self._tar.offset + size > self.shard_bytes:
+            self._finish()
+        if self._tar is None:
+            self._open()
+        self._current["offsets"].append(self._tar.offset)
+        for ext, data in members.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            self._tar.addfile(info, io.BytesIO(data))
+        self._current["clips"] += 1
+
+    def _open(self) -> None:
+        name = f"{self.prefix}-{len(self.shards):06d}.tar"
+        self._file = open(self.out / f".{name}.partial", "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+        self._current = {"name": name, "clips": 0, "offsets": []}
+
+    def _finish(self) -> None:
+        cur = self._current
+        cur["offsets"].append(self._tar.offset)  # the end of the last sample
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        cur["bytes"] = self._file.tell()
+        self._file.close()
+        os.replace(self.out / f".{cur['name']}.partial", self.out / cur["name"])
+        self.bytes += cur["bytes"]
+        self.shards.append(cur)
+        self._tar = self._file = self._current = None
+
+    def close(self, meta: dict) -> dict:
+        """Finish the last shard and write the index (``meta`` plus the shards); returns the index."""
+        if self._tar is not None:
+            self._finish()
+        index = {"format": FORMAT, "version": VERSION, **meta, "clips": sum(s["clips"] for s in self.shards),
+                 "bytes": self.bytes, "shards": self.shards}
+        atomic_write(self.out / INDEX, json.dumps(index))
+        return index
+
+
+# ---- locating shards ---------------------------------------------------------------------------
+def expand_braces(pattern: str) -> list[str]:
+    """``a-{000..002}.tar`` -> a-000.tar, a-001.tar, a-002.tar (zero padding kept); ``{x,y}`` lists."""
+    m = re.search(r"\{([^{}]*)\}", pattern)
+    if m is None:
+        return [pattern]
+    body, head, tail = m.group(1), pattern[: m.start()], pattern[m.end():]
+    r = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if r:
+        a, b = r.groups()
+        items = [str(i).zfill(len(a)) for i in range(int(a), int(b) + 1)]
+    else:
+        items = body.split(",")
+    return [x for item in items for x in expand_braces(head + item + tail)]
+
+
+def is_shard_spec(spec: str) -> bool:
+    """Whether ``--data spec`` names prepared shards (a folder with an index, an index, tar shards)."""
+    if "://" in spec or spec.startswith("pipe:"):
+        return True
+    if spec.endswith(".json") or _TAR.search(spec):
+        return True
+    return (Path(spec).expanduser() / INDEX).is_file()
+
+
+def _locations(spec: str) -> tuple[str, list]:
+    """(where the index is, where each shard of the pattern is: None for 'next to the index')."""
+    if _TAR.search(spec):
+        shards = expand_braces(spec)
+        return _TAR.sub(INDEX, shards[0], count=1), shards
+    if spec.endswith(".json"):
+        return spec, None
+    local = Path(spec).expanduser()
+    return (str(local / INDEX) if "://" not in spec else spec.rstrip("/") + "/" + INDEX), None
+
+
+def _read_bytes(location: str) -> bytes:
+    if "://" not in location and not location.startswith("pipe:"):
+        return Path(location).expanduser().read_bytes()
+    try:
+        from webdataset import gopen
+    except ImportError:
+        raise DataError(f"{location}: reading shards from URLs and pipes needs webdataset: "
+                        f"pip install 'vidiff[shards]'") from None
+    with gopen(location, "rb") as stream:
+        return stream.read()
+
+
+def load_index(spec: str) -> tuple[dict, list[str]]:
+    """The index of the shards named by ``spec`` and where each of its shards is."""
+    where, pattern = _locations(spec)
+    try:
+        index = json.loads(_read_bytes(where))
+    except DataError:
+        raise
+    except Exception as e:  # missing file, HTTP error, failed pipe, not JSON
+        raise DataError(f"{spec}: no readable shard index at {where} ({type(e).__name__}: {e}); prepare the "
+                        f"shards with `vidiff prepare SRC OUT` (it writes {INDEX} next to them)") from None
+    if index.get("format") != FORMAT or index.get("version", 0) > VERSION:
+        raise DataError(f"{where}: not an index of vidiff shards (format {FORMAT} version <= {VERSION})")
+    by_name = {s["name"]: s for s in index["shards"]}
+    if pattern is None:
+        return index, [_JSON.sub(s["name"], where, count=1) for s in index["shards"]]
+    missing = [p for p in pattern if _TAR.search(p).group(0) not in by_name]
+    if missing:
+        raise DataError(f"{missing[0]}: not listed in the shard index {where}; give shards prepared together")
+    index = dict(index, shards=[by_name[_TAR.search(p).group(0)] for p in pattern])
+    return index, pattern
+
+
+def _parse_members(block: bytes) -> dict:
+    """The members of one sample (consecutive tar entries KEY.ext): {ext: bytes}."""
+    out, pos = {}, 0
+    while pos + 512 <= len(block):
+        header = block[pos: pos + 512]
+        name = header[:100].split(b"\0", 1)[0].decode()
+        size = int(header[124:136].strip(b" \0") or b"0", 8)
+        out[name.split(".", 1)[1]] = block[pos + 512: pos + 512 + size]
+        pos += 512 + -(-size // 512) * 512
+    return out
+
+
+def _cache_path(location: str, cache_dir: Optional[str]) -> Path:
+    root = Path(cache_dir or os.environ.get("VIDIFF_SHARD_CACHE", "~/.cache/vidiff/shards")).expanduser()
+    digest = hashlib.sha1(location.encode()).hexdigest()[:16]
+    return root / f"{digest}-{_TAR.search(location).group(0)}"
+
+
+def _fetch(location: str, cache_dir: Optional[str]) -> str:
+    """A local path holding shard ``location``: itself, or its copy in the cache (fetched once, whole)."""
+    if "://" not in location and not location.startswith("pipe:"):
+        return str(Path(location).expanduser())
+    path = _cache_path(location, cache_dir)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("fetching shard %s into %s", location, path)
+        atomic_write(path, _read_bytes(location))
+    return str(path)
+
+
+# ---- reading -----------------------------------------------------------------------------------
+class ShardDataset(Dataset):
+    """Clips of prepared shards (see the module docstring), read by random access.
+
+    Items are ``{"video": float32 (c f h w) in [-1, 1], "label": int, "caption": str}`` like the other
+    datasets; ``flip`` flips clips left-right at random (drawn from the generator of ``item``).
+    ``frames`` and ``size`` must be those the shards were prepared at.
+    """
+
+    items_are_cheap = True  # no decoding (vidiff.train.loader.num_workers)
+
+    def __init__(self, spec: str, frames: int, size, flip: bool = False, cache_dir: Optional[str] = None,
+                 window: int = SHUFFLE_WINDOW):
+        index, self.locations = load_index(spec)
+        self.spec, self.flip, self.cache_dir, self.window = spec, flip, cache_dir, int(window)
+        have = (index["frames"], *index["size"])
+        if (frames, *parse_size(size)) != have:
+            raise DataError(f"{spec}: the shards hold clips of {have[0]} frames of {have[1]}×{have[2]}, not "
+                            f"{frames} of {parse_size(size)[0]}×{parse_size(size)[1]}; train with data.frames="
+                            f"{have[0]} data.size={have[1]}, or prepare the videos again at this size")
+        self.fps = index.get("fps")
+        self.classes = tuple(index.get("classes", ()))
+        self.counts = np.array([s["clips"] for s in index["shards"]], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
+        self.offsets = [s["offsets"] for s in index["shards"]]
+        if not self.starts[-1]:
+            raise DataError(f"{spec}: the shards hold no clips")
+        # the text conditioning checks captions: None when some clips have one (not listed here)
+        self.captions = None if index.get("captioned", 0) else ()
+        self._fds: dict = {}
+
+    def __getstate__(self):  # loader workers open their own files
+        return {**self.__dict__, "_fds": {}}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard, sample within it) of clip ``index``."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"clip {index} out of range for {len(self)} clips in {self.spec}")
+        index %= len(self)
+        shard = int(np.searchsorted(self.starts, index, side="right")) - 1
+        return shard, index - int(self.starts[shard])
+
+    def raw(self, index: int) -> dict:
+        """The tar members of clip ``index``: {"npy": bytes, "json": bytes, ...}."""
+        shard, j = self.locate(index)
+        fd = self._fds.get(shard)
+        if fd is None:
+            path = _fetch(self.locations[shard], self.cache_dir)
+            try:
+                fd = self._fds[shard] = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                raise DataError(f"{self.locations[shard]}: cannot open the shard ({e})") from None
+        start, end = self.offsets[shard][j], self.offsets[shard][j + 1]
+        block = os.pread(fd, end - start, start)
+        if len(block) != end - start:
+            raise DataError(f"{self.locations[shard]}: the shard is shorter than its index says; it was truncated "
+                            f"or replaced: prepare it again")
+        return _parse_members(block)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.item(index, None)
+
+    def item(self, index: int, generator: Optional[torch.Generator]) -> dict:
+        members = self.raw(index)
+        clip = np.load(io.BytesIO(members["npy"]), allow_pickle=False)  # uint8 c f h w
+        meta = json.loads(members["json"])
+        coin = float(torch.rand((), generator=generator))  # drawn either way: the generator's use is fixed
+        if self.flip and coin < 0.5:
+            clip = clip[..., ::-1]
+        # as to_model_video, bit for bit, in numpy: one thread (torch's threads cost more than they save here)
+        video = torch.from_numpy(np.subtract(np.divide(clip, np.float32(127.5), dtype=np.float32), np.float32(1)))
+        return {"video": video, "label": int(meta.get("label", -1)), "caption": meta.get("caption", "")}
+
+    def epoch_length(self, world: int) -> int:
+        """Clips each of ``world`` processes takes in an epoch."""
+        n = len(self) // world
+        if n < 1:
+            raise DataError(f"{self.spec}: {len(self)} clips cannot be split across {world} processes")
+        return n
+
+    def epoch_order(self, seed: int, epoch: int, rank: int = 0, world: int = 1) -> np.ndarray:
+        """The clips process ``rank`` of ``world`` takes in ``epoch``, in order (see the module docstring)."""
+        rng = np.random.default_rng([seed, epoch, 0x5EED])
+        shards = rng.permutation(len(self.counts))
+        order = np.concatenate([np.arange(self.starts[s], self.starts[s + 1]) for s in shards])
+        n = self.epoch_length(world)
+        mine = order[rank * n: (rank + 1) * n]
+        local = np.random.default_rng([seed, epoch, rank, world])
+        jitter = np.arange(n) + self.window * local.random(n)
+        return mine[np.argsort(jitter, kind="stable")]

@@ -1,0 +1,74 @@
+"""Independent work spread over the processes torchrun started: sampling, conditional tasks and
+feature extraction split into the same chunks in any number of processes, chunk i on process
+i mod N, results gathered back in order. Each chunk is computed exactly as one process computes it,
+so the gathered result equals one process's (bit for bit on the CPU at equal thread counts).
+
+Only torch; any layer may use it. Without torchrun every function is the one-process identity.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def launched() -> bool:
+    """Started by torchrun (or another launcher that sets its environment), even as one process."""
+    return "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def local_device() -> torch.device:
+    """This process's GPU (LOCAL_RANK under torchrun), else the CPU."""
+    if torch.cuda.is_available():
+        index = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def init(device: torch.device) -> None:
+    """Join torchrun's process group (NCCL on GPUs, gloo on the CPU); nothing without torchrun."""
+    if launched() and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def finish() -> None:
+    """Leave the process group (at the end of a command)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def map_ordered(items: Iterable[T], fn: Callable[[T], R]) -> list:
+    """[fn(item) for item in items], item i computed on process i mod N; every process gets the
+    whole list, in order. Every process iterates all items (a lazy iterable is read, not computed,
+    where the item is another's). Results must be picklable (tensors on the CPU)."""
+    n, me = world(), rank()
+    mine = {i: fn(item) for i, item in enumerate(items) if i % n == me}
+    if n == 1:
+        return [mine[i] for i in range(len(mine))]
+    gathered: list = [None] * n
+    dist.all_gather_object(gathered, mine)
+    merged = {i: r for part in gathered for i, r in part.items()}
+    return [merged[i] for i in range(len(merged))]
+
+
+def chunks(num: int, size: int) -> list:
+    """(start, count) of consecutive chunks of at most `size` covering range(num)."""
+    return [(start, min(size, num - start)) for start in range(0, num, size)]
