@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 
 from .errors import VidiffError
 from .files import atomic_write, save_tensors
+from .hub import PREFIX, HubError, download_checkpoint, parse_reference
 
 T = TypeVar("T")
 READERS = ".readers"  # in each checkpoint folder: the file readers lock
@@ -156,14 +157,15 @@ def _complete(ckdir: Path) -> list:
                   and (c / "model.safetensors").is_file())
 
 
-def resolve_checkpoint(path) -> Path:
+def resolve_checkpoint(path, **hub) -> Path:
     """A checkpoint folder from a run folder (its latest checkpoint, or the newest finished one when
-    `latest` is missing or points at a removed folder), a checkpoint folder, or a folder written by
-    `save_pretrained` (model.safetensors + config.json)."""
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"checkpoint {str(p)!r} does not exist; pass a run folder written by `vidiff train` "
-                              f"(e.g. runs/demo) or one of its checkpoints/step_* folders")
+    `latest` is missing or points at a removed folder), a checkpoint folder, a folder written by
+    `save_pretrained` (model.safetensors + config.json), or a model on the Hugging Face Hub
+    (`org/name` or `hf://org/name[@revision]`, when no such local path exists): its snapshot in the
+    Hugging Face cache. `hub` keywords (revision, cache_dir, local_files_only, token) reach the download."""
+    p = Path(path) if not str(path).startswith(PREFIX) else None
+    if p is None or not p.exists():
+        return _from_hub(path, hub)
     ckdir = p / "checkpoints"
     if ckdir.is_dir():
         latest = ckdir / "latest"
@@ -182,12 +184,27 @@ def resolve_checkpoint(path) -> Path:
     return p
 
 
-def read_checkpoint(path, read: Callable[[Path], T], attempts: int = 10) -> T:
+def _from_hub(path, hub: dict) -> Path:
+    """The Hub snapshot of `path`, or the error of a local path that does not exist."""
+    if parse_reference(path) is None:  # (a malformed hf:// name is a HubError)
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass a run folder written by `vidiff train` "
+                              f"(e.g. runs/demo), one of its checkpoints/step_* folders, or a Hub model "
+                              f"(hf://org/name)")
+    if str(path).startswith(PREFIX):
+        return download_checkpoint(path, **hub)
+    try:
+        return download_checkpoint(path, **hub)
+    except HubError as e:  # a bare org/name: the user may have meant either
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a local folder, nor a model on the Hub: {e}") from None
+
+
+def read_checkpoint(path, read: Callable[[Path], T], attempts: int = 10, **hub) -> T:
     """`read(checkpoint folder)` of the checkpoint `path` resolves to, under a shared lock that keeps
     the training process from removing it meanwhile (no lock on the run folder, which the writer
-    holds); a checkpoint removed between resolving and locking is replaced by the newest one."""
+    holds); a checkpoint removed between resolving and locking is replaced by the newest one. `hub`
+    keywords reach the download of a Hub model (see resolve_checkpoint)."""
     for _ in range(attempts):
-        ck = resolve_checkpoint(path)
+        ck = resolve_checkpoint(path, **hub)
         try:
             with _reading(ck):
                 if not (ck / "model.safetensors").is_file():

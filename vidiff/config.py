@@ -20,6 +20,8 @@ class ConfigError(VidiffError, ValueError):
     """An invalid configuration: unknown key, wrong type, impossible shape, unknown preset."""
 
 
+LOGGERS = ("tensorboard", "wandb", "both", "none")  # train.logger (vidiff.train.tracking)
+
 # Filled in from the data when training starts (and recorded with the run): never set by hand.
 DERIVED = {"model.num_classes": "the number of classes in the data (conditioning.kind=class)",
            "model.text_dim": "the text encoder's width (conditioning.kind=text)",
@@ -79,6 +81,7 @@ class TrainConfig:
     num_samples: int = 4
     fvd_every: int = 0  # 0: never; else FVD on a small sample every N steps
     fvd_num: int = 16
+    logger: str = "tensorboard"  # where scalars, config and samples are tracked: one of LOGGERS
 
 
 PARALLEL = ("auto", "ddp", "fsdp")
@@ -260,6 +263,8 @@ def validate(cfg: Config) -> Config:
         problems.append("train.cond_drop_prob must be in [0, 1)")
     if tr.mixed_precision not in ("auto", "no", "bf16", "fp16"):
         problems.append(f"train.mixed_precision must be auto, no, bf16 or fp16, got {tr.mixed_precision!r}")
+    if tr.logger not in LOGGERS:
+        problems.append(f"train.logger must be one of {', '.join(LOGGERS)}, got {tr.logger!r}")
     if not 0 <= tr.ema_decay < 1:
         problems.append("train.ema_decay must be in [0, 1)")
     if s.sampler not in SAMPLERS:

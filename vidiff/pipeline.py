@@ -1,12 +1,13 @@
 """The top-level model: a UNet3D, its parameterisation and configuration, conditioning, sampling,
-`save_pretrained` / `from_pretrained`.
+`save_pretrained` / `from_pretrained` / `push_to_hub`.
 
     from vidiff import VideoDiffusion
-    model = VideoDiffusion.from_pretrained("runs/demo")
+    model = VideoDiffusion.from_pretrained("runs/demo")   # or a Hub model: "org/name"
     videos = model.sample(4, seed=0)             # (4, 3, f, h, w) in [−1, 1]
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -111,8 +112,12 @@ class VideoDiffusion(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path, use_ema: bool = True, device="cpu") -> "VideoDiffusion":
-        """Load from a run folder (latest checkpoint), a checkpoint folder, or a `save_pretrained` folder.
+    def from_pretrained(cls, path, use_ema: bool = True, device="cpu", *, revision: Optional[str] = None,
+                        cache_dir=None, local_files_only: bool = False, token=None) -> "VideoDiffusion":
+        """Load from a run folder (latest checkpoint), a checkpoint folder, a `save_pretrained` folder, or
+        a model on the Hugging Face Hub: `"org/name"` (when no such local path exists) or
+        `"hf://org/name[@revision]"`, fetched once into the Hugging Face cache (`cache_dir`, default
+        HF_HUB_CACHE) at `revision`; `local_files_only` (or HF_HUB_OFFLINE=1) reads the cache only.
         Uses the EMA weights when the checkpoint has them and `use_ema`."""
         def read(ck: Path) -> "VideoDiffusion":
             model = cls(load_config(ck))
@@ -120,4 +125,16 @@ class VideoDiffusion(nn.Module):
             load_weights(model.net, ck / name)
             return model
 
-        return read_checkpoint(path, read).to(device).eval()
+        hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        return read_checkpoint(path, read, **hub).to(device).eval()
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token=None, license: str = "apache-2.0",
+                    commit_message: str = "Upload vidiff model", folder=None, upload: bool = True) -> str:
+        """Publish these weights (those in use, e.g. EMA), config.json and a model card on the Hugging
+        Face Hub as `repo_id` in one commit; returns the commit's URL. `folder`: where the upload is
+        built (default a temporary folder); `upload=False` builds it only and returns its path. A run
+        folder publishes more (steps, samples, evaluation): `vidiff push RUN org/name`."""
+        from .publish import publish
+        with tempfile.TemporaryDirectory() as tmp:
+            return publish(self.save_pretrained(Path(tmp) / "weights"), repo_id, folder=folder, private=private,
+                           token=token, license=license, commit_message=commit_message, upload=upload)

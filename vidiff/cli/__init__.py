@@ -15,9 +15,9 @@ import sys
 
 from .. import spread
 from ..errors import VidiffError
-from . import demo, distill, eval, extend, interpolate, predict, prepare, presets, sample, studio, train, upsample
+from . import demo, distill, eval, extend, interpolate, predict, prepare, presets, push, sample, studio, train, upsample
 
-COMMANDS = (train, sample, demo, presets, eval, predict, extend, interpolate, upsample, distill, prepare, studio)
+COMMANDS = (train, sample, demo, presets, eval, predict, extend, interpolate, upsample, distill, prepare, studio, push)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,7 +77,8 @@ def _sampler_options() -> dict:
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     """--checkpoint, --num, --sampler, --steps, one flag per sampler option, conditioning, output."""
-    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or save_pretrained folder")
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder, save_pretrained folder, or a "
+                   "Hugging Face Hub model: hf://org/name[@revision] (or org/name when no such local path exists)")
     p.add_argument("--num-videos", "--num", dest="num", type=int, default=4,
                    help="number of videos (--num is not accepted under torchrun: it abbreviates its --numa-binding)")
     samplers = "; ".join(f"{name}: {spec.description}" for name, spec in sorted(SAMPLERS.items()))

@@ -6,7 +6,8 @@ import os
 
 def register(sub) -> None:
     p = sub.add_parser("distill", help="progressive distillation: halve the sampling steps round by round")
-    p.add_argument("--checkpoint", required=True, help="the teacher: a run folder or checkpoint folder")
+    p.add_argument("--checkpoint", required=True, help="the teacher: a run folder, checkpoint folder or Hub model "
+                   "(hf://org/name)")
     p.add_argument("--out", required=True, help="run folder of the distilled model (earlier rounds in out/rounds/)")
     p.add_argument("--to-steps", type=int, default=8, help="DDIM steps of the distilled model (default 8)")
     p.add_argument("--from-steps", type=int, default=256, help="the teacher's DDIM steps (default 256; to-steps × 2^k)")

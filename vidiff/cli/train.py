@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .common import add_config_arguments, config_from_args
 
@@ -20,7 +21,7 @@ def register(sub) -> None:
 def run(args) -> None:
     from ..checkpoint import load_config, resolve_checkpoint
     from ..train import train
-    base = load_config(resolve_checkpoint(args.out)) if args.resume else None
+    base = load_config(resolve_checkpoint(Path(args.out))) if args.resume else None  # a local folder, never the Hub
     result = train(config_from_args(args, base), args.out, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"trained {result['step']} steps (final loss {result['loss']:.4f}); checkpoint in {args.out}")

@@ -1,5 +1,5 @@
 """Training: AdamW with warm-up, gradient clipping, EMA, mixed precision on GPUs, atomic
-checkpoints with exact resume, TensorBoard logs, sample videos, and multi-GPU / multi-node data
+checkpoints with exact resume, TensorBoard and W&B logs, sample videos, and multi-GPU / multi-node data
 parallelism through torchrun + DistributedDataParallel.
 
 Randomness is a function of (seed, step): the batch's dataset indices and item seeds, the diffusion
@@ -13,6 +13,7 @@ processes compute what one process computes with the same global batch.
     loader.py       batch sampler, joint image-video dataset, collate
     distributed.py  torchrun / DDP helpers
     callbacks.py    metrics log, sample grids, periodic FVD
+    tracking.py     TensorBoard / Weights & Biases (train.logger)
     distill.py      progressive distillation: rounds of runs that halve the sampling steps
 """
 from .loader import JointImageVideo, StepBatchSampler, collate

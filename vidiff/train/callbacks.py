@@ -1,5 +1,6 @@
-"""What a run writes besides checkpoints: the loss curve (metrics.jsonl and TensorBoard), sample
-grids of the EMA model, and a periodic FVD. All of it happens on rank 0 only."""
+"""What a run writes besides checkpoints: the loss curve (metrics.jsonl; TensorBoard and W&B are
+trackers, vidiff.train.tracking), sample grids of the EMA model, and a periodic FVD. All of it
+happens on rank 0 only."""
 from __future__ import annotations
 
 import json
@@ -10,20 +11,17 @@ import torch
 
 from ..config import Config
 from ..pipeline import VideoDiffusion
+from .tracking import Tracker
 
 
 class MetricsLog:
-    """metrics.jsonl (one JSON object per line) and, optionally, TensorBoard scalars. On resume the
-    rows after the checkpoint's step are dropped, so the curve has one value per step."""
+    """metrics.jsonl, one JSON object per line. On resume the rows after the checkpoint's step are
+    dropped, so the curve has one value per step."""
 
-    def __init__(self, out_dir: Path, start_step: int = 0, tensorboard: bool = True):
+    def __init__(self, out_dir: Path, start_step: int = 0):
         self.path = out_dir / "metrics.jsonl"
-        self.writer = None
         if start_step and self.path.is_file():
             self._truncate(start_step)
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_step + 1 if start_step else None)
 
     def _truncate(self, step: int) -> None:
         from ..files import atomic_write
@@ -42,30 +40,17 @@ class MetricsLog:
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **values}) + "\n")
 
-    def scalars(self, step: int, **named) -> None:
-        """TensorBoard scalars, named by keyword (`train_loss` → "train/loss"); None is skipped."""
-        if self.writer is None:
-            return
-        for key, value in named.items():
-            if value is not None:
-                self.writer.add_scalar(key.replace("_", "/", 1), float(value), step)
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def save_sample_grid(model: VideoDiffusion, path: Path, num: int, request: dict, writer=None, step: int = 0,
-                     progress: bool = False) -> Optional[torch.Tensor]:
-    """`num` samples (seed 0) of `model` as one grid GIF (and in TensorBoard); returns the videos."""
+def save_sample_grid(model: VideoDiffusion, path: Path, num: int, request: dict, tracker: Optional[Tracker] = None,
+                     step: int = 0, progress: bool = False) -> Optional[torch.Tensor]:
+    """`num` samples (seed 0) of `model` as one grid GIF (and to the tracker); returns the videos."""
     from ..videoio import make_grid, write_gif
     if num < 1:
         return None
     videos = model.sample(num, seed=0, progress=progress, **request)
-    grid = make_grid(videos, nrow=min(num, 4))
-    write_gif(path, grid)
-    if writer is not None:
-        writer.add_images("samples/frames", ((grid.permute(1, 0, 2, 3) + 1) / 2).clamp(0, 1), step)
+    write_gif(path, make_grid(videos, nrow=min(num, 4)))
+    if tracker is not None:
+        tracker.video(step, videos, path)
     return videos
 
 

@@ -20,6 +20,7 @@ from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
 from .loader import build_loader, num_workers
 from .setup import Trainer, build_data, build_trainer, derive_config, ema_model, resume_config, save_state, with_images
 from .step import train_step
+from .tracking import open_tracker
 
 log = logging.getLogger("vidiff.train")
 
@@ -36,11 +37,12 @@ def _start(cfg: Config, out_dir: Path, resume: bool):
 
 
 class _Run:
-    """Rank 0's outputs of a run: the log, sample grids and periodic FVD."""
+    """Rank 0's outputs of a run: the log, its trackers (TensorBoard, W&B), sample grids and periodic FVD."""
 
     def __init__(self, t: Trainer, out_dir: Path, start_step: int, tensorboard: bool, grid_request: dict):
         self.t, self.out_dir, self.main = t, out_dir, t.rank == 0
-        self.metrics = MetricsLog(out_dir, start_step, tensorboard) if self.main else None
+        self.metrics = MetricsLog(out_dir, start_step) if self.main else None
+        self.tracker = open_tracker(t.cfg, out_dir, start_step, tensorboard) if self.main else None
         self.fvd = PeriodicFVD(t.cfg)
         self.grid_request = grid_request
 
@@ -50,7 +52,7 @@ class _Run:
         lr = self.t.opt.param_groups[0]["lr"]
         self.metrics.log(step, loss=loss, lr=lr)
         if step % self.t.cfg.train.log_every == 0 or step == self.t.cfg.train.steps:
-            self.metrics.scalars(step, train_loss=loss, train_lr=lr,
+            self.tracker.scalars(step, train_loss=loss, train_lr=lr,
                                  train_grad_norm=None if grad_norm is None else float(grad_norm))
 
     def sample(self, step: int, progress: bool = False):
@@ -59,7 +61,7 @@ class _Run:
             return None
         return save_sample_grid(model, self.out_dir / "samples" / f"step_{step:07d}.gif",
                                 self.t.cfg.train.num_samples, self.grid_request,
-                                writer=self.metrics.writer, step=step, progress=progress)
+                                tracker=self.tracker, step=step, progress=progress)
 
     def measure_fvd(self, step: int) -> None:
         model = ema_model(self.t)
@@ -67,11 +69,11 @@ class _Run:
             return
         value = self.fvd(model)
         self.metrics.log(step, fvd=value, fvd_num=self.t.cfg.train.fvd_num)
-        self.metrics.scalars(step, eval_fvd=value)
+        self.tracker.scalars(step, eval_fvd=value)
 
     def close(self) -> None:
         if self.main:
-            self.metrics.close()
+            self.tracker.close()
 
 
 def _after_step(run: _Run, step: int, out_of_time: bool) -> None:
@@ -116,7 +118,8 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
           tensorboard: bool = True) -> dict:
     """Train `cfg` into the run folder `out_dir`. With `resume`, continue from its latest checkpoint:
     the run's saved configuration, with the `train` and `sample` settings of `cfg` that differ from it
-    applied (and logged); a change to anything the weights depend on is refused with a clear error."""
+    applied (and logged); a change to anything the weights depend on is refused with a clear error.
+    `train.logger` says where the run is tracked; `tensorboard=False` leaves TensorBoard out."""
     out_dir = Path(out_dir)
     rank, world, local_rank = distributed.dist_info()
     device = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
