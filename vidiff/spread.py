@@ -13,8 +13,7 @@ from typing import Callable, Iterable, TypeVar
 import torch
 import torch.distributed as dist
 
-T = TypeVar("T")
-R = TypeVar("R")
+Item = TypeVar("Item")
 
 
 def launched() -> bool:
@@ -55,7 +54,7 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-def map_ordered(items: Iterable[T], fn: Callable[[T], R]) -> list:
+def map_ordered(items: Iterable[Item], fn: Callable[[Item], object]) -> list:
     """[fn(item) for item in items], item i computed on process i mod N; every process gets the
     whole list, in order. Every process iterates all items (a lazy iterable is read, not computed,
     where the item is another's). Results must be picklable (tensors on the CPU)."""
