@@ -108,3 +108,29 @@ def test_readme_commands_work_verbatim_under_torchrun():
         parsed = torchrun.parse_args(["--nproc-per-node", "2", "-m", "vidiff.cli", *argv])
         assert parsed.training_script_args == argv
         vidiff.parse_args(argv)
+
+
+SPREAD = """
+import json, sys, torch.distributed as dist
+from vidiff import spread
+spread.init(spread.local_device())
+r = spread.rank()
+done = spread.map_ordered(iter(range(5)), lambda i: [i, r])  # a lazy iterable, items i mod 2 on rank i mod 2
+if r == 0:
+    with spread.alone():  # rank 0 by itself: nothing waits for rank 1
+        mine = spread.map_ordered(range(3), lambda i: i * i)
+    json.dump({"done": done, "alone": mine}, open(sys.argv[1], "w"))
+dist.barrier()
+spread.finish()
+"""
+
+
+def test_map_ordered_spreads_items_and_rank0_can_work_alone(tmp_path):
+    script = tmp_path / "spread.py"
+    script.write_text(SPREAD)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          "29564", str(script), str(tmp_path / "out.json")], env=ENV, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["done"] == [[i, i % 2] for i in range(5)] and out["alone"] == [0, 1, 4]

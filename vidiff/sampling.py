@@ -180,8 +180,13 @@ def sample_dpmpp_2m(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None,
                     logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX, grid: str = "t") -> torch.Tensor:
     """DPM-Solver++(2M): the exponential integrator of the probability-flow ODE in λ with the data
     prediction x̂, second order from the previous step's x̂ (one network evaluation per step).
-    Deterministic; `noise` is accepted for a uniform call signature and unused. `grid`: "t" (the
-    paper's uniform-in-t grid; measured better on this schedule, tests/test_samplers.py) or "lambda"."""
+    Deterministic; `noise` is accepted for a uniform call signature and unused.
+
+    `grid`: "t" (the paper's uniform-in-t grid, the default) or "lambda" (uniform in λ). Measured:
+    "t" solves the ODE more exactly (Gaussian data, tests/test_samplers.py: 2× smaller covariance
+    error at 20 steps; a trained model: closer to its 400-step DDIM solution at 10–25 steps) and gives
+    the better FVD at 10 steps (301 vs 321), but "lambda" gives the better FVD at 25 (116 vs 166,
+    where the ODE's own limit, DDIM 256, is 104): README, "Fast sampling". """
     lam = _step_grid(steps, grid, logsnr_fn, logsnr_min, logsnr_max)
     return _dpmpp_2m(denoise, z, steps, None, cond, callback, clip, lam, eta=0.0)
 

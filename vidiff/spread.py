@@ -7,7 +7,9 @@ Only torch; any layer may use it. Without torchrun every function is the one-pro
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from typing import Callable, Iterable, TypeVar
 
 import torch
@@ -21,12 +23,27 @@ def launched() -> bool:
     return "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
 
 
+_alone = threading.local()
+
+
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    return dist.get_rank() if dist.is_initialized() and not getattr(_alone, "on", False) else 0
 
 
 def world() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
+    return dist.get_world_size() if dist.is_initialized() and not getattr(_alone, "on", False) else 1
+
+
+@contextlib.contextmanager
+def alone():
+    """Work that one process does by itself (e.g. rank 0's periodic FVD during training): inside,
+    nothing is spread and nothing waits for the other processes."""
+    before = getattr(_alone, "on", False)
+    _alone.on = True
+    try:
+        yield
+    finally:
+        _alone.on = before
 
 
 def is_main() -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import spread
 from ..checkpoint import has_checkpoints, load_config, load_json, resolve_checkpoint
 from ..config import Config, ConfigError
 from ..errors import VidiffError
@@ -56,6 +57,8 @@ class _Run:
                                  train_grad_norm=None if grad_norm is None else float(grad_norm))
 
     def sample(self, step: int, progress: bool = False):
+        if not self.t.cfg.train.num_samples:
+            return None
         model = ema_model(self.t)  # every process: a sharded EMA is gathered
         if not self.main:
             return None
@@ -67,7 +70,8 @@ class _Run:
         model = ema_model(self.t)
         if not self.main:
             return
-        value = self.fvd(model)
+        with spread.alone():  # rank 0 measures by itself while the others wait at the next step
+            value = self.fvd(model)
         self.metrics.log(step, fvd=value, fvd_num=self.t.cfg.train.fvd_num)
         self.tracker.scalars(step, eval_fvd=value)
 
