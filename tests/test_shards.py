@@ -183,3 +183,41 @@ def test_training_on_shards_resumes_exactly(shards, tmp_path):
     train(cfg, tmp_path / "split", resume=True, progress=False, tensorboard=False)
     assert losses(tmp_path / "full") == losses(tmp_path / "split")
     assert len(set(losses(tmp_path / "full"))) == 6
+
+
+DDP_EPOCH = """
+import hashlib, json, sys
+import torch.distributed as dist
+from vidiff import spread
+from vidiff.data import build_dataset
+from vidiff.train.loader import build_loader
+spread.init(spread.local_device())
+ds = build_dataset(sys.argv[1], frames=4, size=16)
+loader = build_loader(ds, 4, 0, 0, spread.rank(), spread.world(), workers=2)  # global batch 4: 2 clips a process
+seen = [hashlib.sha256(v.numpy().tobytes()).hexdigest() for b, _ in zip(loader, range(5)) for v in b["video"]]
+everyone = [None, None]
+dist.all_gather_object(everyone, seen)
+if spread.rank() == 0:
+    json.dump(everyone, open(sys.argv[2], "w"))
+spread.finish()
+"""
+
+
+def test_two_processes_with_workers_see_every_clip_once_an_epoch(shards, tmp_path):
+    """A real 2-process run (torchrun, gloo), 2 loader workers each: every epoch's 10 clips, each once."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "epoch.py"
+    script.write_text(DDP_EPOCH)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          "29571", str(script), str(shards[0]), str(tmp_path / "seen.json")],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    ds = build_dataset(str(shards[0]), frames=FRAMES, size=SIZE)
+    import hashlib
+    every = sorted(hashlib.sha256(ds.item(i, torch.Generator().manual_seed(0))["video"].numpy().tobytes()).hexdigest()
+                   for i in range(len(ds)))
+    assert len(seen[0]) == len(seen[1]) == 10  # 5 steps of 2 clips a process: two epochs of 10 clips
+    assert sorted(seen[0][:5] + seen[1][:5]) == every and sorted(seen[0][5:] + seen[1][5:]) == every
