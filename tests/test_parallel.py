@@ -117,3 +117,10 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
     assert set(tiny["train"]) == {"none", "norms", "norms+attention", "checkpointing"}
     assert all(len(t["points"]) == 2 for t in tiny["train"].values()) and tiny["sample"]["finite"]
     assert report["fused_norm"]["ok"] and "| cpu-tiny | 0.2M | norms |" in run.stdout
+
+
+def test_fp16_with_fsdp_is_refused():
+    from vidiff.train import parallel
+    cfg = TINY.override(["train.parallel=fsdp", "train.mixed_precision=fp16"])
+    with pytest.raises(ConfigError, match="use bf16"):
+        parallel.choose(cfg, 1000, torch.device("cpu"))

@@ -221,3 +221,12 @@ def test_two_processes_with_workers_see_every_clip_once_an_epoch(shards, tmp_pat
                    for i in range(len(ds)))
     assert len(seen[0]) == len(seen[1]) == 10  # 5 steps of 2 clips a process: two epochs of 10 clips
     assert sorted(seen[0][:5] + seen[1][:5]) == every and sorted(seen[0][5:] + seen[1][5:]) == every
+
+
+def test_periodic_fvd_on_short_shards_is_refused_at_start(shards, tmp_path):
+    from vidiff.config import ConfigError
+    from vidiff.presets import get_preset
+    from vidiff.train import train
+    cfg = get_preset("cpu-tiny").override([f"data.source={shards[0]}", "train.fvd_every=2", "train.num_samples=0"])
+    with pytest.raises(ConfigError, match="at least 9 frames"):
+        train(cfg, tmp_path / "run", progress=False, tensorboard=False)

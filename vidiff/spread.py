@@ -54,7 +54,8 @@ def local_device() -> torch.device:
     """This process's GPU (LOCAL_RANK under torchrun), else the CPU."""
     if torch.cuda.is_available():
         index = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(index)
+        if launched():
+            torch.cuda.set_device(index)
         return torch.device("cuda", index)
     return torch.device("cpu")
 

@@ -112,6 +112,13 @@ def load_model(args):
     return VideoDiffusion.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=spread.local_device())
 
 
+def one_process(command: str) -> None:
+    """Commands that write one thing (shards, an upload, a server) refuse to run N times under torchrun."""
+    from ..errors import VidiffError
+    if spread.world() > 1:
+        raise VidiffError(f"vidiff {command} runs in one process: start it without torchrun")
+
+
 def in_batches(args, make) -> torch.Tensor:
     """`make(seed, n)` → n videos, called for each batch of `args.batch_size` of the `args.num`
     videos with the seed of its first video (video i uses seed + i), the batches spread over

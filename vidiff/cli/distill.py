@@ -14,6 +14,8 @@ def register(sub) -> None:
     p.add_argument("--steps-per-round", type=int, default=1000, help="training steps of each round")
     p.add_argument("--guidance", type=float, default=0.0,
                    help="class/text models: distil the output guided at this weight w (recorded in the config)")
+    p.add_argument("--data", help="the rounds' training data (sets data.source; default the teacher's; needed for a "
+                   "Hub teacher)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a train.* setting of the rounds, e.g. --set train.lr=1e-4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -23,7 +25,8 @@ def register(sub) -> None:
 def run(args) -> None:
     from ..train.distill import distill
     result = distill(args.checkpoint, args.out, to_steps=args.to_steps, from_steps=args.from_steps,
-                     steps_per_round=args.steps_per_round, guidance=args.guidance, overrides=args.set,
+                     steps_per_round=args.steps_per_round, guidance=args.guidance,
+                     overrides=[*args.set, *([f"data.source={args.data}"] if args.data else [])],
                      progress=not args.quiet)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"distilled to {result['steps']} DDIM steps in {args.out}; sample with "

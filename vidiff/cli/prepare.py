@@ -1,6 +1,8 @@
 """`vidiff prepare`: decode a folder of videos once into WebDataset shards of fixed-size clips."""
 from __future__ import annotations
 
+from .common import one_process
+
 
 def register(sub) -> None:
     p = sub.add_parser("prepare", help="decode videos once into WebDataset shards of fixed-size clips for fast "
@@ -19,6 +21,7 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
+    one_process("prepare")
     import os
 
     from ..data.prepare import parse_bytes, prepare_shards

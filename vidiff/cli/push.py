@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .common import one_process
+
 
 def register(sub) -> None:
     p = sub.add_parser("push", help="publish a run's model on the Hugging Face Hub, with a model card")
@@ -22,6 +24,7 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
+    one_process("push")
     from ..publish import publish
     folder = args.folder or (str(Path(args.run) / "hub") if args.dry_run else None)
     result = publish(args.run, args.repo_id, folder=folder, private=args.private, token=args.token,

@@ -1,6 +1,8 @@
 """`vidiff studio`: the local web app (generate, condition, runs, evaluate) over a runs folder."""
 from __future__ import annotations
 
+from .common import one_process
+
 
 def register(sub) -> None:
     p = sub.add_parser("studio", help="local web app: generate, condition, browse runs, evaluate")
@@ -14,6 +16,7 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
+    one_process("studio")
     from pathlib import Path
 
     from ..errors import VidiffError

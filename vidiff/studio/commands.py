@@ -65,12 +65,13 @@ def _flags(pairs) -> list:
     out = []
     for flag, value in pairs:
         if value is not None:
-            out += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+            text = f"{value:g}" if isinstance(value, float) else str(value)
+            out += [f"{flag}={text}"] if text.startswith("-") else [flag, text]  # "-1", "- a prompt": not a flag
     return out
 
 
 def sampling_flags(req: dict) -> list:
-    """The flags every sampling command shares: --num, --seed, --sampler, --steps, --guidance,
+    """The flags every sampling command shares: --num-videos, --seed, --sampler, --steps, --guidance,
     --prompt, --class (only those the request sets)."""
     return _flags([("--num-videos", _int(req, "num", 1, MAX_VIDEOS, 1)), ("--seed", _int(req, "seed", 0, 2**31 - 1, 0)),
                    ("--sampler", _choice(req, "sampler", SAMPLERS)), ("--steps", _int(req, "steps", 1, 10_000)),

@@ -59,9 +59,15 @@ class PeriodicFVD:
     any frame count), each sample conditioned like its real clip. Small samples: a trend, not a score."""
 
     def __init__(self, cfg: Config):
+        from ..config import ConfigError
+        from ..data.shards import is_shard_spec
         self.cfg = cfg
         self.real = None
         self.request: dict = {}
+        if cfg.train.fvd_every and cfg.data.frames < 9 and is_shard_spec(cfg.data.source):
+            raise ConfigError(f"train.fvd_every needs real clips of at least 9 frames (I3D), and the prepared shards "
+                              f"{cfg.data.source} hold clips of {cfg.data.frames}; prepare shards of 9 or more frames "
+                              f"(vidiff prepare --frames 9), or set train.fvd_every=0 and run vidiff eval on samples")
 
     def _prepare(self, model: VideoDiffusion) -> None:
         from ..data import build_dataset

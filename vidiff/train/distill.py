@@ -56,8 +56,12 @@ def distill(teacher, out_dir, *, to_steps: int = 8, from_steps: int = 256, steps
     run folder whose config samples with `to_steps` DDIM steps. Finished rounds are kept, an
     interrupted one resumes: calling it again continues where it stopped."""
     out_dir = Path(out_dir).resolve()  # recorded in each round's config: a resume elsewhere still finds it
-    base = load_config(resolve_checkpoint(teacher))
-    source: Optional[str] = str(Path(teacher).resolve())
+    checkpoint = resolve_checkpoint(teacher)  # a local folder, or the Hub snapshot of hf://org/name
+    base = load_config(checkpoint)
+    local = Path(teacher).exists()
+    source: Optional[str] = str(Path(teacher).resolve() if local else checkpoint)
+    if not local:  # a downloaded config's data source is the uploader's (and a pipe: source would run a command)
+        base = replace(base, data=replace(base.data, source=""))
     result: dict = {}
     for steps in round_steps(from_steps, to_steps):
         folder = out_dir if steps == to_steps else out_dir / "rounds" / f"steps_{steps:04d}"

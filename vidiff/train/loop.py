@@ -40,10 +40,10 @@ def _start(cfg: Config, out_dir: Path, resume: bool):
 class _Run:
     """Rank 0's outputs of a run: the log, its trackers (TensorBoard, W&B), sample grids and periodic FVD."""
 
-    def __init__(self, t: Trainer, out_dir: Path, start_step: int, tensorboard: bool, grid_request: dict):
+    def __init__(self, t: Trainer, out_dir: Path, start_step: int, tracker, grid_request: dict):
         self.t, self.out_dir, self.main = t, out_dir, t.rank == 0
         self.metrics = MetricsLog(out_dir, start_step) if self.main else None
-        self.tracker = open_tracker(t.cfg, out_dir, start_step, tensorboard) if self.main else None
+        self.tracker = tracker
         self.fvd = PeriodicFVD(t.cfg)
         self.grid_request = grid_request
 
@@ -133,6 +133,19 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
         return _train(cfg, out_dir, resume, progress, device, tensorboard)
 
 
+def _open_tracker(cfg: Config, out_dir: Path, start_step: int, tensorboard: bool, rank: int):
+    """Rank 0's trackers; every process learns whether they opened (no rank waits for a stopped one)."""
+    tracker, error = None, None
+    if rank == 0:
+        try:
+            tracker = open_tracker(cfg, out_dir, start_step, tensorboard)
+        except VidiffError as e:
+            error = e
+    if distributed.flag_from_rank0(error is not None):
+        raise error or ConfigError("the run's trackers did not open on rank 0; its log says why")
+    return tracker
+
+
 def _lock(stack: contextlib.ExitStack, out_dir: Path, rank: int) -> None:
     """One writer per run folder: rank 0 holds its lock, and every process learns at once whether it
     got it (so no rank waits for a process that has already stopped)."""
@@ -156,6 +169,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
     data = build_data(cfg)
     cfg = derive_config(cfg, data)
     grid_items = [{k: v for k, v in data[i % len(data)].items() if k != "video"} for i in range(cfg.train.num_samples)]
+    tracker = _open_tracker(cfg, out_dir, start_step, tensorboard, rank)
     t = build_trainer(cfg, device, start_step, ck)
     if rank == 0:
         atomic_write(out_dir / "config.json", cfg.to_json())
@@ -163,7 +177,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
                  "process%s (%s)", f"{sum(p.numel() for p in t.net.parameters()):,}", device, out_dir, tr.batch_size,
                  tr.batch_size // (world * tr.grad_accum), tr.grad_accum, "s" if tr.grad_accum > 1 else "", world,
                  "es" if world > 1 else "", t.parallel)
-    run = _Run(t, out_dir, start_step, tensorboard, t.model.conditioning.like(grid_items))
+    run = _Run(t, out_dir, start_step, tracker, t.model.conditioning.like(grid_items))
     workers, why = num_workers(cfg.data.num_workers, data, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), device.type)
     if rank == 0:
         log.info("reading the data with %d loader worker%s (%s)", workers, "" if workers == 1 else "s", why)

@@ -33,6 +33,9 @@ def choose(cfg: Config, num_params: int, device: torch.device) -> str:
         choice = "fsdp" if big else "ddp"
         log.info("train.parallel=auto → %s (%s parameters, %d process%s, %s; FSDP from %s parameters on GPUs)",
                  choice, f"{num_params:,}", world, "es" if world > 1 else "", device.type, f"{FSDP_AUTO_PARAMS:,}")
+    if choice == "fsdp" and cfg.train.mixed_precision == "fp16":
+        raise ConfigError("train.mixed_precision=fp16 needs a gradient scaler that sees every shard; with "
+                          "train.parallel=fsdp use bf16 (the default on GPUs)")
     if choice == "fsdp" and not dist.is_initialized():
         raise ConfigError("train.parallel=fsdp shards the model across processes: launch with torchrun "
                           "(e.g. torchrun --nproc-per-node 8 -m vidiff.cli train ...), or use train.parallel=ddp")

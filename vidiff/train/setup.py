@@ -41,7 +41,8 @@ def build_data(cfg: Config) -> Dataset:
     from ..data import build_dataset
     d = cfg.data
     if not d.source:
-        raise ConfigError("data.source is empty: pass --data DIR (a folder of videos) or builtin:moving-shapes")
+        raise ConfigError("data.source is empty: pass --data DIR (a folder of videos, prepared shards) or "
+                          "builtin:moving-shapes")
     kw = {"num_videos": d.num_videos} if d.source.startswith("builtin:") else {}
     return build_dataset(d.source, frames=d.frames, size=d.size, frame_stride=d.frame_stride, flip=d.flip,
                          fps=d.fps or None, skip_bad_files=d.skip_bad_files, seed=cfg.train.seed, **kw)

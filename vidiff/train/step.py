@@ -42,6 +42,8 @@ def _update(t: Trainer):
         t.scaler.unscale_(t.opt)
     clip = t.cfg.train.grad_clip
     grad_norm = torch.nn.utils.clip_grad_norm_(t.net.parameters(), clip) if clip > 0 else None
+    if hasattr(grad_norm, "full_tensor"):  # FSDP: a norm over this process's shards, reduced here on every rank
+        grad_norm = grad_norm.full_tensor()
     if t.scaler is not None:
         t.scaler.step(t.opt)
         t.scaler.update()
