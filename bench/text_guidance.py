@@ -37,7 +37,7 @@ def caption_sensitivity(model, clips: torch.Tensor, captions: list, logsnrs=(-8,
     variants = {"true": captions,
                 "direction swapped": [" ".join(c.split()[:-1] + [opposite[c.split()[-1]]]) for c in captions],
                 "colour swapped": [c.replace(c.split()[1], other[c.split()[1]]) for c in captions]}
-    encoded = {k: model.text_encoder().encode(v) for k, v in variants.items()}
+    encoded = {k: model.conditioning.encoder.encode(v) for k, v in variants.items()}
     g = torch.Generator().manual_seed(0)
     table = {}
     for lam in logsnrs:

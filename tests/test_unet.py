@@ -185,3 +185,30 @@ def test_text_cross_attention_respects_padding_null_and_frames():
     assert per_frame[1] > 0 and per_frame[[0, 2]].max() == 0, f"cross-attention mixed frames: {per_frame}"
     with pytest.raises(ValueError, match="text_cross_attention"):
         UNet3D(UNetConfig(**{**TINY.to_dict(), "text_cross_attention": True}))
+
+
+def _reversal_error(net) -> float:
+    x = torch.randn(2, 3, 6, 8, 8)
+    with torch.no_grad():
+        forward, reversed_ = net(x, torch.zeros(2)), net(x.flip(2), torch.zeros(2)).flip(2)
+    return ((forward - reversed_).abs().max() / forward.abs().max()).item()
+
+
+def test_time_reversal_symmetry_is_broken_at_init():
+    """The 1×3×3 convolutions never mix frames, so only temporal attention's relative position bias
+    tells earlier from later. With a bias symmetric in j − i (zeros included) the network is exactly
+    equivariant to reversing time, the symmetry gradient descent keeps on symmetric data — "moving left"
+    and "moving right" then differ by nothing the network can see. The bias starts random, so it can."""
+    net = randomise(UNet3D(TINY)).eval()
+    torch.manual_seed(0)
+    fresh = UNet3D(TINY)
+    for new, old in zip(fresh.modules(), net.modules()):
+        if hasattr(new, "rel_pos"):
+            old.rel_pos.bias.weight.data.copy_(new.rel_pos.bias.weight.data)  # the initial bias, as built
+    assert _reversal_error(net) > 1e-2
+    for m in net.modules():
+        if hasattr(m, "rel_pos"):
+            w = m.rel_pos.bias.weight.data
+            half = m.rel_pos.num_buckets // 2
+            w[half:] = w[:half]  # b(d) = b(−d): the same bucket for past and future
+    assert _reversal_error(net) < 1e-5

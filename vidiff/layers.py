@@ -196,13 +196,19 @@ class CrossAttention(nn.Module):
 
 class RelativePositionBias(nn.Module):
     """Learned per-head bias b(j − i) for temporal attention, with log-spaced buckets beyond
-    `max_exact` frames (T5), so there is no absolute notion of time and any frame count works."""
+    `max_exact` frames (T5), so there is no absolute notion of time and any frame count works.
+
+    Initialised at random (N(0, 1), as T5 and nn.Embedding do), not at zero: the 1×3×3 convolutions
+    do not mix frames, so with b(d) = b(−d) — zeros included — the whole network is equivariant to
+    reversing time, and gradient descent keeps that symmetry in expectation (the data without its
+    captions is symmetric). Such a model learns the axis of "moving left" but not its sign
+    (tests/test_unet.py::test_time_reversal_symmetry_is_broken_at_init)."""
 
     def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 64):
         super().__init__()
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, heads)
-        nn.init.zeros_(self.bias.weight)
+        nn.init.normal_(self.bias.weight, std=1.0)
 
     def bucket(self, rel: torch.Tensor) -> torch.Tensor:
         half = self.num_buckets // 2
