@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import socket
 import tempfile
@@ -89,6 +90,23 @@ def find_videos(root: PathLike, extensions: tuple[str, ...] = VIDEO_EXTENSIONS, 
             f"skipped); put videos there or point to another folder"
         )
     return files
+
+
+def read_metrics(path) -> list:
+    """The rows of a metrics.jsonl (dicts with "step"), skipping lines that are not JSON objects (one
+    cut short when training was killed mid-append). A missing file gives []."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+            rows.append(row)
+    return rows
 
 
 def save_tensors(path: PathLike, tensors: dict, metadata: Optional[dict] = None) -> Path:

@@ -25,7 +25,7 @@ from typing import Optional
 from .checkpoint import load_config, load_json, read_checkpoint
 from .config import DERIVED, Config
 from .errors import VidiffError
-from .files import atomic_write
+from .files import atomic_write, read_metrics
 from .hub import PREFIX, hub_library, parse_reference, upload_folder
 
 PUBLISHED = ("README.md", "config.json", "model.safetensors", "grid.gif", "eval.json")
@@ -145,14 +145,7 @@ def _numel(shape) -> int:
 
 
 def _newest_fvd(path: Path) -> Optional[dict]:
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a killed process
-            continue
-        if "fvd" in row:
-            rows.append(row)
+    rows = [row for row in read_metrics(path) if "fvd" in row]
     return rows[-1] if rows else None
 
 

@@ -89,6 +89,15 @@ def langevin_step(denoise: DenoiseFn, z: torch.Tensor, logsnr, *, delta: float, 
     return z - 0.5 * delta * sigma * eps + (delta ** 0.5) * sigma * noise(z)
 
 
+def _last(denoise: DenoiseFn, z: torch.Tensor, lam: torch.Tensor, steps: int, clip, cond, callback) -> torch.Tensor:
+    """Every sampler's end: x̂ at the last grid point, not a step to λ_max (extrapolating over that
+    long last step is unstable, and known pixels stay exact)."""
+    x = _denoise(denoise, z, lam[steps - 1], clip, cond)
+    if callback is not None:
+        callback(steps - 1, steps, x)
+    return x
+
+
 def sample_pc(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None, *, cond: Optional[dict] = None,
               callback=None, clip: Optional[float] = None, logsnr_fn=logsnr_cosine, logsnr_min: float = LOGSNR_MIN,
               logsnr_max: float = LOGSNR_MAX, gamma: float = 0.0, corrector_steps: int = 1,
@@ -103,10 +112,7 @@ def sample_pc(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None, *, co
             z = langevin_step(denoise, z, lam[i + 1], delta=delta, clip=clip, noise=draw, cond=cond)
         if callback is not None:
             callback(i, steps, x)
-    x = _denoise(denoise, z, lam[steps - 1], clip, cond)
-    if callback is not None:
-        callback(steps - 1, steps, x)
-    return x
+    return _last(denoise, z, lam, steps, clip, cond, callback)
 
 
 def sample_ancestral(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None, *, cond: Optional[dict] = None,
@@ -130,10 +136,7 @@ def sample_ddim(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None, *, 
         z = ddim_step(z, x, lam[i], lam[i + 1])
         if callback is not None:
             callback(i, steps, x)
-    x = _denoise(denoise, z, lam[steps - 1], clip, cond)
-    if callback is not None:
-        callback(steps - 1, steps, x)
-    return x
+    return _last(denoise, z, lam, steps, clip, cond, callback)
 
 
 def _step_grid(steps: int, grid: str, logsnr_fn, logsnr_min, logsnr_max) -> torch.Tensor:
@@ -169,10 +172,7 @@ def _dpmpp_2m(denoise, z, steps, noise, cond, callback, clip, lam, eta: float):
         x_prev, h_prev = x, h
         if callback is not None:
             callback(i, steps, x)
-    x = _denoise(denoise, z, lam[steps - 1], clip, cond)  # the last step ends at x̂, as the others do
-    if callback is not None:
-        callback(steps - 1, steps, x)
-    return x
+    return _last(denoise, z, lam, steps, clip, cond, callback)
 
 
 def sample_dpmpp_2m(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None, *, cond: Optional[dict] = None,

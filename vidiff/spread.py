@@ -50,6 +50,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def local_device() -> torch.device:
     """This process's GPU (LOCAL_RANK under torchrun), else the CPU."""
     if torch.cuda.is_available():

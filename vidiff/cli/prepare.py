@@ -22,8 +22,7 @@ def register(sub) -> None:
 
 def run(args) -> None:
     one_process("prepare")
-    import os
-
+    from .. import spread
     from ..data.prepare import parse_bytes, prepare_shards
     from ..errors import VidiffError
     if args.frames < 1 or args.size < 1:
@@ -31,8 +30,7 @@ def run(args) -> None:
     if args.workers != "auto" and not args.workers.isdigit():
         raise VidiffError(f"--workers {args.workers}: give a number of processes or auto")
     size = (args.size, args.size)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = max(1, cores - 1) if args.workers == "auto" else int(args.workers)
+    workers = max(1, spread.usable_cores() - 1) if args.workers == "auto" else int(args.workers)
     s = prepare_shards(args.src, args.out, args.frames, size, fps=args.fps, shard_bytes=parse_bytes(args.shard_size),
                        skip_errors=args.skip_errors, workers=workers)
     print(f"wrote {s['clips']} clips of {args.frames}×{size[0]}×{size[1]} from {s['videos']} videos into "

@@ -51,14 +51,9 @@ def _cached_i3d(path: str, device: str) -> torch.nn.Module:
     return load_i3d(path, device=device)
 
 
-def default_device() -> str:
-    """Where features are computed unless told: the GPU of this process where there is one."""
-    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
-
-
 def get_i3d(i3d_weights: str | os.PathLike | None = None, device=None) -> torch.nn.Module:
     """The Kinetics-400 I3D (eval, BatchNorm folded), loaded once per weight file and device."""
-    return _cached_i3d(str(i3d_weights_path(i3d_weights)), str(device or default_device()))
+    return _cached_i3d(str(i3d_weights_path(i3d_weights)), str(device or spread.local_device()))
 
 
 def i3d_logits(videos: torch.Tensor, i3d_weights: str | os.PathLike | None = None, model=None) -> torch.Tensor:

@@ -8,26 +8,10 @@ from pathlib import Path
 from typing import Optional
 
 from ..checkpoint import list_checkpoints
+from ..files import read_metrics
 from .paths import StudioError, resolve_inside
 
 MAX_POINTS = 1000  # a curve is thinned to about this many points for the page
-
-
-def read_metrics(path) -> list:
-    """The rows of a metrics.jsonl (dicts with "step"), skipping lines that are not JSON objects (one
-    cut short when training was killed mid-append). A missing file gives []."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
-            rows.append(row)
-    return rows
 
 
 def series(rows: list, key: str, max_points: int = MAX_POINTS) -> list:

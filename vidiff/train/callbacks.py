@@ -24,16 +24,9 @@ class MetricsLog:
             self._truncate(start_step)
 
     def _truncate(self, step: int) -> None:
-        from ..files import atomic_write
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short when the process was killed mid-append
-                continue
-            if row.get("step", 0) <= step:
-                keep.append(line)
-        atomic_write(self.path, "".join(line + "\n" for line in keep))
+        from ..files import atomic_write, read_metrics
+        keep = [row for row in read_metrics(self.path) if row["step"] <= step]  # torn lines dropped
+        atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in keep))
 
     def log(self, step: int, **values) -> None:
         """One row of metrics.jsonl."""

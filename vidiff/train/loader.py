@@ -14,11 +14,12 @@ share of the epoch, which a step fixes, so every clip is seen once an epoch and 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .. import spread
 
 log = logging.getLogger("vidiff.train")
 MAX_AUTO_WORKERS = 8
@@ -132,10 +133,6 @@ def collate(items: list) -> dict:
             "caption": [it.get("caption", "") for it in items]}
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def num_workers(setting, dataset: Dataset, local_world: int = 1, device: str = "cpu") -> tuple[int, str]:
     """The loader workers for `data.num_workers` (a count, or "auto") and why. "auto": one per core
     this process may use but one (the training step's), at most MAX_AUTO_WORKERS; none when training
@@ -146,7 +143,7 @@ def num_workers(setting, dataset: Dataset, local_world: int = 1, device: str = "
     base = getattr(dataset, "videos", dataset)  # joint image-video training wraps the clips
     if device == "cpu" and getattr(base, "items_are_cheap", False):
         return 0, f"data.num_workers=auto: {type(base).__name__} items are cheap, made in the training process"
-    cores = max(1, usable_cores() // max(1, local_world))
+    cores = max(1, spread.usable_cores() // max(1, local_world))
     n = max(0, min(cores - 1, MAX_AUTO_WORKERS))
     return n, f"data.num_workers=auto: {cores} core{'s' if cores > 1 else ''} for this process, one kept for training"
 

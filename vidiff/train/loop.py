@@ -125,8 +125,8 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
     applied (and logged); a change to anything the weights depend on is refused with a clear error.
     `train.logger` says where the run is tracked; `tensorboard=False` leaves TensorBoard out."""
     out_dir = Path(out_dir)
-    rank, world, local_rank = distributed.dist_info()
-    device = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+    rank = distributed.dist_info()[0]
+    device = torch.device(device) if device else spread.local_device()
     distributed.setup_distributed(device)
     with contextlib.ExitStack() as stack:
         _lock(stack, out_dir, rank)
