@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from plots import draw_series, save_panels
 
 from vidiff.data import MovingShapes
 from vidiff.metrics.fvd import extract_i3d_features, fvd
@@ -32,7 +32,8 @@ from vidiff.train.distill import distill
 SAMPLERS = [("pc 256", "pc", 256, {}), ("dpm++ 2m 10", "dpmpp-2m", 10, {}), ("dpm++ 2m 15", "dpmpp-2m", 15, {}),
             ("dpm++ 2m 20", "dpmpp-2m", 20, {}), ("dpm++ 2m 25", "dpmpp-2m", 25, {}), ("ddim 25", "ddim", 25, {}),
             ("ddim 50", "ddim", 50, {}), ("ddim 100", "ddim", 100, {}), ("dpm++ 2m sde 20", "dpmpp-2m-sde", 20, {}),
-            ("dpm++ 2m sde 25", "dpmpp-2m-sde", 25, {}), ("ancestral 256", "ancestral", 256, {"gamma": 0.1})]
+            ("dpm++ 2m sde 25", "dpmpp-2m-sde", 25, {}), ("ancestral 256", "ancestral", 256, {"gamma": 0.1}),
+            ("ddim 8", "ddim", 8, {}), ("ddim 4", "ddim", 4, {})]  # the teacher at the students' step counts
 STUDENTS = [("distilled 8", 8), ("distilled 4", 4)]
 
 
@@ -46,6 +47,9 @@ def peak_gflops() -> float:
 
 
 def teacher(run: Path, args) -> Path:
+    """The teacher's run folder: --teacher, or one trained at 16 frames for --minutes (once)."""
+    if args.teacher:
+        return Path(args.teacher)
     folder = run / "teacher"
     cfg = get_preset(args.preset).override(["data.frames=16", f"train.max_minutes={args.minutes}",
                                             "train.steps=1000000", "train.num_samples=0", "train.save_every=500",
@@ -79,9 +83,9 @@ def measure(model: VideoDiffusion, sampler: str, steps: int, options: dict, num:
 
 
 def distilled(run: Path, args, device) -> dict:
-    """The teacher progressively distilled to 8 DDIM steps (256 → 128 → … → 8), then to 4."""
-    distill(run / "teacher", run / "student8", to_steps=8, steps_per_round=args.steps_per_round,
-            overrides=["train.num_samples=0"])
+    """The teacher progressively distilled to 8 DDIM steps (--from-steps → … → 8), then to 4."""
+    distill(teacher(run, args), run / "student8", from_steps=args.from_steps, to_steps=8,
+            steps_per_round=args.steps_per_round, overrides=["train.num_samples=0"])
     distill(run / "student8", run / "student4", from_steps=8, to_steps=4, steps_per_round=args.steps_per_round,
             overrides=["train.num_samples=0"])
     return {"distilled 8": VideoDiffusion.from_pretrained(run / "student8", device=device),
@@ -89,38 +93,12 @@ def distilled(run: Path, args, device) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
-    """FVD against network evaluations (log scale), one mark per sampler and seed set (Pillow only)."""
-    from PIL import Image, ImageDraw
-    w, h, pad = 900, 560, 70
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    pts = [(r["evaluations"], r["fvd"], label) for label, runs in results.items() for r in runs]
-    xs, ys = [math.log10(p[0]) for p in pts], [p[1] for p in pts]
-    x0, x1, y0, y1 = min(xs) - 0.1, max(xs) + 0.1, 0.0, max(ys) * 1.1
-
-    def at(x, y):
-        return pad + (x - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
-
-    d.line([at(x0, y0), at(x1, y0)], fill="black")
-    d.line([at(x0, y0), at(x0, y1)], fill="black")
-    for e in (1, 10, 100, 1000):
-        if x0 <= math.log10(e) <= x1:
-            x, y = at(math.log10(e), y0)
-            d.line([(x, y), (x, y + 5)], fill="black")
-            d.text((x - 10, y + 8), str(e), fill="black")
-    for f in np.linspace(0, y1, 5):
-        x, y = at(x0, f)
-        d.text((x - 55, y - 6), f"{f:.0f}", fill="black")
-    d.text((w // 2 - 120, h - 30), "network evaluations per sample (log)", fill="black")
-    d.text((10, 10), "FVD (lower is better)", fill="black")
-    labelled = set()
-    for (_, f, label), lx in zip(pts, xs):
-        x, y = at(lx, f)
-        d.ellipse([x - 4, y - 4, x + 4, y + 4], fill="navy")
-        if label not in labelled:  # one label per sampler, beside its first seed set
-            d.text((x + 6, y - 6), label, fill="gray")
-            labelled.add(label)
-    img.save(path)
+    """FVD against network evaluations (log scale): a curve per sampler family, a dot per seed set."""
+    families: dict = {}
+    for label, runs in results.items():
+        families.setdefault(label.rsplit(" ", 1)[0], []).extend((r["evaluations"], r["fvd"]) for r in runs)
+    save_panels([draw_series(families, "network evaluations per sample (log)", "FVD (lower is better)",
+                             log_x=True, title="FVD against network evaluations")], path)
 
 
 def main():
@@ -128,6 +106,9 @@ def main():
     p.add_argument("--run", default="runs/sampler-quality")
     p.add_argument("--preset", default="cpu-demo", help="the teacher's preset (trained at 16 frames)")
     p.add_argument("--minutes", type=float, default=20.0, help="teacher training time")
+    p.add_argument("--teacher", help="an existing run (trained at 16 frames) instead of training one")
+    p.add_argument("--from-steps", type=int, default=256, help="the teacher's DDIM steps distillation starts from")
+    p.add_argument("--samplers", help="labels of SAMPLERS to measure (default: all), e.g. 'ddim 50'")
     p.add_argument("--num", type=int, default=256, help="samples per sampler and seed set (and real clips)")
     p.add_argument("--seeds", default="0,1", help="seed sets")
     p.add_argument("--steps-per-round", type=int, default=500, help="distillation steps per halving")
@@ -150,7 +131,8 @@ def main():
     results_path = run / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     seeds = [int(s) for s in args.seeds.split(",")]
-    todo = [(label, model, name, steps, opts) for label, name, steps, opts in SAMPLERS]
+    chosen = args.samplers.split(",") if args.samplers else [s[0] for s in SAMPLERS]
+    todo = [(label, model, name, steps, opts) for label, name, steps, opts in SAMPLERS if label in chosen]
     todo += [(label, students[label], "ddim", steps, {}) for label, steps in STUDENTS if label in students]
     for label, m, name, steps, opts in todo:
         sampler_spec(name)
