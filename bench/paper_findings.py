@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -53,7 +54,6 @@ def trained(out: Path, name: str, preset: str, overrides: list, args) -> VideoDi
     done = folder / "finished.json"
     if not done.is_file():
         if folder.exists():
-            import shutil
             shutil.rmtree(folder)
         cfg = get_preset(preset).override([f"data.frames={FRAMES}", f"train.max_minutes={args.minutes}",
                                            "train.steps=1000000", "train.num_samples=0", "train.save_every=0",
