@@ -10,8 +10,12 @@ the axis of a motion from the caption but not its sign; bench/text_guidance.py).
   text features.
 * `tokens`: how far apart the text encoder puts the direction words (L2 distance of the caption
   tokens that differ, mean-pooled cosine), next to the colour words.
+* `ideal`: what the direction word is worth to the Bayes-optimal denoiser at each noise level (its
+  x-MSE with the true direction, the opposite one, another axis, the colour, nothing), estimated from
+  16,000 clips. If the true direction lowers the error about as much as the colour does, the data
+  carries the signal and the network is what fails to take it.
 
-    python bench/arrow_of_time.py --minutes 5 --out runs/arrow [--only always-right,direction-class,tokens]
+    python bench/arrow_of_time.py --minutes 5 --out runs/arrow [--only always-right,direction-class,tokens,ideal]
 
 Each model is sampled with DDIM 50 (8 samples per direction, w = 0 and 1 for the class model) and
 read back with `describe_video`; results go to OUT/arrow_of_time.json.
@@ -19,45 +23,24 @@ read back with `describe_video`; results go to OUT/arrow_of_time.json.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 from collections import Counter
 from pathlib import Path
 
 import torch
 
-import vidiff.data
 from vidiff import VideoDiffusion, get_preset
 from vidiff.data import MovingShapes, describe_video
 from vidiff.data.moving_shapes import DIRECTIONS
 from vidiff.train import train
 
 
-class DirectionClasses(MovingShapes):
-    """The built-in shapes with the direction of motion as the class (colour and shape vary freely)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.classes = list(self.directions)
-
-    def label(self, index: int) -> int:
-        return self.directions.index(self.attributes(index)["direction"])
-
-    def __getitem__(self, index: int) -> dict:
-        return {**super().__getitem__(index), "label": self.label(index)}
-
-
-def trained(preset: str, dataset, folder: Path, minutes: float) -> VideoDiffusion:
-    """Train `preset` for `minutes` on `dataset` (a MovingShapes variant standing in for the built-in one)."""
+def trained(preset: str, source: str, folder: Path, minutes: float) -> VideoDiffusion:
+    """Train `preset` for `minutes` on the built-in data with `source`'s options (once)."""
     if not (folder / "checkpoints").is_dir():
-        built_in = vidiff.data.MovingShapes
-        vidiff.data.MovingShapes = dataset  # what build_dataset constructs for builtin:moving-shapes
-        try:
-            cfg = get_preset(preset).override([f"train.max_minutes={minutes}", "train.save_every=0",
-                                               "train.num_samples=0"])
-            train(cfg, folder, progress=False)
-        finally:
-            vidiff.data.MovingShapes = built_in
+        cfg = get_preset(preset).override([f"train.max_minutes={minutes}", "train.save_every=0",
+                                           "train.num_samples=0", f"data.source={source}"])
+        train(cfg, folder, progress=False)
     return VideoDiffusion.from_pretrained(folder)
 
 
@@ -66,13 +49,12 @@ def moved(model, num: int, **request) -> Counter:
 
 
 def always_right(out: Path, args) -> dict:
-    model = trained("cpu-demo", functools.partial(MovingShapes, directions=("right",)), out / "always-right",
-                    args.minutes)
+    model = trained("cpu-demo", "builtin:moving-shapes?directions=right", out / "always-right", args.minutes)
     return {"moved": dict(moved(model, 4 * args.num, seed=0, batch_size=4 * args.num))}
 
 
 def direction_class(out: Path, args) -> dict:
-    model = trained("cpu-demo-class", DirectionClasses, out / "direction-class", args.minutes)
+    model = trained("cpu-demo-class", "builtin:moving-shapes?label=direction", out / "direction-class", args.minutes)
     report = {}
     for w in (0.0, 1.0):
         table = {d: dict(moved(model, args.num, class_label=d, guidance=w, seed=100 * i, batch_size=args.num))
@@ -95,7 +77,52 @@ def tokens(out: Path, args) -> dict:
             for i, k in enumerate(captions) if i != ref}
 
 
-PROBES = {"always-right": always_right, "direction-class": direction_class, "tokens": tokens}
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+_OTHER_AXIS = {"left": "up", "right": "down", "up": "left", "down": "right"}
+
+
+def ideal_gain(out: Path, args, num_train: int = 16_000, num_test: int = 256,
+               logsnrs=(-10, -8, -6, -4, -2, 0)) -> dict:
+    """What each word is worth to the Bayes-optimal denoiser: E[x | z_t, condition] estimated by weighting
+    `num_train` clips by q(z_t | x_i) (exact as num_train grows; `ess` is the effective number of clips
+    behind an estimate, trustworthy where it is large), with the condition the clip's direction, that
+    direction's opposite, another axis, its colour, or nothing. x-MSE on unseen clips of cpu-demo's size;
+    a word's worth is the unconditional error minus the error with the true word."""
+    from vidiff.schedule import alpha_sigma
+
+    cfg = get_preset("cpu-demo").data
+    train_set = MovingShapes(num_videos=num_train, frames=cfg.frames, size=cfg.size, seed=0)
+    test_set = MovingShapes(num_videos=num_test, frames=cfg.frames, size=cfg.size, seed=4321)
+    x = torch.stack([train_set[i]["video"] for i in range(num_train)]).flatten(1)  # (n, d)
+    attrs = [train_set.attributes(i) for i in range(num_train)]
+    x_test = torch.stack([test_set[i]["video"] for i in range(num_test)]).flatten(1)
+    want = [test_set.attributes(i) for i in range(num_test)]
+
+    def allowed(key: str, value) -> torch.Tensor:  # (num_test, n): which training clips fit each test condition
+        return torch.tensor([[a[key] == value(w) for a in attrs] for w in want])
+
+    conditions = {"none": torch.ones(num_test, num_train, dtype=torch.bool),
+                  "direction": allowed("direction", lambda w: w["direction"]),
+                  "opposite direction": allowed("direction", lambda w: _OPPOSITE[w["direction"]]),
+                  "other axis": allowed("direction", lambda w: _OTHER_AXIS[w["direction"]]),
+                  "colour": allowed("color", lambda w: w["color"])}
+    g = torch.Generator().manual_seed(0)
+    report = {}
+    for lam in logsnrs:
+        a, s = (v.item() for v in alpha_sigma(torch.tensor(float(lam))))
+        z = a * x_test + s * torch.randn(x_test.shape, generator=g)
+        logits = -torch.cdist(z, a * x) ** 2 / (2 * s * s)  # (num_test, n): log q(z | x_i) + const
+        row = {}
+        for name, mask in conditions.items():
+            w = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)
+            row[name] = {"x_mse": ((w @ x - x_test) ** 2).mean().item(), "ess": (1 / (w ** 2).sum(1)).median().item()}
+        report[f"logsnr {lam:+d}"] = row
+        print(f"  λ={lam:+d}: " + "  ".join(f"{k} {v['x_mse']:.4f} (ess {v['ess']:.0f})" for k, v in row.items()),
+              flush=True)
+    return report
+
+
+PROBES = {"always-right": always_right, "direction-class": direction_class, "tokens": tokens, "ideal": ideal_gain}
 
 
 def main():

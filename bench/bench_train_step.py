@@ -37,6 +37,7 @@ import types
 from dataclasses import replace
 
 import torch
+from common import matmul_peak
 from torch.utils.flop_counter import FlopCounterMode
 
 from vidiff.diffusion import Denoiser, DiffusionLoss
@@ -46,15 +47,6 @@ from vidiff.unet import UNet3D, UNetConfig
 
 REFERENCE = UNetConfig(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
                        emb_dim=256)
-
-
-def matmul_peak(n=2048, reps=10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
 def ours(cfg: UNetConfig, variant: str):

@@ -17,16 +17,12 @@ import os
 import time
 
 import torch
+from common import step_mse
 
 from vidiff.data import MovingShapes, describe_video
 from vidiff.pipeline import VideoDiffusion
 from vidiff.sampling import SAMPLERS
 from vidiff.tasks import extend, predict
-
-
-def step_mse(v: torch.Tensor) -> torch.Tensor:
-    """(b c f h w) → (b, f−1): mean squared difference of consecutive frames."""
-    return ((v[:, :, 1:] - v[:, :, :-1]) ** 2).mean(dim=(1, 3, 4))
 
 
 def consistency(video: torch.Tensor, ref: dict, window: int) -> dict:

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_train_step import matmul_peak  # noqa: E402
+from common import matmul_peak  # noqa: E402
 
 from vidiff.data import build_dataset  # noqa: E402
 from vidiff.data.prepare import prepare_shards  # noqa: E402

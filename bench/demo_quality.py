@@ -6,8 +6,10 @@ half of the frames are described separately and compared). Real clips from the b
 measured the same way as the reference.
 
     python bench/demo_quality.py --checkpoint runs/demo [--num 32] [--samplers ancestral:100,ddim:50]
+        [--samplers pc:200:corrector_steps=1,pc:200:corrector_steps=3:delta=0.2]
 
-`--samplers` lists sampler:steps pairs (default: the model's own sampler and steps); each one's
+`--samplers` lists sampler:steps pairs, each with the sampler's own options after further colons
+(default: the model's own sampler, steps and options); each one's
 samples are also written as a filmstrip PNG (a row per video) next to the checkpoint's run folder
 unless `--no-png`.
 """
@@ -44,7 +46,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--num", type=int, default=32)
-    ap.add_argument("--samplers", help="sampler:steps,... (default: the model's sample config)")
+    ap.add_argument("--samplers", help="sampler:steps[:option=value...],... e.g. pc:200:corrector_steps=1 "
+                                       "(default: the model's sample config)")
     ap.add_argument("--gamma", type=float)
     ap.add_argument("--no-png", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
@@ -56,12 +59,13 @@ def main():
     report = {"real": coherence(torch.stack([real[i]["video"] for i in range(args.num)]), palette)}
     sc = model.config.sample
     for spec in (args.samplers or f"{sc.sampler}:{sc.steps}").split(","):
-        name, steps = spec.split(":")
+        name, steps, *extra = spec.split(":")
         options = {} if args.gamma is None else {"gamma": args.gamma}
+        options |= {k: float(v) if "." in v else int(v) for k, v in (o.split("=") for o in extra)}
         videos = model.sample(args.num, sampler=name, steps=int(steps), options=options, seed=args.seed)
         report[spec] = coherence(videos, palette)
         if not args.no_png:
-            png = Path(args.checkpoint) / f"frames_{name}{steps}.png"
+            png = Path(args.checkpoint) / f"frames_{spec.replace(':', '_')}.png"
             write_filmstrip(png, videos[:16])
             print(f"wrote {png}")
     for k, r in report.items():

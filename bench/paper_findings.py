@@ -28,11 +28,12 @@ import shutil
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 import torch
 from plots import draw_series, save_panels
 
-from vidiff.data import MovingShapes, describe_video
+from vidiff.data import describe_video
 from vidiff.metrics.fvd import extract_i3d_features, fvd, kvd
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
@@ -44,7 +45,7 @@ JOINT_IMAGES = (0, 4, 8)
 WEIGHTS = (0.0, 1.0, 2.0, 5.0)
 METHODS = (("replacement", 0.0), ("reconstruction", 1.0), ("reconstruction", 3.0), ("reconstruction", 9.0))
 EXPERIMENTS = ("joint", "guidance", "conditioning")
-REAL_SEED, CONTEXT_SEED = 4242, 777  # clips the models never saw in training (their data start at seed 0)
+CONTEXT_SEED = 777  # clips the models never saw in training (their data start at seed 0)
 
 
 def trained(out: Path, name: str, preset: str, overrides: list, args) -> VideoDiffusion:
@@ -68,16 +69,9 @@ def i3d(videos: torch.Tensor, args) -> np.ndarray:
     return extract_i3d_features(videos, batch_size=args.i3d_batch, progress=False)
 
 
-def real_clips(num: int, seed: int) -> torch.Tensor:
-    data = MovingShapes(num_videos=num, frames=FRAMES, size=16, seed=seed)
-    return torch.stack([data[i]["video"] for i in range(num)])
-
-
 def real_features(out: Path, args, frames: slice = slice(None)) -> np.ndarray:
-    path = out / f"real_i3d_{args.real}_{frames.start or 0}.npy"
-    if not path.is_file():
-        np.save(path, i3d(real_clips(args.real, REAL_SEED)[:, :, frames], args))
-    return np.load(path)
+    return common.real_features(out / f"real_i3d_{args.real}_{frames.start or 0}.npy", args.real, FRAMES, 16,
+                                args.i3d_batch, frames)
 
 
 def spread(feats: np.ndarray, real: np.ndarray) -> float:
@@ -88,7 +82,7 @@ def spread(feats: np.ndarray, real: np.ndarray) -> float:
 def seam(videos: torch.Tensor, real: torch.Tensor) -> float:
     """Mean squared difference between the last given and the first generated frame, over the real one."""
     def step(v):
-        return ((v[:, :, CONTEXT] - v[:, :, CONTEXT - 1]) ** 2).mean().item()
+        return common.step_mse(v)[:, CONTEXT - 1].mean().item()
     return step(videos) / max(step(real), 1e-8)
 
 
@@ -120,7 +114,7 @@ def guidance(out: Path, args, seed: int, w: float) -> dict:
 
 def conditioning(out: Path, args, seed: int, method: str, weight: float) -> dict:
     model = trained(out, "joint-0", "cpu-demo", ["data.image_frames=0"], args)
-    clips = real_clips(args.num, CONTEXT_SEED + seed)
+    clips = common.real_clips(args.num, FRAMES, 16, CONTEXT_SEED + seed)
     videos = torch.cat([predict(model, clips[i:i + args.batch, :, :CONTEXT], FRAMES, method=method,
                                 reconstruction_weight=weight or None, sampler=args.sampler, steps=args.steps,
                                 seed=seed * 100_000 + i) for i in range(0, args.num, args.batch)])

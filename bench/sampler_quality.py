@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import matmul_peak, real_features
 from plots import draw_series, save_panels
 
-from vidiff.data import MovingShapes
 from vidiff.metrics.fvd import extract_i3d_features, fvd
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
@@ -37,15 +37,6 @@ SAMPLERS = [("pc 256", "pc", 256, {}), ("dpm++ 2m 10", "dpmpp-2m", 10, {}), ("dp
 STUDENTS = [("distilled 8", 8), ("distilled 4", 4)]
 
 
-def peak_gflops() -> float:
-    a = torch.randn(2048, 2048)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(5):
-        a @ a
-    return 5 * 2 * 2048**3 / (time.perf_counter() - t) / 1e9
-
-
 def teacher(run: Path, args) -> Path:
     """The teacher's run folder: --teacher, or one trained at 16 frames for --minutes (once)."""
     if args.teacher:
@@ -57,15 +48,6 @@ def teacher(run: Path, args) -> Path:
     if not (folder / "checkpoints").is_dir():
         train(cfg, folder, progress=True)
     return folder
-
-
-def real_features(run: Path, num: int, frames: int, size: int, batch: int) -> np.ndarray:
-    path = run / f"real_i3d_{num}.npy"
-    if not path.is_file():
-        data = MovingShapes(num_videos=num, frames=frames, size=size, seed=4242)  # clips not seen in training
-        np.save(path, extract_i3d_features(torch.stack([data[i]["video"] for i in range(num)]), batch_size=batch,
-                                           progress=True))
-    return np.load(path)
 
 
 def measure(model: VideoDiffusion, sampler: str, steps: int, options: dict, num: int, seed: int, real,
@@ -82,9 +64,9 @@ def measure(model: VideoDiffusion, sampler: str, steps: int, options: dict, num:
     return {"fvd": fvd(real, feats), "evaluations": call.evaluations, "seconds_per_sample": seconds}
 
 
-def distilled(run: Path, args, device) -> dict:
+def distilled(run: Path, teacher_run: Path, args, device) -> dict:
     """The teacher progressively distilled to 8 DDIM steps (--from-steps → … → 8), then to 4."""
-    distill(teacher(run, args), run / "student8", from_steps=args.from_steps, to_steps=8,
+    distill(teacher_run, run / "student8", from_steps=args.from_steps, to_steps=8,
             steps_per_round=args.steps_per_round, overrides=["train.num_samples=0"])
     distill(run / "student8", run / "student4", from_steps=8, to_steps=4, steps_per_round=args.steps_per_round,
             overrides=["train.num_samples=0"])
@@ -122,12 +104,13 @@ def main():
         args.preset, args.minutes, args.num, args.steps_per_round = "cpu-tiny", 0.2, 16, 4
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
-    print(f"fp32 matmul peak (CPU): {peak_gflops():.0f} GFLOP/s; torch threads {torch.get_num_threads()}; "
+    print(f"fp32 matmul peak (CPU): {matmul_peak():.0f} GFLOP/s; torch threads {torch.get_num_threads()}; "
           f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = VideoDiffusion.from_pretrained(teacher(run, args), device=device)
-    real = real_features(run, args.num, 16, model.config.data.size, args.i3d_batch)
-    students = {} if args.no_distill else distilled(run, args, device)
+    teacher_run = teacher(run, args)
+    model = VideoDiffusion.from_pretrained(teacher_run, device=device)
+    real = real_features(run / f"real_i3d_{args.num}.npy", args.num, 16, model.config.data.size, args.i3d_batch)
+    students = {} if args.no_distill else distilled(run, teacher_run, args, device)
     results_path = run / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -85,6 +85,21 @@ def test_moving_shapes_captions_labels_attributes():
         ds[50]
 
 
+def test_builtin_source_options_choose_clips_and_class():
+    """`builtin:moving-shapes?directions=…&label=…`: only those motions, and the chosen attribute as the class."""
+    ds = build_dataset("builtin:moving-shapes?directions=left,right&label=direction", frames=4, size=16)
+    assert ds.classes == ["left", "right"]
+    for i in range(20):
+        assert ds.attributes(i)["direction"] in ("left", "right")
+        assert ds.classes[ds[i]["label"]] == ds.attributes(i)["direction"] == ds.classes[ds.label(i)]
+    colours = build_dataset("builtin:moving-shapes?label=color&colors=red,blue", frames=4, size=16)
+    assert colours.classes == ["red", "blue"] and colours.classes[colours[3]["label"]] == colours.attributes(3)["color"]
+    with pytest.raises(DataError, match="speed=2.*options: colors="):
+        build_dataset("builtin:moving-shapes?speed=2", frames=4, size=16)
+    with pytest.raises(DataError, match="label='size'"):
+        build_dataset("builtin:moving-shapes?label=size", frames=4, size=16)
+
+
 def test_moving_shapes_second_shape():
     item = MovingShapes(num_videos=4, second_shape=True)[0]
     assert item["caption"].count(" moving ") == 2

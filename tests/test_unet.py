@@ -212,3 +212,24 @@ def test_time_reversal_symmetry_is_broken_at_init():
             half = m.rel_pos.num_buckets // 2
             w[half:] = w[:half]  # b(d) = b(−d): the same bucket for past and future
     assert _reversal_error(net) < 1e-5
+
+
+def test_relative_position_bias_inits():
+    """"neighbours" gives heads that look at the previous frame, the next, all alike and nearby ones;
+    "zeros" leaves attention to content alone, and the network equivariant to reversing time."""
+    from vidiff.layers import RelativePositionBias
+
+    weights = RelativePositionBias(4, init="neighbours")(8, "cpu").softmax(dim=-1)  # (heads, query, key)
+    queries = torch.arange(1, 7)
+    assert (weights[0, queries].argmax(dim=-1) == queries - 1).all()
+    assert (weights[1, queries].argmax(dim=-1) == queries + 1).all()
+    assert torch.allclose(weights[2], torch.full((8, 8), 1 / 8))
+    assert (weights[3].argmax(dim=-1) == torch.arange(8)).all() and weights[0, 3, 2] > 0.7
+    zeros = UNetConfig(**{**TINY.to_dict(), "rel_pos_init": "zeros"})
+    net, fresh = randomise(UNet3D(zeros)).eval(), UNet3D(zeros)
+    for new, old in zip(fresh.modules(), net.modules()):
+        if hasattr(new, "rel_pos"):
+            old.rel_pos.bias.weight.data.copy_(new.rel_pos.bias.weight.data)  # the initial bias, as built
+    assert _reversal_error(net) < 1e-5
+    with pytest.raises(ValueError, match="rel_pos_init"):
+        UNetConfig(**{**TINY.to_dict(), "rel_pos_init": "ones"})

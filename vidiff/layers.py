@@ -194,6 +194,9 @@ class CrossAttention(nn.Module):
         return x + rearrange(a, "b (f h w) c -> (b f) c h w", f=frames, h=h, w=w)
 
 
+REL_POS_INITS = ("normal", "neighbours", "zeros")  # UNetConfig.rel_pos_init
+
+
 class RelativePositionBias(nn.Module):
     """Learned per-head bias b(j − i) for temporal attention, with log-spaced buckets beyond
     `max_exact` frames (T5), so there is no absolute notion of time and any frame count works.
@@ -207,11 +210,30 @@ class RelativePositionBias(nn.Module):
     motion's sign in a short run: trained 25 CPU minutes, cpu-demo-text's output stays within 1% of
     time-reversal equivariant and ignores the direction word (bench/arrow_of_time.py)."""
 
-    def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 64):
+    def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 64, init: str = "normal"):
         super().__init__()
+        if init not in REL_POS_INITS:
+            raise ValueError(f"relative position bias init {init!r}: choose from {list(REL_POS_INITS)}")
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, heads)
         nn.init.normal_(self.bias.weight, std=1.0)
+        if init == "neighbours":
+            self._init_neighbours()
+        elif init == "zeros":
+            nn.init.zeros_(self.bias.weight)
+
+    def _init_neighbours(self, peak: float = 3.0) -> None:
+        """Heads in turn look at the previous frame, the next frame, all frames alike, and nearby
+        frames (b(d) = −|d|); the peak of 3 puts about three quarters of a head's weight on its
+        frame among 8."""
+        d = torch.arange(-self.max_distance, self.max_distance + 1)
+        buckets = self.bucket(d)
+        profiles = (peak * (d == -1), peak * (d == 1), torch.zeros(len(d)), -d.abs().float())
+        w = torch.zeros_like(self.bias.weight)
+        for m in range(w.shape[1]):
+            w[buckets, m] = profiles[m % len(profiles)].float()  # a bucket's offsets share one value
+        with torch.no_grad():
+            self.bias.weight.copy_(w)
 
     def bucket(self, rel: torch.Tensor) -> torch.Tensor:
         half = self.num_buckets // 2
@@ -235,9 +257,9 @@ class TemporalAttention(_SelfAttention):
     `forward(x, frames, mask=None)`."""
 
     def __init__(self, channels: int, head_dim: int = 64, num_buckets: int = 32, max_distance: int = 64,
-                 recompute: bool = False):
+                 recompute: bool = False, rel_pos_init: str = "normal"):
         super().__init__(channels, head_dim, recompute)
-        self.rel_pos = RelativePositionBias(self.heads, num_buckets, max_distance)
+        self.rel_pos = RelativePositionBias(self.heads, num_buckets, max_distance, rel_pos_init)
 
     def branch(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         bf, c, h, w = x.shape

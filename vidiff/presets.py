@@ -27,8 +27,10 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(batch_size=4, steps=100_000, max_minutes=10.0, lr=1e-3, warmup_steps=100,
                           ema_decay=0.995, save_every=1000, num_samples=8),
         # clips that keep one colour (bench/demo_quality.py, 32 samples of a 10-minute model): 84–91%
-        # with this sampler, 78% ancestral 400 steps, 62% ancestral 100; unshifted model, PC 200: 75%
-        sample=SampleConfig(sampler="pc", steps=200, gamma=0.1),
+        # with PC 200 and one corrector step, 78% ancestral 400 steps, 62% ancestral 100; unshifted
+        # model, PC 200: 75%. Three corrector steps: +10 points on average over five 2,400-step models
+        # (64 samples each: 78–86% → 86–94%), at twice the cost of one.
+        sample=SampleConfig(sampler="pc", steps=200, gamma=0.1, corrector_steps=3),
     ),
     "cpu-tiny": Config(
         model=UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .layers import (
+    REL_POS_INITS,
     CrossAttention,
     Downsample,
     ResBlock,
@@ -49,6 +50,7 @@ class UNetConfig:
     temporal_attention: bool = True
     rel_pos_buckets: int = 32
     rel_pos_max_distance: int = 64
+    rel_pos_init: str = "normal"  # "normal" (N(0, 1), as T5) | "neighbours" (vidiff.layers.RelativePositionBias)
     gradient_checkpointing: bool = False
     recompute_norms: bool = True  # store less: GroupNorm(+FiLM)+SiLU recomputed in the backward pass
     recompute_attention: bool = False  # store less: attention blocks recomputed in the backward pass
@@ -68,6 +70,8 @@ class UNetConfig:
             problems.append("num_res_blocks must be >= 1")
         if self.cond_mlp_layers < 1:
             problems.append("cond_mlp_layers must be >= 1")
+        if self.rel_pos_init not in REL_POS_INITS:
+            problems.append(f"rel_pos_init must be one of {list(REL_POS_INITS)}, got {self.rel_pos_init!r}")
         if problems:
             raise ValueError("invalid UNet config: " + "; ".join(problems))
 
@@ -97,7 +101,8 @@ class Level(nn.Module):
         r = cfg.recompute_attention
         self.spatial = nn.ModuleList([SpatialAttention(out_ch, cfg.head_dim, r) for _ in in_chs] if attention else [])
         self.temporal = nn.ModuleList(
-            [TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance, r) for _ in in_chs]
+            [TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance, r, cfg.rel_pos_init)
+             for _ in in_chs]
             if attention and cfg.temporal_attention else [])
         self.cross = nn.ModuleList([CrossAttention(out_ch, cfg.text_dim, cfg.head_dim) for _ in in_chs]
                                    if attention and cfg.text_cross_attention else [])

@@ -40,6 +40,28 @@ logger = logging.getLogger("vidiff.data")
 BUILTIN_DATASETS = ("builtin:moving-shapes",)
 
 
+_BUILTIN_OPTIONS = {"colors": "comma list", "shapes": "comma list", "directions": "comma list",
+                    "label": "object | color | shape | direction", "second_shape": "true | false"}
+
+
+def _builtin_options(spec: str) -> dict:
+    """The keywords of ``builtin:moving-shapes?directions=right&label=direction``."""
+    query = spec.partition("?")[2]
+    options = {}
+    for part in filter(None, query.split("&")):
+        key, sep, value = part.partition("=")
+        if key not in _BUILTIN_OPTIONS or not sep:
+            raise DataError(f"{spec}: {part!r} is not an option of the built-in moving shapes; options: "
+                            + ", ".join(f"{k}=<{v}>" for k, v in _BUILTIN_OPTIONS.items()))
+        if key == "second_shape":
+            if value not in ("true", "false"):
+                raise DataError(f"{spec}: second_shape takes true or false, got {value!r}")
+            options[key] = value == "true"
+        else:
+            options[key] = tuple(value.split(",")) if key != "label" else value
+    return options
+
+
 def build_dataset(
     spec: str,
     *,
@@ -54,6 +76,10 @@ def build_dataset(
 ):
     """The dataset named by ``spec``: ``"builtin:moving-shapes"``, a folder, or prepared shards.
 
+    The built-in shapes take options after a ``?``: ``builtin:moving-shapes?directions=right`` (only
+    clips that move right), ``?label=direction`` (the direction is the class), ``colors=``, ``shapes=``
+    (comma lists), ``second_shape=true``, joined with ``&``.
+
     Prepared shards (a folder holding ``index.json``, that index's path or URL, or a pattern of shards
     such as ``OUT/shards-{000000..000009}.tar``, a URL or a ``pipe:`` command) give a
     :class:`ShardDataset`; their clips were cut when they were prepared (``frame_stride`` and ``fps``
@@ -63,12 +89,16 @@ def build_dataset(
     ``flip`` and ``frame_stride`` apply to folders only, ``fps`` (the rate clips are sampled at; None:
     each file's own) to video folders only. Extra keyword arguments go to the dataset class.
     """
-    if spec == "builtin:moving-shapes":
+    if spec.partition("?")[0] == "builtin:moving-shapes":
         if flip:
             logger.warning("flip ignored for builtin:moving-shapes: it would swap 'left' and 'right' in captions")
         if fps is not None:
             logger.warning("fps ignored for builtin:moving-shapes: its clips are generated frame by frame")
-        return MovingShapes(frames=frames, size=size, seed=seed, **kw)
+        options = _builtin_options(spec)
+        try:
+            return MovingShapes(frames=frames, size=size, seed=seed, **options, **kw)
+        except ValueError as e:
+            raise DataError(f"{spec}: {e}") from e
     if spec.startswith("builtin:"):
         raise DataError(f"unknown built-in dataset {spec!r}; available: {', '.join(BUILTIN_DATASETS)}")
     if is_shard_spec(spec):

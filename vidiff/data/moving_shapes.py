@@ -8,9 +8,10 @@ length. Sizes and speeds scale with the frame size: at 32x32 a shape is about 10
 as long as the clip allows before its first bounce, so the caption stays true of the clip.
 
 The class label is the (colour, shape) pair, ``label = color_index * len(shapes) + shape_index``, with
-class names such as ``"red circle"``; the direction appears only in the caption (``"a red circle
-moving left"``), which makes the dataset useful both for class-conditional and for text-conditional
-models. :func:`describe_video` reads colour, shape and direction back from a video, so that samples can
+class names such as ``"red circle"`` (``label=`` makes it the colour, the shape or the direction alone);
+the direction appears only in the caption (``"a red circle moving left"``), which makes the dataset
+useful both for class-conditional and for text-conditional models. :func:`describe_video` reads
+colour, shape and direction back from a video, so that samples can
 be checked against the prompt that produced them.
 """
 
@@ -35,6 +36,7 @@ BACKGROUND = (0.08, 0.08, 0.10)
 COLORS = ("red", "green", "blue", "yellow")
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = ("left", "right", "up", "down")
+LABELS = ("object", "color", "shape", "direction")  # what MovingShapes(label=...) makes the class
 _STEP = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy), y points down
 
 _RADIUS = 0.16  # circle radius as a fraction of min(h, w): ~10 px diameter at 32x32
@@ -96,6 +98,8 @@ class MovingShapes(Dataset):
         second_shape: add a second, different shape in the background with its own direction; it is
             named in the caption but not in the label.
         supersample: sub-samples per pixel side for anti-aliasing.
+        label: what the class is: ``"object"`` (the (colour, shape) pair, the default), ``"color"``,
+            ``"shape"`` or ``"direction"``.
 
     Items are dicts ``{"video": float32 (c f h w) in [-1, 1], "label": int, "caption": str}``.
     """
@@ -113,6 +117,7 @@ class MovingShapes(Dataset):
         directions: Sequence[str] = DIRECTIONS,
         second_shape: bool = False,
         supersample: int = 4,
+        label: str = "object",
     ):
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         if num_videos < 1 or frames < 1 or h < 8 or w < 8 or supersample < 1:
@@ -128,12 +133,15 @@ class MovingShapes(Dataset):
             bad = [v for v in values if v not in allowed]
             if bad or not values:
                 raise ValueError(f"MovingShapes {name}={list(values)}: choose from {list(allowed)}")
+        if label not in LABELS:
+            raise ValueError(f"MovingShapes label={label!r}: choose from {list(LABELS)}")
         if second_shape and len(colors) * len(shapes) < 2:
             raise ValueError("MovingShapes second_shape=True needs at least two (colour, shape) classes")
         self.num_videos, self.frames, self.size, self.seed = num_videos, frames, (h, w), seed
         self.colors, self.shapes, self.directions = tuple(colors), tuple(shapes), tuple(directions)
-        self.second_shape, self.supersample = second_shape, supersample
-        self.classes = [f"{c} {s}" for c in self.colors for s in self.shapes]
+        self.second_shape, self.supersample, self.label_by = second_shape, supersample, label
+        self.classes = ([f"{c} {s}" for c in self.colors for s in self.shapes] if label == "object"
+                        else list({"color": self.colors, "shape": self.shapes, "direction": self.directions}[label]))
 
     @property
     def num_classes(self) -> int:
@@ -190,8 +198,14 @@ class MovingShapes(Dataset):
         return dict(color=o["color"], shape=o["shape"], direction=o["direction"])
 
     def label(self, index: int) -> int:
-        o = self._objects(index)[0]
-        return o["color_index"] * len(self.shapes) + o["shape_index"]
+        return self._label(self._objects(index)[0])
+
+    def _label(self, o: dict) -> int:
+        if self.label_by == "object":
+            return o["color_index"] * len(self.shapes) + o["shape_index"]
+        if self.label_by == "direction":
+            return self.directions.index(o["direction"])
+        return o[f"{self.label_by}_index"]
 
     def __getitem__(self, index: int) -> dict:
         objects = self._objects(index)
@@ -203,8 +217,7 @@ class MovingShapes(Dataset):
             color = np.asarray(PALETTE[o["color"]], np.float32)[:, None, None, None]  # (c, 1, 1, 1)
             video += cover * (color - video)
         caption = " and ".join(f"a {o['color']} {o['shape']} moving {o['direction']}" for o in objects)
-        label = objects[0]["color_index"] * len(self.shapes) + objects[0]["shape_index"]
-        return {"video": torch.from_numpy(video * 2 - 1), "label": label, "caption": caption}
+        return {"video": torch.from_numpy(video * 2 - 1), "label": self._label(objects[0]), "caption": caption}
 
 
 def describe_video(video: torch.Tensor, palette: Sequence[str] | None = None) -> dict:

@@ -1,0 +1,45 @@
+"""What several benches share: the CPU's fp32 matmul peak (printed beside every timing), unseen real
+clips of the built-in data, their cached I3D features, and the frame-to-frame difference that seam
+errors are made of."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidiff.data import MovingShapes
+from vidiff.metrics.fvd import extract_i3d_features
+
+UNSEEN_SEED = 4242  # built-in clips no model saw in training (training data starts at seed 0)
+
+
+def real_clips(num: int, frames: int, size: int, seed: int = UNSEEN_SEED) -> torch.Tensor:
+    """(num, c, f, h, w) built-in clips in [−1, 1]."""
+    data = MovingShapes(num_videos=num, frames=frames, size=size, seed=seed)
+    return torch.stack([data[i]["video"] for i in range(num)])
+
+
+def real_features(path: Path, num: int, frames: int, size: int, batch: int,
+                  keep: slice = slice(None)) -> np.ndarray:
+    """I3D features of `num` unseen clips (the frames `keep` of each), computed once and kept at `path`."""
+    if not path.is_file():
+        np.save(path, extract_i3d_features(real_clips(num, frames, size)[:, :, keep], batch_size=batch,
+                                           progress=False))
+    return np.load(path)
+
+
+def step_mse(v: torch.Tensor) -> torch.Tensor:
+    """(b c f h w) → (b, f−1): mean squared difference of consecutive frames."""
+    return ((v[:, :, 1:] - v[:, :, :-1]) ** 2).mean(dim=(1, 3, 4))
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> float:
+    """fp32 matmul GFLOP/s on this machine's torch threads, now."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
