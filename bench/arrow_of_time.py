@@ -14,8 +14,12 @@ the axis of a motion from the caption but not its sign; bench/text_guidance.py).
   x-MSE with the true direction, the opposite one, another axis, the colour, nothing), estimated from
   16,000 clips. If the true direction lowers the error about as much as the colour does, the data
   carries the signal and the network is what fails to take it.
+* `drift`: whether the network can tell early frames from late ones at high noise, where a
+  direction's mean is decided: on clips that all move right, how fast the always-right model's x̂
+  drifts right (and, with `--text-run`, a text model's under "right" and "left"), against the ideal.
 
-    python bench/arrow_of_time.py --minutes 5 --out runs/arrow [--only always-right,direction-class,tokens,ideal]
+    python bench/arrow_of_time.py --minutes 5 --out runs/arrow [--only always-right,direction-class,tokens,ideal,drift]
+        [--text-run RUN]
 
 Each model is sampled with DDIM 50 (8 samples per direction, w = 0 and 1 for the class model) and
 read back with `describe_video`; results go to OUT/arrow_of_time.json.
@@ -23,6 +27,7 @@ read back with `describe_video`; results go to OUT/arrow_of_time.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections import Counter
 from pathlib import Path
@@ -31,7 +36,7 @@ import torch
 
 from vidiff import VideoDiffusion, get_preset
 from vidiff.data import MovingShapes, describe_video
-from vidiff.data.moving_shapes import DIRECTIONS
+from vidiff.data.moving_shapes import BACKGROUND, DIRECTIONS
 from vidiff.train import train
 
 
@@ -122,7 +127,53 @@ def ideal_gain(out: Path, args, num_train: int = 16_000, num_test: int = 256,
     return report
 
 
-PROBES = {"always-right": always_right, "direction-class": direction_class, "tokens": tokens, "ideal": ideal_gain}
+def _drift(x: torch.Tensor) -> float:
+    """(b c f h w) → px per frame that the foreground's x-centroid moves, least squares, clip mean."""
+    bg = torch.tensor(BACKGROUND).view(1, 3, 1, 1, 1) * 2 - 1
+    mass = (x - bg).norm(dim=1).sum(dim=2)  # (b, f, w)
+    cx = (mass * torch.arange(mass.shape[-1])).sum(-1) / mass.sum(-1).clamp_min(1e-6)  # (b, f)
+    t = torch.arange(cx.shape[1], dtype=torch.float32) - (cx.shape[1] - 1) / 2
+    return ((cx * t).sum(1) / (t * t).sum()).mean().item()
+
+
+def drift(out: Path, args, num_train: int = 16_000, num_test: int = 128, logsnrs=(-8, -6, -4, -2)) -> dict:
+    """Can the network tell early frames from late ones at high noise? On clips that all move right,
+    the ideal x̂ drifts right at the clips' own speed at every noise level (its first frames sit left
+    of its last); compare the always-right model's x̂ and, with --text-run, a text model's x̂ under
+    the captions "... moving right" and "... moving left" (same z)."""
+    from vidiff.schedule import alpha_sigma
+
+    cfg = get_preset("cpu-demo").data
+    clips = functools.partial(MovingShapes, frames=cfg.frames, size=cfg.size, directions=("right",))
+    train_set, test_set = clips(num_videos=num_train, seed=0), clips(num_videos=num_test, seed=4321)
+    x = torch.stack([train_set[i]["video"] for i in range(num_train)])
+    x_test = torch.stack([test_set[i]["video"] for i in range(num_test)])
+    models = {"always-right": trained("cpu-demo", "builtin:moving-shapes?directions=right", out / "always-right",
+                                      args.minutes)}
+    if args.text_run:
+        models["text"] = VideoDiffusion.from_pretrained(args.text_run)
+    g = torch.Generator().manual_seed(0)
+    report = {"real": _drift(x_test)}
+    for lam in logsnrs:
+        a, s = (v.item() for v in alpha_sigma(torch.tensor(float(lam))))
+        z = a * x_test + s * torch.randn(x_test.shape, generator=g)
+        logits = -torch.cdist(z.flatten(1), a * x.flatten(1)) ** 2 / (2 * s * s)
+        row = {"ideal": _drift((torch.softmax(logits, dim=1) @ x.flatten(1)).view_as(x_test))}
+        logsnr = torch.full((num_test,), float(lam))
+        with torch.no_grad():
+            row["always-right"] = _drift(models["always-right"].denoiser.predict(z, logsnr)[0])
+            for word in ("right", "left") if "text" in models else ():
+                captions = [test_set[i]["caption"].rsplit(" ", 1)[0] + f" {word}" for i in range(num_test)]
+                tok, mask = models["text"].conditioning.encoder.encode(captions)
+                row[f"text '{word}'"] = _drift(models["text"].denoiser.predict(z, logsnr, text_tokens=tok,
+                                                                               text_mask=mask)[0])
+        report[f"logsnr {lam:+d}"] = row
+        print(f"  λ={lam:+d}: " + "  ".join(f"{k} {v:+.3f}" for k, v in row.items()), flush=True)
+    return report
+
+
+PROBES = {"always-right": always_right, "direction-class": direction_class, "tokens": tokens, "ideal": ideal_gain,
+          "drift": drift}
 
 
 def main():
@@ -131,6 +182,7 @@ def main():
     p.add_argument("--minutes", type=float, default=5.0, help="training time of each control model")
     p.add_argument("--num", type=int, default=8, help="samples per direction")
     p.add_argument("--only", default=",".join(PROBES))
+    p.add_argument("--text-run", help="a text model (e.g. cpu-demo-text) for the drift probe")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

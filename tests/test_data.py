@@ -94,8 +94,11 @@ def test_builtin_source_options_choose_clips_and_class():
         assert ds.classes[ds[i]["label"]] == ds.attributes(i)["direction"] == ds.classes[ds.label(i)]
     colours = build_dataset("builtin:moving-shapes?label=color&colors=red,blue", frames=4, size=16)
     assert colours.classes == ["red", "blue"] and colours.classes[colours[3]["label"]] == colours.attributes(3)["color"]
-    with pytest.raises(DataError, match="speed=2.*options: colors="):
-        build_dataset("builtin:moving-shapes?speed=2", frames=4, size=16)
+    slow, fast = (build_dataset(f"builtin:moving-shapes?speed={k}", frames=4, size=16) for k in (1, 2))
+    assert [2 * describe_video(slow[i]["video"])["speed"] for i in range(4)] == pytest.approx(
+        [describe_video(fast[i]["video"])["speed"] for i in range(4)], rel=0.2)
+    with pytest.raises(DataError, match="pace=2.*options: colors="):
+        build_dataset("builtin:moving-shapes?pace=2", frames=4, size=16)
     with pytest.raises(DataError, match="label='size'"):
         build_dataset("builtin:moving-shapes?label=size", frames=4, size=16)
 

@@ -90,10 +90,10 @@ def test_unknown_option_from_the_command_line(checkpoint, tmp_path, capsys):
 
 
 def test_resolver_precedence_and_schedule():
-    cfg = get_preset("cpu-demo")  # pc, 200 steps, γ 0.1, log-SNR shift −2
+    cfg = get_preset("cpu-demo")  # pc, 200 steps, γ 0.1, 3 corrector steps, log-SNR shift −2
     call = resolve_sampling(cfg.sample, cfg.diffusion)
-    assert (call.name, call.steps, call.options) == ("pc", 200, {"gamma": 0.1, "corrector_steps": 1, "delta": 0.1})
-    assert call.evaluations == 199 * 2 + 1
+    assert (call.name, call.steps, call.options) == ("pc", 200, {"gamma": 0.1, "corrector_steps": 3, "delta": 0.1})
+    assert call.evaluations == 199 * 4 + 1
     call = resolve_sampling(cfg.sample, cfg.diffusion, sampler="ancestral", steps=10, options={"gamma": 0.5})
     assert (call.steps, call.options, call.evaluations) == (10, {"gamma": 0.5}, 10)
     t = torch.tensor([0.5], dtype=torch.float64)

@@ -208,7 +208,12 @@ class RelativePositionBias(nn.Module):
     Breaking it is enough to represent a time-asymmetric distribution (cpu-demo trained 5 CPU minutes
     on clips that all move right samples 32 of 32 moving right), but not for a condition to steer a
     motion's sign in a short run: trained 25 CPU minutes, cpu-demo-text's output stays within 1% of
-    time-reversal equivariant and ignores the direction word (bench/arrow_of_time.py)."""
+    time-reversal equivariant and ignores the direction word (bench/arrow_of_time.py), although the
+    word is worth as much to the ideal denoiser as the colour is (its `ideal` probe). Starting heads on
+    the previous and the next frame (`init="neighbours"`) did not change that after 2,500 steps, and
+    it made the unconditional demo's clips change colour more often (local heads pass the colour along
+    a chain of frames instead of sharing it); `"zeros"` is exact time-reversal equivariance, fine for
+    data without a direction of time (README, "The arrow of time")."""
 
     def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 64, init: str = "normal"):
         super().__init__()

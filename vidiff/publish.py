@@ -173,7 +173,9 @@ def preset_of(config: Config) -> Optional[str]:
 
 def describe_data(config: Config) -> str:
     d = config.data
-    what = MOVING_SHAPES if d.source.startswith("builtin:moving-shapes") else f"a folder of videos (`{Path(d.source).name}/`)"
+    builtin = d.source.startswith("builtin:moving-shapes")
+    what = (MOVING_SHAPES + (f", as `{d.source}`" if "?" in d.source else "") if builtin
+            else f"a folder of videos (`{Path(d.source).name}/`)")
     shape = f"{d.frames} frames of {d.size}×{d.size}"
     extra = [f"every {d.frame_stride}th frame" if d.frame_stride > 1 else "",
              f"read at {d.fps:g} fps" if d.fps else "", "random horizontal flips" if d.flip else "",
@@ -221,7 +223,8 @@ def _eval_results(hf, facts: RunFacts) -> list:
     if report is None:
         return []
     protocol = report.get("protocol", {})
-    name = "Moving shapes (vidiff built-in)" if c.data.source.startswith("builtin:moving-shapes") else Path(c.data.source).name
+    builtin = c.data.source.startswith("builtin:moving-shapes")
+    name = "Moving shapes (vidiff built-in)" if builtin else Path(c.data.source).name
     return [hf.EvalResult(task_type=task_of(c), dataset_type=c.data.source, dataset_name=name, metric_type=m,
                           metric_value=float(report[m]), metric_name=m.upper(),
                           metric_config=protocol.get("fvd_name") if m in ("fvd", "kvd") else None)

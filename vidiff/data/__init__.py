@@ -41,7 +41,8 @@ BUILTIN_DATASETS = ("builtin:moving-shapes",)
 
 
 _BUILTIN_OPTIONS = {"colors": "comma list", "shapes": "comma list", "directions": "comma list",
-                    "label": "object | color | shape | direction", "second_shape": "true | false"}
+                    "label": "object | color | shape | direction", "second_shape": "true | false",
+                    "speed": "factor on the speeds"}
 
 
 def _builtin_options(spec: str) -> dict:
@@ -57,6 +58,11 @@ def _builtin_options(spec: str) -> dict:
             if value not in ("true", "false"):
                 raise DataError(f"{spec}: second_shape takes true or false, got {value!r}")
             options[key] = value == "true"
+        elif key == "speed":
+            try:
+                options[key] = float(value)
+            except ValueError:
+                raise DataError(f"{spec}: speed takes a number, got {value!r}") from None
         else:
             options[key] = tuple(value.split(",")) if key != "label" else value
     return options
@@ -78,7 +84,7 @@ def build_dataset(
 
     The built-in shapes take options after a ``?``: ``builtin:moving-shapes?directions=right`` (only
     clips that move right), ``?label=direction`` (the direction is the class), ``colors=``, ``shapes=``
-    (comma lists), ``second_shape=true``, joined with ``&``.
+    (comma lists), ``second_shape=true``, ``speed=1.5`` (a factor on the speeds), joined with ``&``.
 
     Prepared shards (a folder holding ``index.json``, that index's path or URL, or a pattern of shards
     such as ``OUT/shards-{000000..000009}.tar``, a URL or a ``pipe:`` command) give a
