@@ -28,8 +28,8 @@ PRESETS: dict[str, Config] = {
                           ema_decay=0.995, save_every=1000, num_samples=8),
         # clips that keep one colour (bench/demo_quality.py, 32 samples of a 10-minute model): 84–91%
         # with PC 200 and one corrector step, 78% ancestral 400 steps, 62% ancestral 100; unshifted
-        # model, PC 200: 75%. Three corrector steps: +10 points on average over five 2,400-step models
-        # (64 samples each: 78–86% → 86–94%), at twice the cost of one.
+        # model, PC 200: 75%. Three corrector steps, at twice the cost: 70% → 89% on a 10-minute
+        # `make demo` model, +2 to +14 points on five 2,400-step variants (64 samples each; README).
         sample=SampleConfig(sampler="pc", steps=200, gamma=0.1, corrector_steps=3),
     ),
     "cpu-tiny": Config(
