@@ -33,20 +33,19 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from common import train_once
 
 from vidiff import VideoDiffusion, get_preset
 from vidiff.data import MovingShapes, describe_video
 from vidiff.data.moving_shapes import BACKGROUND, DIRECTIONS
-from vidiff.train import train
+from vidiff.schedule import alpha_sigma
 
 
 def trained(preset: str, source: str, folder: Path, minutes: float) -> VideoDiffusion:
     """Train `preset` for `minutes` on the built-in data with `source`'s options (once)."""
-    if not (folder / "checkpoints").is_dir():
-        cfg = get_preset(preset).override([f"train.max_minutes={minutes}", "train.save_every=0",
-                                           "train.num_samples=0", f"data.source={source}"])
-        train(cfg, folder, progress=False)
-    return VideoDiffusion.from_pretrained(folder)
+    cfg = get_preset(preset).override([f"train.max_minutes={minutes}", "train.save_every=0",
+                                       "train.num_samples=0", f"data.source={source}"])
+    return VideoDiffusion.from_pretrained(train_once(cfg, folder, progress=False))
 
 
 def moved(model, num: int, **request) -> Counter:
@@ -86,6 +85,14 @@ _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 _OTHER_AXIS = {"left": "up", "right": "down", "up": "left", "down": "right"}
 
 
+def _noised(x_test: torch.Tensor, x: torch.Tensor, lam: float, g: torch.Generator) -> tuple:
+    """z_t of `x_test` at log-SNR `lam`, and log q(z_t | x_i) + const for every clip x_i of `x`
+    (num_test, n): the weights of the ideal denoiser's estimate."""
+    a, s = (v.item() for v in alpha_sigma(torch.tensor(float(lam))))
+    z = a * x_test + s * torch.randn(x_test.shape, generator=g)
+    return z, -torch.cdist(z.flatten(1), a * x.flatten(1)) ** 2 / (2 * s * s)
+
+
 def ideal_gain(out: Path, args, num_train: int = 16_000, num_test: int = 256,
                logsnrs=(-10, -8, -6, -4, -2, 0)) -> dict:
     """What each word is worth to the Bayes-optimal denoiser: E[x | z_t, condition] estimated by weighting
@@ -93,8 +100,6 @@ def ideal_gain(out: Path, args, num_train: int = 16_000, num_test: int = 256,
     behind an estimate, trustworthy where it is large), with the condition the clip's direction, that
     direction's opposite, another axis, its colour, or nothing. x-MSE on unseen clips of cpu-demo's size;
     a word's worth is the unconditional error minus the error with the true word."""
-    from vidiff.schedule import alpha_sigma
-
     cfg = get_preset("cpu-demo").data
     train_set = MovingShapes(num_videos=num_train, frames=cfg.frames, size=cfg.size, seed=0)
     test_set = MovingShapes(num_videos=num_test, frames=cfg.frames, size=cfg.size, seed=4321)
@@ -114,9 +119,7 @@ def ideal_gain(out: Path, args, num_train: int = 16_000, num_test: int = 256,
     g = torch.Generator().manual_seed(0)
     report = {}
     for lam in logsnrs:
-        a, s = (v.item() for v in alpha_sigma(torch.tensor(float(lam))))
-        z = a * x_test + s * torch.randn(x_test.shape, generator=g)
-        logits = -torch.cdist(z, a * x) ** 2 / (2 * s * s)  # (num_test, n): log q(z | x_i) + const
+        z, logits = _noised(x_test, x, lam, g)
         row = {}
         for name, mask in conditions.items():
             w = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)
@@ -141,8 +144,6 @@ def drift(out: Path, args, num_train: int = 16_000, num_test: int = 128, logsnrs
     the ideal x̂ drifts right at the clips' own speed at every noise level (its first frames sit left
     of its last); compare the always-right model's x̂ and, with --text-run, a text model's x̂ under
     the captions "... moving right" and "... moving left" (same z)."""
-    from vidiff.schedule import alpha_sigma
-
     cfg = get_preset("cpu-demo").data
     clips = functools.partial(MovingShapes, frames=cfg.frames, size=cfg.size, directions=("right",))
     train_set, test_set = clips(num_videos=num_train, seed=0), clips(num_videos=num_test, seed=4321)
@@ -155,9 +156,7 @@ def drift(out: Path, args, num_train: int = 16_000, num_test: int = 128, logsnrs
     g = torch.Generator().manual_seed(0)
     report = {"real": _drift(x_test)}
     for lam in logsnrs:
-        a, s = (v.item() for v in alpha_sigma(torch.tensor(float(lam))))
-        z = a * x_test + s * torch.randn(x_test.shape, generator=g)
-        logits = -torch.cdist(z.flatten(1), a * x.flatten(1)) ** 2 / (2 * s * s)
+        z, logits = _noised(x_test, x, lam, g)
         row = {"ideal": _drift((torch.softmax(logits, dim=1) @ x.flatten(1)).view_as(x_test))}
         logsnr = torch.full((num_test,), float(lam))
         with torch.no_grad():

@@ -61,7 +61,7 @@ def main():
     for spec in (args.samplers or f"{sc.sampler}:{sc.steps}").split(","):
         name, steps, *extra = spec.split(":")
         options = {} if args.gamma is None else {"gamma": args.gamma}
-        options |= {k: float(v) if "." in v else int(v) for k, v in (o.split("=") for o in extra)}
+        options |= {k: int(v) if v.isdigit() else float(v) for k, v in (o.split("=") for o in extra)}
         videos = model.sample(args.num, sampler=name, steps=int(steps), options=options, seed=args.seed)
         report[spec] = coherence(videos, palette)
         if not args.no_png:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -38,7 +37,6 @@ from vidiff.metrics.fvd import extract_i3d_features, fvd, kvd
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
 from vidiff.tasks import predict
-from vidiff.train import train
 
 FRAMES, CONTEXT = 16, 4
 JOINT_IMAGES = (0, 4, 8)
@@ -51,18 +49,10 @@ CONTEXT_SEED = 777  # clips the models never saw in training (their data start a
 def trained(out: Path, name: str, preset: str, overrides: list, args) -> VideoDiffusion:
     """Train `preset` at 16 frames for --minutes into out/name (once: a finished run is reused; an
     unfinished one is started again) and load its EMA weights."""
-    folder = out / name
-    done = folder / "finished.json"
-    if not done.is_file():
-        if folder.exists():
-            shutil.rmtree(folder)
-        cfg = get_preset(preset).override([f"data.frames={FRAMES}", f"train.max_minutes={args.minutes}",
-                                           "train.steps=1000000", "train.num_samples=0", "train.save_every=0",
-                                           *overrides, *args.set])
-        t = time.perf_counter()
-        summary = train(cfg, folder, progress=not args.quiet)
-        done.write_text(json.dumps({"minutes": (time.perf_counter() - t) / 60, "steps": summary.get("step")}))
-    return VideoDiffusion.from_pretrained(folder)
+    cfg = get_preset(preset).override([f"data.frames={FRAMES}", f"train.max_minutes={args.minutes}",
+                                       "train.steps=1000000", "train.num_samples=0", "train.save_every=0",
+                                       *overrides, *args.set])
+    return VideoDiffusion.from_pretrained(common.train_once(cfg, out / name, progress=not args.quiet))
 
 
 def i3d(videos: torch.Tensor, args) -> np.ndarray:

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import matmul_peak, real_features
+from common import matmul_peak, real_features, train_once
 from plots import draw_series, save_panels
 
 from vidiff.metrics.fvd import extract_i3d_features, fvd
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
 from vidiff.sampling import sampler_spec
-from vidiff.train import train
 from vidiff.train.distill import distill
 
 # (label, sampler, steps, options): the paper's PC sampler (the reference) first, then the fast ones
@@ -41,13 +40,10 @@ def teacher(run: Path, args) -> Path:
     """The teacher's run folder: --teacher, or one trained at 16 frames for --minutes (once)."""
     if args.teacher:
         return Path(args.teacher)
-    folder = run / "teacher"
     cfg = get_preset(args.preset).override(["data.frames=16", f"train.max_minutes={args.minutes}",
                                             "train.steps=1000000", "train.num_samples=0", "train.save_every=500",
                                             *args.set])
-    if not (folder / "checkpoints").is_dir():
-        train(cfg, folder, progress=True)
-    return folder
+    return train_once(cfg, run / "teacher")
 
 
 def measure(model: VideoDiffusion, sampler: str, steps: int, options: dict, num: int, seed: int, real,
