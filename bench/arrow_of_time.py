@@ -19,7 +19,7 @@ the axis of a motion from the caption but not its sign; bench/text_guidance.py).
   drifts right (and, with `--text-run`, a text model's under "right" and "left"), against the ideal.
 
     python bench/arrow_of_time.py --minutes 5 --out runs/arrow [--only always-right,direction-class,tokens,ideal,drift]
-        [--text-run RUN]
+        [--text-run RUN] [--set model.frame_index_embedding=true ...]
 
 Each model is sampled with DDIM 50 (8 samples per direction, w = 0 and 1 for the class model) and
 read back with `describe_video`; results go to OUT/arrow_of_time.json.
@@ -41,10 +41,11 @@ from vidiff.data.moving_shapes import BACKGROUND, DIRECTIONS
 from vidiff.schedule import alpha_sigma
 
 
-def trained(preset: str, source: str, folder: Path, minutes: float) -> VideoDiffusion:
-    """Train `preset` for `minutes` on the built-in data with `source`'s options (once)."""
-    cfg = get_preset(preset).override([f"train.max_minutes={minutes}", "train.save_every=0",
-                                       "train.num_samples=0", f"data.source={source}"])
+def trained(preset: str, source: str, folder: Path, args) -> VideoDiffusion:
+    """Train `preset` for args.minutes on the built-in data with `source`'s options and the --set
+    overrides (once)."""
+    cfg = get_preset(preset).override([f"train.max_minutes={args.minutes}", "train.save_every=0",
+                                       "train.num_samples=0", f"data.source={source}", *args.set])
     return VideoDiffusion.from_pretrained(train_once(cfg, folder, progress=False))
 
 
@@ -53,12 +54,12 @@ def moved(model, num: int, **request) -> Counter:
 
 
 def always_right(out: Path, args) -> dict:
-    model = trained("cpu-demo", "builtin:moving-shapes?directions=right", out / "always-right", args.minutes)
+    model = trained("cpu-demo", "builtin:moving-shapes?directions=right", out / "always-right", args)
     return {"moved": dict(moved(model, 4 * args.num, seed=0, batch_size=4 * args.num))}
 
 
 def direction_class(out: Path, args) -> dict:
-    model = trained("cpu-demo-class", "builtin:moving-shapes?label=direction", out / "direction-class", args.minutes)
+    model = trained("cpu-demo-class", "builtin:moving-shapes?label=direction", out / "direction-class", args)
     report = {}
     for w in (0.0, 1.0):
         table = {d: dict(moved(model, args.num, class_label=d, guidance=w, seed=100 * i, batch_size=args.num))
@@ -150,7 +151,7 @@ def drift(out: Path, args, num_train: int = 16_000, num_test: int = 128, logsnrs
     x = torch.stack([train_set[i]["video"] for i in range(num_train)])
     x_test = torch.stack([test_set[i]["video"] for i in range(num_test)])
     models = {"always-right": trained("cpu-demo", "builtin:moving-shapes?directions=right", out / "always-right",
-                                      args.minutes)}
+                                      args)}
     if args.text_run:
         models["text"] = VideoDiffusion.from_pretrained(args.text_run)
     g = torch.Generator().manual_seed(0)
@@ -182,6 +183,7 @@ def main():
     p.add_argument("--num", type=int, default=8, help="samples per direction")
     p.add_argument("--only", default=",".join(PROBES))
     p.add_argument("--text-run", help="a text model (e.g. cpu-demo-text) for the drift probe")
+    p.add_argument("--set", action="append", default=[], help="override for the control models (section.key=value)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -233,3 +233,26 @@ def test_relative_position_bias_inits():
     assert _reversal_error(net) < 1e-5
     with pytest.raises(ValueError, match="rel_pos_init"):
         UNetConfig(**{**TINY.to_dict(), "rel_pos_init": "ones"})
+
+
+def test_frame_index_embedding_gives_absolute_time_but_not_to_images():
+    """Off (the paper): a clip of one frame repeated comes out the same at every frame, so frame
+    number is invisible. On: frames differ by their index, a fresh model equals the paper's (zero
+    start), and appended images and one-frame clips, which have no time, get no index."""
+    x = torch.randn(1, 3, 1, 8, 8).expand(1, 3, 5, 8, 8)
+    plain = randomise(UNet3D(TINY)).eval()
+    out = plain(x, torch.zeros(1))
+    assert torch.allclose(out, out[:, :, :1].expand_as(out), atol=1e-5)
+    cfg = UNetConfig(**{**TINY.to_dict(), "frame_index_embedding": True})
+    fresh = UNet3D(cfg)
+    fresh.load_state_dict({**plain.state_dict(), "frame_embed.weight": fresh.frame_embed.weight}, strict=True)
+    assert torch.allclose(fresh.eval()(x, torch.zeros(1)), out, atol=1e-6)
+    timed = randomise(UNet3D(cfg)).eval()
+    out = timed(x, torch.zeros(1))
+    assert (out[:, :, 1:] - out[:, :, :1]).abs().amax(dim=(0, 1, 3, 4)).min() > 1e-3
+    video = torch.randn(1, 3, 3, 8, 8)
+    image = torch.randn(1, 3, 1, 8, 8)
+    joint = timed(torch.cat([video, image, image], 2), torch.zeros(1), temporal_mask=joint_attention_mask(3, 2))
+    alone = timed(image, torch.zeros(1))
+    torch.testing.assert_close(joint[:, :, 3:], alone.expand(1, 3, 2, 8, 8), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(joint[:, :, :3], timed(video, torch.zeros(1)), atol=1e-5, rtol=1e-5)

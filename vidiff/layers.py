@@ -28,14 +28,31 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, channels // 4) if channels >= 4 else 1, channels, eps=1e-6)
 
 
+def sinusoidal_features(u: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer-style features (sin, cos) of u (n,) at dim/2 frequencies 10000^(−k/(dim/2)): (n, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=u.device, dtype=torch.float32) / half)
+    args = u.float()[:, None] * freqs[None]  # (n, half)
+    return torch.cat([args.sin(), args.cos()], dim=1)
+
+
 def logsnr_features(logsnr: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of the log-SNR, through the bounded reparameterisation
     u = (2/π) atan(e^{−λ/2}) ∈ (0, 1) (the unclipped cosine-schedule time), scaled to [0, 1000]."""
-    u = torch.atan(torch.exp(-0.5 * logsnr.float())) * (2.0 / math.pi) * 1000.0
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=logsnr.device, dtype=torch.float32) / half)
-    args = u[:, None] * freqs[None]  # (b, half)
-    return torch.cat([args.sin(), args.cos()], dim=1)
+    return sinusoidal_features(torch.atan(torch.exp(-0.5 * logsnr.float())) * (2.0 / math.pi) * 1000.0, dim)
+
+
+def frame_places(batch: int, frames: int, mask: Optional[torch.Tensor] = None, device=None):
+    """Each frame's place in its clip, as (index, timeless), both (batch·frames,): the index is the number
+    of earlier frames it may attend to (its frame number in a video; 0 for the appended images of joint
+    training), and a frame is timeless when it attends to no other frame (an appended image, a
+    one-frame clip). `mask` is a temporal attention mask (f, f) or (b, f, f), True = allowed."""
+    if mask is None:
+        mask = torch.ones(frames, frames, dtype=torch.bool, device=device)
+    mask = mask.expand(batch, frames, frames)
+    index = torch.tril(mask, diagonal=-1).sum(-1)
+    timeless = mask.sum(-1) <= 1
+    return index.reshape(-1), timeless.reshape(-1)
 
 
 def norm_act(norm: nn.GroupNorm, x: torch.Tensor, scale=None, shift=None) -> torch.Tensor:

@@ -4,7 +4,8 @@ A 2D image UNet made 3D: space-only 1×3×3 convolutions, a spatial attention bl
 temporal attention block (relative position bias) at chosen levels, resolution halved/doubled in
 space only, channel multipliers M₁…M_K, skip connections, and a conditioning embedding (log-SNR plus
 an optional class or pooled-text vector, through an MLP) into every residual block. Beyond the paper,
-`text_cross_attention` adds cross-attention from every pixel to the caption's tokens.
+`text_cross_attention` adds cross-attention from every pixel to the caption's tokens, and
+`frame_index_embedding` adds each frame's index to its conditioning embedding (absolute time).
 Input and output: `b c f h w`, any f ≥ 1.
 """
 from __future__ import annotations
@@ -26,8 +27,10 @@ from .layers import (
     SpatialAttention,
     TemporalAttention,
     Upsample,
+    frame_places,
     group_norm,
     logsnr_features,
+    sinusoidal_features,
     zero_init,
 )
 
@@ -51,6 +54,7 @@ class UNetConfig:
     rel_pos_buckets: int = 32
     rel_pos_max_distance: int = 64
     rel_pos_init: str = "normal"  # "normal" (N(0, 1), as T5) | "neighbours" (vidiff.layers.RelativePositionBias)
+    frame_index_embedding: bool = False  # beyond the paper: each frame's index joins the conditioning embedding
     gradient_checkpointing: bool = False
     recompute_norms: bool = True  # store less: GroupNorm(+FiLM)+SiLU recomputed in the backward pass
     recompute_attention: bool = False  # store less: attention blocks recomputed in the backward pass
@@ -136,6 +140,9 @@ class UNet3D(nn.Module):
             mlp += [nn.SiLU(), nn.Linear(e, e)]
         self.cond_mlp = nn.Sequential(*mlp)
         self.class_embed = nn.Embedding(cfg.num_classes + 1, e) if cfg.num_classes > 0 else None
+        # absolute time (beyond the paper, whose temporal attention knows only relative positions):
+        # starts at zero, so a new model is the paper's; timeless frames (images) get nothing
+        self.frame_embed = zero_init(nn.Linear(base, e, bias=False)) if cfg.frame_index_embedding else None
         if cfg.text_dim > 0:
             from .pooling import AttentionPool
             self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
@@ -176,7 +183,17 @@ class UNet3D(nn.Module):
         self.out_norm = group_norm(ch)
         self.out_conv = zero_init(nn.Conv2d(ch, cfg.in_channels, 3, padding=1))
 
-    def embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None) -> torch.Tensor:
+    def embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None, frames: int = 1,
+                  temporal_mask=None) -> torch.Tensor:
+        """The conditioning embedding of every frame, (b·frames, emb_dim)."""
+        emb = repeat(self._clip_embedding(logsnr, class_labels, text_tokens, text_mask), "b e -> (b f) e", f=frames)
+        if self.frame_embed is not None:
+            index, timeless = frame_places(len(logsnr), frames, temporal_mask, logsnr.device)
+            features = sinusoidal_features(index, self.cfg.base_channels).masked_fill(timeless[:, None], 0.0)
+            emb = emb + self.frame_embed(features.to(emb.dtype))
+        return self.cond_mlp(emb)
+
+    def _clip_embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None) -> torch.Tensor:
         emb = self.logsnr_embed(logsnr_features(logsnr, self.cfg.base_channels))
         if self.class_embed is not None:
             if class_labels is None:
@@ -189,7 +206,7 @@ class UNet3D(nn.Module):
             if text_tokens is None:
                 raise ValueError("this model is text-conditional: pass text_tokens and text_mask")
             emb = emb + self.text_pool(text_tokens.to(emb.dtype), text_mask)
-        return self.cond_mlp(emb)
+        return emb
 
     def _run(self, level: Level, i: int, x, emb, frames, mask, context=None):
         ctx = context or (None, None)
@@ -217,9 +234,8 @@ class UNet3D(nn.Module):
             raise ValueError(f"height and width must be divisible by {k} (2^(levels−1)) for this model, got {h}×{w}")
         if temporal_mask is not None and temporal_mask.shape[-2:] != (f, f):
             raise ValueError(f"temporal_mask must be (f, f) or (b, f, f) with f={f}, got {tuple(temporal_mask.shape)}")
-        emb = self.embedding(logsnr.reshape(b), class_labels, text_tokens, text_mask)
+        emb = self.embedding(logsnr.reshape(b), class_labels, text_tokens, text_mask, f, temporal_mask)
         context = self.text_context(text_tokens, text_mask)
-        emb = repeat(emb, "b e -> (b f) e", f=f)
         frames_in = rearrange(x, "b c f h w -> (b f) c h w")
         if self.channels_last:
             frames_in = frames_in.contiguous(memory_format=torch.channels_last)
