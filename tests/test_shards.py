@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,3 +231,24 @@ def test_periodic_fvd_on_short_shards_is_refused_at_start(shards, tmp_path):
     cfg = get_preset("cpu-tiny").override([f"data.source={shards[0]}", "train.fvd_every=2", "train.num_samples=0"])
     with pytest.raises(ConfigError, match="at least 9 frames"):
         train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+
+
+def test_prepare_failing_midway_leaves_no_partial_shard(tmp_path, monkeypatch):
+    """A video that probes but fails to decode stops the run after other videos' clips were written:
+    no index, and the shard that was being written is removed, not left half-written."""
+    import vidiff.data.prepare as prepare
+
+    src = tmp_path / "src"
+    for name in ("a.mp4", "b.mp4"):
+        write_video(src / name, n=8)
+    decode = prepare.video_clips
+
+    def failing(info, frames, size):
+        if Path(info.path).name == "b.mp4":
+            raise DataError(f"{info.path}: cannot be decoded")
+        return decode(info, frames, size)
+
+    monkeypatch.setattr(prepare, "video_clips", failing)
+    with pytest.raises(DataError, match="b.mp4: cannot be decoded"):
+        prepare_shards(src, tmp_path / "out", FRAMES, SIZE, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []

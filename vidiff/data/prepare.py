@@ -104,9 +104,25 @@ def prepare_shards(src, out, frames: int, size, fps: Optional[float] = None, sha
     skipped = [*folder.skipped_bad, *folder.skipped_short]
     out.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(out, shard_bytes)
+    try:
+        clips, captioned, failed = _write(folder, writer, frames, (h, w), skip_errors, workers, progress, out)
+    except BaseException:
+        writer.abort()
+        raise
+    if not clips:
+        raise DataError(f"{src}: no clip of {frames} frames could be made from its videos")
+    index = writer.close({"frames": frames, "size": [h, w], "fps": fps, "classes": list(folder.classes),
+                          "captioned": captioned, "source": str(src), "videos": len(folder.files) - len(failed)})
+    return {"clips": clips, "shards": len(index["shards"]), "bytes": index["bytes"], "seconds": time.time() - t0,
+            "videos": index["videos"], "skipped": skipped + failed, "out": str(out)}
+
+
+def _write(folder: VideoFolder, writer: ShardWriter, frames: int, size: tuple, skip_errors: bool, workers: int,
+           progress: bool, out: Path) -> tuple[int, int, list]:
+    """Every clip of every video of ``folder`` into ``writer``: (clips, captioned clips, failed files)."""
     clips = captioned = 0
     failed: list = []
-    jobs = [(info, frames, (h, w)) for info in folder.infos]
+    jobs = [(info, frames, size) for info in folder.infos]
     bar = tqdm(total=len(jobs), desc="preparing", unit="video", disable=not progress, dynamic_ncols=True)
     for i, result in enumerate(_results(jobs, workers)):
         bar.update(1)
@@ -126,9 +142,4 @@ def prepare_shards(src, out, frames: int, size, fps: Optional[float] = None, sha
             captioned += bool(caption)
         bar.set_postfix(clips=clips, shards=len(writer.shards) + 1)
     bar.close()
-    if not clips:
-        raise DataError(f"{src}: no clip of {frames} frames could be made from its videos")
-    index = writer.close({"frames": frames, "size": [h, w], "fps": fps, "classes": list(folder.classes),
-                          "captioned": captioned, "source": str(src), "videos": len(folder.files) - len(failed)})
-    return {"clips": clips, "shards": len(index["shards"]), "bytes": index["bytes"], "seconds": time.time() - t0,
-            "videos": index["videos"], "skipped": skipped + failed, "out": str(out)}
+    return clips, captioned, failed

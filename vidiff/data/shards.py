@@ -113,6 +113,13 @@ class ShardWriter:
         self.shards.append(cur)
         self._tar = self._file = self._current = None
 
+    def abort(self) -> None:
+        """Stop without an index: the shard being written is closed and removed (finished shards stay)."""
+        if self._file is not None:
+            self._file.close()
+            (self.out / f".{self._current['name']}.partial").unlink(missing_ok=True)
+        self._tar = self._file = self._current = None
+
     def close(self, meta: dict) -> dict:
         """Finish the last shard and write the index (``meta`` plus the shards); returns the index."""
         if self._tar is not None:
