@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,25 @@ def test_prepare_failing_midway_leaves_no_partial_shard(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="b.mp4: cannot be decoded"):
         prepare_shards(src, tmp_path / "out", FRAMES, SIZE, progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_shard_files_stay_open_only_up_to_the_limit(shards):
+    """Reading many shards keeps at most max_open_shards files open (least recently read closed first),
+    and the clips read the same; close() closes the rest."""
+    out, _ = shards
+    every = ShardDataset(str(out), FRAMES, SIZE)
+    want = [every[i]["video"] for i in range(len(every))]
+    ds = ShardDataset(str(out), FRAMES, SIZE)
+    ds.max_open_shards = 2
+    order = [0, 9, 4, 0, 5, 9, 1, 8]  # first, last and a middle shard, back and forth
+    for i in order:
+        assert torch.equal(ds[i]["video"], want[i])
+        assert len(ds._fds) <= 2
+    assert list(ds._fds) == [ds.locate(1)[0], ds.locate(8)[0]]  # the two shards read last
+    fds = list(ds._fds.values())
+    ds.close()
+    assert not ds._fds
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    every.close()

@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import tarfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Optional
 
@@ -240,6 +241,7 @@ class ShardDataset(Dataset):
     """
 
     items_are_cheap = True  # no decoding (vidiff.train.loader.num_workers)
+    max_open_shards = 64  # open files kept per process; the least recently read is closed beyond that
 
     def __init__(self, spec: str, frames: int, size, flip: bool = False, cache_dir: Optional[str] = None,
                  window: int = SHUFFLE_WINDOW):
@@ -259,10 +261,19 @@ class ShardDataset(Dataset):
             raise DataError(f"{spec}: the shards hold no clips")
         # the text conditioning checks captions: None when some clips have one (not listed here)
         self.captions = None if index.get("captioned", 0) else ()
-        self._fds: dict = {}
+        self._fds: OrderedDict = OrderedDict()  # shard -> file descriptor, least recently read first
 
     def __getstate__(self):  # loader workers open their own files
-        return {**self.__dict__, "_fds": {}}
+        return {**self.__dict__, "_fds": OrderedDict()}
+
+    def close(self) -> None:
+        """Close the open shard files (reading again reopens them)."""
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
+    def __del__(self):
+        if getattr(self, "_fds", None):
+            self.close()
 
     @property
     def num_classes(self) -> int:
@@ -282,19 +293,28 @@ class ShardDataset(Dataset):
     def raw(self, index: int) -> dict:
         """The tar members of clip ``index``: {"npy": bytes, "json": bytes, ...}."""
         shard, j = self.locate(index)
-        fd = self._fds.get(shard)
-        if fd is None:
-            path = _fetch(self.locations[shard], self.cache_dir)
-            try:
-                fd = self._fds[shard] = os.open(path, os.O_RDONLY)
-            except OSError as e:
-                raise DataError(f"{self.locations[shard]}: cannot open the shard ({e})") from None
+        fd = self._shard_fd(shard)
         start, end = self.offsets[shard][j], self.offsets[shard][j + 1]
         block = os.pread(fd, end - start, start)
         if len(block) != end - start:
             raise DataError(f"{self.locations[shard]}: the shard is shorter than its index says; it was truncated "
                             f"or replaced: prepare it again")
         return _parse_members(block)
+
+    def _shard_fd(self, shard: int) -> int:
+        fd = self._fds.get(shard)
+        if fd is not None:
+            self._fds.move_to_end(shard)
+            return fd
+        path = _fetch(self.locations[shard], self.cache_dir)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise DataError(f"{self.locations[shard]}: cannot open the shard ({e})") from None
+        self._fds[shard] = fd
+        while len(self._fds) > self.max_open_shards:
+            os.close(self._fds.popitem(last=False)[1])
+        return fd
 
     def __getitem__(self, index: int) -> dict:
         return self.item(index, None)
