@@ -186,11 +186,12 @@ class UNet3D(nn.Module):
     def embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None, frames: int = 1,
                   temporal_mask=None) -> torch.Tensor:
         """The conditioning embedding of every frame, (b·frames, emb_dim)."""
-        emb = repeat(self._clip_embedding(logsnr, class_labels, text_tokens, text_mask), "b e -> (b f) e", f=frames)
-        if self.frame_embed is not None:
-            index, timeless = frame_places(len(logsnr), frames, temporal_mask, logsnr.device)
-            features = sinusoidal_features(index, self.cfg.base_channels).masked_fill(timeless[:, None], 0.0)
-            emb = emb + self.frame_embed(features.to(emb.dtype))
+        emb = self._clip_embedding(logsnr, class_labels, text_tokens, text_mask)
+        if self.frame_embed is None:  # the same for every frame: through the MLP once per clip
+            return repeat(self.cond_mlp(emb), "b e -> (b f) e", f=frames)
+        index, timeless = frame_places(len(logsnr), frames, temporal_mask, logsnr.device)
+        features = sinusoidal_features(index, self.cfg.base_channels).masked_fill(timeless[:, None], 0.0)
+        emb = repeat(emb, "b e -> (b f) e", f=frames) + self.frame_embed(features.to(emb.dtype))
         return self.cond_mlp(emb)
 
     def _clip_embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None) -> torch.Tensor:

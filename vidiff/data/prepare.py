@@ -105,7 +105,7 @@ def prepare_shards(src, out, frames: int, size, fps: Optional[float] = None, sha
     out.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(out, shard_bytes)
     try:
-        clips, captioned, failed = _write(folder, writer, frames, (h, w), skip_errors, workers, progress, out)
+        clips, captioned, failed = _write(folder, writer, frames, (h, w), skip_errors, workers, progress)
     except BaseException:
         writer.abort()
         raise
@@ -118,7 +118,7 @@ def prepare_shards(src, out, frames: int, size, fps: Optional[float] = None, sha
 
 
 def _write(folder: VideoFolder, writer: ShardWriter, frames: int, size: tuple, skip_errors: bool, workers: int,
-           progress: bool, out: Path) -> tuple[int, int, list]:
+           progress: bool) -> tuple[int, int, list]:
     """Every clip of every video of ``folder`` into ``writer``: (clips, captioned clips, failed files)."""
     clips = captioned = 0
     failed: list = []
@@ -128,7 +128,7 @@ def _write(folder: VideoFolder, writer: ShardWriter, frames: int, size: tuple, s
         bar.update(1)
         if isinstance(result, DataError):
             if not skip_errors:
-                raise DataError(f"{result}\n(no index written: {out} is incomplete; fix or remove the file and "
+                raise DataError(f"{result}\n(no index written: {writer.out} is incomplete; fix or remove the file and "
                                 f"prepare again, or pass --skip-errors)")
             logger.warning("skipping %s", result)
             failed.append(folder.files[i])
