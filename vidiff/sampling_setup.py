@@ -35,7 +35,7 @@ class SamplerCall:
     @property
     def evaluations(self) -> int:
         """Network evaluations of one sample."""
-        return self.spec.evaluations(self.steps, self.options)
+        return self.spec.evaluations(self.steps, {**self.schedule, **self.options})
 
     def __call__(self, denoise: Callable, z: torch.Tensor, noise=None, *, cond: Optional[dict] = None,
                  callback=None) -> torch.Tensor:
