@@ -27,7 +27,6 @@ read back with `describe_video`; results go to OUT/arrow_of_time.json.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 from collections import Counter
 from pathlib import Path
@@ -65,6 +64,15 @@ def direction_class(out: Path, args) -> dict:
         table = {d: dict(moved(model, args.num, class_label=d, guidance=w, seed=100 * i, batch_size=args.num))
                  for i, d in enumerate(DIRECTIONS)}
         report[f"w={w:g}"] = {"moved": table, "match": sum(t.get(d, 0) for d, t in table.items()) / (4 * args.num)}
+    x = _right_clips(128, seed=4321)
+    g = torch.Generator().manual_seed(0)
+    for lam in (-8, -6, -4):  # does the class steer x̂ where the noisy clip does not show the motion yet?
+        z = _noise(x, lam, g)
+        with torch.no_grad():
+            report[f"x̂ drift at logsnr {lam:+d}"] = {
+                d: _drift(model.denoiser.predict(z, torch.full((len(z),), float(lam)),
+                                                 class_labels=torch.full((len(z),), DIRECTIONS.index(d)))[0])
+                for d in ("right", "left")}
     return report
 
 
@@ -86,12 +94,24 @@ _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 _OTHER_AXIS = {"left": "up", "right": "down", "up": "left", "down": "right"}
 
 
+def _noise(x: torch.Tensor, lam: float, g: torch.Generator) -> torch.Tensor:
+    a, s = alpha_sigma(torch.tensor(float(lam)))
+    return a * x + s * torch.randn(x.shape, generator=g)
+
+
 def _noised(x_test: torch.Tensor, x: torch.Tensor, lam: float, g: torch.Generator) -> tuple:
     """z_t of `x_test` at log-SNR `lam`, and log q(z_t | x_i) + const for every clip x_i of `x`
     (num_test, n): the weights of the ideal denoiser's estimate."""
     a, s = (v.item() for v in alpha_sigma(torch.tensor(float(lam))))
-    z = a * x_test + s * torch.randn(x_test.shape, generator=g)
+    z = _noise(x_test, lam, g)
     return z, -torch.cdist(z.flatten(1), a * x.flatten(1)) ** 2 / (2 * s * s)
+
+
+def _right_clips(num: int, seed: int) -> torch.Tensor:
+    """`num` clips of the cpu-demo size that all move right, (num, c, f, h, w)."""
+    cfg = get_preset("cpu-demo").data
+    clips = MovingShapes(num_videos=num, frames=cfg.frames, size=cfg.size, directions=("right",), seed=seed)
+    return torch.stack([clips[i]["video"] for i in range(num)])
 
 
 def ideal_gain(out: Path, args, num_train: int = 16_000, num_test: int = 256,
@@ -146,10 +166,8 @@ def drift(out: Path, args, num_train: int = 16_000, num_test: int = 128, logsnrs
     of its last); compare the always-right model's x̂ and, with --text-run, a text model's x̂ under
     the captions "... moving right" and "... moving left" (same z)."""
     cfg = get_preset("cpu-demo").data
-    clips = functools.partial(MovingShapes, frames=cfg.frames, size=cfg.size, directions=("right",))
-    train_set, test_set = clips(num_videos=num_train, seed=0), clips(num_videos=num_test, seed=4321)
-    x = torch.stack([train_set[i]["video"] for i in range(num_train)])
-    x_test = torch.stack([test_set[i]["video"] for i in range(num_test)])
+    test_set = MovingShapes(num_videos=num_test, frames=cfg.frames, size=cfg.size, directions=("right",), seed=4321)
+    x, x_test = _right_clips(num_train, seed=0), _right_clips(num_test, seed=4321)
     models = {"always-right": trained("cpu-demo", "builtin:moving-shapes?directions=right", out / "always-right",
                                       args)}
     if args.text_run:
