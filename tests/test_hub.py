@@ -4,6 +4,7 @@ mocked call of huggingface_hub's API."""
 import hashlib
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ from vidiff.cli import main
 from vidiff.hub import CHECKPOINT_FILES, HubError, parse_reference
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
-from vidiff.publish import PublishError, prepare_upload
+from vidiff.publish import PublishError, prepare_upload, public_name
 from vidiff.train import train
 
 hf = pytest.importorskip("huggingface_hub")
@@ -239,3 +240,36 @@ def test_push_refuses_a_folder_with_other_files(run, tmp_path):
     assert "eval.json" not in prepare_upload(run, folder, "org/tiny") and not (folder / "eval.json").exists()
     with pytest.raises(PublishError, match="is not a `vidiff eval` report"):
         prepare_upload(run, folder, "org/tiny", eval_report=folder / "config.json")
+
+
+def test_published_files_name_no_folder_of_the_training_machine(run, tmp_path):
+    """config.json, eval.json and the card carry a local path's last part only; the published model
+    still loads and samples."""
+    src = tmp_path / "run"
+    shutil.copytree(run, src)
+    ck = resolve_checkpoint(src)
+    config = json.loads((ck / "config.json").read_text())
+    config["data"]["source"] = "/home/someone/private/ucf101/"
+    config["data"]["image_source"] = "/home/someone/private/stills"
+    (ck / "config.json").write_text(json.dumps(config))
+    report = {**REPORT, "protocol": {**REPORT["protocol"], "real": {"kind": "folder", "path": "/home/someone/real",
+                                                                    "files": 16}}}
+    (src / "eval.json").write_text(json.dumps(report))
+    folder = tmp_path / "upload"
+    prepare_upload(src, folder, "org/tiny")
+    for name in ("config.json", "eval.json", "README.md"):
+        assert "/home/someone" not in (folder / name).read_text(), name
+    published = json.loads((folder / "config.json").read_text())
+    assert (published["data"]["source"], published["data"]["image_source"]) == ("ucf101", "stills")
+    assert json.loads((folder / "eval.json").read_text())["protocol"]["real"]["path"] == "real"
+    assert "ucf101" in (folder / "README.md").read_text()
+    assert VideoDiffusion.from_pretrained(folder).sample(1, steps=2, seed=0).shape[0] == 1
+
+
+@pytest.mark.parametrize("spec,name", [
+    ("builtin:moving-shapes?directions=right", "builtin:moving-shapes?directions=right"), ("", ""),
+    ("hf://org/teacher", "hf://org/teacher"), ("/data/ucf101/", "ucf101"), ("C:\\data\\kinetics", "kinetics"),
+    ("pipe:aws s3 cp s3://bucket/shards-{000000..000009}.tar -", "shards-{000000..000009}.tar"),
+    ("https://host/data/shards-{0..9}.tar", "shards-{0..9}.tar")])
+def test_public_name(spec, name):
+    assert public_name(spec) == name

@@ -3,22 +3,28 @@
 The folder holds exactly what a user of the model needs and what the Hub shows:
 
     model.safetensors   the EMA weights (the raw ones when a checkpoint has no EMA)
-    config.json         the run's resolved configuration
+    config.json         the run's resolved configuration, local paths cut to their last part
     README.md           the model card: YAML metadata (license, library, tags, preset, parameters,
                         training data and steps, and a model-index with the evaluation's results),
                         then the samples, the exact `vidiff sample` command, the model, its training,
                         its evaluation and how it was computed, the license and the paper's citation
     grid.gif            the run's newest sample grid, when it has one
-    eval.json           the run's evaluation report (`vidiff eval --out RUN/eval.json`), when it has one
+    eval.json           the run's evaluation report (`vidiff eval --out RUN/eval.json`), when it has one,
+                        local paths cut to their last part
+
+Nothing published names a folder of the machine that trained the model: the data source, the image
+source, a distilled model's teacher and a local text encoder folder appear by their last part
+("/home/me/data/ucf101" → "ucf101"), and so do the absolute paths in the evaluation report.
 
 It goes up as one commit of `huggingface_hub` (vidiff.hub.upload_folder).
 """
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -72,7 +78,7 @@ def prepare_upload(source, folder, repo_id: str, *, license: str = "apache-2.0",
         ema = weights.is_file()
         weights = weights if ema else ck / "model.safetensors"
         atomic_write(folder / "model.safetensors", lambda tmp: shutil.copyfile(weights, tmp))
-        config = load_config(ck)
+        config = public_config(load_config(ck))
         atomic_write(folder / "config.json", config.to_json())
         step = load_json(ck / "state.json")["step"] if (ck / "state.json").is_file() else None
         return _run_facts(ck, repo_id, config, step, folder / "model.safetensors", license, eval_report, ema)
@@ -104,6 +110,35 @@ def publish(source, repo_id: str, *, folder=None, private: bool = False, token=N
                              files=files)
 
 
+def public_name(spec: str) -> str:
+    """A local path or data spec as published: its last part ("/data/ucf101/" → "ucf101",
+    "pipe:aws s3 cp s3://b/shards-{0..9}.tar -" → "shards-{0..9}.tar"); built-in data and hf://
+    references as they are."""
+    if not spec or spec.startswith(("builtin:", PREFIX)):
+        return spec
+    parts = [p for p in re.split(r"[/\\\s]+", spec) if p not in ("", "-")]
+    return parts[-1] if parts else spec
+
+
+def public_config(config: Config) -> Config:
+    """`config` without the training machine's folders (see the module's docstring)."""
+    d, c = config.data, config.conditioning
+    return replace(config, data=replace(d, source=public_name(d.source), image_source=public_name(d.image_source)),
+                   conditioning=replace(c, text_encoder=public_name(c.text_encoder)),
+                   distill=replace(config.distill, teacher=public_name(config.distill.teacher)))
+
+
+def _public_report(value):
+    """An evaluation report with its absolute paths (folders compared, weight files) cut to their last part."""
+    if isinstance(value, dict):
+        return {k: _public_report(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public_report(v) for v in value]
+    if isinstance(value, str) and re.match(r"(/|~|[A-Za-z]:\\)", value):
+        return public_name(value)
+    return value
+
+
 def _clear(folder: Path) -> Path:
     """An empty folder to build in; files of an earlier build are replaced, anything else is refused."""
     if folder.exists() and not folder.is_dir():
@@ -133,7 +168,7 @@ def _run_facts(ck: Path, repo_id: str, config: Config, step, weights: Path, lice
         if eval_report is None and (run / "eval.json").is_file():
             eval_report = run / "eval.json"
     if eval_report is not None:
-        facts.evaluation = _eval_report(Path(eval_report))
+        facts.evaluation = _public_report(_eval_report(Path(eval_report)))
     return facts
 
 
@@ -246,8 +281,8 @@ def _usage(facts: RunFacts) -> str:
     text = ""
     if facts.config.conditioning.kind == "text":
         encoder = facts.config.conditioning.text_encoder
-        text = ("\n\nPrompts are encoded by " + (f"the text encoder at `{encoder}` on the machine that trained it: "
-                                                  f"give `--text-encoder` a copy of it" if encoder else
+        text = ("\n\nPrompts are encoded by " + (f"a local text encoder folder, `{encoder}`, on the machine that "
+                                                  f"trained it: give `--text-encoder` a copy of it" if encoder else
                                                   "the MiniLM-L6 encoder packaged with `vidiff[text]`") + ".")
     return (f"## Use it\n\n```bash\npip install \"vidiff[hub]\"\n{sample_command(facts)}\n```\n\n"
             f"writes `samples/sample_*.mp4`, `sample_*.gif` and `grid.gif`. In Python:\n\n"
