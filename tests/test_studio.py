@@ -265,3 +265,26 @@ def test_jobs_queue_and_the_page_answers_meanwhile(server):
             time.sleep(0.2)
         assert view["status"] == "error" and "step_0000004' is not a vidiff checkpoint" in view["error"]
     assert request(server, "GET", "/api/jobs/nope")[0] == 404
+
+
+def test_evaluate_reads_only_known_folders_when_served_to_the_network(tmp_path):
+    """Served beyond loopback, Evaluate's real clips must be built-in data, a run's own data source or
+    inside the runs folder, and its Inception weights inside the runs folder; on loopback any folder."""
+    run = fake_run(tmp_path / "runs")
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir(), elsewhere.mkdir()
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["source"] = str(data)
+    (run / "config.json").write_text(json.dumps(config))
+    open_studio, closed = Studio(tmp_path / "runs"), Studio(tmp_path / "runs", any_folder=False)
+    try:
+        with pytest.raises(StudioError, match="elsewhere is outside the runs folder") as e:
+            closed.evaluate({"real": str(elsewhere), "fake": "f"})
+        assert e.value.status == 403
+        with pytest.raises(StudioError, match="inception_weights: /etc/passwd is outside"):
+            closed.evaluate({"real": "builtin:moving-shapes", "fake": "f", "inception_weights": "/etc/passwd"})
+        for studio, real in ((closed, str(data)), (closed, "builtin:moving-shapes"), (open_studio, str(elsewhere))):
+            with pytest.raises(StudioError, match="f: not found"):  # the real clips passed; the fake folder is next
+                studio.evaluate({"real": real, "fake": "f"})
+    finally:
+        open_studio.close(), closed.close()

@@ -30,9 +30,15 @@ def display_path(path: Path) -> str:
 
 
 class Studio:
-    """The studio over one runs folder; its own files go to `outputs` (default RUNS/.studio)."""
+    """The studio over one runs folder; its own files go to `outputs` (default RUNS/.studio).
 
-    def __init__(self, runs, outputs=None, workers: int = 1, max_upload_bytes: int = media.MAX_UPLOAD_BYTES):
+    `any_folder`: whether Evaluate may read any folder or file of this machine (its real clips, its
+    Inception weights). `serve` allows it on a loopback address only; served to the network, Evaluate
+    reads built-in data, the runs' own data sources and what lies inside the runs folder."""
+
+    def __init__(self, runs, outputs=None, workers: int = 1, max_upload_bytes: int = media.MAX_UPLOAD_BYTES,
+                 any_folder: bool = True):
+        self.any_folder = any_folder
         self.runs = Path(runs).resolve()
         self.outputs = Path(outputs or self.runs / ".studio").resolve()
         self.outputs.mkdir(parents=True, exist_ok=True)
@@ -167,10 +173,26 @@ class Studio:
                     "output": out.relative_to(self.outputs).as_posix()}
         return self._submit("condition", argv, out, req, finish)
 
+    def _readable(self, key: str, value: str) -> None:
+        """Refuse (403) a path Evaluate may not read (see the class docstring)."""
+        path = Path(value).expanduser().resolve()
+        if self.any_folder or path == self.runs or self.runs in path.parents:
+            return
+        sources = {run_details(self.runs, name)["data_source"] for name in list_runs(self.runs)}
+        if key == "real" and path in {Path(s).expanduser().resolve() for s in sources if s}:
+            return
+        raise StudioError(f"{key}: {value} is outside the runs folder; this studio is served to the network, so "
+                          f"Evaluate reads only built-in data, the runs' data sources and files inside "
+                          f"{display_path(self.runs)}", 403)
+
     def evaluate(self, req: dict) -> dict:
         real = str(req.get("real") or "").strip()
-        if not real.startswith("builtin:") and not Path(real).is_dir():
-            raise StudioError(f"real: {real or '(empty)'} is not a folder of videos (or builtin:moving-shapes)")
+        if not real.startswith("builtin:"):
+            self._readable("real", real or ".")
+            if not Path(real).is_dir():
+                raise StudioError(f"real: {real or '(empty)'} is not a folder of videos (or builtin:moving-shapes)")
+        if str(req.get("inception_weights") or "").strip():
+            self._readable("inception_weights", str(req["inception_weights"]).strip())
         fake = resolve_inside(self.outputs, str(req.get("fake") or "-"))
         if not (fake / "samples.safetensors").is_file():
             raise StudioError("fake: choose a folder of samples the studio generated")
@@ -206,8 +228,8 @@ class Studio:
 def serve(runs, host: str = "127.0.0.1", port: int = 7860, outputs=None, workers: int = 1,
           ready: Optional[callable] = None) -> None:
     """Run the studio until interrupted. `ready(url)` is called once it listens."""
-    from .server import make_server
-    studio = Studio(runs, outputs, workers)
+    from .server import is_loopback, make_server
+    studio = Studio(runs, outputs, workers, any_folder=is_loopback(host))
     server = make_server(studio, host, port)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_address[1]}/"
     if ready:
