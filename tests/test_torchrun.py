@@ -116,6 +116,8 @@ from vidiff import spread
 spread.init(spread.local_device())
 r = spread.rank()
 done = spread.map_ordered(iter(range(5)), lambda i: [i, r])  # a lazy iterable, items i mod 2 on rank i mod 2
+main = spread.map_ordered(range(3), lambda i: [i, r], main_only=True)  # gathered on rank 0 alone
+json.dump(main, open(sys.argv[1] + f".rank{r}", "w"))
 if r == 0:
     with spread.alone():  # rank 0 by itself: nothing waits for rank 1
         mine = spread.map_ordered(range(3), lambda i: i * i)
@@ -134,3 +136,5 @@ def test_map_ordered_spreads_items_and_rank0_can_work_alone(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["done"] == [[i, i % 2] for i in range(5)] and out["alone"] == [0, 1, 4]
+    main = [json.loads((tmp_path / f"out.json.rank{r}").read_text()) for r in (0, 1)]
+    assert main == [[[0, 0], [1, 1], [2, 0]], []]

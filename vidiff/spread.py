@@ -77,16 +77,23 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-def map_ordered(items: Iterable[Item], fn: Callable[[Item], object]) -> list:
+def map_ordered(items: Iterable[Item], fn: Callable[[Item], object], *, main_only: bool = False) -> list:
     """[fn(item) for item in items], item i computed on process i mod N; every process gets the
-    whole list, in order. Every process iterates all items (a lazy iterable is read, not computed,
-    where the item is another's). Results must be picklable (tensors on the CPU)."""
+    whole list, in order, or with `main_only` the first process alone (the others get [], and no
+    process holds the results of all others but the one that uses them: videos it writes). Every
+    process iterates all items (a lazy iterable is read, not computed, where the item is another's).
+    Results must be picklable (tensors on the CPU)."""
     n, me = world(), rank()
     mine = {i: fn(item) for i, item in enumerate(items) if i % n == me}
     if n == 1:
         return [mine[i] for i in range(len(mine))]
     gathered: list = [None] * n
-    dist.all_gather_object(gathered, mine)
+    if main_only:
+        dist.gather_object(mine, gathered if me == 0 else None, dst=0)
+        if me != 0:
+            return []
+    else:
+        dist.all_gather_object(gathered, mine)
     merged = {i: r for part in gathered for i, r in part.items()}
     return [merged[i] for i in range(len(merged))]
 

@@ -122,13 +122,14 @@ def one_process(command: str) -> None:
 def in_batches(args, make) -> torch.Tensor:
     """`make(seed, n)` → n videos, called for each batch of `args.batch_size` of the `args.num`
     videos with the seed of its first video (video i uses seed + i), the batches spread over
-    torchrun's processes; every process gets all videos, in order, equal to one process's."""
+    torchrun's processes; the first process gets all videos, in order, equal to one process's (it
+    writes them: `save_results`), the others an empty tensor."""
     from ..errors import VidiffError
     if args.num < 1 or args.batch_size < 1:
         raise VidiffError(f"--num-videos ({args.num}) and --batch-size ({args.batch_size}) must be at least 1")
     parts = spread.map_ordered(spread.chunks(args.num, args.batch_size),
-                               lambda chunk: make(args.seed + chunk[0], chunk[1]).cpu())
-    return torch.cat(parts)
+                               lambda chunk: make(args.seed + chunk[0], chunk[1]).cpu(), main_only=True)
+    return torch.cat(parts) if parts else torch.empty(0)
 
 
 # ---- files -------------------------------------------------------------------------------------
