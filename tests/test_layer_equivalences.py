@@ -100,3 +100,17 @@ def test_recomputed_attention_gives_the_same_gradients_and_stores_its_input_only
         for a, b in zip(g1, g0):
             assert (a - b).abs().max() < 1e-12
         assert n1 <= x.numel() + sum(p.numel() for p in block.parameters()) < n0 - 3 * x.numel()
+
+
+def test_the_network_compiles_to_one_graph():
+    """Under torch.compile the recomputed norms take the plain path: dynamo traces the whole network
+    (every option that changes the graph on) as one graph, without breaks or a recompile per width."""
+    import torch._dynamo as dynamo
+
+    from vidiff.unet import UNet3D, UNetConfig
+    cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), head_dim=8,
+                     emb_dim=32, recompute_norms=True, recompute_attention=True, gradient_checkpointing=True,
+                     frame_index_embedding=True, conditioned_arrow=True)
+    net = UNet3D(cfg)
+    explained = dynamo.explain(lambda x: net(x, torch.zeros(2)).square().mean())(torch.randn(2, 3, 4, 16, 16))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons[:3]

@@ -101,7 +101,9 @@ def norm_act_conv(norm: nn.GroupNorm, conv: nn.Conv2d, x: torch.Tensor, scale=No
     """conv(norm_act(norm, x, scale, shift)); under autograd the activation between them is
     recomputed in the backward pass instead of stored (`_NormActConv`; under autocast, only the
     normalisation's own intermediates are recomputed)."""
-    if not torch.is_grad_enabled():
+    if not torch.is_grad_enabled() or torch.compiler.is_compiling():
+        # compiled: one graph for all widths (the Function's backward would break it, and each width
+        # would be a recompile); the compiler's partitioner recomputes elementwise work by itself
         return conv(norm_act(norm, x, scale, shift))
     if (torch.is_autocast_enabled(x.device.type) or conv.stride != (1, 1) or conv.dilation != (1, 1)
             or conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str)
@@ -276,18 +278,42 @@ class RelativePositionBias(nn.Module):
 class TemporalAttention(_SelfAttention):
     """Self-attention over the f frames at each spatial position (h·w as batch), with a relative
     position bias and an optional boolean mask (b, f, f) or (f, f), True where attention is allowed:
-    `forward(x, frames, mask=None)`."""
+    `forward(x, frames, mask=None, emb=None)`.
+
+    With `emb_dim` (UNetConfig.conditioned_arrow, beyond the paper) each head's bias gains
+    g(emb) · a(j − i), a learned odd profile (a(−d) = −a(d)) scaled by a zero-initialised linear map of
+    the frame's conditioning embedding: the condition chooses which way the head looks in time. A
+    clip moving left is a clip moving right played backwards, so a circuit that produces one sign of
+    motion produces the other with g negated."""
 
     def __init__(self, channels: int, head_dim: int = 64, num_buckets: int = 32, max_distance: int = 64,
-                 recompute: bool = False, rel_pos_init: str = "normal"):
+                 recompute: bool = False, rel_pos_init: str = "normal", emb_dim: int = 0):
         super().__init__(channels, head_dim, recompute)
         self.rel_pos = RelativePositionBias(self.heads, num_buckets, max_distance, rel_pos_init)
+        if emb_dim:
+            self.arrow_profile = RelativePositionBias(self.heads, num_buckets, max_distance)
+            self.arrow_gain = zero_init(nn.Linear(emb_dim, self.heads))
+        else:
+            self.arrow_gain = None
 
-    def branch(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def bias(self, frames: int, emb: Optional[torch.Tensor], device, dtype) -> torch.Tensor:
+        """(m, f, f), or (b, 1, m, f, f) when the condition turns the heads (b·f embeddings)."""
+        bias = self.rel_pos(frames, device).to(dtype)
+        if self.arrow_gain is None:
+            return bias
+        if emb is None:
+            raise ValueError("this temporal attention is conditioned (conditioned_arrow): pass the embedding")
+        profile = self.arrow_profile(frames, device).to(dtype)
+        odd = (profile - profile.transpose(1, 2)) / 2  # (m, i, j), a(j − i) = −a(i − j)
+        gain = rearrange(self.arrow_gain(F.silu(emb)).to(dtype), "(b f) m -> b 1 m f 1", f=frames)
+        return bias + gain * odd
+
+    def branch(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None,
+               emb: Optional[torch.Tensor] = None) -> torch.Tensor:
         bf, c, h, w = x.shape
         tokens = rearrange(self.norm(x), "(b f) c h w -> b (h w) f c", f=frames)
         q, k, v = rearrange(self.qkv(tokens), "b p f (three m d) -> three b p m f d", three=3, m=self.heads)
-        bias = self.rel_pos(frames, x.device).to(q.dtype)  # m f f
+        bias = self.bias(frames, emb, x.device, q.dtype)  # m f f, or b 1 m f f
         if mask is not None:
             neg = torch.zeros(mask.shape, dtype=q.dtype, device=x.device).masked_fill(~mask, float("-inf"))
             bias = bias + (neg[:, None, None] if neg.ndim == 3 else neg)  # (b, 1, 1, f, f) or (f, f)

@@ -5,7 +5,8 @@ temporal attention block (relative position bias) at chosen levels, resolution h
 space only, channel multipliers M₁…M_K, skip connections, and a conditioning embedding (log-SNR plus
 an optional class or pooled-text vector, through an MLP) into every residual block. Beyond the paper,
 `text_cross_attention` adds cross-attention from every pixel to the caption's tokens, and
-`frame_index_embedding` adds each frame's index to its conditioning embedding (absolute time).
+`frame_index_embedding` adds each frame's index to its conditioning embedding (absolute time), and
+`conditioned_arrow` lets the embedding turn the temporal heads forward or backward in time.
 Input and output: `b c f h w`, any f ≥ 1.
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ class UNetConfig:
     rel_pos_max_distance: int = 64
     rel_pos_init: str = "normal"  # "normal" (N(0, 1), as T5) | "neighbours" (vidiff.layers.RelativePositionBias)
     frame_index_embedding: bool = False  # beyond the paper: each frame's index joins the conditioning embedding
+    conditioned_arrow: bool = False  # beyond the paper: the embedding turns each temporal head forward or back
     gradient_checkpointing: bool = False
     recompute_norms: bool = True  # store less: GroupNorm(+FiLM)+SiLU recomputed in the backward pass
     recompute_attention: bool = False  # store less: attention blocks recomputed in the backward pass
@@ -105,7 +107,8 @@ class Level(nn.Module):
         r = cfg.recompute_attention
         self.spatial = nn.ModuleList([SpatialAttention(out_ch, cfg.head_dim, r) for _ in in_chs] if attention else [])
         self.temporal = nn.ModuleList(
-            [TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance, r, cfg.rel_pos_init)
+            [TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance, r, cfg.rel_pos_init,
+                               emb_dim if cfg.conditioned_arrow else 0)
              for _ in in_chs]
             if attention and cfg.temporal_attention else [])
         self.cross = nn.ModuleList([CrossAttention(out_ch, cfg.text_dim, cfg.head_dim) for _ in in_chs]
@@ -118,7 +121,7 @@ class Level(nn.Module):
         if self.cross:
             x = self.cross[i](x, frames, context, context_mask)
         if self.temporal:
-            x = self.temporal[i](x, frames, mask)
+            x = self.temporal[i](x, frames, mask, emb)
         return x
 
 
