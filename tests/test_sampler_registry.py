@@ -93,6 +93,7 @@ def test_resolver_precedence_and_schedule():
     cfg = get_preset("cpu-demo")  # pc, 200 steps, γ 0.1, 3 corrector steps, log-SNR shift −2
     call = resolve_sampling(cfg.sample, cfg.diffusion)
     assert (call.name, call.steps, call.options) == ("pc", 200, {"gamma": 0.1, "corrector_steps": 3, "delta": 0.1,
+                                                                 "corrector_min_logsnr": LOGSNR_MIN,
                                                                  "corrector_max_logsnr": LOGSNR_MAX})
     assert call.evaluations == 199 * 4 + 1
     call = resolve_sampling(cfg.sample, cfg.diffusion, sampler="ancestral", steps=10, options={"gamma": 0.5})
@@ -104,9 +105,10 @@ def test_resolver_precedence_and_schedule():
     assert resolve_sampling(get_preset("bair-64x64").sample).reconstruction_weight == 50.0
 
 
-def test_corrections_only_up_to_the_given_log_snr():
-    """`corrector_max_logsnr` limits the Langevin corrections to the high-noise levels; the count of
-    network evaluations that SamplerCall reports is the count the sampler makes."""
+def test_corrections_only_within_the_given_log_snrs():
+    """`corrector_min_logsnr` / `corrector_max_logsnr` limit the Langevin corrections to a range of
+    noise levels; the count of network evaluations that SamplerCall reports is the count the sampler
+    makes."""
     cfg = get_preset("cpu-demo")
     seen = []
 
@@ -114,15 +116,16 @@ def test_corrections_only_up_to_the_given_log_snr():
         seen.append(float(logsnr[0]))
         return torch.zeros_like(z)
 
-    for limit, corrected in ((LOGSNR_MAX, 199), (-2.0, None), (LOGSNR_MIN - 1, 0)):
+    counts = {}
+    for low, high in ((LOGSNR_MIN, LOGSNR_MAX), (LOGSNR_MIN, -2.0), (-2.0, LOGSNR_MAX), (LOGSNR_MIN, LOGSNR_MIN - 1)):
         seen.clear()
-        call = resolve_sampling(cfg.sample, cfg.diffusion, steps=200, options={"corrector_max_logsnr": limit})
+        call = resolve_sampling(cfg.sample, cfg.diffusion, steps=200,
+                                options={"corrector_min_logsnr": low, "corrector_max_logsnr": high})
         call(denoise, torch.zeros(1, 3, 2, 4, 4), noise=torch.Generator().manual_seed(0))
         assert len(seen) == call.evaluations
         levels = torch.tensor(seen)
         repeats = levels[1:][levels[1:] == levels[:-1]]  # a correction re-evaluates the level just reached
-        assert len(repeats) == call.evaluations - 200 and (repeats <= limit).all()
-        if corrected is None:  # part of the grid
-            assert 0 < call.evaluations - 200 < 3 * 199
-        else:
-            assert call.evaluations == 200 + 3 * corrected
+        assert len(repeats) == call.evaluations - 200 and ((repeats >= low) & (repeats <= high)).all()
+        counts[low, high] = (call.evaluations - 200) // 3
+    assert counts[LOGSNR_MIN, LOGSNR_MAX] == 199 and counts[LOGSNR_MIN, LOGSNR_MIN - 1] == 0
+    assert counts[LOGSNR_MIN, -2.0] + counts[-2.0, LOGSNR_MAX] == 199 and counts[LOGSNR_MIN, -2.0] > 0

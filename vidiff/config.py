@@ -12,7 +12,7 @@ from functools import partial
 
 from .conditioning import KINDS, ConditioningConfig, build_conditioning
 from .errors import VidiffError
-from .schedule import LOGSNR_MAX, logsnr_cosine
+from .schedule import LOGSNR_MAX, LOGSNR_MIN, logsnr_cosine
 from .unet import UNetConfig
 
 
@@ -89,14 +89,15 @@ PARALLEL = ("auto", "ddp", "fsdp")
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Defaults of sampling requests. `gamma`, `corrector_steps`, `delta` and `corrector_max_logsnr`
+    """Defaults of sampling requests. `gamma`, `corrector_steps`, `delta` and `corrector_min/max_logsnr`
     reach the samplers that take an option of that name (vidiff.sampling's registry)."""
     sampler: str = "ancestral"  # a name in vidiff.sampling.SAMPLERS
     steps: int = 256
     gamma: float = 0.1
     corrector_steps: int = 1
     delta: float = 0.1
-    corrector_max_logsnr: float = LOGSNR_MAX  # the PC sampler corrects only at λ ≤ this
+    corrector_min_logsnr: float = LOGSNR_MIN  # the PC sampler corrects only at levels in [min, max]
+    corrector_max_logsnr: float = LOGSNR_MAX
     guidance: float = 0.0  # classifier-free guidance weight w
     reconstruction_weight: float = 9.0  # w_r of reconstruction guidance (paper: 50 BAIR, 9 Kinetics)
     clip: bool = True

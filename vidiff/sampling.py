@@ -101,17 +101,17 @@ def _last(denoise: DenoiseFn, z: torch.Tensor, lam: torch.Tensor, steps: int, cl
 def sample_pc(denoise: DenoiseFn, z: torch.Tensor, steps: int, noise=None, *, cond: Optional[dict] = None,
               callback=None, clip: Optional[float] = None, logsnr_fn=logsnr_cosine, logsnr_min: float = LOGSNR_MIN,
               logsnr_max: float = LOGSNR_MAX, gamma: float = 0.0, corrector_steps: int = 1,
-              delta: float = 0.1, corrector_max_logsnr: float = LOGSNR_MAX) -> torch.Tensor:
+              delta: float = 0.1, corrector_min_logsnr: float = LOGSNR_MIN,
+              corrector_max_logsnr: float = LOGSNR_MAX) -> torch.Tensor:
     """Predictor-corrector sampler (§2): each ancestral step is followed by `corrector_steps` Langevin
-    corrections with step δ (paper: δ = 0.1), at the noise levels λ ≤ `corrector_max_logsnr` (default:
-    all; lower it to correct only where the clip's global content is decided, as Karras et al. 2022
-    restrict their sampler's added noise to a range of levels). The last step returns x̂(z_{t_{N−1}})
-    without noise."""
+    corrections with step δ (paper: δ = 0.1), at the noise levels corrector_min_logsnr ≤ λ ≤
+    corrector_max_logsnr (default: all; Karras et al. 2022 likewise restrict their sampler's added
+    noise to a range of levels). The last step returns x̂(z_{t_{N−1}}) without noise."""
     draw = noise_fn(noise)
     lam = _grid(steps, logsnr_fn, logsnr_min, logsnr_max)
     for i in range(steps - 1):
         z, x = ancestral_step(denoise, z, lam[i], lam[i + 1], gamma=gamma, clip=clip, noise=draw, cond=cond)
-        for _ in range(corrector_steps if lam[i + 1] <= corrector_max_logsnr else 0):
+        for _ in range(corrector_steps if corrector_min_logsnr <= lam[i + 1] <= corrector_max_logsnr else 0):
             z = langevin_step(denoise, z, lam[i + 1], delta=delta, clip=clip, noise=draw, cond=cond)
         if callback is not None:
             callback(i, steps, x)
@@ -264,12 +264,12 @@ def get_sampler(name: str) -> Callable:
 
 register_sampler("ancestral", sample_ancestral, "the paper's ancestral sampler with the γ variance interpolation")
 def _pc_evaluations(steps: int, options: dict) -> int:
-    """Network evaluations of `sample_pc`: one per step, plus the corrections (the grid tells where
-    λ ≤ corrector_max_logsnr when `options` carries the schedule, as SamplerCall's do)."""
+    """Network evaluations of `sample_pc`: one per step, plus the corrections (the grid tells which
+    levels are corrected when `options` carries the schedule, as SamplerCall's do)."""
     corrected = steps - 1
-    if "logsnr_fn" in options and options["corrector_max_logsnr"] < options["logsnr_max"]:
-        lam = _grid(steps, options["logsnr_fn"], options["logsnr_min"], options["logsnr_max"])
-        corrected = int((lam[1:steps] <= options["corrector_max_logsnr"]).sum())
+    if "logsnr_fn" in options:
+        lam = _grid(steps, options["logsnr_fn"], options["logsnr_min"], options["logsnr_max"])[1:steps]
+        corrected = int(((lam >= options["corrector_min_logsnr"]) & (lam <= options["corrector_max_logsnr"])).sum())
     return steps + corrected * options["corrector_steps"]
 
 
