@@ -281,6 +281,8 @@ def test_evaluate_reads_only_known_folders_when_served_to_the_network(tmp_path):
         with pytest.raises(StudioError, match="elsewhere is outside the runs folder") as e:
             closed.evaluate({"real": str(elsewhere), "fake": "f"})
         assert e.value.status == 403
+        with pytest.raises(StudioError, match=r"real: \(empty\) is not a folder"):
+            open_studio.evaluate({"real": "", "fake": "f"})
         with pytest.raises(StudioError, match="inception_weights: /etc/passwd is outside"):
             closed.evaluate({"real": "builtin:moving-shapes", "fake": "f", "inception_weights": "/etc/passwd"})
         for studio, real in ((closed, str(data)), (closed, "builtin:moving-shapes"), (open_studio, str(elsewhere))):

@@ -262,7 +262,6 @@ def get_sampler(name: str) -> Callable:
     return sampler_spec(name).fn
 
 
-register_sampler("ancestral", sample_ancestral, "the paper's ancestral sampler with the γ variance interpolation")
 def _pc_evaluations(steps: int, options: dict) -> int:
     """Network evaluations of `sample_pc`: one per step, plus the corrections (the grid tells which
     levels are corrected when `options` carries the schedule, as SamplerCall's do)."""
@@ -273,6 +272,7 @@ def _pc_evaluations(steps: int, options: dict) -> int:
     return steps + corrected * options["corrector_steps"]
 
 
+register_sampler("ancestral", sample_ancestral, "the paper's ancestral sampler with the γ variance interpolation")
 register_sampler("pc", sample_pc, "predictor-corrector: ancestral steps, each followed by Langevin corrections "
                  "(paper: δ = 0.1)", evaluations=_pc_evaluations)
 register_sampler("ddim", sample_ddim, "deterministic DDIM (probability-flow ODE, Euler steps in λ)")

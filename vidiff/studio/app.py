@@ -18,7 +18,7 @@ from .commands import TASKS, eval_argv, sample_argv, shell_line, task_argv
 from .jobs import JobQueue
 from .paths import StudioError, resolve_inside
 from .plots import line_plot_svg
-from .runs import list_runs, run_details, run_folder, run_summary
+from .runs import list_runs, read_config, run_details, run_folder, run_summary
 
 MAX_CLIPS = 200  # real clips of a run's data offered in the condition tab
 
@@ -173,13 +173,24 @@ class Studio:
                     "output": out.relative_to(self.outputs).as_posix()}
         return self._submit("condition", argv, out, req, finish)
 
+    def _data_sources(self) -> set:
+        """The data folders the runs were trained on (unreadable runs skipped)."""
+        sources = set()
+        for name in list_runs(self.runs):
+            try:
+                source = read_config(run_folder(self.runs, name)).get("data", {}).get("source", "")
+            except StudioError:
+                continue
+            if source and not source.startswith("builtin:"):
+                sources.add(Path(source).expanduser().resolve())
+        return sources
+
     def _readable(self, key: str, value: str) -> None:
         """Refuse (403) a path Evaluate may not read (see the class docstring)."""
         path = Path(value).expanduser().resolve()
         if self.any_folder or path == self.runs or self.runs in path.parents:
             return
-        sources = {run_details(self.runs, name)["data_source"] for name in list_runs(self.runs)}
-        if key == "real" and path in {Path(s).expanduser().resolve() for s in sources if s}:
+        if key == "real" and path in self._data_sources():
             return
         raise StudioError(f"{key}: {value} is outside the runs folder; this studio is served to the network, so "
                           f"Evaluate reads only built-in data, the runs' data sources and files inside "
@@ -188,8 +199,9 @@ class Studio:
     def evaluate(self, req: dict) -> dict:
         real = str(req.get("real") or "").strip()
         if not real.startswith("builtin:"):
-            self._readable("real", real or ".")
-            if not Path(real).is_dir():
+            if real:
+                self._readable("real", real)
+            if not real or not Path(real).is_dir():
                 raise StudioError(f"real: {real or '(empty)'} is not a folder of videos (or builtin:moving-shapes)")
         if str(req.get("inception_weights") or "").strip():
             self._readable("inception_weights", str(req["inception_weights"]).strip())
