@@ -10,7 +10,7 @@ from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
 from vidiff.sampling import SAMPLERS, SamplerError, get_sampler, initial_noise, register_sampler
 from vidiff.sampling_setup import resolve_sampling
-from vidiff.schedule import LOGSNR_MAX, LOGSNR_MIN, logsnr_cosine
+from vidiff.schedule import LOGSNR_MAX, LOGSNR_MIN, logsnr_cosine, time_grid
 
 CALLS = []
 
@@ -90,12 +90,13 @@ def test_unknown_option_from_the_command_line(checkpoint, tmp_path, capsys):
 
 
 def test_resolver_precedence_and_schedule():
-    cfg = get_preset("cpu-demo")  # pc, 200 steps, γ 0.1, 3 corrector steps, log-SNR shift −2
+    cfg = get_preset("cpu-demo")  # pc, 200 steps, γ 0.1, 5 corrector steps at λ ≥ −2, log-SNR shift −2
     call = resolve_sampling(cfg.sample, cfg.diffusion)
-    assert (call.name, call.steps, call.options) == ("pc", 200, {"gamma": 0.1, "corrector_steps": 3, "delta": 0.1,
-                                                                 "corrector_min_logsnr": LOGSNR_MIN,
+    assert (call.name, call.steps, call.options) == ("pc", 200, {"gamma": 0.1, "corrector_steps": 5, "delta": 0.1,
+                                                                 "corrector_min_logsnr": -2.0,
                                                                  "corrector_max_logsnr": LOGSNR_MAX})
-    assert call.evaluations == 199 * 4 + 1
+    lam = logsnr_cosine(time_grid(200), -20, 20, shift=-2.0)[1:200]  # the levels the steps land on
+    assert call.evaluations == 200 + 5 * int((lam >= -2.0).sum())
     call = resolve_sampling(cfg.sample, cfg.diffusion, sampler="ancestral", steps=10, options={"gamma": 0.5})
     assert (call.steps, call.options, call.evaluations) == (10, {"gamma": 0.5}, 10)
     t = torch.tensor([0.5], dtype=torch.float64)
@@ -119,8 +120,8 @@ def test_corrections_only_within_the_given_log_snrs():
     counts = {}
     for low, high in ((LOGSNR_MIN, LOGSNR_MAX), (LOGSNR_MIN, -2.0), (-2.0, LOGSNR_MAX), (LOGSNR_MIN, LOGSNR_MIN - 1)):
         seen.clear()
-        call = resolve_sampling(cfg.sample, cfg.diffusion, steps=200,
-                                options={"corrector_min_logsnr": low, "corrector_max_logsnr": high})
+        options = {"corrector_steps": 3, "corrector_min_logsnr": low, "corrector_max_logsnr": high}
+        call = resolve_sampling(cfg.sample, cfg.diffusion, steps=200, options=options)
         call(denoise, torch.zeros(1, 3, 2, 4, 4), noise=torch.Generator().manual_seed(0))
         assert len(seen) == call.evaluations
         levels = torch.tensor(seen)
