@@ -79,10 +79,10 @@ def finish() -> None:
 
 def map_ordered(items: Iterable[Item], fn: Callable[[Item], object], *, main_only: bool = False) -> list:
     """[fn(item) for item in items], item i computed on process i mod N; every process gets the
-    whole list, in order, or with `main_only` the first process alone (the others get [], and no
-    process holds the results of all others but the one that uses them: videos it writes). Every
-    process iterates all items (a lazy iterable is read, not computed, where the item is another's).
-    Results must be picklable (tensors on the CPU)."""
+    whole list, in order — or with `main_only` the first process alone, the others [] (only the
+    process that writes the results holds them all). Every process iterates all items (a lazy
+    iterable is read, not computed, where the item is another's). Results must be picklable
+    (tensors on the CPU)."""
     n, me = world(), rank()
     mine = {i: fn(item) for i, item in enumerate(items) if i % n == me}
     if n == 1:
