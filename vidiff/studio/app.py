@@ -16,7 +16,7 @@ from ..tasks import METHODS
 from . import media
 from .commands import TASKS, eval_argv, sample_argv, shell_line, task_argv
 from .jobs import JobQueue
-from .paths import StudioError, resolve_inside
+from .paths import StudioError, is_inside, resolve_inside
 from .plots import line_plot_svg
 from .runs import list_runs, read_config, run_details, run_folder, run_summary
 
@@ -188,7 +188,7 @@ class Studio:
     def _readable(self, key: str, value: str) -> None:
         """Refuse (403) a path Evaluate may not read (see the class docstring)."""
         path = Path(value).expanduser().resolve()
-        if self.any_folder or path == self.runs or self.runs in path.parents:
+        if self.any_folder or is_inside(self.runs, path):
             return
         if key == "real" and path in self._data_sources():
             return

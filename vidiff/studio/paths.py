@@ -19,6 +19,11 @@ class StudioError(VidiffError):
         self.status = status
 
 
+def is_inside(root: Path, path: Path) -> bool:
+    """Whether the resolved `path` is the resolved folder `root` or lies under it."""
+    return path == root or root in path.parents
+
+
 def resolve_inside(root, relative: str, *, hidden: bool = False) -> Path:
     """`root / relative`, refused (StudioError 403) unless it stays inside `root` after following
     symlinks: no absolute paths, no `..`, no NUL, and no hidden parts unless `hidden`. Missing: 404."""
@@ -30,7 +35,7 @@ def resolve_inside(root, relative: str, *, hidden: bool = False) -> Path:
         raise StudioError(f"refused path {relative!r}: only paths inside the folder are served", 403)
     base = Path(root).resolve()
     path = (base / Path(*parts)).resolve()
-    if path != base and base not in path.parents:
+    if not is_inside(base, path):
         raise StudioError(f"refused path {relative!r}: it leads outside the folder", 403)
     if not path.exists():
         raise StudioError(f"{relative}: not found", 404)
