@@ -11,7 +11,8 @@ measured the same way as the reference.
 `--samplers` lists sampler:steps pairs, each with the sampler's own options after further colons
 (default: the model's own sampler, steps and options); each one's
 samples are also written as a filmstrip PNG (a row per video) next to the checkpoint's run folder
-unless `--no-png`.
+unless `--no-png`, and the clips whose colour changes as another (`..._colour_changes.png`; the JSON
+lists them with the colours of both halves).
 """
 from __future__ import annotations
 
@@ -28,18 +29,23 @@ from vidiff.videoio import write_filmstrip
 
 def coherence(videos: torch.Tensor, palette) -> dict:
     """Fractions of videos with a foreground, with motion, and with the same colour / shape in both
-    halves of the clip."""
+    halves of the clip; `colour_changes` lists the others as (index, first half's colour, second's)."""
     found = moving = same_color = same_shape = 0
-    for v in videos:
+    changes = []
+    for i, v in enumerate(videos):
         d = describe_video(v, palette)
         half = v.shape[1] // 2
         a, b = describe_video(v[:, :half], palette), describe_video(v[:, half:], palette)
         found += d["color"] != "none"
         moving += d["direction"] != "none"
-        same_color += a["color"] != "none" and a["color"] == b["color"]
+        kept = a["color"] != "none" and a["color"] == b["color"]
+        same_color += kept
         same_shape += a["shape"] != "none" and a["shape"] == b["shape"]
+        if not kept:
+            changes.append((i, a["color"], b["color"]))
     n = len(videos)
-    return dict(found=found / n, moving=moving / n, same_color=same_color / n, same_shape=same_shape / n, n=n)
+    return dict(found=found / n, moving=moving / n, same_color=same_color / n, same_shape=same_shape / n, n=n,
+                colour_changes=changes)
 
 
 def main():
@@ -68,6 +74,9 @@ def main():
             png = Path(args.checkpoint) / f"frames_{spec.replace(':', '_')}.png"
             write_filmstrip(png, videos[:16])
             print(f"wrote {png}")
+            changed = [i for i, *_ in report[spec]["colour_changes"]]
+            if changed:  # the clips that lose their colour, a row each
+                write_filmstrip(png.with_name(png.stem + "_colour_changes.png"), videos[changed[:16]])
     for k, r in report.items():
         print(f"{k:12s} n={r['n']}: shape found {r['found']:.0%}  moving {r['moving']:.0%}  "
               f"same colour in both halves {r['same_color']:.0%}  same shape {r['same_shape']:.0%}")
