@@ -30,7 +30,7 @@ from vidiff.videoio import write_filmstrip
 def coherence(videos: torch.Tensor, palette) -> dict:
     """Fractions of videos with a foreground, with motion, and with the same colour / shape in both
     halves of the clip; `colour_changes` lists the others as (index, first half's colour, second's)."""
-    found = moving = same_color = same_shape = 0
+    found = moving = same_shape = 0
     changes = []
     for i, v in enumerate(videos):
         d = describe_video(v, palette)
@@ -38,13 +38,11 @@ def coherence(videos: torch.Tensor, palette) -> dict:
         a, b = describe_video(v[:, :half], palette), describe_video(v[:, half:], palette)
         found += d["color"] != "none"
         moving += d["direction"] != "none"
-        kept = a["color"] != "none" and a["color"] == b["color"]
-        same_color += kept
         same_shape += a["shape"] != "none" and a["shape"] == b["shape"]
-        if not kept:
+        if a["color"] == "none" or a["color"] != b["color"]:
             changes.append((i, a["color"], b["color"]))
     n = len(videos)
-    return dict(found=found / n, moving=moving / n, same_color=same_color / n, same_shape=same_shape / n, n=n,
+    return dict(found=found / n, moving=moving / n, same_color=1 - len(changes) / n, same_shape=same_shape / n, n=n,
                 colour_changes=changes)
 
 
