@@ -90,13 +90,13 @@ def test_unknown_option_from_the_command_line(checkpoint, tmp_path, capsys):
 
 
 def test_resolver_precedence_and_schedule():
-    cfg = get_preset("cpu-demo")  # pc, 200 steps, γ 0.1, 5 corrector steps at λ ≥ −2, log-SNR shift −2
+    cfg = get_preset("cpu-demo")  # pc, 200 steps, γ 0.1, 10 corrector steps at λ ≥ −2, log-SNR shift −2
     call = resolve_sampling(cfg.sample, cfg.diffusion)
-    assert (call.name, call.steps, call.options) == ("pc", 200, {"gamma": 0.1, "corrector_steps": 5, "delta": 0.1,
+    assert (call.name, call.steps, call.options) == ("pc", 200, {"gamma": 0.1, "corrector_steps": 10, "delta": 0.1,
                                                                  "corrector_min_logsnr": -2.0,
                                                                  "corrector_max_logsnr": LOGSNR_MAX})
     lam = logsnr_cosine(time_grid(200), -20, 20, shift=-2.0)[1:200]  # the levels the steps land on
-    assert call.evaluations == 200 + 5 * int((lam >= -2.0).sum())
+    assert call.evaluations == 200 + 10 * int((lam >= -2.0).sum())
     call = resolve_sampling(cfg.sample, cfg.diffusion, sampler="ancestral", steps=10, options={"gamma": 0.5})
     assert (call.steps, call.options, call.evaluations) == (10, {"gamma": 0.5}, 10)
     t = torch.tensor([0.5], dtype=torch.float64)

@@ -26,13 +26,11 @@ PRESETS: dict[str, Config] = {
         data=DataConfig(frames=8, size=16),
         train=TrainConfig(batch_size=4, steps=100_000, max_minutes=10.0, lr=1e-3, warmup_steps=100,
                           ema_decay=0.995, save_every=1000, num_samples=8),
-        # clips that keep one colour (bench/demo_quality.py, 32 samples of a 10-minute model): 84–91%
-        # with PC 200 and one corrector step, 78% ancestral 400 steps, 62% ancestral 100; unshifted
-        # model, PC 200: 75%. More correction keeps it more often (64 samples of a 10-minute `make
-        # demo` model: 70 / 89 / 94% with 1 / 3 / 5 corrector steps), and the correction that counts
-        # is at low noise: 5 steps at log-SNR ≥ −2 only, 700 evaluations, 94% and 92% on two seed
-        # sets (3 steps everywhere, 800 evaluations: 89% / 86%; 5 at ≤ −2 only: 66%; README).
-        sample=SampleConfig(sampler="pc", steps=200, gamma=0.1, corrector_steps=5, corrector_min_logsnr=-2.0),
+        # clips that keep one colour (bench/demo_quality.py, 64 samples of a 10-minute `make demo`
+        # model): 70 / 89 / 94% with 1 / 3 / 5 corrector steps; the correction that counts is at low
+        # noise (5 steps at log-SNR <= -2 only: 66%). 10 steps at log-SNR >= -2 (1,200 evaluations):
+        # 98% and 100% on two seed sets of a model that kept 91% / 98% with 5 (README).
+        sample=SampleConfig(sampler="pc", steps=200, gamma=0.1, corrector_steps=10, corrector_min_logsnr=-2.0),
     ),
     "cpu-tiny": Config(
         model=UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
