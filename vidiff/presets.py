@@ -29,7 +29,8 @@ PRESETS: dict[str, Config] = {
         # clips that keep one colour (bench/demo_quality.py, 64 samples of a 10-minute `make demo`
         # model): 70 / 89 / 94% with 1 / 3 / 5 corrector steps; the correction that counts is at low
         # noise (5 steps at log-SNR <= -2 only: 66%). 10 steps at log-SNR >= -2 (1,200 evaluations):
-        # 98% and 100% on two seed sets of a model that kept 91% / 98% with 5 (README).
+        # 100% / 100% on two seed sets of a fresh `make demo` model; 98% / 100% on one that kept
+        # 91% / 98% with 5 (README).
         sample=SampleConfig(sampler="pc", steps=200, gamma=0.1, corrector_steps=10, corrector_min_logsnr=-2.0),
     ),
     "cpu-tiny": Config(
