@@ -4,7 +4,7 @@ guidance (issue: conditioning). Trains `cpu-demo-text` on the built-in moving sh
 `vidiff.data.describe_video` (colour and kind of the shape, direction of motion).
 
     python bench/text_guidance.py --minutes 10 --out runs/text-bench [--checkpoint RUN] [--num 8] [--weights 0,1,3,5]
-        [--set section.key=value ...] [--sampler ddim --steps 50]
+        [--set section.key=value ...] [--sampler ddim --steps 50] [--seed 0]
 
 (`--set model.text_cross_attention=true` trains with cross-attention to the caption's tokens.) Before
 sampling it prints how much the denoiser uses each word of the caption (`caption_sensitivity`).
@@ -77,6 +77,7 @@ def main():
     ap.add_argument("--weights", default="0,1,3,5")
     ap.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0, help="first seed: prompt i samples from seed + 1000·i")
     ap.add_argument("--set", action="append", default=[], help="override of the cpu-demo-text preset")
     args = ap.parse_args()
     run = args.checkpoint
@@ -96,7 +97,7 @@ def main():
     hits = Counter()
     for i, item in enumerate(items):
         _tally(hits, describe_video(item["video"]), real.attributes(i))
-    report = {"real": _rates(hits, len(real))}
+    report = {"seed": args.seed, "real": _rates(hits, len(real))}
     print(f"real clips: {_fmt(report['real'])}  ({len(real)} clips)", flush=True)
     print("does the denoiser use the caption's words? (x-MSE on the real clips)")
     report["caption_sensitivity"] = caption_sensitivity(
@@ -107,7 +108,7 @@ def main():
         for p_i, prompt in enumerate(prompts):
             want = dict(color=prompt.split()[1], shape=prompt.split()[2], direction=prompt.split()[-1])
             videos = model.sample(args.num, prompt=prompt, guidance=w, sampler=args.sampler, steps=args.steps,
-                                  seed=1000 * p_i)
+                                  seed=args.seed + 1000 * p_i)
             for v in videos:
                 got = describe_video(v)
                 _tally(hits, got, want)

@@ -286,3 +286,30 @@ def test_conditioned_arrow_turns_time_around():
     extra = {k: v for k, v in fresh.state_dict().items() if "arrow" in k}
     fresh.load_state_dict({**plain.state_dict(), **extra}, strict=True)
     torch.testing.assert_close(fresh.eval()(x, torch.zeros(1)), plain(x, torch.zeros(1)), atol=1e-6, rtol=1e-6)
+
+
+def test_frame_condition_product_lets_a_condition_act_differently_at_each_time():
+    """With the frame index only added, two conditions differ by the same vector at every frame
+    before the MLP; with `frame_condition_product` the difference changes with time (what a
+    direction needs: early frames one way, late ones the other). A fresh model equals the
+    additive one, and timeless frames (images, one-frame clips) still get no time."""
+    added = UNetConfig(**{**TINY.to_dict(), "num_classes": 4, "frame_index_embedding": True})
+    product = UNetConfig(**{**added.to_dict(), "frame_condition_product": True})
+    features = torch.randn(5, TINY.base_channels)  # five frames' time features
+    lam, two = torch.randn(TINY.emb_dim), torch.randn(2, TINY.emb_dim)  # a noise level's, two conditions' vectors
+    for cfg, changes in ((added, False), (product, True)):
+        net = randomise(UNet3D(cfg))
+        a, b = (net.timed((lam + c).expand(5, -1), c.expand(5, -1), features) for c in two)
+        spread = ((a - b) - (a - b).mean(0)).abs().max().item()
+        assert (spread > 1e-3) == changes, (cfg.frame_condition_product, spread)
+        assert torch.equal(net.timed(lam + two, two, torch.zeros(2, TINY.base_channels)), lam + two)  # no time
+    plain = randomise(UNet3D(added)).eval()
+    fresh = UNet3D(product)
+    extra = {k: v for k, v in fresh.state_dict().items() if k.startswith("frame_time")}
+    fresh.load_state_dict({**plain.state_dict(), **extra, "frame_mix.weight": fresh.frame_mix.weight}, strict=True)
+    x, labels = torch.randn(2, 3, 4, 8, 8), torch.tensor([0, 3])
+    torch.testing.assert_close(fresh.eval()(x, torch.zeros(2), labels), plain(x, torch.zeros(2), labels))
+    with pytest.raises(ValueError, match="frame_condition_product needs frame_index_embedding"):
+        UNetConfig(**{**TINY.to_dict(), "num_classes": 4, "frame_condition_product": True})
+    with pytest.raises(ValueError, match="frame_condition_product needs a class- or text-conditional model"):
+        UNet3D(UNetConfig(**{**TINY.to_dict(), "frame_index_embedding": True, "frame_condition_product": True}))

@@ -5,8 +5,10 @@ temporal attention block (relative position bias) at chosen levels, resolution h
 space only, channel multipliers M₁…M_K, skip connections, and a conditioning embedding (log-SNR plus
 an optional class or pooled-text vector, through an MLP) into every residual block. Beyond the paper,
 `text_cross_attention` adds cross-attention from every pixel to the caption's tokens, and
-`frame_index_embedding` adds each frame's index to its conditioning embedding (absolute time), and
-`conditioned_arrow` lets the embedding turn the temporal heads forward or backward in time.
+`frame_index_embedding` adds each frame's index to its conditioning embedding (absolute time),
+`frame_condition_product` also multiplies it with the clip's class or text vector (so a condition can
+say where things are at each time: a direction), and `conditioned_arrow` lets the embedding turn the
+temporal heads forward or backward in time.
 Input and output: `b c f h w`, any f ≥ 1.
 """
 from __future__ import annotations
@@ -57,6 +59,7 @@ class UNetConfig:
     rel_pos_init: str = "normal"  # "normal" (N(0, 1), as T5) | "neighbours" (vidiff.layers.RelativePositionBias)
     frame_index_embedding: bool = False  # beyond the paper: each frame's index joins the conditioning embedding
     conditioned_arrow: bool = False  # beyond the paper: the embedding turns each temporal head forward or back
+    frame_condition_product: bool = False  # beyond the paper: the frame index times the clip's condition
     gradient_checkpointing: bool = False
     recompute_norms: bool = True  # store less: GroupNorm(+FiLM)+SiLU recomputed in the backward pass
     recompute_attention: bool = False  # store less: attention blocks recomputed in the backward pass
@@ -76,6 +79,8 @@ class UNetConfig:
             problems.append("num_res_blocks must be >= 1")
         if self.cond_mlp_layers < 1:
             problems.append("cond_mlp_layers must be >= 1")
+        if self.frame_condition_product and not self.frame_index_embedding:
+            problems.append("frame_condition_product needs frame_index_embedding")
         if self.rel_pos_init not in REL_POS_INITS:
             problems.append(f"rel_pos_init must be one of {list(REL_POS_INITS)}, got {self.rel_pos_init!r}")
         if problems:
@@ -146,6 +151,12 @@ class UNet3D(nn.Module):
         # absolute time (beyond the paper, whose temporal attention knows only relative positions):
         # starts at zero, so a new model is the paper's; timeless frames (images) get nothing
         self.frame_embed = zero_init(nn.Linear(base, e, bias=False)) if cfg.frame_index_embedding else None
+        # the frame's time multiplied by the clip's embedding, so that a condition can pick where things
+        # sit at each time from the first step (a sum leaves that product to the MLP); starts at zero
+        if cfg.frame_condition_product and not (cfg.num_classes or cfg.text_dim):
+            raise ValueError("frame_condition_product needs a class- or text-conditional model")
+        self.frame_time = nn.Linear(base, e, bias=False) if cfg.frame_condition_product else None
+        self.frame_mix = zero_init(nn.Linear(e, e, bias=False)) if cfg.frame_condition_product else None
         if cfg.text_dim > 0:
             from .pooling import AttentionPool
             self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
@@ -189,28 +200,44 @@ class UNet3D(nn.Module):
     def embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None, frames: int = 1,
                   temporal_mask=None) -> torch.Tensor:
         """The conditioning embedding of every frame, (b·frames, emb_dim)."""
-        emb = self._clip_embedding(logsnr, class_labels, text_tokens, text_mask)
+        emb = self.logsnr_embed(logsnr_features(logsnr, self.cfg.base_channels))
+        cond = self._condition(class_labels, text_tokens, text_mask, emb.dtype)
+        emb = emb if cond is None else emb + cond
         if self.frame_embed is None:  # the same for every frame: through the MLP once per clip
             return repeat(self.cond_mlp(emb), "b e -> (b f) e", f=frames)
         index, timeless = frame_places(len(logsnr), frames, temporal_mask, logsnr.device)
         features = sinusoidal_features(index, self.cfg.base_channels).masked_fill(timeless[:, None], 0.0)
-        emb = repeat(emb, "b e -> (b f) e", f=frames) + self.frame_embed(features.to(emb.dtype))
-        return self.cond_mlp(emb)
+        per_frame = (None if t is None else repeat(t, "b e -> (b f) e", f=frames) for t in (emb, cond))
+        return self.cond_mlp(self.timed(*per_frame, features.to(emb.dtype)))
 
-    def _clip_embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None) -> torch.Tensor:
-        emb = self.logsnr_embed(logsnr_features(logsnr, self.cfg.base_channels))
+    def timed(self, emb: torch.Tensor, cond: Optional[torch.Tensor], features: torch.Tensor) -> torch.Tensor:
+        """A frame's clip embedding `emb` with its time added, (n, emb_dim), before the MLP. With
+        `frame_condition_product` the time also enters multiplied by the clip's condition `cond`
+        (class or pooled text vector), layer-normed so that a caption's words count as much as a
+        class does: how a condition moves the input then differs from frame to frame (a sum moves
+        every frame alike, and leaves the product of condition and time to the MLP)."""
+        timed = emb + self.frame_embed(features)
+        if self.frame_time is not None:
+            unit = F.layer_norm(cond, cond.shape[-1:])
+            timed = timed + self.frame_mix(unit * self.frame_time(features))
+        return timed
+
+    def _condition(self, class_labels, text_tokens, text_mask, dtype) -> Optional[torch.Tensor]:
+        """The class and/or pooled text vector of each clip, (b, emb_dim); None when unconditional."""
+        cond = None
         if self.class_embed is not None:
             if class_labels is None:
                 raise ValueError("this model is class-conditional: pass class_labels (−1 for the null class)")
             labels = torch.where(class_labels < 0, self.cfg.num_classes, class_labels).long()
             if int(labels.max()) > self.cfg.num_classes:
                 raise ValueError(f"class label {int(labels.max())} out of range for {self.cfg.num_classes} classes")
-            emb = emb + self.class_embed(labels)
+            cond = self.class_embed(labels)
         if self.text_pool is not None:
             if text_tokens is None:
                 raise ValueError("this model is text-conditional: pass text_tokens and text_mask")
-            emb = emb + self.text_pool(text_tokens.to(emb.dtype), text_mask)
-        return emb
+            pooled = self.text_pool(text_tokens.to(dtype), text_mask)
+            cond = pooled if cond is None else cond + pooled
+        return cond
 
     def _run(self, level: Level, i: int, x, emb, frames, mask, context=None):
         ctx = context or (None, None)
