@@ -151,12 +151,15 @@ class UNet3D(nn.Module):
         # absolute time (beyond the paper, whose temporal attention knows only relative positions):
         # starts at zero, so a new model is the paper's; timeless frames (images) get nothing
         self.frame_embed = zero_init(nn.Linear(base, e, bias=False)) if cfg.frame_index_embedding else None
-        # the frame's time multiplied by the clip's embedding, so that a condition can pick where things
-        # sit at each time from the first step (a sum leaves that product to the MLP); starts at zero
-        if cfg.frame_condition_product and not (cfg.num_classes or cfg.text_dim):
-            raise ValueError("frame_condition_product needs a class- or text-conditional model")
-        self.frame_time = nn.Linear(base, e, bias=False) if cfg.frame_condition_product else None
-        self.frame_mix = zero_init(nn.Linear(e, e, bias=False)) if cfg.frame_condition_product else None
+        # the frame's time multiplied by the clip's (layer-normed) condition, so that a condition can pick
+        # where things sit at each time from the first step (a sum leaves that product to the MLP);
+        # starts at zero. Checked here, not in UNetConfig: text_dim is filled in when the model is built.
+        self.frame_time = self.frame_mix = None
+        if cfg.frame_condition_product:
+            if not (cfg.num_classes or cfg.text_dim):
+                raise ValueError("frame_condition_product needs a class- or text-conditional model")
+            self.frame_time = nn.Linear(base, e, bias=False)
+            self.frame_mix = zero_init(nn.Linear(e, e, bias=False))
         if cfg.text_dim > 0:
             from .pooling import AttentionPool
             self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
@@ -207,8 +210,8 @@ class UNet3D(nn.Module):
             return repeat(self.cond_mlp(emb), "b e -> (b f) e", f=frames)
         index, timeless = frame_places(len(logsnr), frames, temporal_mask, logsnr.device)
         features = sinusoidal_features(index, self.cfg.base_channels).masked_fill(timeless[:, None], 0.0)
-        per_frame = (None if t is None else repeat(t, "b e -> (b f) e", f=frames) for t in (emb, cond))
-        return self.cond_mlp(self.timed(*per_frame, features.to(emb.dtype)))
+        cond = None if self.frame_time is None else repeat(cond, "b e -> (b f) e", f=frames)  # only where used
+        return self.cond_mlp(self.timed(repeat(emb, "b e -> (b f) e", f=frames), cond, features.to(emb.dtype)))
 
     def timed(self, emb: torch.Tensor, cond: Optional[torch.Tensor], features: torch.Tensor) -> torch.Tensor:
         """A frame's clip embedding `emb` with its time added, (n, emb_dim), before the MLP. With
