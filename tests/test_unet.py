@@ -313,3 +313,21 @@ def test_frame_condition_product_lets_a_condition_act_differently_at_each_time()
         UNetConfig(**{**TINY.to_dict(), "num_classes": 4, "frame_condition_product": True})
     with pytest.raises(ValueError, match="frame_condition_product needs a class- or text-conditional model"):
         UNet3D(UNetConfig(**{**TINY.to_dict(), "frame_index_embedding": True, "frame_condition_product": True}))
+
+
+def test_frame_condition_product_pools_a_caption_on_its_own():
+    """In a text model the product's vector comes from a second attention pool, not the one that
+    conditions the whole clip: a caption's direction word, one token among many and close to its
+    opposite in the encoder's space, can get that pool's whole attention. The null caption (all
+    tokens masked) gives each pool's learned null vector."""
+    cfg = UNetConfig(**{**TINY.to_dict(), "text_dim": 16, "frame_index_embedding": True,
+                        "frame_condition_product": True})
+    net = randomise(UNet3D(cfg))
+    tokens, mask = torch.randn(3, 5, 16), torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [False] * 5])
+    cond, timed = net._condition(None, tokens, mask, torch.float32)
+    torch.testing.assert_close(cond, net.text_pool(tokens, mask))
+    torch.testing.assert_close(timed, net.time_pool(tokens, mask))
+    assert (cond - timed).abs().min() > 0
+    assert torch.equal(timed[2], net.time_pool.null) and torch.equal(cond[2], net.text_pool.null)
+    plain = UNet3D(UNetConfig(**{**cfg.to_dict(), "frame_condition_product": False}))
+    assert plain.time_pool is None and plain._condition(None, tokens, mask, torch.float32)[1] is None

@@ -160,11 +160,12 @@ class UNet3D(nn.Module):
                 raise ValueError("frame_condition_product needs a class- or text-conditional model")
             self.frame_time = nn.Linear(base, e, bias=False)
             self.frame_mix = zero_init(nn.Linear(e, e, bias=False))
+        self.text_pool = self.time_pool = None
         if cfg.text_dim > 0:
             from .pooling import AttentionPool
             self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
-        else:
-            self.text_pool = None
+            if cfg.frame_condition_product:  # its own pool: free to attend to the words that say how things move
+                self.time_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
         if cfg.text_cross_attention:
             if cfg.text_dim <= 0:
                 raise ValueError("text_cross_attention needs a text-conditional model (text_dim > 0)")
@@ -204,20 +205,21 @@ class UNet3D(nn.Module):
                   temporal_mask=None) -> torch.Tensor:
         """The conditioning embedding of every frame, (b·frames, emb_dim)."""
         emb = self.logsnr_embed(logsnr_features(logsnr, self.cfg.base_channels))
-        cond = self._condition(class_labels, text_tokens, text_mask, emb.dtype)
+        cond, timed_cond = self._condition(class_labels, text_tokens, text_mask, emb.dtype)
         emb = emb if cond is None else emb + cond
         if self.frame_embed is None:  # the same for every frame: through the MLP once per clip
             return repeat(self.cond_mlp(emb), "b e -> (b f) e", f=frames)
         index, timeless = frame_places(len(logsnr), frames, temporal_mask, logsnr.device)
         features = sinusoidal_features(index, self.cfg.base_channels).masked_fill(timeless[:, None], 0.0)
-        cond = None if self.frame_time is None else repeat(cond, "b e -> (b f) e", f=frames)  # only where used
-        return self.cond_mlp(self.timed(repeat(emb, "b e -> (b f) e", f=frames), cond, features.to(emb.dtype)))
+        if timed_cond is not None:
+            timed_cond = repeat(timed_cond, "b e -> (b f) e", f=frames)
+        return self.cond_mlp(self.timed(repeat(emb, "b e -> (b f) e", f=frames), timed_cond, features.to(emb.dtype)))
 
     def timed(self, emb: torch.Tensor, cond: Optional[torch.Tensor], features: torch.Tensor) -> torch.Tensor:
         """A frame's clip embedding `emb` with its time added, (n, emb_dim), before the MLP. With
         `frame_condition_product` the time also enters multiplied by the clip's condition `cond`
-        (class or pooled text vector), layer-normed so that a caption's words count as much as a
-        class does: how a condition moves the input then differs from frame to frame (a sum moves
+        (class vector, or text pooled by a pool of its own that can single out the word that says how
+        things move), layer-normed so that a caption's words count as much as a class does: how a condition moves the input then differs from frame to frame (a sum moves
         every frame alike, and leaves the product of condition and time to the MLP)."""
         timed = emb + self.frame_embed(features)
         if self.frame_time is not None:
@@ -225,9 +227,10 @@ class UNet3D(nn.Module):
             timed = timed + self.frame_mix(unit * self.frame_time(features))
         return timed
 
-    def _condition(self, class_labels, text_tokens, text_mask, dtype) -> Optional[torch.Tensor]:
-        """The class and/or pooled text vector of each clip, (b, emb_dim); None when unconditional."""
-        cond = None
+    def _condition(self, class_labels, text_tokens, text_mask, dtype) -> tuple:
+        """(the class and/or pooled text vector of each clip, the same with the text pooled for the
+        frame-condition product), each (b, emb_dim); None when unconditional or without the product."""
+        cond = timed = None
         if self.class_embed is not None:
             if class_labels is None:
                 raise ValueError("this model is class-conditional: pass class_labels (−1 for the null class)")
@@ -235,12 +238,18 @@ class UNet3D(nn.Module):
             if int(labels.max()) > self.cfg.num_classes:
                 raise ValueError(f"class label {int(labels.max())} out of range for {self.cfg.num_classes} classes")
             cond = self.class_embed(labels)
+        if self.frame_time is not None:
+            timed = cond
         if self.text_pool is not None:
             if text_tokens is None:
                 raise ValueError("this model is text-conditional: pass text_tokens and text_mask")
-            pooled = self.text_pool(text_tokens.to(dtype), text_mask)
+            tokens = text_tokens.to(dtype)
+            pooled = self.text_pool(tokens, text_mask)
             cond = pooled if cond is None else cond + pooled
-        return cond
+            if self.time_pool is not None:
+                pooled = self.time_pool(tokens, text_mask)
+                timed = pooled if timed is None else timed + pooled
+        return cond, timed
 
     def _run(self, level: Level, i: int, x, emb, frames, mask, context=None):
         ctx = context or (None, None)
