@@ -219,8 +219,9 @@ class UNet3D(nn.Module):
         """A frame's clip embedding `emb` with its time added, (n, emb_dim), before the MLP. With
         `frame_condition_product` the time also enters multiplied by the clip's condition `cond`
         (class vector, or text pooled by a pool of its own that can single out the word that says how
-        things move), layer-normed so that a caption's words count as much as a class does: how a condition moves the input then differs from frame to frame (a sum moves
-        every frame alike, and leaves the product of condition and time to the MLP)."""
+        things move), layer-normed so that a caption's words count as much as a class does: how a
+        condition moves the input then differs from frame to frame (a sum moves every frame alike,
+        and leaves the product of condition and time to the MLP)."""
         timed = emb + self.frame_embed(features)
         if self.frame_time is not None:
             unit = F.layer_norm(cond, cond.shape[-1:])
