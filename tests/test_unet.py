@@ -315,19 +315,38 @@ def test_frame_condition_product_lets_a_condition_act_differently_at_each_time()
         UNet3D(UNetConfig(**{**TINY.to_dict(), "frame_index_embedding": True, "frame_condition_product": True}))
 
 
-def test_frame_condition_product_pools_a_caption_on_its_own():
-    """In a text model the product's vector comes from a second attention pool, not the one that
-    conditions the whole clip: a caption's direction word, one token among many and close to its
-    opposite in the encoder's space, can get that pool's whole attention. The null caption (all
-    tokens masked) gives each pool's learned null vector."""
-    cfg = UNetConfig(**{**TINY.to_dict(), "text_dim": 16, "frame_index_embedding": True,
+def test_frame_condition_product_whitens_the_caption_on_its_own():
+    """In a text model the product's vector is the caption's token mean, whitened by the running
+    statistics of the captions seen in training (every way captions differ gets the same spread, so
+    a direction word counts as much as a colour), not the attention pool that conditions the clip.
+    The first training batch sets the statistics, later ones move them, eval leaves them; the null
+    caption (all tokens masked) reads as the mean caption."""
+    cfg = UNetConfig(**{**TINY.to_dict(), "text_dim": 8, "frame_index_embedding": True,
                         "frame_condition_product": True})
     net = randomise(UNet3D(cfg))
-    tokens, mask = torch.randn(3, 5, 16), torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [False] * 5])
-    cond, timed = net._condition(None, tokens, mask, torch.float32)
+    pool = net.time_pool
+    torch.manual_seed(0)
+    spreads = torch.tensor([0.01, 0.03, 0.1, 0.3, 1.0, 5.0, 8.0, 10.0])  # very different, along
+    mix = spreads[:, None] * torch.linalg.qr(torch.randn(8, 8)).Q  # random orthogonal directions
+    tokens, mask = torch.randn(256, 3, 8) @ mix, torch.ones(256, 3, dtype=torch.bool)
+    mask[0] = False  # a null caption
+    cond, timed = net.train()._condition(None, tokens, mask, torch.float32)
     torch.testing.assert_close(cond, net.text_pool(tokens, mask))
-    torch.testing.assert_close(timed, net.time_pool(tokens, mask))
-    assert (cond - timed).abs().min() > 0
-    assert torch.equal(timed[2], net.time_pool.null) and torch.equal(cond[2], net.text_pool.null)
+    white = torch.linalg.lstsq(pool.proj.weight, (timed - pool.proj.bias).T).solution.T
+    torch.testing.assert_close(white[0], torch.zeros(8), atol=1e-4, rtol=0)
+    caption = tokens[1:].mean(1)
+    before = torch.linalg.eigvalsh(caption.T.cov(correction=0))
+    assert before.max() / before.min() > 1e3  # spreads a thousand-fold apart
+    after = torch.linalg.eigvalsh(white[1:].T.cov(correction=0))
+    torch.testing.assert_close(after, before / (before + pool.eps * before.max()), atol=1e-4, rtol=1e-3)
+    kept = before > 0.1 * before.max()  # within a tenth of the largest: a spread near 1 each
+    assert kept.sum() >= 2 and after[kept].min() > 0.9 and (before[kept].max() / before[kept].min()) > 2
+    torch.testing.assert_close(pool.mean, caption.mean(0))
+    other = torch.randn(16, 3, 8) @ mix
+    net._condition(None, other, torch.ones(16, 3, dtype=torch.bool), torch.float32)
+    torch.testing.assert_close(pool.mean, caption.mean(0).lerp(other.mean(1).mean(0), pool.momentum))
+    seen = pool.mean.clone(), pool.cov.clone()
+    net.eval()._condition(None, tokens, mask, torch.float32)
+    assert torch.equal(pool.mean, seen[0]) and torch.equal(pool.cov, seen[1])  # eval leaves them
     plain = UNet3D(UNetConfig(**{**cfg.to_dict(), "frame_condition_product": False}))
     assert plain.time_pool is None and plain._condition(None, tokens, mask, torch.float32)[1] is None

@@ -226,7 +226,8 @@ class RelativePositionBias(nn.Module):
     symmetric without its captions (tests/test_unet.py::test_time_reversal_symmetry_is_broken_at_init).
     Breaking it is enough to represent a time-asymmetric distribution (cpu-demo trained 5 CPU minutes
     on clips that all move right samples 32 of 32 moving right), but not for a condition to steer a
-    motion's sign in a short run: trained 25 CPU minutes, cpu-demo-text's output stays within 1% of
+    motion's sign in a short run: trained 25 CPU minutes, cpu-demo-text without
+    `frame_condition_product` (the paper's architecture) stays within 1% of
     time-reversal equivariant and ignores the direction word (bench/arrow_of_time.py), although the
     word is worth as much to the ideal denoiser as the colour is (its `ideal` probe). Starting heads on
     the previous and the next frame (`init="neighbours"`) did not change that after 2,500 steps, and

@@ -63,3 +63,46 @@ class AttentionPool(nn.Module):
         pooled = rearrange(pooled, "b h 1 d -> b (h d)")
         out = self.proj(pooled)  # (b, out_dim)
         return torch.where(is_null[:, None], self.null.to(out.dtype), out)
+
+
+class WhitenedMean(nn.Module):
+    """A caption as the mean of its tokens `(b, n, in_dim)` under `mask (b, n)`, whitened by the
+    running mean and covariance of the captions seen in training, then projected to `out_dim`.
+
+    Whitening gives every way in which captions differ the same spread: two words the encoder puts
+    close together (a direction and its opposite) end as far apart as two colours, so a layer that
+    reads the vector starts out able to tell them apart. `eps` (relative to the largest variance)
+    keeps directions the captions never vary along from blowing up. In training the statistics move
+    towards each batch's (no gradient through them; the first batch sets them); eval uses them as
+    left. Null rows (all tokens masked) read as the mean caption and do not enter the statistics.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, momentum: float = 0.05, eps: float = 0.01):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("cov", torch.eye(in_dim))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, tokens: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if mask is None:
+            mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        weight = mask[..., None].to(tokens.dtype)
+        caption = (tokens * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+        valid = mask.any(1)
+        if self.training and bool(valid.any()):
+            self._update(caption[valid].detach().float())
+        with torch.autocast(tokens.device.type, enabled=False):  # statistics stay in fp32
+            values, vectors = torch.linalg.eigh(self.cov)
+            scale = (values.clamp(min=0) + self.eps * values.max()).rsqrt()
+            white = (caption.float() - self.mean) @ (vectors * scale) @ vectors.T
+        return self.proj(torch.where(valid[:, None], white, 0.0).to(tokens.dtype))
+
+    @torch.no_grad()
+    def _update(self, rows: Tensor) -> None:
+        step = torch.where(self.seen, self.momentum, 1.0)
+        centred = rows - rows.mean(0)
+        self.mean.lerp_(rows.mean(0), step)
+        self.cov.lerp_(centred.T @ centred / len(rows), step)
+        self.seen.fill_(True)

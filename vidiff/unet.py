@@ -164,8 +164,10 @@ class UNet3D(nn.Module):
         if cfg.text_dim > 0:
             from .pooling import AttentionPool
             self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
-            if cfg.frame_condition_product:  # its own pool: free to attend to the words that say how things move
-                self.time_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
+            if cfg.frame_condition_product:  # its own whitened caption: a direction word counts
+                # as much as a colour, however close the encoder puts "left" and "right"
+                from .pooling import WhitenedMean
+                self.time_pool = WhitenedMean(cfg.text_dim, e)
         if cfg.text_cross_attention:
             if cfg.text_dim <= 0:
                 raise ValueError("text_cross_attention needs a text-conditional model (text_dim > 0)")
@@ -218,10 +220,10 @@ class UNet3D(nn.Module):
     def timed(self, emb: torch.Tensor, cond: Optional[torch.Tensor], features: torch.Tensor) -> torch.Tensor:
         """A frame's clip embedding `emb` with its time added, (n, emb_dim), before the MLP. With
         `frame_condition_product` the time also enters multiplied by the clip's condition `cond`
-        (class vector, or text pooled by a pool of its own that can single out the word that says how
-        things move), layer-normed so that a caption's words count as much as a class does: how a
-        condition moves the input then differs from frame to frame (a sum moves every frame alike,
-        and leaves the product of condition and time to the MLP)."""
+        (class vector, or the caption's token mean whitened over the captions seen, so that its
+        direction word counts as much as its colour), layer-normed: how a condition moves the input
+        then differs from frame to frame (a sum moves every frame alike, and leaves the product of
+        condition and time to the MLP)."""
         timed = emb + self.frame_embed(features)
         if self.frame_time is not None:
             unit = F.layer_norm(cond, cond.shape[-1:])
