@@ -348,5 +348,9 @@ def test_frame_condition_product_whitens_the_caption_on_its_own():
     seen = pool.mean.clone(), pool.cov.clone()
     net.eval()._condition(None, tokens, mask, torch.float32)
     assert torch.equal(pool.mean, seen[0]) and torch.equal(pool.cov, seen[1])  # eval leaves them
+    _, timed = net._condition(None, tokens, mask, torch.float32)
+    pool.load_state_dict({**pool.state_dict(), "cov": seen[1] * 4})  # the whitening follows a new cov
+    _, after_load = net._condition(None, tokens, mask, torch.float32)
+    torch.testing.assert_close(after_load - pool.proj.bias, (timed - pool.proj.bias) / 2)
     plain = UNet3D(UNetConfig(**{**cfg.to_dict(), "frame_condition_product": False}))
     assert plain.time_pool is None and plain._condition(None, tokens, mask, torch.float32)[1] is None

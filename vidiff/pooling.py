@@ -94,10 +94,18 @@ class WhitenedMean(nn.Module):
         if self.training and bool(valid.any()):
             self._update(caption[valid].detach().float())
         with torch.autocast(tokens.device.type, enabled=False):  # statistics stay in fp32
+            white = (caption.float() - self.mean) @ self._whitening()
+        return self.proj(torch.where(valid[:, None], white, 0.0).to(tokens.dtype))
+
+    def _whitening(self) -> Tensor:
+        """cov^(-1/2) with eps, recomputed only when `cov` changed (training, loading, moving)."""
+        key = (self.cov, self.cov._version)  # in-place updates (lerp_, copy_) bump the version
+        cached = getattr(self, "_cached", None)
+        if cached is None or cached[0] is not key[0] or cached[1] != key[1]:
             values, vectors = torch.linalg.eigh(self.cov)
             scale = (values.clamp(min=0) + self.eps * values.max()).rsqrt()
-            white = (caption.float() - self.mean) @ (vectors * scale) @ vectors.T
-        return self.proj(torch.where(valid[:, None], white, 0.0).to(tokens.dtype))
+            self._cached = (*key, (vectors * scale) @ vectors.T)
+        return self._cached[2]
 
     @torch.no_grad()
     def _update(self, rows: Tensor) -> None:
