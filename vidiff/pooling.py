@@ -109,8 +109,8 @@ class WhitenedMean(nn.Module):
 
     @torch.no_grad()
     def _update(self, rows: Tensor) -> None:
-        step = torch.where(self.seen, self.momentum, 1.0)
-        centred = rows - rows.mean(0)
-        self.mean.lerp_(rows.mean(0), step)
+        step, mean = torch.where(self.seen, self.momentum, 1.0), rows.mean(0)
+        centred = rows - mean
+        self.mean.lerp_(mean, step)
         self.cov.lerp_(centred.T @ centred / len(rows), step)
         self.seen.fill_(True)

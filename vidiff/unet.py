@@ -162,11 +162,10 @@ class UNet3D(nn.Module):
             self.frame_mix = zero_init(nn.Linear(e, e, bias=False))
         self.text_pool = self.time_pool = None
         if cfg.text_dim > 0:
-            from .pooling import AttentionPool
+            from .pooling import AttentionPool, WhitenedMean
             self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
             if cfg.frame_condition_product:  # its own whitened caption: a direction word counts
                 # as much as a colour, however close the encoder puts "left" and "right"
-                from .pooling import WhitenedMean
                 self.time_pool = WhitenedMean(cfg.text_dim, e)
         if cfg.text_cross_attention:
             if cfg.text_dim <= 0:
