@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from test_data import make_bad, write_video
 from vidiff.cli import main
 from vidiff.data import DataError, ShardDataset, VideoFolder, build_dataset
 from vidiff.data.prepare import parse_bytes, prepare_shards
-from vidiff.data.shards import expand_braces
+from vidiff.data.shards import expand_braces, trust_command
 from vidiff.train.loader import EpochBatchSampler, build_loader, num_workers
 
 FRAMES, SIZE = 4, 16
@@ -83,8 +84,11 @@ def test_shards_by_pattern_index_and_pipe(shards, tmp_path):
         want = base[i]["video"]
         assert torch.equal(pattern[i]["video"], want) and torch.equal(by_index[i]["video"], want)
     pytest.importorskip("webdataset")
-    piped = build_dataset(f"pipe:cat {out}/shards-{{000000..{last:06d}}}.tar", frames=FRAMES, size=SIZE,
-                          cache_dir=str(tmp_path / "cache"))
+    command = f"pipe:cat {out}/shards-{{000000..{last:06d}}}.tar"
+    with pytest.raises(DataError, match="runs a shell command.*--data"):  # not named by the person running it
+        build_dataset(command, frames=FRAMES, size=SIZE, cache_dir=str(tmp_path / "cache"))
+    trust_command(command)
+    piped = build_dataset(command, frames=FRAMES, size=SIZE, cache_dir=str(tmp_path / "cache"))
     assert all(torch.equal(piped[i]["video"], base[i]["video"]) for i in range(10))
     assert len(list((tmp_path / "cache").iterdir())) == summary["shards"]
 
@@ -275,3 +279,39 @@ def test_shard_files_stay_open_only_up_to_the_limit(shards):
         with pytest.raises(OSError):
             os.fstat(fd)
     every.close()
+
+
+@pytest.mark.parametrize("damage", ["npy header", "tar header", "json"])
+def test_damaged_sample_in_a_shard_one_error_or_skipped(shards, tmp_path, damage, caplog):
+    out = tmp_path / "prepared"
+    shutil.copytree(shards[0], out)
+    index = json.loads((out / "index.json").read_text())
+    first = index["shards"][0]
+    start = first["offsets"][1]  # the second sample of the first shard: key.npy first, then key.json
+    data = bytearray((out / first["name"]).read_bytes())
+    key = data[start:start + 9].decode()
+    npy_size = int(data[start + 124:start + 136].strip(b" \0"), 8)
+    json_at = start + 512 + -(-npy_size // 512) * 512 + 512
+    where = {"npy header": start + 512 + 1, "tar header": start + 130, "json": json_at}[damage]
+    data[where:where + 3] = b"\xff{\x00"
+    (out / first["name"]).write_bytes(bytes(data))
+    ds = build_dataset(str(out), frames=FRAMES, size=SIZE)
+    assert torch.equal(ds[0]["video"], build_dataset(str(shards[0]), frames=FRAMES, size=SIZE)[0]["video"])
+    with pytest.raises(DataError, match=rf"{first['name']}: sample '{key}' .* is damaged .*--skip-bad-files"):
+        ds[1]
+    skipping = build_dataset(str(out), frames=FRAMES, size=SIZE, skip_bad_files=True)
+    with caplog.at_level("WARNING", logger="vidiff.data"):
+        got = skipping[1]["video"]
+    assert torch.equal(got, ds[2]["video"]) and skipping.skipped_bad == 1
+    assert "skipping a damaged clip (1 so far" in caplog.text
+
+
+def test_index_naming_a_path_or_a_command_is_refused(shards, tmp_path):
+    out = tmp_path / "prepared"
+    shutil.copytree(shards[0], out)
+    index = json.loads((out / "index.json").read_text())
+    for name in ("../../etc/passwd.tar", "pipe:touch pwned; echo x.tar", "\\1.tar"):
+        index["shards"][0]["name"] = name
+        (out / "index.json").write_text(json.dumps(index))
+        with pytest.raises(DataError, match="not a plain file name"):
+            build_dataset(str(out), frames=FRAMES, size=SIZE)

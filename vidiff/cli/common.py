@@ -47,7 +47,18 @@ def overrides_from_args(args) -> list:
             sets.append(f"{key}={getattr(args, flag)}")
     if getattr(args, "skip_bad_files", False):
         sets.append("data.skip_bad_files=true")
+    trust_command_line_sources(sets)
     return sets
+
+
+def trust_command_line_sources(sets) -> None:
+    """A `pipe:` data source given on the command line (--data, --set data.source=…) is the user's own
+    command and may run; one read from a config file may not (vidiff.data.shards.check_command)."""
+    from ..data.shards import trust_command
+    for assignment in sets:
+        key, _, value = assignment.partition("=")
+        if key.strip() == "data.source":
+            trust_command(value)
 
 
 def config_from_args(args, base=None):

@@ -24,9 +24,11 @@ def register(sub) -> None:
 
 def run(args) -> None:
     from ..train.distill import distill
+    from .common import trust_command_line_sources
+    overrides = [*args.set, *([f"data.source={args.data}"] if args.data else [])]
+    trust_command_line_sources(overrides)
     result = distill(args.checkpoint, args.out, to_steps=args.to_steps, from_steps=args.from_steps,
-                     steps_per_round=args.steps_per_round, guidance=args.guidance,
-                     overrides=[*args.set, *([f"data.source={args.data}"] if args.data else [])],
+                     steps_per_round=args.steps_per_round, guidance=args.guidance, overrides=overrides,
                      progress=not args.quiet)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"distilled to {result['steps']} DDIM steps in {args.out}; sample with "

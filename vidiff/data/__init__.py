@@ -108,7 +108,7 @@ def build_dataset(
     if spec.startswith("builtin:"):
         raise DataError(f"unknown built-in dataset {spec!r}; available: {', '.join(BUILTIN_DATASETS)}")
     if is_shard_spec(spec):
-        ds = ShardDataset(spec, frames, size, flip=flip, **kw)
+        ds = ShardDataset(spec, frames, size, flip=flip, skip_bad_files=skip_bad_files, **kw)
         if fps is not None and ds.fps != fps:
             logger.warning("fps=%s ignored: the shards were prepared at %s", fps, ds.fps or "each file's own rate")
         if frame_stride != 1:

@@ -46,7 +46,8 @@ from vidiff.data.errors import DataError
 from vidiff.data.transforms import parse_size
 from vidiff.files import atomic_write
 
-__all__ = ["INDEX", "ShardDataset", "ShardWriter", "encode_clip", "expand_braces", "is_shard_spec"]
+__all__ = ["INDEX", "ShardDataset", "ShardWriter", "encode_clip", "expand_braces", "is_shard_spec", "runs_command",
+           "trust_command"]
 
 logger = logging.getLogger("vidiff.data")
 
@@ -56,6 +57,7 @@ VERSION = 1
 SHUFFLE_WINDOW = 1000  # clips: how far the shuffle within a process's range moves a clip
 _TAR = re.compile(r"[^/\s]*\.tar\b")  # a shard's name in a path, URL or pipe command
 _JSON = re.compile(r"[^/\s]*\.json\b")
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.tar")
 
 
 # ---- writing -----------------------------------------------------------------------------------
@@ -131,6 +133,33 @@ class ShardWriter:
         return index
 
 
+# ---- sources that run a command -----------------------------------------------------------------
+# A `pipe:` source is a shell command (WebDataset runs it). vidiff runs one only when the person running
+# vidiff named it: on the command line (--data, --set data.source=…), or in Python through trust_command.
+# A source read from a file (a run's config.json, a checkpoint's, a Hub snapshot's) is data: never run.
+_TRUSTED_COMMANDS: set = set()
+
+
+def runs_command(spec: str) -> bool:
+    """Whether reading the data source ``spec`` runs a shell command (a ``pipe:`` source)."""
+    return spec.strip().startswith("pipe:")
+
+
+def trust_command(spec: str) -> None:
+    """Allow the ``pipe:`` source ``spec`` (this exact string) to run its command in this process."""
+    if runs_command(spec):
+        _TRUSTED_COMMANDS.add(spec)
+
+
+def check_command(spec: str) -> None:
+    """DataError unless ``spec`` runs no command or was trusted (:func:`trust_command`)."""
+    if runs_command(spec) and spec not in _TRUSTED_COMMANDS:
+        raise DataError(f"{spec[:200]}: a pipe: data source runs a shell command, and vidiff runs one only when "
+                        f"you give it on the command line (--data '…'), never from a config file it reads (a run's "
+                        f"or a checkpoint's config.json); if you trust this command, pass it with --data (in Python: "
+                        f"vidiff.data.shards.trust_command(source))")
+
+
 # ---- locating shards ---------------------------------------------------------------------------
 def expand_braces(pattern: str) -> list[str]:
     """``a-{000..002}.tar`` -> a-000.tar, a-001.tar, a-002.tar (zero padding kept); ``{x,y}`` lists."""
@@ -181,6 +210,7 @@ def _read_bytes(location: str) -> bytes:
 
 def load_index(spec: str) -> tuple[dict, list[str]]:
     """The index of the shards named by ``spec`` and where each of its shards is."""
+    check_command(spec)
     where, pattern = _locations(spec)
     try:
         index = json.loads(_read_bytes(where))
@@ -192,8 +222,12 @@ def load_index(spec: str) -> tuple[dict, list[str]]:
     if index.get("format") != FORMAT or index.get("version", 0) > VERSION:
         raise DataError(f"{where}: not an index of vidiff shards (format {FORMAT} version <= {VERSION})")
     by_name = {s["name"]: s for s in index["shards"]}
+    odd = [name for name in by_name if not _SHARD_NAME.fullmatch(str(name))]
+    if odd:  # an index names files next to itself only: no folders, no commands
+        raise DataError(f"{where}: shard name {str(odd[0])[:80]!r} is not a plain file name (like shards-000000.tar); "
+                        f"this index was not written by `vidiff prepare`: prepare the videos again")
     if pattern is None:
-        return index, [_JSON.sub(s["name"], where, count=1) for s in index["shards"]]
+        return index, [_JSON.sub(lambda _, name=s["name"]: name, where, count=1) for s in index["shards"]]
     missing = [p for p in pattern if _TAR.search(p).group(0) not in by_name]
     if missing:
         raise DataError(f"{missing[0]}: not listed in the shard index {where}; give shards prepared together")
@@ -202,15 +236,39 @@ def load_index(spec: str) -> tuple[dict, list[str]]:
 
 
 def _parse_members(block: bytes) -> dict:
-    """The members of one sample (consecutive tar entries KEY.ext): {ext: bytes}."""
+    """The members of one sample (consecutive tar entries KEY.ext): {ext: bytes}; ValueError if damaged."""
     out, pos = {}, 0
     while pos + 512 <= len(block):
         header = block[pos: pos + 512]
+        stored = header[148:156].strip(b" \0")
+        # the tar header checksum: the sum of its bytes with the checksum field read as spaces
+        if not stored or int(stored, 8) != sum(header[:148]) + 8 * 32 + sum(header[156:]):
+            raise ValueError(f"tar header at byte {pos} of the sample fails its checksum")
         name = header[:100].split(b"\0", 1)[0].decode()
         size = int(header[124:136].strip(b" \0") or b"0", 8)
+        if "." not in name or pos + 512 + size > len(block):
+            raise ValueError(f"tar member {name!r} does not fit the sample")
         out[name.split(".", 1)[1]] = block[pos + 512: pos + 512 + size]
         pos += 512 + -(-size // 512) * 512
+    if "npy" not in out or "json" not in out:
+        raise ValueError(f"the sample has {sorted(out)} but not its .npy clip and .json metadata")
     return out
+
+
+def _decode(members: dict) -> tuple:
+    """(uint8 clip c f h w, label, caption) of a sample's members; ValueError if damaged."""
+    try:
+        clip = np.load(io.BytesIO(members["npy"]), allow_pickle=False)
+        meta = json.loads(members["json"])
+    except (ValueError, OSError, EOFError) as e:  # a bad npy header, a truncated array, bad JSON
+        raise ValueError(f"{type(e).__name__}: {e}") from None
+    if clip.dtype != np.uint8 or clip.ndim != 4 or not isinstance(meta, dict):
+        raise ValueError(f"the clip is {clip.dtype} {clip.shape} and its metadata a {type(meta).__name__}, "
+                         f"not uint8 (c f h w) and an object")
+    try:
+        return clip, int(meta.get("label", -1)), str(meta.get("caption", ""))
+    except (TypeError, ValueError):
+        raise ValueError(f"the metadata's label {meta.get('label')!r} is not a whole number") from None
 
 
 def _cache_path(location: str, cache_dir: Optional[str]) -> Path:
@@ -244,9 +302,10 @@ class ShardDataset(Dataset):
     max_open_shards = 64  # open files kept per process; the least recently read is closed beyond that
 
     def __init__(self, spec: str, frames: int, size, flip: bool = False, cache_dir: Optional[str] = None,
-                 window: int = SHUFFLE_WINDOW):
+                 window: int = SHUFFLE_WINDOW, skip_bad_files: bool = False):
         index, self.locations = load_index(spec)
         self.spec, self.flip, self.cache_dir, self.window = spec, flip, cache_dir, int(window)
+        self.skip_bad_files, self.skipped_bad = skip_bad_files, 0
         have = (index["frames"], *index["size"])
         if (frames, *parse_size(size)) != have:
             raise DataError(f"{spec}: the shards hold clips of {have[0]} frames of {have[1]}×{have[2]}, not "
@@ -291,7 +350,10 @@ class ShardDataset(Dataset):
         return shard, index - int(self.starts[shard])
 
     def raw(self, index: int) -> dict:
-        """The tar members of clip ``index``: {"npy": bytes, "json": bytes, ...}."""
+        """The tar members of clip ``index``: {"npy": bytes, "json": bytes, ...} (ValueError if damaged)."""
+        return _parse_members(self._block(index))
+
+    def _block(self, index: int) -> bytes:
         shard, j = self.locate(index)
         fd = self._shard_fd(shard)
         start, end = self.offsets[shard][j], self.offsets[shard][j + 1]
@@ -299,7 +361,7 @@ class ShardDataset(Dataset):
         if len(block) != end - start:
             raise DataError(f"{self.locations[shard]}: the shard is shorter than its index says; it was truncated "
                             f"or replaced: prepare it again")
-        return _parse_members(block)
+        return block
 
     def _shard_fd(self, shard: int) -> int:
         fd = self._fds.get(shard)
@@ -320,15 +382,36 @@ class ShardDataset(Dataset):
         return self.item(index, None)
 
     def item(self, index: int, generator: Optional[torch.Generator]) -> dict:
-        members = self.raw(index)
-        clip = np.load(io.BytesIO(members["npy"]), allow_pickle=False)  # uint8 c f h w
-        meta = json.loads(members["json"])
+        """Clip ``index``; a damaged one raises DataError, or with ``skip_bad_files`` is replaced by the next."""
+        self.locate(index)  # IndexError out of range
         coin = float(torch.rand((), generator=generator))  # drawn either way: the generator's use is fixed
+        for attempt in range(len(self)):
+            try:
+                clip, label, caption = self._clip((index + attempt) % len(self))
+                break
+            except DataError as e:
+                if not self.skip_bad_files:
+                    raise
+                self.skipped_bad += 1
+                logger.warning("skipping a damaged clip (%d so far in this process), using the next one: %s",
+                               self.skipped_bad, e)
+        else:
+            raise DataError(f"{self.spec}: every clip of the shards is damaged; prepare the videos again")
         if self.flip and coin < 0.5:
             clip = clip[..., ::-1]
         # as to_model_video, bit for bit, in numpy: one thread (torch's threads cost more than they save here)
         video = torch.from_numpy(np.subtract(np.divide(clip, np.float32(127.5), dtype=np.float32), np.float32(1)))
-        return {"video": video, "label": int(meta.get("label", -1)), "caption": meta.get("caption", "")}
+        return {"video": video, "label": label, "caption": caption}
+
+    def _clip(self, index: int) -> tuple:
+        block = self._block(index)
+        try:
+            return _decode(_parse_members(block))
+        except ValueError as e:
+            shard, j = self.locate(index)
+            key = block[:100].split(b"\0", 1)[0].decode(errors="replace").split(".", 1)[0]
+            raise DataError(f"{self.locations[shard]}: sample {key!r} (number {j} in the shard) is damaged ({e}); "
+                            f"prepare the shards again, or pass --skip-bad-files to skip damaged clips") from None
 
     def epoch_length(self, world: int) -> int:
         """Clips each of ``world`` processes takes in an epoch."""
