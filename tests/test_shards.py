@@ -241,19 +241,19 @@ def test_periodic_fvd_on_short_shards_is_refused_at_start(shards, tmp_path):
 def test_prepare_failing_midway_leaves_no_partial_shard(tmp_path, monkeypatch):
     """A video that probes but fails to decode stops the run after other videos' clips were written:
     no index, and the shard that was being written is removed, not left half-written."""
-    import vidiff.data.prepare as prepare
+    import vidiff.data.listing as listing
 
     src = tmp_path / "src"
     for name in ("a.mp4", "b.mp4"):
         write_video(src / name, n=8)
-    decode = prepare.video_clips
+    decode = listing.video_clips
 
-    def failing(info, frames, size):
+    def failing(info, frames, size, slots=None):
         if Path(info.path).name == "b.mp4":
             raise DataError(f"{info.path}: cannot be decoded")
-        return decode(info, frames, size)
+        return decode(info, frames, size, slots)
 
-    monkeypatch.setattr(prepare, "video_clips", failing)
+    monkeypatch.setattr(listing, "video_clips", failing)
     with pytest.raises(DataError, match="b.mp4: cannot be decoded"):
         prepare_shards(src, tmp_path / "out", FRAMES, SIZE, progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []

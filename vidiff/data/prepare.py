@@ -1,12 +1,14 @@
-"""Preparing a folder of videos for fast training: each video decoded once into fixed-size uint8 clips
-written to WebDataset shards (:mod:`vidiff.data.shards`), with their captions and labels.
+"""Preparing a dataset for fast training: each video decoded once into fixed-size uint8 clips written
+to WebDataset shards (:mod:`vidiff.data.shards`), with their captions and labels.
 
-A video gives its clips back to back: clip k is the ``frames`` slots from ``k * frames`` of the file read
-at ``fps`` frames per second (default: its own rate) by presentation time, exactly as
-:class:`~vidiff.data.VideoFolder` reads a clip; frames are resized to just cover ``size`` and centre
-cropped. The files are listed, probed and annotated like a training folder (captions.csv /
-metadata.jsonl / class sub-folders). An unreadable video stops the run with one error naming it, or with
-``skip_errors`` is skipped and listed in the summary.
+The dataset is read as it is published, through one module per layout (``format``): ``folder`` (a
+folder of videos, annotated like a training folder: captions.csv / metadata.jsonl / class sub-folders),
+``bair`` (:mod:`vidiff.data.bair`), ``ucf101`` (:mod:`vidiff.data.ucf101`), ``kinetics``
+(:mod:`vidiff.data.kinetics`). A video gives its clips back to back: clip k is the ``frames`` slots from
+``k * frames`` of the file read at ``fps`` frames per second (default: its own rate) by presentation time,
+exactly as :class:`~vidiff.data.VideoFolder` reads a clip; frames are resized to just cover ``size`` and
+centre cropped. An unreadable video stops the run with one error naming it, or with ``skip_errors`` is
+skipped and listed in the summary.
 """
 
 from __future__ import annotations
@@ -14,24 +16,21 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 from tqdm import tqdm
 
+from vidiff.data import bair, kinetics, ucf101
 from vidiff.data.errors import DataError
+from vidiff.data.listing import Listing, VideoJob, video_clips
 from vidiff.data.shards import INDEX, ShardWriter, encode_clip
-from vidiff.data.transforms import center_crop, cover_shape, parse_size
+from vidiff.data.transforms import parse_size
 from vidiff.data.video_folder import VideoFolder
-from vidiff.data.video_reader import ShortVideoError, VideoInfo, decode_frames
 
-__all__ = ["parse_bytes", "prepare_shards", "video_clips"]
+__all__ = ["FORMATS", "parse_bytes", "prepare_shards", "video_clips"]
 
 logger = logging.getLogger("vidiff.data")
-
-MAX_FRAMES_PER_READ = 512  # a long video is decoded in pieces of whole clips (each read seeks to its start)
 
 
 def parse_bytes(text: str) -> int:
@@ -49,36 +48,35 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
-def video_clips(info: VideoInfo, frames: int, size) -> list[tuple[int, np.ndarray]]:
-    """Every whole clip of ``frames`` slots of a video, back to back: [(first slot, uint8 c f h w)]."""
-    h, w = parse_size(size)
-    try:
-        return _clips(info, frames, h, w)
-    except ShortVideoError as e:  # the metadata overstated the length: keep what decodes
-        if e.frames_decoded < frames:
-            raise
-        logger.warning("%s; keeping the clips of its %d decodable frames", e, e.frames_decoded)
-        return _clips(replace(info, num_frames=e.frames_decoded), frames, h, w)
+def folder_listing(src, frames: int, size, fps: Optional[float] = None, skip_errors: bool = False) -> Listing:
+    """A folder of videos, probed and annotated like a training folder."""
+    folder = VideoFolder(src, frames, size, skip_bad_files=skip_errors, fps=fps)
+    jobs = [VideoJob(info.path, f, label, caption, fps, info)
+            for f, info, label, caption in zip(folder.files, folder.infos, folder.labels, folder.captions)]
+    return Listing(jobs, tuple(folder.classes), [*folder.skipped_bad, *folder.skipped_short])
 
 
-def _clips(info: VideoInfo, frames: int, h: int, w: int) -> list[tuple[int, np.ndarray]]:
-    starts = list(range(0, info.num_frames - frames + 1, frames))
-    per_read = max(1, MAX_FRAMES_PER_READ // frames)
-    out = []
-    for i in range(0, len(starts), per_read):
-        chunk = starts[i: i + per_read]
-        got = decode_frames(info, list(range(chunk[0], chunk[-1] + frames)), hw=cover_shape(info.height, info.width,
-                                                                                            h, w))
-        got = center_crop(got, h, w)  # f h w c
-        for k, s in enumerate(chunk):
-            out.append((s, np.ascontiguousarray(got[k * frames: (k + 1) * frames].transpose(3, 0, 1, 2))))
-    return out
+FORMATS = ("folder", "bair", "ucf101", "kinetics")
+
+
+def dataset_listing(src, frmt: str, frames: int, size, fps=None, skip_errors: bool = False, split=None,
+                    camera: str = "aux1", annotations=None) -> Listing:
+    """The videos of ``src`` as the published layout ``frmt`` (one of :data:`FORMATS`) lists them."""
+    if frmt == "folder":
+        return folder_listing(src, frames, size, fps, skip_errors)
+    if frmt == "bair":
+        return bair.listing(src, split or "train", camera)
+    if frmt == "ucf101":
+        return ucf101.listing(src, split or "train1", fps, skip_errors)
+    if frmt == "kinetics":
+        return kinetics.listing(src, split or "train", fps, annotations)
+    raise DataError(f"--format {frmt}: the formats are {', '.join(FORMATS)}")
 
 
 def _decode_job(job):
-    info, frames, size = job
+    job, frames, size = job
     try:
-        return video_clips(info, frames, size)
+        return job.videos(frames, size)
     except DataError as e:
         return e
 
@@ -92,54 +90,61 @@ def _results(jobs: list, workers: int):
 
 
 def prepare_shards(src, out, frames: int, size, fps: Optional[float] = None, shard_bytes: int = 10**9,
-                   skip_errors: bool = False, workers: int = 0, progress: bool = True) -> dict:
-    """Decode every video under ``src`` once into clips in shards under ``out`` (see the module
-    docstring). Returns the summary: clips, shards, bytes, seconds, videos, skipped (files), out."""
+                   skip_errors: bool = False, workers: int = 0, progress: bool = True, format: str = "folder",
+                   **options) -> dict:
+    """Decode every video of ``src`` (read as the published layout ``format``; ``options``: split, camera,
+    annotations) once into clips in shards under ``out`` (see the module docstring). Returns the summary:
+    clips, shards, bytes, seconds, videos, skipped (unreadable or short files), missing (listed by the
+    dataset, not found), out."""
     t0 = time.time()
     out = Path(out)
     if (out / INDEX).exists():
         raise DataError(f"{out} already holds prepared shards ({INDEX}); give a new folder or delete it")
     h, w = parse_size(size)
-    folder = VideoFolder(src, frames, (h, w), skip_bad_files=skip_errors, fps=fps)
-    skipped = [*folder.skipped_bad, *folder.skipped_short]
+    listing = dataset_listing(src, format, frames, (h, w), fps, skip_errors, **options)
     out.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(out, shard_bytes)
     try:
-        clips, captioned, failed = _write(folder, writer, frames, (h, w), skip_errors, workers, progress)
+        clips, captioned, videos, failed = _write(listing, writer, frames, (h, w), skip_errors, workers, progress)
     except BaseException:
         writer.abort()
         raise
     if not clips:
         raise DataError(f"{src}: no clip of {frames} frames could be made from its videos")
-    index = writer.close({"frames": frames, "size": [h, w], "fps": fps, "classes": list(folder.classes),
-                          "captioned": captioned, "source": str(src), "videos": len(folder.files) - len(failed)})
+    meta = {"format": format, **listing.meta, "missing": len(listing.missing)}
+    index = writer.close({"frames": frames, "size": [h, w], "fps": listing.meta.get("fps", fps),
+                          "classes": list(listing.classes), "captioned": captioned, "source": str(src),
+                          "videos": videos, "dataset": meta})
     return {"clips": clips, "shards": len(index["shards"]), "bytes": index["bytes"], "seconds": time.time() - t0,
-            "videos": index["videos"], "skipped": skipped + failed, "out": str(out)}
+            "videos": videos, "skipped": listing.skipped + failed, "missing": listing.missing, "out": str(out)}
 
 
-def _write(folder: VideoFolder, writer: ShardWriter, frames: int, size: tuple, skip_errors: bool, workers: int,
-           progress: bool) -> tuple[int, int, list]:
-    """Every clip of every video of ``folder`` into ``writer``: (clips, captioned clips, failed files)."""
-    clips = captioned = 0
+def _write(listing: Listing, writer: ShardWriter, frames: int, size: tuple, skip_errors: bool, workers: int,
+           progress: bool) -> tuple[int, int, int, list]:
+    """Every clip of every video of ``listing`` into ``writer``: (clips, captioned clips, videos, failed)."""
+    clips = captioned = videos = 0
     failed: list = []
-    jobs = [(info, frames, size) for info in folder.infos]
-    bar = tqdm(total=len(jobs), desc="preparing", unit="video", disable=not progress, dynamic_ncols=True)
-    for i, result in enumerate(_results(jobs, workers)):
+    jobs = [(job, frames, size) for job in listing.jobs]
+    bar = tqdm(total=len(jobs), desc="preparing", unit="file", disable=not progress, dynamic_ncols=True)
+    for (job, _, _), result in zip(jobs, _results(jobs, workers)):
         bar.update(1)
         if isinstance(result, DataError):
             if not skip_errors:
                 raise DataError(f"{result}\n(no index written: {writer.out} is incomplete; fix or remove the file and "
                                 f"prepare again, or pass --skip-errors)")
             logger.warning("skipping %s", result)
-            failed.append(folder.files[i])
+            failed.append(getattr(job, "name", job.path))
             continue
-        caption, label = folder.captions[i], folder.labels[i]
-        for start, clip in result:
-            meta = {"file": folder.files[i], "start": start, "fps": float(folder.infos[i].fps), "caption": caption,
-                    "label": label}
-            writer.add(f"{clips:09d}", encode_clip(clip, meta))
-            clips += 1
-            captioned += bool(caption)
+        for video in result:
+            if not video.clips:
+                failed.append(video.name)  # shorter than one clip
+            videos += bool(video.clips)
+            for start, clip in video.clips:
+                meta = {"file": video.name, "start": start, "fps": video.fps, "caption": video.caption,
+                        "label": video.label}
+                writer.add(f"{clips:09d}", encode_clip(clip, meta))
+                clips += 1
+                captioned += bool(video.caption)
         bar.set_postfix(clips=clips, shards=len(writer.shards) + 1)
     bar.close()
-    return clips, captioned, failed
+    return clips, captioned, videos, failed
