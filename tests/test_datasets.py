@@ -131,16 +131,37 @@ def test_prepare_bair_gives_every_trajectory_exactly(bair, tmp_path, capsys, spl
                                 "missing": 0}
 
 
-def test_training_on_prepared_bair(bair, tmp_path):
+def test_bair_from_tfrecords_to_protocol_fvd(bair, tmp_path, capsys):
+    """prepare → train → `vidiff eval --protocol bair`, reduced, resumed where it stopped."""
     root, _ = bair
-    out = tmp_path / "shards"
-    assert main(["prepare", str(root), str(out), "--format", "bair", "--split", "train", "--frames", "16",
-                 "--size", "64", "--workers", "0"]) == 0
+    shards = {}
+    for split in ("train", "test"):
+        shards[split] = tmp_path / split
+        assert main(["prepare", str(root), str(shards[split]), "--format", "bair", "--split", split, "--frames", "16",
+                     "--size", "64", "--workers", "0"]) == 0
     run = tmp_path / "run"
-    assert main(["train", "--preset", "cpu-tiny", "--data", str(out), "--set", "data.frames=16", "--set",
+    assert main(["train", "--preset", "cpu-tiny", "--data", str(shards["train"]), "--set", "data.frames=16", "--set",
                  "data.size=64", "--set", "train.batch_size=2", "--set", "train.num_samples=0", "--steps", "1",
                  "--out", str(run), "--quiet"]) == 0
-    assert (run / "checkpoints" / "latest").exists()
+    out = tmp_path / "protocol"
+    argv = ["eval", "--protocol", "bair", "--checkpoint", str(run), "--data", str(shards["test"]), "--out", str(out),
+            "--num-videos", "4", "--batch-size", "2", "--sampler", "ddim", "--steps", "2", "--no-progress"]
+    assert main(argv) == 0
+    assert "bair: FVD" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    s = report["settings"]
+    assert report["fvd"] > 0 and "Weissenborn" in s["follows"]
+    assert (s["context"], s["predicted_frames"], s["frames"], s["size"], s["samples_per_clip"]) == (1, 15, 16, 64, 100)
+    assert (s["num_fake"], s["num_real"], s["reduced"], s["protocol_num_fake"]) == (4, 2, True, 25_600)
+    w_r = json.loads((run / "config.json").read_text())["sample"]["reconstruction_weight"]
+    assert (s["method"], s["reconstruction_weight"], s["sampler"], s["steps"]) == ("reconstruction", w_r, "ddim", 2)
+    parts = sorted((out / "parts").rglob("part_*.npz"))
+    assert len(parts) == 2
+    parts[1].unlink()  # as if killed after the first part
+    kept = parts[0].stat().st_mtime_ns
+    assert main(argv) == 0
+    assert parts[0].stat().st_mtime_ns == kept and parts[1].is_file()
+    assert json.loads((out / "report.json").read_text())["fvd"] == pytest.approx(report["fvd"], rel=1e-6)
 
 
 # ---- UCF-101 ---------------------------------------------------------------------------------------

@@ -294,8 +294,8 @@ def _protocol(report: dict, real_src: _Source, fake_src: _Source, num_frames: in
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of `vidiff eval --real DIR --fake DIR [--metrics fvd,kvd,fid,is,kid] [--num-videos N] [--out F]`."""
-    parser.add_argument("--real", required=True, help="directory of real videos (or a source the CLI knows)")
-    parser.add_argument("--fake", required=True, help="directory of generated videos")
+    parser.add_argument("--real", help="directory of real videos (or a source the CLI knows)")
+    parser.add_argument("--fake", help="directory of generated videos")
     parser.add_argument("--metrics", default="fvd", help=f"comma-separated, from {','.join(METRICS)} (default fvd)")
     parser.add_argument("--num-videos", "--num", dest="num", type=int, default=None,
                         help="videos taken from each side (default: all; --num is not accepted under torchrun)")

@@ -4,9 +4,44 @@ from __future__ import annotations
 
 def register(sub) -> None:
     from ..evaluate import add_eval_arguments
-    p = sub.add_parser("eval", help="FVD / KVD / FID / IS / KID between real and generated videos")
+    from ..protocols import PROTOCOLS
+    from ..sampling import SAMPLERS
+    from ..tasks import METHODS
+    p = sub.add_parser("eval", help="FVD / KVD / FID / IS / KID between real and generated videos, or one of the "
+                       "paper's protocols (--protocol)")
     add_eval_arguments(p)
+    g = p.add_argument_group("the paper's protocols: generate and measure as the published numbers were made")
+    g.add_argument("--protocol", choices=sorted(PROTOCOLS), help="bair: 1 → 15 frames, 100 samples per test clip; "
+                   "kinetics600: 5 → 11 frames, 50,000 samples; ucf101: 2,048 unconditional samples vs the train split")
+    g.add_argument("--checkpoint", help="--protocol: the model (run folder, checkpoint folder or Hub model)")
+    g.add_argument("--data", help="--protocol: shards of the protocol's real split made by `vidiff prepare --format`")
+    g.add_argument("--sampler", choices=sorted(SAMPLERS), help="--protocol: default the model's sample.sampler")
+    g.add_argument("--steps", type=int, help="--protocol: sampling steps (default the model's sample.steps)")
+    g.add_argument("--method", choices=METHODS, default="reconstruction", help="--protocol: conditioning method")
+    g.add_argument("--reconstruction-weight", type=float, help="--protocol: w_r (default the model's)")
+    g.add_argument("--no-ema", action="store_true", help="--protocol: the raw weights instead of the EMA")
     p.set_defaults(func=run)
+
+
+def run_protocol_command(args) -> None:
+    from .. import spread
+    from ..errors import VidiffError
+    from ..protocols import run_protocol
+    missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--data", args.data), ("--out", args.out))
+               if not value]
+    if missing or args.real or args.fake:
+        raise VidiffError(f"--protocol {args.protocol} takes {', '.join(missing) or '--checkpoint, --data and --out'}"
+                          f"{' (and no --real/--fake: it makes both)' if args.real or args.fake else ''}")
+    request = {"sampler": args.sampler, "steps": args.steps, "method": args.method,
+               "reconstruction_weight": args.reconstruction_weight}
+    report = run_protocol(args.protocol, args.checkpoint, args.data, args.out, num=args.num, seed=args.seed,
+                          batch_size=args.batch_size, i3d_weights=args.i3d_weights, use_ema=not args.no_ema,
+                          request={k: v for k, v in request.items() if v is not None})
+    if spread.is_main():
+        s = report["settings"]
+        print(f"{args.protocol}: FVD {report['fvd']:.2f} of {s['num_fake']} generated clips "
+              f"({'reduced from ' + str(s['protocol_num_fake']) if s['reduced'] else 'as published'}) against "
+              f"{s['num_real']} real ones; report in {args.out}/report.json")
 
 
 def builtin_source(args):
@@ -26,5 +61,11 @@ def builtin_source(args):
 
 
 def run(args) -> None:
+    from ..errors import VidiffError
     from ..evaluate import run_eval
+    if args.protocol:
+        return run_protocol_command(args)
+    if not args.real or not args.fake:
+        raise VidiffError("give --real and --fake (folders of videos, or builtin:moving-shapes for --real), or "
+                          "--protocol with --checkpoint and --data")
     run_eval(args, resolve_source=builtin_source(args))
