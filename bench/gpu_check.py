@@ -8,8 +8,8 @@ settings (s/step, peak memory; memory per sample = the difference; the largest b
 80 GB card is DERIVED from these two measurements), and a 20-step DPM-Solver++ sample (time, peak
 memory). Then the fused normalisation's GPU path against the plain one under autocast, and
 `vidiff train` through torchrun with one process under DDP, FSDP and torch.compile. Writes a JSON
-report and prints the memory table in the README's format. No download: the data is built in and
-a text model gets random token embeddings of the text encoder's width.
+report and prints the memory table in the format of docs/training.md ("What fits"). No download: the
+data is built in and a text model gets random token embeddings of the text encoder's width.
 
 It needs an NVIDIA GPU and stops with an error without one; `--device cpu --presets cpu-tiny
 --skip-launch` runs the same code in fp32 on the CPU to check the script itself (tests do).
@@ -204,7 +204,7 @@ def launch(tmp: Path, label: str, preset: str, sets: list, timeout: int) -> dict
 
 
 def table(presets: dict, device_name: str) -> str:
-    """The README's memory table: one row per preset and recompute setting."""
+    """The memory table of docs/training.md: one row per preset and recompute setting."""
     rows = [f"Measured on {device_name} (bf16 autocast, fused AdamW, fp32 weights; batch per GPU). Per sample and "
             "fixed: measured at batch 1 and 2; largest batch: derived (fixed + b × per sample ≤ 95% of the card).",
             "", "| preset | params | recompute | s/step b=1 | s/step b=2 | GB b=1 | GB/sample "

@@ -1,6 +1,6 @@
 """Every verb under torchrun: the work is spread over the processes by batches of per-sample seeds
 (and clips), gathered in order, and the files equal one process's, bit for bit on the CPU (gloo, 2
-processes, one thread each). Every command of the README parses under torchrun's own parser."""
+processes, one thread each). Every command of the README and the docs parses under torchrun's own parser."""
 import argparse
 import json
 import os
@@ -20,7 +20,8 @@ from vidiff.presets import get_preset
 from vidiff.train import train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads per process in both runs
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +96,10 @@ def test_every_flag_has_a_spelling_torchrun_passes_through():
                 assert len(clashes) <= 1 or long[0] in torchrun, f"vidiff {name} {long[0]} clashes with {clashes}"
 
 
-def test_readme_commands_work_verbatim_under_torchrun():
-    """Each `vidiff …` command of the README, put behind `torchrun --nproc-per-node 2 -m vidiff.cli`,
-    reaches vidiff unchanged and parses."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+def test_documented_commands_work_verbatim_under_torchrun():
+    """Each `vidiff …` command of the README and the docs, put behind `torchrun --nproc-per-node 2 -m
+    vidiff.cli`, reaches vidiff unchanged and parses."""
+    blocks = [b for doc in DOCUMENTS for b in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S)]
     lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
     commands = [shlex.split(line)[1:] for line in lines if line.startswith("vidiff ")]
     commands += [shlex.split(line)[5:] for line in lines if re.match(r"torchrun .* -m vidiff\.cli ", line)]
