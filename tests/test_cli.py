@@ -85,6 +85,51 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("setting,named", [
+    ("train.lr=-1", "train.lr"), ("train.lr=inf", "train.lr"), ("train.seed=-1", "train.seed"),
+    ("train.num_samples=-1", "train.num_samples"), ("train.grad_clip=-1", "train.grad_clip"),
+    ("model.head_dim=0", "model.head_dim"), ("model.dropout=2", "model.dropout"),
+    ("model.base_channels=6", "model.base_channels"), ("model.attention_levels=5", "model.attention_levels"),
+    ("model.rel_pos_init=ones", "model.rel_pos_init"), ("model.text_pool_heads=0", "model.text_pool_heads"),
+    ("model.head_dim=5", "model.head_dim"),  # 32 channels in 6 heads
+    ("model.base_channels=36", "model.base_channels"),  # 144 channels in 32 GroupNorm groups
+    ("model.frame_condition_product=true", "model.frame_condition_product"),
+    (["model.frame_index_embedding=true", "model.frame_condition_product=true"], "conditioning.kind=class or text"),
+    (["conditioning.kind=text", "model.text_pool_heads=5"], "model.text_pool_heads"),  # MiniLM: 384 wide
+])
+def test_every_setting_the_network_checks_is_refused_at_start(tmp_path, capsys, monkeypatch, setting, named):
+    """A value the network (or the optimiser, or the seeding) would fail on is one line naming the setting,
+    before any data is indexed or any model built."""
+    import vidiff.train.loop as loop
+
+    def no_data(cfg):
+        raise AssertionError("the configuration was accepted: the data is being indexed")
+    monkeypatch.setattr(loop, "build_data", no_data)
+    sets = [a for s in ([setting] if isinstance(setting, str) else setting) for a in ("--set", s)]
+    assert run_cli("train", "--preset", "cpu-tiny", *sets, "--out", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("content,message", [("{not json", "not a readable JSON file"), ("[1, 2]", "JSON object"),
+                                             ('{"model": 3}', "'model' must be an object")])
+def test_a_malformed_config_file_is_named(tmp_path, capsys, content, message):
+    (tmp_path / "c.json").write_text(content)
+    assert run_cli("train", "--config", tmp_path / "c.json", "--out", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert f"--config {tmp_path / 'c.json'}: " in err and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_checkpoint_config_that_is_not_an_object_is_named(tmp_path, capsys):
+    from vidiff.pipeline import VideoDiffusion
+    from vidiff.presets import get_preset
+    VideoDiffusion(get_preset("cpu-tiny")).save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "config.json").write_text("[1, 2]")
+    assert run_cli("sample", "--checkpoint", tmp_path / "model", "--num", 1, "--out", tmp_path / "s") == 2
+    err = capsys.readouterr().err
+    assert f"{str(tmp_path / 'model' / 'config.json')!r}: a configuration must be a JSON object" in err, err
+
+
 def test_presets_lists_parameter_counts(capsys):
     assert run_cli("presets") == 0
     out = capsys.readouterr().out

@@ -251,5 +251,9 @@ def load_json(path: Path) -> dict:
 
 def load_config(ck: Path):
     """The Config of a checkpoint (a config.json of an earlier vidiff is converted on load)."""
-    from .config import Config
-    return Config.from_dict(load_json(Path(ck) / "config.json"))
+    from .config import Config, ConfigError
+    path = Path(ck) / "config.json"
+    try:
+        return Config.from_dict(load_json(path))
+    except ConfigError as e:
+        raise ConfigError(f"{str(path)!r}: {e}; the checkpoint's configuration is damaged or not vidiff's") from None
