@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -19,7 +20,17 @@ from ..files import RunLockedError, atomic_write, run_lock
 from . import distributed
 from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
 from .loader import build_loader, num_workers
-from .setup import Trainer, build_data, build_trainer, derive_config, ema_model, resume_config, save_state, with_images
+from .setup import (
+    Trainer,
+    build_data,
+    build_trainer,
+    derive_config,
+    diverged,
+    ema_model,
+    resume_config,
+    save_state,
+    with_images,
+)
 from .step import train_step
 from .tracking import open_tracker
 
@@ -90,6 +101,17 @@ def _after_step(run: _Run, step: int, out_of_time: bool) -> None:
         run.measure_fvd(step)
 
 
+def _check_finite(t: Trainer, out_dir: Path, step: int, loss: float, grad_norm) -> None:
+    """Stop at the first step whose loss or gradient norm is not finite, before anything of it is logged
+    or saved. Every process reads the same values (the loss is averaged over them, the norm is of the
+    reduced gradient), so all stop together. Under fp16 an infinite gradient is the loss scaler's
+    business: it skips that update and lowers its scale."""
+    if not math.isfinite(loss):
+        raise diverged(out_dir, step, f"its loss is {loss}")
+    if grad_norm is not None and t.scaler is None and not math.isfinite(grad_norm):
+        raise diverged(out_dir, step, f"its gradient norm is {grad_norm}")
+
+
 def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tuple[int, float]:
     tr = t.cfg.train
     t0 = time.time()
@@ -101,6 +123,7 @@ def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tup
     while step < tr.steps:
         loss, grad_norm = train_step(t, next(batches), step)
         step += 1
+        _check_finite(t, run.out_dir, step, loss, grad_norm)
         run.log_step(step, loss, grad_norm)
         if step % tr.log_every == 0 or step == tr.steps:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{t.opt.param_groups[0]['lr']:.1e}")
