@@ -1,5 +1,6 @@
 """A run folder has one writer and any number of readers; every failure of the folder is one clear
 error: a second trainer, --out that is a file or read-only, a full disk, weights of two runs mixed."""
+import contextlib
 import errno
 import os
 import shutil
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,6 +57,42 @@ def test_the_os_releases_the_lock_of_a_killed_process(tmp_path):
     holder.wait()
     with run_lock(run):  # no stale lock to clean up
         pass
+
+
+def _children(pid: int) -> list:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:  # the field after the state
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_loader_workers_of_a_killed_trainer_do_not_keep_the_lock(tmp_path):
+    """kill -9 of a trainer with loader workers: its folder is free at once, though the orphaned workers
+    live on a few seconds more (until they notice their parent is gone)."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vidiff.cli", "train", "--preset", "cpu-tiny", "--out", str(run), "--steps",
+           "100000", "--set", "data.num_workers=2", "--set", "train.num_samples=0", "--quiet"]
+    trainer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    workers = []
+    try:
+        deadline = time.time() + 120
+        while not (run / "metrics.jsonl").is_file() and trainer.poll() is None and time.time() < deadline:
+            time.sleep(0.1)  # the first step is logged: the workers are running
+        workers = _children(trainer.pid)
+        assert len(workers) == 2, workers
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+        assert all(os.path.exists(f"/proc/{w}") for w in workers)  # orphaned, still alive
+        with run_lock(run):
+            pass
+    finally:
+        for pid in [trainer.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        trainer.wait()
 
 
 def test_out_that_is_a_file_or_read_only(tmp_path, capsys, monkeypatch):
