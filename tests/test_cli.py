@@ -197,6 +197,18 @@ def test_resume_takes_the_runs_own_configuration(tmp_path, capsys):
     assert "cannot resume with a changed model.base_channels" in capsys.readouterr().err
 
 
+def test_resume_to_no_more_steps_says_there_is_nothing_to_train(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", *FAST, "--set", "train.num_samples=0", "--steps", 3, "--out", run) == 0
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    for steps in (2, 3):
+        assert run_cli("train", "--out", run, "--resume", "--steps", steps, "--quiet") == 0
+        out = capsys.readouterr().out
+        assert f"{run} already has 3 steps; --steps {steps} (train.steps) is not more: nothing to train" in out, out
+        assert "nan" not in out
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
 def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     """Only vidiff's own errors become one-line messages; any other exception propagates."""
     import vidiff.cli.sample as sample_cmd

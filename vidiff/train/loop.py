@@ -8,6 +8,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -112,12 +113,12 @@ def _check_finite(t: Trainer, out_dir: Path, step: int, loss: float, grad_norm) 
         raise diverged(out_dir, step, f"its gradient norm is {grad_norm}")
 
 
-def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tuple[int, float]:
+def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tuple[int, Optional[float]]:
     tr = t.cfg.train
     t0 = time.time()
     bar = tqdm(total=tr.steps, initial=start_step, desc="training", disable=not (progress and run.main),
                dynamic_ncols=True)
-    step, loss = start_step, float("nan")
+    step, loss = start_step, None
     batches = iter(loader)
     t.net.train()
     while step < tr.steps:
@@ -145,7 +146,9 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
           tensorboard: bool = True) -> dict:
     """Train `cfg` into the run folder `out_dir`. With `resume`, continue from its latest checkpoint:
     the run's saved configuration, with the `train` and `sample` settings of `cfg` that differ from it
-    applied (and logged); a change to anything the weights depend on is refused with a clear error.
+    applied (and logged); a change to anything the weights depend on is refused with a clear error. A
+    resumed run that already has `train.steps` steps is left as it is (the result's loss is None: no
+    step was trained), as is the loss of a new run of 0 steps.
     `train.logger` says where the run is tracked; `tensorboard=False` leaves TensorBoard out."""
     out_dir = Path(out_dir)
     rank = distributed.dist_info()[0]
@@ -186,6 +189,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
     rank, world, _ = distributed.dist_info()
     cfg, start_step, ck = _start(cfg, out_dir, resume)
     tr = cfg.train
+    if resume and start_step >= tr.steps:  # the run is left as it is: no save, no samples
+        return {"run_dir": str(out_dir), "step": start_step, "loss": None, "minutes": 0.0, "samples": None}
     if tr.batch_size % (world * tr.grad_accum):
         raise ConfigError(f"train.batch_size={tr.batch_size} (the global batch) must be divisible by the number of "
                           f"processes ({world}) × train.grad_accum ({tr.grad_accum})")
