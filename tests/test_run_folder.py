@@ -3,6 +3,7 @@ error: a second trainer, --out that is a file or read-only, a full disk, weights
 import contextlib
 import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -111,21 +112,29 @@ def test_out_that_is_a_file_or_read_only(tmp_path, capsys, monkeypatch):
     assert "cannot write to the run folder" in err and "Read-only file system" in err
 
 
-def test_a_full_disk_leaves_no_tmp_and_says_what_it_needs(tmp_path, monkeypatch):
-    import vidiff.checkpoint as ckmod
+def test_a_full_disk_leaves_no_tmp_and_says_what_it_needs(tmp_path, monkeypatch, capsys):
+    """safetensors reports a full disk as its own error, not an OSError: the save still names the file,
+    the space it needs and the disk, removes its .tmp and leaves the previous checkpoint as it was."""
+    import safetensors.torch
+    from safetensors import SafetensorError
     run = tmp_path / "run"
     train(TINY, run, progress=False, tensorboard=False)
-    real = ckmod.save_tensors
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints" / "step_0000002").iterdir()}
+    real = safetensors.torch.save_file
 
-    def full(path, tensors, metadata=None):
-        if path.name == "ema.safetensors":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, tensors, metadata)
-    monkeypatch.setattr(ckmod, "save_tensors", full)
-    with pytest.raises(CheckpointError, match=r"no space left on the device .* it needs about \d+ MiB"):
-        train(TINY.override(["train.steps=4"]), run, resume=True, progress=False, tensorboard=False)
-    assert not list((run / "checkpoints").glob("*.tmp"))
-    monkeypatch.setattr(ckmod, "save_tensors", real)
+    def full(tensors, filename, metadata=None):  # the low-level writer, as it fails on a full disk
+        if ".ema.safetensors." in str(filename):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(tensors, filename, metadata)
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    assert main(["train", "--out", str(run), "--resume", "--steps", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"no space left on the device while writing \S*step_0000004.tmp/ema.safetensors of checkpoint "
+                     r".* it needs about [\d.]+ MiB and [\d.]+ MiB are free on the disk of", err), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_0000002"]
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints" / "step_0000002").iterdir()} == before
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
     assert train(TINY.override(["train.steps=4"]), run, resume=True, progress=False, tensorboard=False)["step"] == 4
 
 

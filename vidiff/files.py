@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -110,10 +111,21 @@ def read_metrics(path) -> list:
 
 
 def save_tensors(path: PathLike, tensors: dict, metadata: Optional[dict] = None) -> Path:
-    """A safetensors file, written atomically with the usual mode (safetensors alone writes 0600)."""
+    """A safetensors file, written atomically with the usual mode (safetensors alone writes 0600). A
+    failed write (a full disk) is the OSError it is, not safetensors' own error."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except SafetensorError as e:  # "Error while serializing: I/O error: … (os error 28)"
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from e
+    return atomic_write(path, write)
 
 
 class RunLockedError(VidiffError):
