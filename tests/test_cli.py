@@ -93,7 +93,7 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
     ("model.rel_pos_init=ones", "model.rel_pos_init"), ("model.text_pool_heads=0", "model.text_pool_heads"),
     ("model.head_dim=5", "model.head_dim"),  # 32 channels in 6 heads
     ("model.base_channels=36", "model.base_channels"),  # 144 channels in 32 GroupNorm groups
-    ("model.frame_condition_product=true", "model.frame_condition_product"),
+    ("model.frame_condition_product=true", "model.frame_condition_product"), ("data.size=0", "data.size"),
     (["model.frame_index_embedding=true", "model.frame_condition_product=true"], "conditioning.kind=class or text"),
     (["conditioning.kind=text", "model.text_pool_heads=5"], "model.text_pool_heads"),  # MiniLM: 384 wide
 ])

@@ -239,6 +239,8 @@ def validate(cfg: Config) -> Config:
         problems.append("diffusion.logsnr_min must be below diffusion.logsnr_max")
     if not d.logsnr_min < d.logsnr_shift < d.logsnr_max:
         problems.append("diffusion.logsnr_shift must lie between diffusion.logsnr_min and diffusion.logsnr_max")
+    if data.size < 1:
+        problems.append(f"data.size must be >= 1, got {data.size}")
     if data.size % m.downsample_factor:
         problems.append(f"data.size={data.size} must be divisible by {m.downsample_factor} "
                         f"(2^(levels−1) for model.channel_mults={m.channel_mults})")

@@ -85,6 +85,9 @@ class UNetConfig:
         for key in ("in_channels", "num_res_blocks", "cond_mlp_layers", "head_dim", "emb_dim", "text_pool_heads"):
             if getattr(self, key) < 1:
                 problems.append(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("num_classes", "text_dim"):  # filled in from the data; a config file may say anything
+            if getattr(self, key) < 0:
+                problems.append(f"model.{key} must be >= 0, got {getattr(self, key)}")
         if not 0 <= self.dropout < 1:
             problems.append(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.frame_condition_product and not self.frame_index_embedding:
