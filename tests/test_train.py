@@ -251,3 +251,19 @@ def test_divergence_stops_and_keeps_the_good_checkpoints(tmp_path, capsys, monke
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_0000002", "step_0000004"]
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000004"
     assert all(v.isfinite().all() for v in load_file(run / "checkpoints" / "step_0000004" / "ema.safetensors").values())
+
+
+def test_divergence_stops_every_ddp_process_together(tmp_path):
+    """Under torchrun the processes agree on a divergence (the weights check before a save is reduced
+    over them): all stop with the error, none waits for the others in a collective."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29547", "-m",
+           "vidiff.cli", "train", "--preset", "cpu-tiny", "--out", str(run), "--steps", "40", "--batch-size", "4",
+           "--quiet", *[a for s in ("train.lr=1e39", "train.warmup_steps=0", "train.save_every=1",
+                                     "train.num_samples=0") for a in ("--set", s)]]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count("vidiff train: error: training diverged at step 1: the weights are not finite") == 2, \
+        result.stderr[-3000:]
+    assert "no checkpoint was saved" in result.stderr and not list(run.glob("checkpoints/step_*"))
