@@ -36,7 +36,7 @@ def _flag(flag: bool) -> torch.Tensor:
 def flag_from_rank0(flag: bool) -> bool:
     """Rank 0's decision (e.g. out of time), the same on every process."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
+        return bool(flag)
     t = _flag(flag)
     dist.broadcast(t, 0)
     return bool(t)
@@ -45,7 +45,7 @@ def flag_from_rank0(flag: bool) -> bool:
 def any_process(flag: bool) -> bool:
     """Whether any process raised `flag` (e.g. its shard of the weights is not finite), on every process."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
+        return bool(flag)
     t = _flag(flag)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t)
