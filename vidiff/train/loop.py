@@ -212,9 +212,11 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
     loader = build_loader(with_images(data, cfg), cfg.train.batch_size, cfg.train.seed, start_step, rank, world,
                           workers)
     t0 = time.time()
-    step, loss = _loop(t, run, loader, start_step, progress)
-    save_state(t, out_dir, step)
-    videos = run.sample(step, progress=progress)
-    run.close()
+    try:  # a run that stops (diverged, interrupted) still closes its trackers: their last values are kept
+        step, loss = _loop(t, run, loader, start_step, progress)
+        save_state(t, out_dir, step)
+        videos = run.sample(step, progress=progress)
+    finally:
+        run.close()
     return {"run_dir": str(out_dir), "step": step, "loss": loss, "minutes": (time.time() - t0) / 60,
             "samples": videos}  # the final EMA samples (train.num_samples, seed 0) on rank 0, or None
