@@ -85,6 +85,51 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("setting,named", [
+    ("train.lr=-1", "train.lr"), ("train.lr=inf", "train.lr"), ("train.seed=-1", "train.seed"),
+    ("train.num_samples=-1", "train.num_samples"), ("train.grad_clip=-1", "train.grad_clip"),
+    ("model.head_dim=0", "model.head_dim"), ("model.dropout=2", "model.dropout"),
+    ("model.base_channels=6", "model.base_channels"), ("model.attention_levels=5", "model.attention_levels"),
+    ("model.rel_pos_init=ones", "model.rel_pos_init"), ("model.text_pool_heads=0", "model.text_pool_heads"),
+    ("model.head_dim=5", "model.head_dim"),  # 32 channels in 6 heads
+    ("model.base_channels=36", "model.base_channels"),  # 144 channels in 32 GroupNorm groups
+    ("model.frame_condition_product=true", "model.frame_condition_product"), ("data.size=0", "data.size"),
+    (["model.frame_index_embedding=true", "model.frame_condition_product=true"], "conditioning.kind=class or text"),
+    (["conditioning.kind=text", "model.text_pool_heads=5"], "model.text_pool_heads"),  # MiniLM: 384 wide
+])
+def test_every_setting_the_network_checks_is_refused_at_start(tmp_path, capsys, monkeypatch, setting, named):
+    """A value the network (or the optimiser, or the seeding) would fail on is one line naming the setting,
+    before any data is indexed or any model built."""
+    import vidiff.train.loop as loop
+
+    def no_data(cfg):
+        raise AssertionError("the configuration was accepted: the data is being indexed")
+    monkeypatch.setattr(loop, "build_data", no_data)
+    sets = [a for s in ([setting] if isinstance(setting, str) else setting) for a in ("--set", s)]
+    assert run_cli("train", "--preset", "cpu-tiny", *sets, "--out", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("content,message", [("{not json", "not a readable JSON file"), ("[1, 2]", "JSON object"),
+                                             ('{"model": 3}', "'model' must be an object")])
+def test_a_malformed_config_file_is_named(tmp_path, capsys, content, message):
+    (tmp_path / "c.json").write_text(content)
+    assert run_cli("train", "--config", tmp_path / "c.json", "--out", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert f"--config {tmp_path / 'c.json'}: " in err and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_checkpoint_config_that_is_not_an_object_is_named(tmp_path, capsys):
+    from vidiff.pipeline import VideoDiffusion
+    from vidiff.presets import get_preset
+    VideoDiffusion(get_preset("cpu-tiny")).save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "config.json").write_text("[1, 2]")
+    assert run_cli("sample", "--checkpoint", tmp_path / "model", "--num", 1, "--out", tmp_path / "s") == 2
+    err = capsys.readouterr().err
+    assert f"{str(tmp_path / 'model' / 'config.json')!r}: a configuration must be a JSON object" in err, err
+
+
 def test_presets_lists_parameter_counts(capsys):
     assert run_cli("presets") == 0
     out = capsys.readouterr().out
@@ -150,6 +195,18 @@ def test_resume_takes_the_runs_own_configuration(tmp_path, capsys):
     assert "trained 3 steps" in capsys.readouterr().out
     assert run_cli("train", "--out", run, "--resume", "--steps", 4, "--set", "model.base_channels=32") == 2
     assert "cannot resume with a changed model.base_channels" in capsys.readouterr().err
+
+
+def test_resume_to_no_more_steps_says_there_is_nothing_to_train(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", *FAST, "--set", "train.num_samples=0", "--steps", 3, "--out", run) == 0
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    for steps in (2, 3):
+        assert run_cli("train", "--out", run, "--resume", "--steps", steps, "--quiet") == 0
+        out = capsys.readouterr().out
+        assert f"{run} already has 3 steps; --steps {steps} (train.steps) is not more: nothing to train" in out, out
+        assert "nan" not in out
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):

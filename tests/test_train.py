@@ -226,3 +226,44 @@ def test_resume_is_exact_on_a_folder_of_real_mp4s(tmp_path, workers):
     wa = load_file(resolve_checkpoint(tmp_path / "full") / "model.safetensors")
     wb = load_file(resolve_checkpoint(tmp_path / "split") / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("how,message", [
+    (["train.lr=1e6", "train.grad_clip=0", "train.save_every=10"], "diverged at step 6: its loss is nan"),
+    (["train.lr=1e39", "train.save_every=1"],  # inf in float32: the weights go first, the save must refuse them
+     "diverged at step 5: the weights are not finite after its update"),
+    (["inf gradient"], "diverged at step 5: its gradient norm is inf"),
+])
+def test_divergence_stops_and_keeps_the_good_checkpoints(tmp_path, capsys, monkeypatch, how, message):
+    """Non-finite numbers stop the run at once with one line naming the step and the last good
+    checkpoint; nothing non-finite is saved or rotated in."""
+    from vidiff.cli import main
+    run = tmp_path / "run"
+    fast = ["--preset", "cpu-tiny", "--set", "train.num_samples=0", "--quiet", "--out", str(run)]
+    assert main(["train", *fast, "--steps", "4", "--set", "train.save_every=2"]) == 0
+    if how == ["inf gradient"]:
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, clip: torch.tensor(float("inf")))
+        how = []
+    assert main(["train", *fast, "--resume", "--steps", "40", *[a for s in how for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert f"last good checkpoint, {str(run / 'checkpoints' / 'step_0000004')!r}, is kept" in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_0000002", "step_0000004"]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000004"
+    assert all(v.isfinite().all() for v in load_file(run / "checkpoints" / "step_0000004" / "ema.safetensors").values())
+
+
+def test_divergence_stops_every_ddp_process_together(tmp_path):
+    """Under torchrun the processes agree on a divergence (the weights check before a save is reduced
+    over them): all stop with the error, none waits for the others in a collective."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29547", "-m",
+           "vidiff.cli", "train", "--preset", "cpu-tiny", "--out", str(run), "--steps", "40", "--batch-size", "4",
+           "--quiet", *[a for s in ("train.lr=1e39", "train.warmup_steps=0", "train.save_every=1",
+                                     "train.num_samples=0") for a in ("--set", s)]]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count("vidiff train: error: training diverged at step 1: the weights are not finite") == 2, \
+        result.stderr[-3000:]
+    assert "no checkpoint was saved" in result.stderr and not list(run.glob("checkpoints/step_*"))

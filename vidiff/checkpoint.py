@@ -87,14 +87,16 @@ def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], opt
         _write_checkpoint(tmp, model, ema, optimizer, config, state)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        where = f"{e.filename} of checkpoint {str(final)!r}" if e.filename else f"checkpoint {str(final)!r}"
         if e.errno == errno.ENOSPC:
             need = _tensor_bytes(model, ema, *(optimizer or {}).get("state", {}).values())
             free = shutil.disk_usage(ckdir).free if ckdir.exists() else 0
-            raise CheckpointError(f"no space left on the device while writing checkpoint {str(final)!r}: it needs "
-                                  f"about {need / 2**20:.0f} MiB and {free / 2**20:.0f} MiB are free; free some space "
-                                  f"(older runs, other files) and continue with --resume") from e
-        raise CheckpointError(f"cannot write checkpoint {str(final)!r}: {e.strerror or e}; check that the run "
-                              f"folder is writable, or choose another --out") from e
+            raise CheckpointError(f"no space left on the device while writing {where}: it needs about "
+                                  f"{need / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free on the disk of "
+                                  f"{str(ckdir)!r}; free some space (older runs, other files) and continue with "
+                                  f"--resume") from e
+        raise CheckpointError(f"cannot write {where}: {e.strerror or e}; check that the run folder is writable, or "
+                              f"choose another --out") from e
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -251,5 +253,9 @@ def load_json(path: Path) -> dict:
 
 def load_config(ck: Path):
     """The Config of a checkpoint (a config.json of an earlier vidiff is converted on load)."""
-    from .config import Config
-    return Config.from_dict(load_json(Path(ck) / "config.json"))
+    from .config import Config, ConfigError
+    path = Path(ck) / "config.json"
+    try:
+        return Config.from_dict(load_json(path))
+    except ConfigError as e:
+        raise ConfigError(f"{str(path)!r}: {e}; the checkpoint's configuration is damaged or not vidiff's") from None

@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from functools import partial
 
 from .conditioning import KINDS, ConditioningConfig, build_conditioning
-from .errors import VidiffError
+from .errors import ConfigError
 from .schedule import LOGSNR_MAX, LOGSNR_MIN, logsnr_cosine
 from .unet import UNetConfig
-
-
-class ConfigError(VidiffError, ValueError):
-    """An invalid configuration: unknown key, wrong type, impossible shape, unknown preset."""
-
 
 LOGGERS = ("tensorboard", "wandb", "both", "none")  # train.logger (vidiff.train.tracking)
 
@@ -130,6 +126,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        if not isinstance(d, dict):
+            raise ConfigError("a configuration must be a JSON object of sections (model, data, train, ...), each "
+                              "an object of settings, like a run's config.json")
         d = upgrade(d)
         sections = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(sections))
@@ -139,6 +138,8 @@ class Config:
         for name in sections:
             sub_cls = _section_types()[name]
             sub = d.get(name, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(f"config section {name!r} must be an object of settings, got {sub!r}")
             known = {x.name for x in fields(sub_cls)}
             bad = sorted(set(sub) - known)
             if bad:
@@ -238,6 +239,8 @@ def validate(cfg: Config) -> Config:
         problems.append("diffusion.logsnr_min must be below diffusion.logsnr_max")
     if not d.logsnr_min < d.logsnr_shift < d.logsnr_max:
         problems.append("diffusion.logsnr_shift must lie between diffusion.logsnr_min and diffusion.logsnr_max")
+    if data.size < 1:
+        problems.append(f"data.size must be >= 1, got {data.size}")
     if data.size % m.downsample_factor:
         problems.append(f"data.size={data.size} must be divisible by {m.downsample_factor} "
                         f"(2^(levels−1) for model.channel_mults={m.channel_mults})")
@@ -248,9 +251,10 @@ def validate(cfg: Config) -> Config:
     if data.frames < 1 or data.frame_stride < 1 or data.image_frames < 0:
         problems.append("data.frames and data.frame_stride must be >= 1 and data.image_frames >= 0")
     if cfg.conditioning.kind in KINDS:
-        problems += build_conditioning(cfg.conditioning).problems(m)
+        problems += build_conditioning(cfg.conditioning).problems(m) + _condition_problems(cfg)
     if tr.log_every < 1 or tr.save_every < 0 or tr.sample_every < 0 or tr.fvd_every < 0:
         problems.append("train.log_every must be >= 1 and train.save_every, sample_every, fvd_every >= 0")
+    problems += _train_problems(tr)
     if tr.fvd_every and tr.fvd_num < 2:
         problems.append(f"train.fvd_num must be at least 2 for FVD (got {tr.fvd_num})")
     if tr.batch_size < 1 or tr.steps < 0 or tr.grad_accum < 1:
@@ -276,5 +280,40 @@ def validate(cfg: Config) -> Config:
     if cfg.distill.teacher and cfg.distill.teacher_steps != 2 * s.steps:
         problems.append(f"distill.teacher_steps={cfg.distill.teacher_steps} must be twice sample.steps={s.steps}")
     if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
     return cfg
+
+
+def _train_problems(tr: TrainConfig) -> list:
+    problems = []
+    if not 0 < tr.lr < math.inf:
+        problems.append(f"train.lr must be a positive number, got {tr.lr}")
+    if not 0 <= tr.seed < 2**63:
+        problems.append(f"train.seed must be a non-negative integer below 2^63, got {tr.seed}")
+    for key in ("num_samples", "warmup_steps", "fvd_num"):
+        if getattr(tr, key) < 0:
+            problems.append(f"train.{key} must be >= 0, got {getattr(tr, key)}")
+    for key in ("max_minutes", "weight_decay", "grad_clip"):
+        if not 0 <= getattr(tr, key) < math.inf:
+            problems.append(f"train.{key} must be >= 0 and finite, got {getattr(tr, key)}")
+    for key in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(tr, key) < 1:
+            problems.append(f"train.{key} must be in [0, 1), got {getattr(tr, key)}")
+    return problems
+
+
+def _condition_problems(cfg: Config) -> list:
+    """What the network checks about its condition, checked before the data fills the condition in."""
+    m, kind = cfg.model, cfg.conditioning.kind
+    if m.frame_condition_product and kind == "none":
+        return ["model.frame_condition_product multiplies time by the clip's class or caption: it needs "
+                "conditioning.kind=class or text"]
+    if kind == "text" and not m.text_dim:  # the width the data will give: the text encoder's
+        from .text import text_encoder_dim
+        try:
+            width = text_encoder_dim(cfg.conditioning.text_encoder or None)
+        except (OSError, ValueError):  # a missing or broken encoder is named where it is loaded
+            return []
+        if m.text_pool_heads > 0 and width % m.text_pool_heads:
+            return [f"model.text_pool_heads={m.text_pool_heads} must divide the text encoder's width {width}"]
+    return []

@@ -15,3 +15,13 @@ class ConditioningError(VidiffError, ValueError):
 class DataError(VidiffError, ValueError):
     """Bad or unusable input data. The message names the file or folder at fault, what is wrong with
     it, and what to do about it."""
+
+
+class ConfigError(VidiffError, ValueError):
+    """An invalid configuration: unknown key, wrong type, impossible shape, unknown preset. The message
+    names the setting (section.key) at fault."""
+
+
+class DivergenceError(VidiffError, FloatingPointError):
+    """Training produced a loss, gradient or weights that are not finite. The message names the step and
+    the last good checkpoint, which is never replaced by non-finite weights."""

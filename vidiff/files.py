@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -110,20 +111,49 @@ def read_metrics(path) -> list:
 
 
 def save_tensors(path: PathLike, tensors: dict, metadata: Optional[dict] = None) -> Path:
-    """A safetensors file, written atomically with the usual mode (safetensors alone writes 0600)."""
+    """A safetensors file, written atomically with the usual mode (safetensors alone writes 0600). A
+    failed write (a full disk) is the OSError it is, not safetensors' own error."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except SafetensorError as e:  # "Error while serializing: I/O error: … (os error 28)"
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from e
+    return atomic_write(path, write)
 
 
 class RunLockedError(VidiffError):
     """Another process holds a run folder's lock."""
 
 
+_HELD_LOCKS: set = set()  # the descriptors of the run locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a data-loader worker): let go of the parent's run locks. A lock belongs to the
+    open file, which a fork shares, so a worker orphaned by a killed trainer would keep the folder locked
+    until it noticed; /dev/null takes the descriptor's place, so the number stays valid but locks nothing."""
+    for fd in list(_HELD_LOCKS):
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, fd, inheritable=False)
+        os.close(null)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextlib.contextmanager
 def run_lock(folder: PathLike):
     """Hold the exclusive lock of a run folder (an OS file lock on `folder/.lock`) while the block runs.
-    The OS releases it when the process ends, however it ends, so a stale lock cannot exist. The file
+    The OS releases it when the process ends, however it ends, so a stale lock cannot exist; forked
+    children (data-loader workers) do not hold it (`_drop_inherited_locks`). The file
     records who holds it (pid, host, start time), for the message a second writer gets."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -145,8 +175,10 @@ def run_lock(folder: PathLike):
         f.truncate()
         f.write(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         f.flush()
+        _HELD_LOCKS.add(fd)
         try:
             yield
         finally:
+            _HELD_LOCKS.discard(fd)
             f.seek(0)
             f.truncate()  # the lock goes with the file descriptor; an empty file means nobody holds it

@@ -22,6 +22,7 @@ from einops import rearrange, repeat
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .errors import ConfigError
 from .layers import (
     REL_POS_INITS,
     CrossAttention,
@@ -67,24 +68,52 @@ class UNetConfig:
     def __post_init__(self):
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
         object.__setattr__(self, "attention_levels", tuple(self.attention_levels))
+        problems = self.problems()
+        if problems:
+            raise ConfigError("invalid model configuration: " + "; ".join(problems))
+
+    def problems(self) -> list:
+        """What the network could not be built from (or train with), each naming its model.* setting."""
         problems = []
         if self.base_channels < 4 or self.base_channels % 4:
-            problems.append(f"base_channels must be a positive multiple of 4, got {self.base_channels}")
+            problems.append(f"model.base_channels must be a positive multiple of 4, got {self.base_channels}")
         if not self.channel_mults or any(m < 1 for m in self.channel_mults):
-            problems.append(f"channel_mults must be positive integers, got {self.channel_mults}")
+            problems.append(f"model.channel_mults must be positive integers, got {self.channel_mults}")
         bad = [i for i in self.attention_levels if not 0 <= i < len(self.channel_mults)]
         if bad:
-            problems.append(f"attention_levels {bad} out of range for {len(self.channel_mults)} levels")
-        if self.num_res_blocks < 1:
-            problems.append("num_res_blocks must be >= 1")
-        if self.cond_mlp_layers < 1:
-            problems.append("cond_mlp_layers must be >= 1")
+            problems.append(f"model.attention_levels {bad} out of range for {len(self.channel_mults)} levels")
+        for key in ("in_channels", "num_res_blocks", "cond_mlp_layers", "head_dim", "emb_dim", "text_pool_heads"):
+            if getattr(self, key) < 1:
+                problems.append(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("num_classes", "text_dim"):  # filled in from the data; a config file may say anything
+            if getattr(self, key) < 0:
+                problems.append(f"model.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.frame_condition_product and not self.frame_index_embedding:
-            problems.append("frame_condition_product needs frame_index_embedding")
+            problems.append("model.frame_condition_product needs frame_index_embedding: set "
+                            "model.frame_index_embedding=true")
         if self.rel_pos_init not in REL_POS_INITS:
-            problems.append(f"rel_pos_init must be one of {list(REL_POS_INITS)}, got {self.rel_pos_init!r}")
-        if problems:
-            raise ValueError("invalid UNet config: " + "; ".join(problems))
+            problems.append(f"model.rel_pos_init must be one of {list(REL_POS_INITS)}, got {self.rel_pos_init!r}")
+        if self.rel_pos_buckets < 4 or self.rel_pos_max_distance <= self.rel_pos_buckets // 4:
+            problems.append(f"model.rel_pos_buckets must be >= 4 and model.rel_pos_max_distance above a quarter of "
+                            f"it, got {self.rel_pos_buckets} and {self.rel_pos_max_distance}")
+        if self.text_dim > 0 and self.text_pool_heads > 0 and self.text_dim % self.text_pool_heads:
+            problems.append(f"model.text_pool_heads={self.text_pool_heads} must divide the text width {self.text_dim}")
+        return problems or self._width_problems()
+
+    def _width_problems(self) -> list:
+        """Widths that GroupNorm (groups of 4 channels, at most 32 groups) or the attention heads cannot split."""
+        down, middle, up = level_channels(self)
+        widths = sorted({c for in_chs, out_ch in (*down, middle, *up.values()) for c in (*in_chs, out_ch)})
+        problems = [f"model.base_channels={self.base_channels} with channel_mults={self.channel_mults} gives {c} "
+                    f"channels, which GroupNorm cannot split into {min(32, c // 4)} groups; use a base_channels "
+                    f"that is a multiple of 32" for c in widths if c % min(32, c // 4)][:1]
+        attended = sorted({down[i][1] for i in self.attention_levels} | {middle[1]})
+        problems += [f"model.head_dim={self.head_dim} splits {c} channels into {c // self.head_dim} heads unevenly; "
+                     f"choose a head_dim that divides the attention widths {attended}"
+                     for c in attended if c % max(1, c // self.head_dim)][:1]
+        return problems
 
     @property
     def downsample_factor(self) -> int:
@@ -100,6 +129,27 @@ class UNetConfig:
         if unknown:
             raise ValueError(f"unknown UNet config keys {unknown}; known keys: {sorted(known)}")
         return cls(**d)
+
+
+def level_channels(cfg: UNetConfig) -> tuple:
+    """The channels of every level in build order: (down levels, the middle, up levels by index), each
+    (the input width of each residual block, the output width). An up block's input is the previous
+    block's output and its skip connection."""
+    chans = [cfg.base_channels * m for m in cfg.channel_mults]
+    down, skips, ch = [], [cfg.base_channels], cfg.base_channels
+    for i, out_ch in enumerate(chans):
+        down.append(([ch] + [out_ch] * (cfg.num_res_blocks - 1), out_ch))
+        skips += [out_ch] * (cfg.num_res_blocks + (i < len(chans) - 1))  # the downsampled output is a skip too
+        ch = out_ch
+    middle = ([ch, ch], ch)
+    up = {}
+    for i in reversed(range(len(chans))):
+        in_chs = []
+        for _ in range(cfg.num_res_blocks + 1):
+            in_chs.append(ch + skips.pop())
+            ch = chans[i]
+        up[i] = (in_chs, chans[i])
+    return down, middle, up
 
 
 class Level(nn.Module):
@@ -173,31 +223,21 @@ class UNet3D(nn.Module):
             self.text_norm = nn.LayerNorm(cfg.text_dim)
 
         self.stem = nn.Conv2d(cfg.in_channels, base, 3, padding=1)
-        chans = [base * m for m in cfg.channel_mults]
-        skip_chs = [base]
+        down, middle, up = level_channels(cfg)
         self.down = nn.ModuleDict()
-        ch = base
-        for i, out_ch in enumerate(chans):
-            in_chs = [ch] + [out_ch] * (cfg.num_res_blocks - 1)
+        for i, (in_chs, out_ch) in enumerate(down):
             level = Level(in_chs, out_ch, e, cfg, i in cfg.attention_levels)
-            skip_chs += [out_ch] * cfg.num_res_blocks
-            if i < len(chans) - 1:
+            if i < len(down) - 1:
                 level.downsample = Downsample(out_ch)
-                skip_chs.append(out_ch)
             self.down[f"level{i}"] = level
-            ch = out_ch
-        self.middle = Level([ch, ch], ch, e, cfg, attention=True)
+        self.middle = Level(*middle, e, cfg, attention=True)
         self.up = nn.ModuleDict()
-        for i in reversed(range(len(chans))):
-            out_ch = chans[i]
-            in_chs = []
-            for _ in range(cfg.num_res_blocks + 1):
-                in_chs.append(ch + skip_chs.pop())
-                ch = out_ch
+        for i, (in_chs, out_ch) in up.items():
             level = Level(in_chs, out_ch, e, cfg, i in cfg.attention_levels)
             if i > 0:
                 level.upsample = Upsample(out_ch)
             self.up[f"level{i}"] = level
+        ch = up[0][1]
         self.channels_last = True  # NHWC activations: faster oneDNN convolutions on CPU
         self.out_norm = group_norm(ch)
         self.out_conv = zero_init(nn.Conv2d(ch, cfg.in_channels, 3, padding=1))

@@ -63,16 +63,26 @@ def trust_command_line_sources(sets) -> None:
 
 def config_from_args(args, base=None):
     """A preset (or --config file, or `base`) with the overrides applied."""
-    from ..config import Config
     from ..presets import get_preset
     if args.config:
-        from ..config import ConfigError
-        if not Path(args.config).is_file():
-            raise ConfigError(f"--config {args.config}: not found; give a config.json (e.g. a run's)")
-        base = Config.from_dict(json.loads(Path(args.config).read_text()))
+        base = _config_file(args.config)
     elif args.preset or base is None:
         base = get_preset(args.preset or "cpu-demo")
     return base.override(overrides_from_args(args))
+
+
+def _config_file(path: str):
+    """The Config of a --config file, or one line naming the file and what is wrong with it."""
+    from ..config import Config, ConfigError
+    if not Path(path).is_file():
+        raise ConfigError(f"--config {path}: not found; give a config.json (e.g. a run's)")
+    try:
+        return Config.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--config {path}: not a readable JSON file ({e}); give a config.json (e.g. a "
+                          f"run's)") from None
+    except ConfigError as e:
+        raise ConfigError(f"--config {path}: {e}") from None
 
 
 # ---- sampling ----------------------------------------------------------------------------------

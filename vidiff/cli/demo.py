@@ -26,7 +26,8 @@ def run(args) -> None:
     print(f"vidiff demo: training a {cfg.model.base_channels}-wide video UNet on builtin:moving-shapes "
           f"({cfg.data.frames}×{cfg.data.size}×{cfg.data.size}) for {args.minutes:g} minutes → {out}")
     result = train(cfg, out, resume=args.resume)  # ends by sampling train.num_samples videos from the EMA weights
-    print(f"\ntrained {result['step']} steps in {result['minutes']:.1f} min (loss {result['loss']:.4f})")
+    loss = "no step left to train" if result["loss"] is None else f"loss {result['loss']:.4f}"
+    print(f"\ntrained {result['step']} steps in {result['minutes']:.1f} min ({loss})")
     if result["samples"] is not None:
         write_videos(result["samples"], out / "samples" / "final")
         print(f"videos: {out / 'samples' / 'final'}/sample_*.mp4 and grid.gif; checkpoint: {out}")

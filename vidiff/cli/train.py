@@ -22,6 +22,13 @@ def run(args) -> None:
     from ..checkpoint import load_config, resolve_checkpoint
     from ..train import train
     base = load_config(resolve_checkpoint(Path(args.out))) if args.resume else None  # a local folder, never the Hub
-    result = train(config_from_args(args, base), args.out, resume=args.resume, progress=not args.quiet)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(f"trained {result['step']} steps (final loss {result['loss']:.4f}); checkpoint in {args.out}")
+    cfg = config_from_args(args, base)
+    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    if args.resume and result["loss"] is None:
+        print(f"{args.out} already has {result['step']} steps; --steps {cfg.train.steps} (train.steps) is not more: "
+              f"nothing to train")
+    else:
+        loss = "" if result["loss"] is None else f" (final loss {result['loss']:.4f})"
+        print(f"trained {result['step']} steps{loss}; checkpoint in {args.out}")

@@ -27,11 +27,27 @@ def mean_over_processes(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _flag(flag: bool) -> torch.Tensor:
+    """A flag where the process group can reduce it: on this process's GPU under NCCL."""
+    cuda = dist.get_backend() == "nccl"
+    return torch.tensor(float(flag), device=torch.device("cuda", torch.cuda.current_device()) if cuda else "cpu")
+
+
 def flag_from_rank0(flag: bool) -> bool:
     """Rank 0's decision (e.g. out of time), the same on every process."""
-    t = torch.tensor(float(flag))
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.broadcast(t, 0)
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return bool(flag)
+    t = _flag(flag)
+    dist.broadcast(t, 0)
+    return bool(t)
+
+
+def any_process(flag: bool) -> bool:
+    """Whether any process raised `flag` (e.g. its shard of the weights is not finite), on every process."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return bool(flag)
+    t = _flag(flag)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t)
 
 

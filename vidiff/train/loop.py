@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -19,7 +21,17 @@ from ..files import RunLockedError, atomic_write, run_lock
 from . import distributed
 from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
 from .loader import build_loader, num_workers
-from .setup import Trainer, build_data, build_trainer, derive_config, ema_model, resume_config, save_state, with_images
+from .setup import (
+    Trainer,
+    build_data,
+    build_trainer,
+    derive_config,
+    diverged,
+    ema_model,
+    resume_config,
+    save_state,
+    with_images,
+)
 from .step import train_step
 from .tracking import open_tracker
 
@@ -90,17 +102,29 @@ def _after_step(run: _Run, step: int, out_of_time: bool) -> None:
         run.measure_fvd(step)
 
 
-def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tuple[int, float]:
+def _check_finite(t: Trainer, out_dir: Path, step: int, loss: float, grad_norm) -> None:
+    """Stop at the first step whose loss or gradient norm is not finite, before anything of it is logged
+    or saved. Every process reads the same values (the loss is averaged over them, the norm is of the
+    reduced gradient), so all stop together. Under fp16 an infinite gradient is the loss scaler's
+    business: it skips that update and lowers its scale."""
+    if not math.isfinite(loss):
+        raise diverged(out_dir, step, f"its loss is {loss}")
+    if grad_norm is not None and t.scaler is None and not math.isfinite(grad_norm):
+        raise diverged(out_dir, step, f"its gradient norm is {grad_norm}")
+
+
+def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tuple[int, Optional[float]]:
     tr = t.cfg.train
     t0 = time.time()
     bar = tqdm(total=tr.steps, initial=start_step, desc="training", disable=not (progress and run.main),
                dynamic_ncols=True)
-    step, loss = start_step, float("nan")
+    step, loss = start_step, None
     batches = iter(loader)
     t.net.train()
     while step < tr.steps:
         loss, grad_norm = train_step(t, next(batches), step)
         step += 1
+        _check_finite(t, run.out_dir, step, loss, grad_norm)
         run.log_step(step, loss, grad_norm)
         if step % tr.log_every == 0 or step == tr.steps:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{t.opt.param_groups[0]['lr']:.1e}")
@@ -122,7 +146,9 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
           tensorboard: bool = True) -> dict:
     """Train `cfg` into the run folder `out_dir`. With `resume`, continue from its latest checkpoint:
     the run's saved configuration, with the `train` and `sample` settings of `cfg` that differ from it
-    applied (and logged); a change to anything the weights depend on is refused with a clear error.
+    applied (and logged); a change to anything the weights depend on is refused with a clear error. A
+    resumed run that already has `train.steps` steps is left as it is (the result's loss is None: no
+    step was trained), as is the loss of a new run of 0 steps.
     `train.logger` says where the run is tracked; `tensorboard=False` leaves TensorBoard out."""
     out_dir = Path(out_dir)
     rank = distributed.dist_info()[0]
@@ -163,6 +189,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
     rank, world, _ = distributed.dist_info()
     cfg, start_step, ck = _start(cfg, out_dir, resume)
     tr = cfg.train
+    if resume and start_step >= tr.steps:  # the run is left as it is: no save, no samples
+        return {"run_dir": str(out_dir), "step": start_step, "loss": None, "minutes": 0.0, "samples": None}
     if tr.batch_size % (world * tr.grad_accum):
         raise ConfigError(f"train.batch_size={tr.batch_size} (the global batch) must be divisible by the number of "
                           f"processes ({world}) × train.grad_accum ({tr.grad_accum})")
@@ -184,9 +212,11 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
     loader = build_loader(with_images(data, cfg), cfg.train.batch_size, cfg.train.seed, start_step, rank, world,
                           workers)
     t0 = time.time()
-    step, loss = _loop(t, run, loader, start_step, progress)
-    save_state(t, out_dir, step)
-    videos = run.sample(step, progress=progress)
-    run.close()
+    try:  # a run that stops (diverged, interrupted) still closes its trackers: their last values are kept
+        step, loss = _loop(t, run, loader, start_step, progress)
+        save_state(t, out_dir, step)
+        videos = run.sample(step, progress=progress)
+    finally:
+        run.close()
     return {"run_dir": str(out_dir), "step": step, "loss": loss, "minutes": (time.time() - t0) / 60,
             "samples": videos}  # the final EMA samples (train.num_samples, seed 0) on rank 0, or None

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..checkpoint import (
+    list_checkpoints,
     load_json,
     load_tensors,
     load_weights,
@@ -25,6 +26,7 @@ from ..checkpoint import (
 from ..conditioning import build_conditioning
 from ..config import DERIVED, Config, ConfigError
 from ..diffusion import Denoiser, DiffusionLoss, DistillationLoss
+from ..errors import DivergenceError
 from ..pipeline import VideoDiffusion
 from . import distributed, parallel
 from .loader import JointImageVideo
@@ -209,8 +211,27 @@ def _load_optimizer(t: Trainer, ck: Path) -> None:
     _set_rng_state(load_json(ck / "state.json")["rng"])
 
 
+def diverged(out_dir: Path, step: int, what: str) -> DivergenceError:
+    """The error of a run that diverged at `step`, naming its last good checkpoint."""
+    done = list_checkpoints(out_dir)
+    good = (f"its last good checkpoint, {str(done[-1])!r}, is kept: resume from it with a lower train.lr or "
+            f"train.grad_clip > 0" if done else "no checkpoint was saved: start again with a lower train.lr")
+    return DivergenceError(f"training diverged at step {step}: {what}; nothing of this step was saved, and {good}")
+
+
+def _finite(modules) -> bool:
+    """Whether every process's weights (its shards, when sharded) are finite: one check per tensor, run
+    before a save only."""
+    local = [(p.to_local() if hasattr(p, "to_local") else p).detach() for m in modules for p in m.parameters()]
+    bad = not bool(torch.stack([torch.isfinite(p).all() for p in local]).all()) if local else False
+    return not distributed.any_process(bad)
+
+
 def save_state(t: Trainer, out_dir: Path, step: int) -> None:
-    """A checkpoint of the whole state, gathered from every process (a collective: all call it)."""
+    """A checkpoint of the whole state, gathered from every process (a collective: all call it). Weights
+    that are not finite are never saved (a DivergenceError), so they never replace a good checkpoint."""
+    if not _finite((t.net, t.ema)):
+        raise diverged(out_dir, step, "the weights are not finite after its update")
     if t.parallel == "ddp":
         distributed.check_replicas_in_sync(t.net)
     model, ema = parallel.full_state_dict(t.net), parallel.full_state_dict(t.ema)

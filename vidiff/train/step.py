@@ -69,9 +69,10 @@ def _gradient_sync(t: Trainer, last: bool):
 
 def train_step(t: Trainer, batch: dict, step: int) -> tuple[float, object]:
     """One update at `step` from `train.grad_accum` micro-batches of this process's shard of the
-    global batch; returns (the loss averaged over processes, the gradient norm or None). The update
-    is that of the whole global batch at once: the same draws, each micro-batch's mean loss weighted
-    by its share."""
+    global batch; returns (the loss averaged over processes, the gradient norm before clipping or None
+    without train.grad_clip), read from the device in one transfer: the step's only host sync. The
+    update is that of the whole global batch at once: the same draws, each micro-batch's mean loss
+    weighted by its share."""
     cfg, tr = t.cfg, t.cfg.train
     g = step_generator(tr.seed, step, 2)
     shape = (tr.batch_size, cfg.model.in_channels, cfg.data.frames + cfg.data.image_frames, cfg.data.size,
@@ -98,4 +99,8 @@ def train_step(t: Trainer, batch: dict, step: int) -> tuple[float, object]:
         total += loss.detach()
     grad_norm = _update(t)
     ema_update(t.ema, t.net, ema_decay(step, tr.ema_decay))
-    return distributed.mean_over_processes(total).item(), grad_norm
+    loss = distributed.mean_over_processes(total)
+    if grad_norm is None:
+        return loss.item(), None
+    loss, grad_norm = torch.stack([loss.float(), grad_norm.float().to(loss.device)]).tolist()  # one host sync
+    return loss, grad_norm
