@@ -30,8 +30,7 @@ import numpy as np
 import torch
 
 from vidiff import spread
-from vidiff.config import ConfigError
-from vidiff.errors import DataError
+from vidiff.errors import ConfigError, DataError
 from vidiff.files import atomic_write
 
 __all__ = ["PROTOCOLS", "Protocol", "run_protocol"]
