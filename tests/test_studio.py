@@ -1,22 +1,34 @@
 """The studio's helpers and its HTTP server, without a browser: safe paths, run folders, the
 reproducing commands, the job queue, uploads, and the server's refusals."""
+import contextlib
+import fcntl
 import http.client
+import io
 import json
+import logging
 import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
 
-from vidiff.cli import build_parser
+from vidiff.cli import build_parser, main
 from vidiff.cli.common import sampling_request
 from vidiff.presets import get_preset
 from vidiff.studio import media
 from vidiff.studio.app import Studio
 from vidiff.studio.commands import eval_argv, sample_argv, shell_line, task_argv
-from vidiff.studio.jobs import error_line, parse_progress
+from vidiff.studio.jobs import Job, JobQueue, error_line, parse_progress
 from vidiff.studio.paths import StudioError, resolve_inside, servable
 from vidiff.studio.plots import line_plot_svg
 from vidiff.studio.runs import list_runs, preset_of, read_metrics, run_details, run_summary, series
@@ -190,26 +202,50 @@ def test_plots_are_svg_with_one_point_per_row():
     assert "no data yet" in line_plot_svg([], "fvd")
 
 
+def test_an_error_printed_after_an_unfinished_progress_bar_reaches_the_page():
+    """tqdm leaves its bar without a newline (`\r…bar`), then the command prints its error on that line."""
+    out = (b"sampling:  40%|####      | 8/20 [00:01<00:02]\rsampling:  45%|####5     | 9/20 [00:01<00:02]"
+           b"vidiff sample: error: not enough memory for 16 videos; lower --num-videos\n")
+    job = Job("j", "generate", [], "vidiff sample", Path("."))
+    JobQueue._follow(job, SimpleNamespace(stdout=io.BufferedReader(io.BytesIO(out))))
+    assert (job.done, job.total) == (9, 20)
+    assert error_line(job.log) == "not enough memory for 16 videos; lower --num-videos"
+
+
 # ---- the server ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def serving(runs, host="127.0.0.1", **kw):
+    studio = Studio(runs, max_upload_bytes=50_000)
+    srv = make_server(studio, host, 0, **kw)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        studio.close()
+
+
 @pytest.fixture
 def server(tmp_path):
     fake_run(tmp_path / "runs")
-    studio = Studio(tmp_path / "runs", max_upload_bytes=50_000)
-    srv = make_server(studio, "127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    studio.close()
+    with serving(tmp_path / "runs") as srv:
+        yield srv
 
 
-def request(srv, method, path, body=None, headers=None):
+def respond(srv, method, path, body=None, headers=None):
+    """(status, headers, body: JSON decoded when it is JSON) of one request to the server."""
     conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=60)
     conn.request(method, path, body=body, headers=headers or {})
     r = conn.getresponse()
     data = r.read()
     conn.close()
-    return r.status, (json.loads(data) if r.getheader("Content-Type") == "application/json" else data)
+    return r.status, r.headers, (json.loads(data) if r.getheader("Content-Type") == "application/json" else data)
+
+
+def request(srv, method, path, body=None, headers=None):
+    status, _, data = respond(srv, method, path, body, headers)
+    return status, data
 
 
 def test_the_server_serves_the_page_runs_and_files_and_refuses_the_rest(server):
@@ -290,3 +326,218 @@ def test_evaluate_reads_only_known_folders_when_served_to_the_network(tmp_path):
                 studio.evaluate({"real": real, "fake": "f"})
     finally:
         open_studio.close(), closed.close()
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def test_served_to_the_network_every_request_needs_the_token_and_an_allowed_host(tmp_path):
+    """Bound to 0.0.0.0: the token from the printed URL (a cookie after the first visit) or an
+    Authorization header; a Host that is not an address, localhost or --allow-host is refused even
+    with the token (DNS rebinding), and so is a POST from another site's page."""
+    fake_run(tmp_path / "runs")
+    with serving(tmp_path / "runs", "0.0.0.0", allow_hosts=["studio.lan"]) as srv:
+        token, port = srv.token, srv.server_address[1]
+        assert token and len(token) >= 40
+        status, _, body = respond(srv, "GET", "/api/runs")
+        assert status == 403 and "needs its token" in body["error"]
+        assert request(srv, "GET", "/", headers={"Cookie": f"vidiff-studio-{port}=wrong"})[0] == 403
+        assert request(srv, "GET", "/?token=" + token[:-1])[0] == 403
+        auth = {"Authorization": f"token {token}"}
+        status, body = request(srv, "GET", "/api/runs", headers={**auth, "Host": "evil.example"})
+        assert status == 403 and "not a name this studio answers to" in body["error"]
+        status, headers, _ = respond(srv, "GET", f"/api/runs?x=1&token={token}")
+        assert status == 303 and headers["Location"] == "/api/runs?x=1"
+        cookie = headers["Set-Cookie"]
+        assert cookie.startswith(f"vidiff-studio-{port}={token};") and "HttpOnly" in cookie and \
+            "SameSite=Strict" in cookie and "Path=/" in cookie
+        for path in ("//evil.example/", "/\\evil.example/"):  # the redirect stays on this site
+            assert not re.match(r"/[/\\]", respond(srv, "GET", f"{path}?token={token}")[1]["Location"]), path
+        jar = {"Cookie": f"other=1; {cookie.split(';')[0]}"}
+        assert request(srv, "GET", "/api/runs", headers=jar)[1][0]["name"] == "tiny"
+        assert request(srv, "GET", "/api/runs", headers=auth)[0] == 200
+        assert request(srv, "GET", "/api/runs", headers={**auth, "Host": f"studio.lan:{port}"})[0] == 200
+        assert request(srv, "POST", "/api/generate", '{"run": "nope"}', {**JSON, **auth})[0] == 404  # let through
+        assert request(srv, "POST", "/api/generate", '{"run": "nope"}', {**JSON})[0] == 403
+        for origin in ("http://evil.example", f"http://evil.example:{port}", "null", f"http://127.0.0.1:{port + 1}"):
+            status, body = request(srv, "POST", "/api/generate", '{"run": "tiny"}', {**JSON, **jar, "Origin": origin})
+            assert status == 403 and "another site" in body["error"], origin
+        own = {**JSON, **jar, "Origin": f"http://127.0.0.1:{port}"}
+        assert request(srv, "POST", "/api/generate", '{"run": "nope"}', own)[0] == 404
+    assert not (tmp_path / "runs" / ".studio" / "generate").exists()  # no job was queued
+
+
+def test_on_loopback_a_foreign_origin_is_refused_and_a_given_token_is_required(tmp_path):
+    fake_run(tmp_path / "runs")
+    with serving(tmp_path / "runs") as srv:
+        assert srv.token is None and request(srv, "GET", "/api/runs")[0] == 200
+        port = srv.server_address[1]
+        status, body = request(srv, "POST", "/api/generate", '{"run": "tiny"}', {**JSON, "Origin": "http://evil.example"})
+        assert status == 403 and "another site" in body["error"]
+        assert request(srv, "POST", "/api/generate", '{"run": "nope"}', {**JSON, "Origin": f"http://localhost:{port}",
+                                                                          "Host": f"localhost:{port}"})[0] == 404
+    with serving(tmp_path / "runs", token="a-token-of-16-chars") as srv:
+        assert request(srv, "GET", "/api/runs")[0] == 403
+        assert request(srv, "GET", "/api/runs", headers={"Authorization": "token a-token-of-16-chars"})[0] == 200
+
+
+def raw(srv, head: bytes, body: bytes = b"") -> bytes:
+    """The answer to a request written byte for byte (the server closes the connection after a refusal)."""
+    with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=20) as s:
+        s.sendall(head + b"\r\n\r\n" + body)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize("length,status", [("-5", 400), ("abc", 400), ("1_0", 400), (None, 411), ("chunked", 411)])
+def test_a_bad_content_length_is_refused(server, length, status):
+    head = b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+    if length == "chunked":
+        head += b"\r\nTransfer-Encoding: chunked"
+    elif length is not None:
+        head += b"\r\nContent-Length: " + length.encode()
+    answer = raw(server, head, b"2\r\n{}\r\n0\r\n\r\n" if length == "chunked" else b"{}")
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer
+    assert b"Content-Length" in answer.split(b"\r\n\r\n", 1)[1]  # the message names the header
+
+
+def test_content_length_minus_one_is_refused_before_the_body_is_read(server, tmp_path):
+    """Content-Length: -1 made the server read until the client closed (64 MiB kept in memory and
+    stored): the answer must come while the client is still sending, and the body must not be read."""
+    s = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=20)
+    s.sendall(b"POST /api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filename: a.mp4\r\nContent-Length: -1\r\n\r\n")
+    sent = [0]
+
+    def send():
+        chunk = b"\0" * 65536
+        with contextlib.suppress(OSError):
+            while sent[0] < 64 * 2**20:
+                sent[0] += s.send(chunk)
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        answer = s.recv(4096)
+    except socket.timeout:
+        answer = b"(no answer while the body was being sent)"
+    sender.join(20)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert sent[0] < 32 * 2**20  # the server stopped taking bytes: what went was the sockets' buffers
+    assert not list((tmp_path / "runs" / ".studio" / "uploads").glob("*"))
+
+
+def test_a_run_killed_while_training_shows_as_interrupted(server, tmp_path):
+    run = tmp_path / "runs" / "tiny"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom vidiff.files import run_lock\n"
+                               "with run_lock(sys.argv[1]):\n print('locked', flush=True); time.sleep(60)", str(run)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        row = request(server, "GET", "/api/runs")[1][0]
+        assert row["training"] and row["state"] == "training"
+    finally:
+        holder.kill()  # SIGKILL: the lock file keeps its holder's line, the lock itself goes
+        holder.wait()
+    assert (run / ".lock").read_text().startswith("process ")
+    row = request(server, "GET", "/api/runs")[1][0]
+    assert not row["training"] and row["state"] == "interrupted"
+
+
+def test_a_foreign_folder_is_skipped_and_the_runs_are_listed(server, tmp_path, caplog):
+    foreign = tmp_path / "runs" / "classifier"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"model": "resnet50"}')
+    (foreign / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    with caplog.at_level(logging.WARNING, logger="vidiff.studio"):
+        for _ in range(2):
+            status, rows = request(server, "GET", "/api/runs")
+            assert status == 200 and [r["name"] for r in rows] == ["classifier", "tiny"]
+            assert rows[0]["skipped"] and "not a vidiff configuration" in rows[0]["error"] and "loss" in rows[1]
+    assert len([r for r in caplog.records if "classifier" in r.getMessage()]) == 1  # said once
+
+
+def test_a_clip_named_with_a_hash_can_be_conditioned_on(server, tmp_path):
+    data = tmp_path / "data"
+    write_mp4(data / "a#b.mp4", torch.zeros(3, 4, 16, 16))
+    config_file = tmp_path / "runs" / "tiny" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["data"]["source"] = str(data)
+    config_file.write_text(json.dumps(config))
+    assert request(server, "GET", "/api/clips?run=tiny")[1] == ["a#b.mp4"]
+    status, job = request(server, "POST", "/api/condition", json.dumps({"run": "tiny", "clip": "a#b.mp4"}), JSON)
+    assert status == 200 and f"--video {shlex.quote(str(data / 'a#b.mp4'))} " in job["command"]
+
+
+def test_cli_refuses_a_bad_port_and_a_taken_one_in_one_line(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    assert main(["studio", "--runs", str(tmp_path / "runs"), "--port", "99999"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "vidiff studio: error: --port 99999: a port is a number from 0 to 65535 (0 picks a free one)"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["studio", "--runs", str(tmp_path / "runs"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"vidiff studio: error: cannot listen on 127.0.0.1:{port}: Address already in use; choose another " \
+                  f"--port (or check --host)"
+    assert main(["studio", "--runs", str(tmp_path / "runs"), "--token", "short"]) == 2
+    assert "--token (or VIDIFF_STUDIO_TOKEN) must be at least 16" in capsys.readouterr().err
+
+
+def children(pid: int) -> list:
+    """The processes whose parent is `pid` (from /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+    return kids
+
+
+def test_sigterm_stops_the_studio_and_its_running_job(tmp_path):
+    """`vidiff studio` (its token from the environment) runs a job that waits, silent, for the
+    checkpoint's read lock; SIGTERM to the studio must end that job too."""
+    run = fake_run(tmp_path / "runs")
+    checkpoint = run / "checkpoints" / "step_0000004"
+    (checkpoint / "config.json").write_text((run / "config.json").read_text())
+    (checkpoint / ".readers").touch()
+    env = {**os.environ, "VIDIFF_STUDIO_TOKEN": "token-from-the-environment",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    with open(checkpoint / ".readers") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a training run that is replacing the checkpoint
+        studio = subprocess.Popen([sys.executable, "-m", "vidiff.cli", "studio", "--runs", str(tmp_path / "runs"),
+                                   "--port", "0"], stdout=subprocess.PIPE, env=env, text=True)
+        job = None
+        try:
+            line = studio.stdout.readline()
+            m = re.search(r"http://127\.0\.0\.1:(\d+)/\?token=token-from-the-environment ", line)
+            assert m, line
+            port = int(m.group(1))
+            srv = SimpleNamespace(server_address=("127.0.0.1", port))
+            assert request(srv, "GET", "/api/runs")[0] == 403
+            auth = {"Authorization": "token token-from-the-environment"}
+            assert request(srv, "POST", "/api/generate", '{"run": "tiny"}', {**JSON, **auth})[0] == 200
+            deadline = time.time() + 30
+            while not (kids := children(studio.pid)) and time.time() < deadline:
+                time.sleep(0.1)
+            assert kids, "the job did not start"
+            job = kids[0]
+            time.sleep(1)  # the job is now blocked on the lock, printing nothing
+            studio.send_signal(signal.SIGTERM)
+            studio.wait(15)
+            deadline = time.time() + 10
+            while Path(f"/proc/{job}").exists() and "Z" not in Path(f"/proc/{job}/stat").read_text().split()[2] \
+                    and time.time() < deadline:
+                time.sleep(0.1)
+            assert not Path(f"/proc/{job}").exists() or Path(f"/proc/{job}/stat").read_text().split()[2] == "Z"
+        finally:
+            studio.kill()
+            if job:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(job, signal.SIGKILL)

@@ -2,13 +2,18 @@
 refused request), and the HTTP server that routes the page's calls to them."""
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
 import secrets
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Optional
 
+from ..errors import VidiffError
 from ..evaluate import METRICS
 from ..files import VIDEO_EXTENSIONS, atomic_write, find_videos
 from ..sampling import SAMPLERS
@@ -20,6 +25,7 @@ from .paths import StudioError, is_inside, resolve_inside
 from .plots import line_plot_svg
 from .runs import list_runs, read_config, run_details, run_folder, run_summary
 
+log = logging.getLogger("vidiff.studio")
 MAX_CLIPS = 200  # real clips of a run's data offered in the condition tab
 
 
@@ -44,6 +50,7 @@ class Studio:
         self.outputs.mkdir(parents=True, exist_ok=True)
         self.max_upload_bytes = max_upload_bytes
         self.queue = JobQueue(workers)
+        self.skipped: set = set()  # folders already warned about, so the log says it once
 
     def out_url(self, path: Path) -> str:
         return "/files/out/" + path.resolve().relative_to(self.outputs).as_posix()
@@ -59,12 +66,18 @@ class Studio:
                 "video_extensions": list(VIDEO_EXTENSIONS), "runs_folder": display_path(self.runs)}
 
     def runs_list(self) -> list:
+        """A row per run; a folder that cannot be shown (another tool's, damaged) gets a row that says
+        why it is skipped, so that it does not hide the others."""
         rows = []
         for name in list_runs(self.runs):
             try:
                 rows.append(run_summary(self.runs, name))
-            except StudioError as e:  # one unreadable run does not hide the others
-                rows.append({"name": name, "error": str(e)})
+            except Exception as e:  # whatever one folder holds, the other runs are listed
+                message = str(e) if isinstance(e, StudioError) else f"{name} cannot be read ({type(e).__name__}: {e})"
+                rows.append({"name": name, "error": f"skipped: {message}", "skipped": True})
+                if (name, message) not in self.skipped:
+                    self.skipped.add((name, message))
+                    log.warning("runs list: skipped %s: %s", name, message)
         return rows
 
     def run(self, name: str) -> dict:
@@ -138,9 +151,9 @@ class Studio:
         source = run_details(self.runs, run)["data_source"]
         if not clip or clip not in self.clips(run):
             raise StudioError("choose a clip: upload one, or pick one of the run's data")
-        if "#" not in clip:
+        if not source.startswith("builtin:"):  # a file of the folder, whatever its name holds (`a#b.mp4`)
             return Path(source) / clip
-        return self._builtin_clip(run, source, int(clip.split("#")[1]))
+        return self._builtin_clip(run, source, int(clip.rsplit("#", 1)[1]))
 
     def _builtin_clip(self, run: str, source: str, index: int) -> Path:
         from ..data import build_dataset
@@ -237,15 +250,33 @@ class Studio:
         self.queue.close()
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end the studio as Ctrl+C does, so that its `finally` stops the running jobs
+    (a signal ignored, as under nohup, stays ignored)."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                signal.signal(sig, stop)
+
+
 def serve(runs, host: str = "127.0.0.1", port: int = 7860, outputs=None, workers: int = 1,
-          ready: Optional[callable] = None) -> None:
-    """Run the studio until interrupted. `ready(url)` is called once it listens."""
-    from .server import is_loopback, make_server
+          ready: Optional[callable] = None, token: Optional[str] = None, allow_hosts=()) -> None:
+    """Run the studio until interrupted (Ctrl+C, SIGTERM, SIGHUP); its running jobs are stopped with it.
+    `ready(url)` is called once it listens, with the URL to open (the token in it, if there is one)."""
+    from .server import is_loopback, make_server, studio_url
     studio = Studio(runs, outputs, workers, any_folder=is_loopback(host))
-    server = make_server(studio, host, port)
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_address[1]}/"
+    atexit.register(studio.close)  # also when the interpreter ends some other way
+    try:
+        server = make_server(studio, host, port, token, allow_hosts)
+    except OSError as e:  # the port is taken, the address is not this machine's
+        studio.close()
+        raise VidiffError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port (or check "
+                          f"--host)") from e
+    _stop_on_signals()
     if ready:
-        ready(url)
+        ready(studio_url(host, server.server_address[1], server.token))
     try:
         server.serve_forever()
     except KeyboardInterrupt:

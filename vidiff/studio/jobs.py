@@ -2,7 +2,8 @@
 
 The page gets a job id at once and polls it; the progress is read from the command's own progress
 bar (tqdm on stderr), the error from its one-line `vidiff CMD: error: …`. Two browsers that submit at
-once both get their result; with one worker the second job waits, and the page says so.
+once both get their result; with one worker the second job waits, and the page says so. Closing the
+queue stops the running commands (terminate, then kill after a grace period) and starts no other.
 """
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from .paths import StudioError
 
 _BAR = re.compile(r"(?:(?P<desc>[^:|]{1,60}):\s*)?(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)")
 _COUNT = re.compile(r"^\s*(?P<desc>[^:|]{1,60}):\s*(?P<n>\d+)[a-z/]*\s*\[")  # a bar without a total
+_ERROR = re.compile(r"vidiff [a-z-]+: error: ")
 MAX_JOBS = 200  # finished jobs beyond this are forgotten, oldest first
+GRACE = 5.0  # seconds a stopped command has to exit before it is killed
 
 
 def parse_progress(line: str) -> Optional[tuple]:
@@ -40,9 +43,24 @@ def error_line(lines) -> str:
     """What went wrong, from a command's stderr: its one-line vidiff error, else the last lines."""
     lines = [x for x in lines if x.strip()]
     for line in reversed(lines):
-        if re.match(r"vidiff [a-z-]+: error: ", line):
-            return line.split(": error: ", 1)[1]
+        m = _ERROR.search(line)  # also after a progress bar left without its newline
+        if m:
+            return line[m.end():]
     return "\n".join(lines[-8:]) or "the command failed without a message"
+
+
+def read_line(job, line: str) -> None:
+    """One line of a command's output: a progress bar updates the job, anything else goes to its log.
+    A vidiff error printed after an unfinished bar (same line) is split off and logged."""
+    m = _ERROR.search(line)
+    if m and m.start() > 0:
+        read_line(job, line[:m.start()])
+        line = line[m.start():]
+    bar = None if m else parse_progress(line)
+    if bar:
+        job.stage, job.done, job.total = bar
+    elif line.strip():
+        job.log.append(line)
 
 
 @dataclass
@@ -81,6 +99,7 @@ class JobQueue:
         self.lock = threading.Lock()
         self.cwd = cwd
         self.processes: dict = {}
+        self.closed = False
         package_root = str(Path(__file__).resolve().parents[2])  # the vidiff that runs the studio runs the jobs
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
@@ -112,12 +131,21 @@ class JobQueue:
             ahead = sum(1 for j in self.jobs.values() if j.status == "queued" and j.created < job.created)
         return job.view(ahead if job.status == "queued" else 0)
 
-    def close(self) -> None:
-        """Stop the running commands (the queued ones never start: the worker threads are daemons)."""
+    def close(self, grace: float = GRACE) -> None:
+        """Stop the running commands: SIGTERM, then SIGKILL those still running after `grace` seconds.
+        The queued ones never start."""
         with self.lock:
+            self.closed = True
             procs = list(self.processes.values())
         for p in procs:
-            p.kill()
+            p.terminate()
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
     def _work(self) -> None:
         while True:
@@ -132,9 +160,12 @@ class JobQueue:
     def _run(self, job: Job) -> None:
         job.status, job.started = "running", time.time()
         job.out.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen([sys.executable, "-m", "vidiff.cli", *job.argv], cwd=self.cwd, env=self.env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        with self.lock:
+        with self.lock:  # under the lock, so that close() sees every command it has to stop
+            if self.closed:
+                job.status, job.error = "error", "the studio stopped before the job started"
+                return
+            proc = subprocess.Popen([sys.executable, "-m", "vidiff.cli", *job.argv], cwd=self.cwd, env=self.env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             self.processes[job.id] = proc
         try:
             self._follow(job, proc)
@@ -159,10 +190,5 @@ class JobQueue:
             parts = re.split(r"[\r\n]", buffer + chunk.decode(errors="replace"))
             buffer = parts.pop()
             for line in parts:
-                bar = parse_progress(line)
-                if bar:
-                    job.stage, job.done, job.total = bar
-                elif line.strip():
-                    job.log.append(line)
-        if buffer.strip():
-            job.log.append(buffer)
+                read_line(job, line)
+        read_line(job, buffer)

@@ -2,7 +2,11 @@
 and one run's curves, sample grids over training, checkpoints and configuration."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import math
+import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -12,13 +16,14 @@ from ..files import read_metrics
 from .paths import StudioError, resolve_inside
 
 MAX_POINTS = 1000  # a curve is thinned to about this many points for the page
+SECTIONS = ("model", "conditioning", "diffusion", "data", "train", "sample")  # of a vidiff config.json
 
 
 def series(rows: list, key: str, max_points: int = MAX_POINTS) -> list:
     """[(step, value)] of the rows that hold a finite number under `key`, thinned evenly to at most
     `max_points` (the last point is always kept)."""
     points = [(int(r["step"]), float(r[key])) for r in rows
-              if isinstance(r.get(key), (int, float)) and abs(float(r[key])) != float("inf") and r[key] == r[key]]
+              if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and math.isfinite(r["step"])]
     if len(points) > max_points:
         stride = -(-len(points) // max_points)
         points = points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
@@ -63,7 +68,31 @@ def read_config(run: Path) -> dict:
         raise StudioError(f"{run.name}/config.json cannot be read: {e}") from e
     if not isinstance(config, dict):
         raise StudioError(f"{run.name}/config.json does not hold a configuration")
+    bad = [s for s in SECTIONS if not isinstance(config.get(s, {}), dict)]
+    missing = [s for s in ("model", "data") if s not in config]
+    if bad or missing or not isinstance(config["data"].get("source", ""), str):
+        why = (f"its {bad[0]} is {json.dumps(config[bad[0]])[:60]}, not a section" if bad else
+               f"it has no {missing[0]} section" if missing else "its data.source is not a path")
+        raise StudioError(f"{run.name}/config.json is not a vidiff configuration ({why}): not a vidiff run")
     return config
+
+
+def training_state(run: Path) -> str:
+    """"training" while a process holds the run's lock, "interrupted" when the lock names a holder
+    that is gone (killed: it had no chance to clear the file; the OS released its lock), else ""."""
+    try:
+        fd = os.open(run / ".lock", os.O_RDONLY)
+    except OSError:
+        return ""
+    try:
+        if not os.read(fd, 200).strip():
+            return ""  # cleared by a process that ended normally
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return "interrupted"  # the lock was free; it goes with our descriptor, closed below
+    except OSError as e:
+        return "training" if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else ""
+    finally:
+        os.close(fd)
 
 
 def preset_of(config: dict) -> str:
@@ -105,15 +134,15 @@ def run_summary(root, name: str) -> dict:
     config = read_config(run)
     rows = read_metrics(run / "metrics.jsonl")
     checkpoints = list_checkpoints(run)
-    steps = max((int(r["step"]) for r in rows), default=0)
+    steps = max((int(r["step"]) for r in rows if math.isfinite(r["step"])), default=0)
     if checkpoints:
         steps = max(steps, int(checkpoints[-1].name.split("_")[-1]))
-    lock = run / ".lock"
-    training = lock.is_file() and bool(lock.read_text(errors="replace").strip())
+    state = training_state(run)
     return {"name": name, "preset": preset_of(config), "steps": steps,
             "target_steps": config.get("train", {}).get("steps"),
             "loss": _last(rows, "loss"), "fvd": _last(rows, "fvd"), "checkpoints": len(checkpoints),
-            "conditioning": config.get("conditioning", {}).get("kind", "none"), "training": training}
+            "conditioning": config.get("conditioning", {}).get("kind", "none"), "training": state == "training",
+            "state": state}
 
 
 def run_details(root, name: str) -> dict:

@@ -2,23 +2,30 @@
 browsers and a long job never wait on each other), JSON routes onto :class:`~vidiff.studio.app.Studio`
 and file routes that serve only the runs folder and the studio's outputs.
 
+Every request must name an allowed Host (stops DNS rebinding: a name the attacker's DNS points at
+this machine is refused). Served beyond loopback, every request must also carry the studio's token,
+like Jupyter's: in the URL printed at start (`/?token=…`, which sets a cookie and redirects to the
+URL without it), in a cookie, or as `Authorization: token …`; on loopback only when --token is given.
 Requests that change anything are POSTs that need a JSON body (or, for an upload, an X-Filename
 header), which a page of another site cannot send without the browser asking first; the studio does
-not answer such questions. Bound to loopback, it also refuses Host headers other than its own, which
-stops DNS rebinding.
+not answer such questions, and it refuses any POST whose Origin is not its own.
 """
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
 import logging
 import re
+import secrets
 import socket
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Optional
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
+from ..errors import VidiffError
 from .paths import StudioError, servable
 
 log = logging.getLogger("vidiff.studio")
@@ -26,6 +33,10 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/static/app.js": ("a
           "/static/style.css": ("style.css", "text/css")}
 CHUNK = 1 << 16
 MAX_DRAIN = 1 << 30  # an upload over the limit is read and dropped up to this size, so the page gets the message
+MAX_JSON = 1 << 20
+TOKEN_ENV = "VIDIFF_STUDIO_TOKEN"  # --token from the environment, so that it does not show in `ps`
+_HOST = re.compile(r"(?P<name>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>\d{1,5}))?")
+_LENGTH = re.compile(r"\d{1,15}")
 
 
 def is_loopback(host: str) -> bool:
@@ -33,6 +44,39 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def split_host(value: str) -> Optional[tuple]:
+    """(name, port or None) of a Host header (`studio.lan:7860`, `[::1]:7860`), the name lowercased
+    without brackets or a trailing dot; None when it is not a host name at all."""
+    m = _HOST.fullmatch((value or "").strip())
+    if not m:
+        return None
+    return m.group("name").strip("[]").rstrip(".").lower(), int(m.group("port")) if m.group("port") else None
+
+
+def check_token(token: str) -> str:
+    """A token given with --token or VIDIFF_STUDIO_TOKEN, refused when short or unfit for a cookie."""
+    if not re.fullmatch(r"[A-Za-z0-9._~-]{16,}", token):
+        raise VidiffError(f"--token (or {TOKEN_ENV}) must be at least 16 letters, digits or - _ . ~; leave it out "
+                          f"and the studio makes one up")
+    return token
+
+
+def studio_url(host: str, port: int, token: Optional[str]) -> str:
+    """The URL to open: the machine's name for a wildcard address, with the token when there is one."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+    return base + (f"?token={token}" if token else "")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -86,19 +130,66 @@ class Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         self._send(status, body, kind, headers)
 
-    # ---- routing ----------------------------------------------------------------------------------
-    def _host_ok(self) -> bool:
-        if not self.server.loopback_only:
+    # ---- who may ask -------------------------------------------------------------------------------
+    def _admit(self) -> bool:
+        """Refuse (403) a foreign Host, a POST from another site's page, a request without the token.
+        A GET with the right `?token=` gets the cookie and a redirect to itself without the token;
+        True when that answer was sent."""
+        host = split_host(self.headers.get("Host"))
+        if host is None or not self.server.host_allowed(host[0]):
+            raise StudioError(f"Host {self.headers.get('Host')!r} is not a name this studio answers to; open it by "
+                              f"its address, or start it with --allow-host NAME", 403)
+        if self.command == "POST":
+            self._check_origin(host)
+        token = self.server.token
+        if token is None:
+            return False
+        url = urlsplit(self.path)
+        query = parse_qsl(url.query, keep_blank_values=True)
+        if any(k == "token" and same(v, token) for k, v in query):
+            if self.command == "POST":
+                return False
+            rest = urlencode([(k, v) for k, v in query if k != "token"])
+            location = "/" + url.path.lstrip("/\\") + (f"?{rest}" if rest else "")  # never //other.site
+            self._send(303, b"", "text/plain", {"Location": location, "Set-Cookie": self.server.cookie()})
             return True
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
-        return is_loopback(host)
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+        if (scheme.lower() == "token" and same(given.strip(), token)) or \
+                any(same(v, token) for v in self._cookies(self.server.cookie_name)):
+            return False
+        raise StudioError("this studio needs its token: open the URL it printed at start (http://…/?token=…), "
+                          "or send the header Authorization: token TOKEN", 403)
 
+    def _check_origin(self, host: tuple) -> None:
+        """A POST that names its Origin must come from the studio's own page (the Host it was sent to)."""
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return
+        u = urlsplit(origin.strip())
+        theirs = split_host(u.netloc) if u.scheme in ("http", "https") else None
+        ok = theirs is not None and theirs[0] == host[0] and \
+            (host[1] is None or (theirs[1] or {"http": 80, "https": 443}[u.scheme]) == host[1])
+        if not ok:
+            raise StudioError(f"refused a request sent by the page of another site (Origin {origin}); the studio "
+                              f"takes actions from its own page only", 403)
+
+    def _cookies(self, name: str) -> list:
+        values = []
+        for header in self.headers.get_all("Cookie") or []:
+            for part in header.split(";"):
+                key, _, value = part.strip().partition("=")
+                if key == name:
+                    values.append(value)
+        return values
+
+    # ---- routing ----------------------------------------------------------------------------------
     def _guard(self, route) -> None:
         try:
-            if not self._host_ok():
-                raise StudioError("this studio answers on its loopback address only", 403)
-            route()
+            if not self._admit():
+                route()
         except StudioError as e:
+            if self.command == "POST":  # the body may be unread: do not take it for the next request
+                self.close_connection = True
             self._error(e.status, str(e))
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -135,11 +226,20 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(s.queue.view(url.path[len("/api/jobs/"):]))
         raise StudioError(f"{url.path}: no such page", 404)
 
+    def _length(self) -> int:
+        """The body's size from Content-Length, refused when absent, not a plain number or chunked."""
+        if self.headers.get("Transfer-Encoding"):
+            raise StudioError("the studio does not read chunked requests: send the body with a Content-Length", 411)
+        values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not values:
+            raise StudioError("the request has no Content-Length", 411)
+        if len(values) > 1 or not _LENGTH.fullmatch(next(iter(values))):
+            raise StudioError(f"bad Content-Length {', '.join(sorted(values))}: give the body's size in bytes", 400)
+        return int(next(iter(values)))
+
     def _body(self, limit: int) -> bytes:
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            raise StudioError("the request has no length", 411) from None
+        """At most `limit` bytes of body; a larger one is read and dropped (up to MAX_DRAIN) and refused."""
+        length = self._length()
         if length > limit:
             remaining = length if length <= MAX_DRAIN else 0
             while remaining > 0:
@@ -170,7 +270,7 @@ class Handler(BaseHTTPRequestHandler):
         if not (self.headers.get("Content-Type") or "").startswith("application/json"):
             raise StudioError("send the request as JSON (Content-Type: application/json)", 415)
         try:
-            req = json.loads(self._body(1 << 20) or b"{}")
+            req = json.loads(self._body(MAX_JSON) or b"{}")
         except json.JSONDecodeError as e:
             raise StudioError(f"the request is not JSON: {e}") from None
         if not isinstance(req, dict):
@@ -178,16 +278,33 @@ class Handler(BaseHTTPRequestHandler):
         self._json(routes[path](req))
 
 
+def same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode())
+
+
 class StudioServer(ThreadingHTTPServer):
+    """The studio's HTTP server. `token`: what every request must carry (made up when the studio is
+    served beyond loopback and none is given); `allow_hosts`: Host names it answers to besides
+    localhost, IP addresses (DNS rebinding needs a name) and this machine's name."""
     daemon_threads = True
 
-    def __init__(self, studio, host: str, port: int):
+    def __init__(self, studio, host: str, port: int, token: Optional[str] = None, allow_hosts=()):
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), Handler)
         self.studio = studio
-        self.loopback_only = is_loopback(host)
+        self.token = token if token or is_loopback(host) else secrets.token_urlsafe(32)
+        self.cookie_name = f"vidiff-studio-{self.server_address[1]}"  # one per port: studios side by side
+        names = {"localhost", socket.gethostname().lower(), *(h.lower().rstrip(".") for h in allow_hosts)}
+        self.allowed_names = names | ({host.lower()} if not is_ip(host) else set())
+
+    def host_allowed(self, name: str) -> bool:
+        return is_ip(name) or name in self.allowed_names
+
+    def cookie(self) -> str:
+        return f"{self.cookie_name}={self.token}; HttpOnly; SameSite=Strict; Path=/"
 
 
-def make_server(studio, host: str = "127.0.0.1", port: int = 7860) -> StudioServer:
-    return StudioServer(studio, host, port)
+def make_server(studio, host: str = "127.0.0.1", port: int = 7860, token: Optional[str] = None,
+                allow_hosts=()) -> StudioServer:
+    return StudioServer(studio, host, port, token, allow_hosts)

@@ -193,7 +193,7 @@ async function loadRuns() {
   $("runs-table").tBodies[0].replaceChildren(...state.runs.map((r) => {
     const row = el("tr", { "data-run": r.name }, ...(r.error ? [el("td", { text: r.name }), el("td", { colspan: 7, text: r.error })] :
       [r.name, r.preset, `${r.steps}${r.target_steps ? ` / ${r.target_steps}` : ""}`, fmt(r.loss), fmt(r.fvd), r.checkpoints,
-        r.conditioning, r.training ? "training" : ""].map((x) => el("td", { text: String(x) }))));
+        r.conditioning, r.state].map((x) => el("td", { text: String(x) }))));
     row.addEventListener("click", () => { $("runs-a").value = r.name; showRun("a"); });
     return row;
   }));
