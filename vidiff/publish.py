@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 from .checkpoint import load_config, load_json, read_checkpoint
 from .config import DERIVED, Config
@@ -110,33 +111,66 @@ def publish(source, repo_id: str, *, folder=None, private: bool = False, token=N
                              files=files)
 
 
+# a URL in a data spec or a report: scheme://[user:password@]host/path[?query][#fragment]
+_URL = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"]+")
+
+
+def _public_url(url: str) -> str:
+    """A URL as published: its host and its path's last part. The user:password@, the query string (a
+    pre-signed URL's credential and signature) and the fragment are dropped."""
+    try:
+        parts = urlsplit(url)
+        host, path = parts.hostname, parts.path
+    except ValueError:  # a malformed host ("http://[::1/x"): the path alone
+        host, path = None, re.split(r"[?#]", url.partition("://")[2])[0].partition("/")[2]
+    last = path.rstrip("/").rpartition("/")[2]
+    return "/".join(p for p in (host, last) if p)
+
+
 def public_name(spec: str) -> str:
-    """A local path or data spec as published: its last part ("/data/ucf101/" → "ucf101",
-    "pipe:aws s3 cp s3://b/shards-{0..9}.tar -" → "shards-{0..9}.tar"); built-in data and hf://
-    references as they are."""
+    """A local path, URL or data spec as published: its last part ("/data/ucf101/" → "ucf101",
+    "pipe:aws s3 cp s3://b/shards-{0..9}.tar -" → "b/shards-{0..9}.tar", a URL → its host and last
+    part, without credentials); built-in data and hf:// references as they are."""
     if not spec or spec.startswith(("builtin:", PREFIX)):
         return spec
+    urls = _URL.findall(spec)
+    if urls:
+        return _public_url(urls[-1])
     parts = [p for p in re.split(r"[/\\\s]+", spec) if p not in ("", "-")]
     return parts[-1] if parts else spec
 
 
 def public_config(config: Config) -> Config:
-    """`config` without the training machine's folders (see the module's docstring)."""
+    """`config` without the training machine's folders (see the module's docstring), and with no URL
+    in any other field carrying credentials."""
     d, c = config.data, config.conditioning
-    return replace(config, data=replace(d, source=public_name(d.source), image_source=public_name(d.image_source)),
-                   conditioning=replace(c, text_encoder=public_name(c.text_encoder)),
-                   distill=replace(config.distill, teacher=public_name(config.distill.teacher)))
+    config = replace(config, data=replace(d, source=public_name(d.source), image_source=public_name(d.image_source)),
+                     conditioning=replace(c, text_encoder=public_name(c.text_encoder)),
+                     distill=replace(config.distill, teacher=public_name(config.distill.teacher)))
+    return Config.from_dict(without_credentials(config.to_dict()))
+
+
+def without_credentials(value):
+    """`value` (a string, or dicts and lists of them) with every URL in it cut to its public form."""
+    if isinstance(value, dict):
+        return {k: without_credentials(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(without_credentials(v) for v in value)
+    if isinstance(value, str):
+        return _URL.sub(lambda m: _public_url(m.group()), value)
+    return value
 
 
 def _public_report(value):
-    """An evaluation report with its absolute paths (folders compared, weight files) cut to their last part."""
+    """An evaluation report with its absolute paths (folders compared, weight files) cut to their last
+    part, and its URLs to their public form."""
     if isinstance(value, dict):
         return {k: _public_report(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_public_report(v) for v in value]
     if isinstance(value, str) and re.match(r"(/|~|[A-Za-z]:\\)", value):
         return public_name(value)
-    return value
+    return without_credentials(value)
 
 
 def _clear(folder: Path) -> Path:
