@@ -206,6 +206,12 @@ def test_eval_of_a_sample_folder_counts_each_video_once(tmp_path, capsys):
     assert p["real"]["kind"] == "folder" and p["real"]["files"] == 4 and len(p["real"]["files_sha256"]) == 64
     assert p["i3d_weights"]["pickle_sha256"].startswith("af5c50f0") and "bilinear to 224×224" in p["resize"]
     assert p["vidiff_version"]
+    # without samples.safetensors the files are read: one clip per video, the grid is none
+    (samples / "samples.safetensors").unlink()
+    assert run_cli("eval", "--real", real, "--fake", samples, "--num-frames", 9, "--no-progress", "--no-cache",
+                   "--out", report) == 0
+    r = json.loads(report.read_text())
+    assert (r["num_fake"], r["protocol"]["fake"]["kind"], r["protocol"]["fake"]["files"]) == (3, "folder", 3)
     # generated real clips (the built-in data) without --num: as many as the fake ones
     assert run_cli("eval", "--real", "builtin:moving-shapes", "--fake", samples, "--num-frames", 9, "--no-progress",
                    "--no-cache", "--out", report) == 0

@@ -47,10 +47,19 @@ def _weights_id(path) -> str:
 FORMAT_PREFERENCE = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".gif")
 
 
+def _sample_grid(f: Path) -> bool:
+    """Whether `f` is the grid.gif `vidiff sample` writes next to its clips (sample_000.mp4, …): all the
+    clips tiled into one picture, not a clip of its own."""
+    return f.name == "grid.gif" and any(f.parent.glob("sample_[0-9][0-9][0-9].*"))
+
+
 def clip_files(root: Path) -> list:
-    """One file per video under `root`: files that differ only by their extension are one video."""
+    """One file per video under `root`: files that differ only by their extension are one video; the
+    grid of a `vidiff sample` folder is none."""
     by_stem: dict = {}
     for f in find_videos(root):
+        if _sample_grid(f):
+            continue
         by_stem.setdefault(f.with_suffix(""), []).append(f)
     rank = {ext: i for i, ext in enumerate(FORMAT_PREFERENCE)}
     return [min(files, key=lambda f: rank.get(f.suffix.lower(), len(rank))) for _, files in sorted(by_stem.items())]
