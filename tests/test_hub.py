@@ -266,6 +266,30 @@ def test_published_files_name_no_folder_of_the_training_machine(run, tmp_path):
     assert VideoDiffusion.from_pretrained(folder).sample(1, steps=2, seed=0).shape[0] == 1
 
 
+@pytest.mark.parametrize("mix", ["edited config.json", "ema of another run"])
+def test_push_refuses_an_upload_that_does_not_load(run, tmp_path, capsys, monkeypatch, mix):
+    """Weights and config.json of two runs: the built folder is loaded back before anything goes up."""
+    src = tmp_path / "run"
+    shutil.copytree(run, src)
+    ck = resolve_checkpoint(src)
+    if mix == "edited config.json":
+        config = json.loads((ck / "config.json").read_text())
+        config["model"]["base_channels"] *= 2
+        (ck / "config.json").write_text(json.dumps(config))
+    else:
+        wide = VideoDiffusion(TINY.override(["model.base_channels=32"]))
+        shutil.copyfile(wide.save_pretrained(tmp_path / "wide") / "model.safetensors", ck / "ema.safetensors")
+    folder = tmp_path / "upload"
+    assert main(["push", str(src), "org/tiny", "--dry-run", "--folder", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the upload built from it does not load back" in err, err
+    assert "publish a checkpoint written by one run" in err and not any(folder.iterdir())
+    uploads = []
+    monkeypatch.setattr(hf.HfApi, "create_repo", lambda self, *a, **kw: uploads.append(a))
+    monkeypatch.setattr(hf.HfApi, "upload_folder", lambda self, **kw: uploads.append(kw))
+    assert main(["push", str(src), "org/tiny"]) == 2 and not uploads
+
+
 SIGNED = ("https://alice:hunter2@bucket.s3.amazonaws.com/data/shards-{000000..000009}.tar?X-Amz-Algorithm=AWS4&"
           "X-Amz-Credential=AKIASECRETKEY%2F20260101%2Fus-east-1&X-Amz-Signature=5ecre7516&X-Amz-Expires=3600#frag")
 SECRETS = ("hunter2", "alice", "AKIASECRETKEY", "5ecre7516", "X-Amz", "frag")

@@ -93,7 +93,23 @@ def prepare_upload(source, folder, repo_id: str, *, license: str = "apache-2.0",
         atomic_write(folder / "eval.json", json.dumps(facts.evaluation, indent=2))
         written.append("eval.json")
     atomic_write(folder / "README.md", model_card(facts))
+    _check_loads(folder, source)
     return ["README.md", *written]
+
+
+def _check_loads(folder: Path, source) -> None:
+    """Load the built upload back as its users will; a folder that does not load is removed and refused."""
+    from .pipeline import VideoDiffusion
+    try:
+        VideoDiffusion.from_pretrained(folder)
+    except VidiffError as e:
+        for name in PUBLISHED:
+            (folder / name).unlink(missing_ok=True)
+        why = str(e).replace(str(folder) + "/", "").replace(str(folder), "the upload")
+        raise PublishError(f"{str(source)!r} cannot be published: the upload built from it does not load back "
+                           f"({why.split('; ')[0]}); its weights and config.json come from different runs (an "
+                           f"edited config.json, or an ema.safetensors of another run): publish a checkpoint "
+                           f"written by one run") from None
 
 
 def publish(source, repo_id: str, *, folder=None, private: bool = False, token=None, license: str = "apache-2.0",
