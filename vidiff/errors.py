@@ -15,3 +15,8 @@ class ConditioningError(VidiffError, ValueError):
 class DataError(VidiffError, ValueError):
     """Bad or unusable input data. The message names the file or folder at fault, what is wrong with
     it, and what to do about it."""
+
+
+class OutputError(VidiffError, OSError):
+    """An output that cannot be written: a file where a folder is expected, a read-only folder, a full
+    disk. The message names the path and what to do; `errno` is the system's error number, if any."""

@@ -22,7 +22,7 @@ import torch
 
 from vidiff import spread
 from vidiff.errors import DataError
-from vidiff.files import atomic_write, find_videos
+from vidiff.files import atomic_write, find_videos, writable
 from vidiff.metrics.errors import MetricsError
 from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats
 from vidiff.metrics.i3d import I3D_PICKLE_SHA256
@@ -333,6 +333,14 @@ def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] |
             return spec
         return resolve_source(spec)
 
+    for flag, value in [("--num-frames", args.num_frames), ("--frame-stride", args.frame_stride),
+                        ("--batch-size", args.batch_size), ("--repeats", args.repeats)]:
+        if value < 1:
+            raise MetricsError(f"{flag} {value}: must be at least 1")
+    if args.num is not None and args.num < 1:
+        raise MetricsError(f"--num-videos {args.num}: must be at least 1 (or leave it out for all)")
+    if args.out and spread.is_main():
+        writable(args.out, "--out", folder=False)  # before the features are computed, not after
     report = evaluate(
         source(args.real), source(args.fake),
         metrics=[m for m in args.metrics.split(",") if m.strip()],

@@ -108,7 +108,13 @@ def sampling_request(args) -> dict:
 
 
 def load_model(args):
+    """The model of --checkpoint, once --out and --fps are known to be usable (a bad output fails before any work)."""
+    from ..errors import VidiffError
+    from ..files import writable
     from ..pipeline import VideoDiffusion
+    if args.fps < 1:
+        raise VidiffError(f"--fps {args.fps}: the frame rate of the written videos must be at least 1")
+    writable(args.out)
     return VideoDiffusion.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=spread.local_device())
 
 
