@@ -318,7 +318,8 @@ def test_push_publishes_no_url_credentials(run, tmp_path, capsys):
     published = json.loads((folder / "config.json").read_text())["data"]
     assert published["source"] == "bucket.s3.amazonaws.com/shards-{000000..000009}.tar"
     assert published["image_source"] == "bucket.s3.amazonaws.com/stills-{000000..000009}.tar"
-    assert "bucket.s3.amazonaws.com/shards-{000000..000009}.tar" in (folder / "README.md").read_text()
+    card = hf.ModelCard.load(folder / "README.md")
+    assert card.data.training_data == published["source"] and f"`{published['source']}/`" in card.text
 
     from vidiff.config import Config
     from vidiff.train.tracking import TensorBoardTracker

@@ -57,7 +57,7 @@ class PublishError(VidiffError, ValueError):
 class RunFacts:
     """What the card says about a model: read from its checkpoint and, for a run, its run folder."""
     repo_id: str
-    config: Config
+    config: Config  # as published: public_config (the card repeats its names as they are)
     parameters: int
     step: Optional[int] = None  # training steps (a checkpoint's state.json)
     grid: Optional[Path] = None
@@ -260,7 +260,7 @@ def describe_data(config: Config) -> str:
     d = config.data
     builtin = d.source.startswith("builtin:moving-shapes")
     what = (MOVING_SHAPES + (f", as `{d.source}`" if "?" in d.source else "") if builtin
-            else f"a folder of videos (`{public_name(d.source)}/`)")
+            else f"a folder of videos (`{d.source}/`)")
     shape = f"{d.frames} frames of {d.size}×{d.size}"
     extra = [f"every {d.frame_stride}th frame" if d.frame_stride > 1 else "",
              f"read at {d.fps:g} fps" if d.fps else "", "random horizontal flips" if d.flip else "",
@@ -296,7 +296,7 @@ def model_card(facts: RunFacts) -> str:
         else None, tags=["vidiff", "video-diffusion", "video-generation", task_of(c)],
         eval_results=_eval_results(hf, facts) or None, model_name=facts.repo_id,
         preset=preset_of(c) or "custom", parameters=facts.parameters, training_steps=facts.step,
-        training_data=public_name(c.data.source),
+        training_data=c.data.source,
         frames=c.data.frames, resolution=c.data.size, conditioning=c.conditioning.kind)
     body = "\n\n".join(part for part in (_intro(facts), _usage(facts), _model(facts), _training(facts),
                                          _evaluation(facts), _license_and_citation(facts)) if part)
@@ -309,7 +309,7 @@ def _eval_results(hf, facts: RunFacts) -> list:
         return []
     protocol = report.get("protocol", {})
     builtin = c.data.source.startswith("builtin:moving-shapes")
-    name = "Moving shapes (vidiff built-in)" if builtin else public_name(c.data.source)
+    name = "Moving shapes (vidiff built-in)" if builtin else c.data.source
     return [hf.EvalResult(task_type=task_of(c), dataset_type=c.data.source, dataset_name=name, metric_type=m,
                           metric_value=float(report[m]), metric_name=m.upper(),
                           metric_config=protocol.get("fvd_name") if m in ("fvd", "kvd") else None)
