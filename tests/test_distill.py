@@ -76,7 +76,8 @@ def test_distill_refuses_a_folder_that_holds_another_run(tmp_path, capsys):
     before = {p: p.read_bytes() for p in [*out.rglob("*.safetensors"), *(tmp_path / "plain").rglob("*.safetensors")]}
     for args, message in [(("b",), "a distillation round of another teacher (its weights differ)"),
                           (("a", out, "--guidance", "1"), "guidance=0.0, here 1.0"),
-                          (("a", tmp_path / "plain"), "is not a `vidiff distill` round")]:
+                          (("a", tmp_path / "plain"), "is not a `vidiff distill` round"),
+                          (("a", out, "--from-steps", "8"), "holds a distillation round whose teacher is not in")]:
         assert distill(*args) == 2, args
         captured = capsys.readouterr()
         assert "distilled to" not in captured.out

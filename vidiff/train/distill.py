@@ -101,8 +101,13 @@ def distill(teacher, out_dir, *, to_steps: int = 8, from_steps: int = 256, steps
     rounds = [(steps, out_dir if steps == to_steps else out_dir / "rounds" / f"steps_{steps:04d}",
                {"teacher_steps": 2 * steps, "steps": steps, "guidance": float(guidance)})
               for steps in round_steps(from_steps, to_steps)]
-    for _, folder, record in rounds:  # a foreign folder is refused before any round trains
-        _round_state(folder, record, steps_per_round)
+    first_new = None  # a foreign folder is refused before any round trains
+    for _, folder, record in rounds:
+        if _round_state(folder, record, steps_per_round) == "new":
+            first_new = first_new or folder
+        elif first_new is not None:  # its teacher, the round before, is still to be trained: another one
+            raise ConfigError(f"run folder {str(folder)!r} holds a distillation round whose teacher is not in "
+                              f"{str(first_new)!r} (an empty round before it); choose another --out")
     result: dict = {}
     for steps, folder, record in rounds:
         record = {"teacher_sha256": read_checkpoint(source, _weights_sha256), **record}
