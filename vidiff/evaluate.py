@@ -206,8 +206,9 @@ def evaluate(
     unknown = set(metrics) - set(METRICS)
     if unknown or not metrics:
         raise MetricsError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
-    if repeats < 1:
-        raise MetricsError(f"repeats must be at least 1, got {repeats}")
+    if repeats < 1 or num_frames < 1 or frame_stride < 1:
+        raise MetricsError(f"repeats ({repeats}), num_frames ({num_frames}) and frame_stride ({frame_stride}) must be "
+                           f"at least 1")
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else default_cache_dir() / "eval"
     fake_src = _Source(fake, num, num_frames, frame_stride, batch_size)
     real_num = fake_src.count if num is None and callable(real) else num  # generated real clips: as many as fake
