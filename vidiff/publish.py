@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
-from .checkpoint import load_config, load_json, read_checkpoint
+from .checkpoint import load_config, load_json, load_weights, read_checkpoint
 from .config import DERIVED, Config
 from .errors import VidiffError
 from .files import atomic_write, read_metrics
@@ -98,10 +98,11 @@ def prepare_upload(source, folder, repo_id: str, *, license: str = "apache-2.0",
 
 
 def _check_loads(folder: Path, source) -> None:
-    """Load the built upload back as its users will; a folder that does not load is removed and refused."""
-    from .pipeline import VideoDiffusion
+    """Load the built upload back (its config, then its weights into the network it describes, as
+    VideoDiffusion.from_pretrained does); a folder that does not load is removed and refused."""
+    from .unet import UNet3D
     try:
-        VideoDiffusion.from_pretrained(folder)
+        load_weights(UNet3D(load_config(folder).model), folder / "model.safetensors")
     except VidiffError as e:
         for name in PUBLISHED:
             (folder / name).unlink(missing_ok=True)
