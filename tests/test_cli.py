@@ -1,4 +1,5 @@
 """The command line end to end on the tiny preset, a real mp4 file, and each bad-input error."""
+import json
 import os
 import re
 import subprocess
@@ -263,6 +264,12 @@ def test_eval_of_a_sample_folder_counts_each_video_once(tmp_path, capsys):
     assert p["real"]["kind"] == "folder" and p["real"]["files"] == 4 and len(p["real"]["files_sha256"]) == 64
     assert p["i3d_weights"]["pickle_sha256"].startswith("af5c50f0") and "bilinear to 224×224" in p["resize"]
     assert p["vidiff_version"]
+    # without samples.safetensors the files are read: one clip per video, the grid is none
+    (samples / "samples.safetensors").unlink()
+    assert run_cli("eval", "--real", real, "--fake", samples, "--num-frames", 9, "--no-progress", "--no-cache",
+                   "--out", report) == 0
+    r = json.loads(report.read_text())
+    assert (r["num_fake"], r["protocol"]["fake"]["kind"], r["protocol"]["fake"]["files"]) == (3, "folder", 3)
     # generated real clips (the built-in data) without --num: as many as the fake ones
     assert run_cli("eval", "--real", "builtin:moving-shapes", "--fake", samples, "--num-frames", 9, "--no-progress",
                    "--no-cache", "--out", report) == 0
@@ -273,3 +280,102 @@ def test_eval_of_a_sample_folder_counts_each_video_once(tmp_path, capsys):
     r = json.loads(report.read_text())
     assert r["protocol"]["fvd_name"] == "fvd2_9f" and len(r["fvd_repeats"]) == 2
     assert r["fvd"] == pytest.approx(sum(r["fvd_repeats"]) / 2) and r["fvd_std"] >= 0
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    from vidiff.pipeline import VideoDiffusion
+    from vidiff.presets import get_preset
+    torch.manual_seed(0)
+    return VideoDiffusion(get_preset("cpu-tiny")).save_pretrained(tmp_path / "model")
+
+
+def test_a_full_disk_while_writing_samples_names_the_file_and_leaves_no_half_file(tiny_model, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """PyAV's OSError (no space left) at the 5th of 8 videos: one line naming the file and the disk; the
+    four written are whole, the fifth is not there under any name."""
+    import errno
+
+    import av
+
+    import vidiff.videoio
+    opened, real_open = [], av.open
+
+    def full_disk_open(path, *a, **kw):
+        opened.append(path)
+        container = real_open(path, *a, **kw)
+        if len(opened) == 5:
+            container.close()
+            raise av.error.OSError(errno.ENOSPC, "No space left on device", path)
+        return container
+    monkeypatch.setattr(vidiff.videoio.av, "open", full_disk_open)
+    out = tmp_path / "samples"
+    assert run_cli("sample", "--checkpoint", tiny_model, "--num", 8, "--steps", 1, "--out", out) == 2
+    captured = capsys.readouterr().err
+    err = captured.strip().splitlines()[-1]  # after the progress bar
+    assert err.startswith("vidiff sample: error: cannot write") and "Traceback" not in captured
+    assert "sample_004.mp4" in err and "the disk is full" in err, err
+    assert "free some space there or write to another disk" in err
+    assert sorted(p.name for p in out.iterdir()) == [f"sample_{i:03d}.{ext}" for i in range(4) for ext in ("gif",
+                                                                                                         "mp4")]
+    frames = json.loads((tiny_model / "config.json").read_text())["data"]["frames"]
+    assert all(read_video(out / f"sample_{i:03d}.mp4").shape[0] == frames for i in range(4))
+
+
+@pytest.mark.parametrize("command", ["sample", "predict", "eval", "prepare", "push"])
+@pytest.mark.parametrize("where", ["a file", "under a file", "read-only"])
+def test_an_unusable_output_is_refused_before_any_work(tiny_model, tmp_path, capsys, command, where):
+    """The output is checked first: the error names it, whatever else is wrong (here: every input is)."""
+    if where == "read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder")
+    (tmp_path / "file").write_text("in the way")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    out = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "sub",
+           "read-only": locked / "out"}[where]
+    if command == "eval" and where == "a file":
+        out = tmp_path / "a-folder"  # --out of eval is a file: a folder is in the way
+        out.mkdir()
+    missing = tmp_path / "missing"
+    args = {"sample": ["sample", "--checkpoint", missing, "--out", out],
+            "predict": ["predict", "--checkpoint", missing, "--video", missing, "--context", 2, "--out", out],
+            "eval": ["eval", "--real", missing, "--fake", missing, "--out", out],
+            "prepare": ["prepare", missing, out, "--frames", 4, "--size", 16],
+            "push": ["push", missing, "org/name", "--dry-run", "--folder", out]}[command]
+    try:
+        assert run_cli(*args) == 2
+    finally:
+        locked.chmod(0o755)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and repr(str(out)) in err and str(missing) not in err, err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["sample", "--fps", 0], "--fps 0: the frame rate of the written videos must be at least 1"),
+    (["sample", "--fps", -5], "--fps -5: the frame rate"),
+    (["eval", "--frame-stride", 0], "--frame-stride 0: must be at least 1"),
+    (["eval", "--num-frames", 0], "--num-frames 0: must be at least 1"),
+    (["prepare", "--fps", 0], "--fps 0: give a positive frame rate"),
+    (["eval", "--inception-weights", "{tmp}/weights.txt"], "weights.txt is not FID InceptionV3 weights: torch.load"),
+    (["eval", "--inception-weights", "{tmp}/weights.pth"], "weights.pth is not FID InceptionV3 weights: torch.load"),
+    (["eval", "--inception-weights", "{tmp}/weights.safetensors"], "is not FID InceptionV3 weights: not a safet"),
+])
+def test_bad_numbers_and_weights_give_one_clear_error(tiny_model, tmp_path, capsys, args, message):
+    """Each checked before the work (the --fps of sample before sampling, not when the videos are written)."""
+    from vidiff.data import MovingShapes
+    (tmp_path / "weights.txt").write_text("not weights\n")
+    (tmp_path / "weights.pth").write_bytes(np.random.default_rng(0).bytes(4096))
+    (tmp_path / "weights.safetensors").write_bytes(np.random.default_rng(1).bytes(4096))
+    videos = tmp_path / "videos"
+    ds = MovingShapes(frames=9, size=16, seed=7)
+    for i in range(2):
+        write_mp4(videos / f"clip{i}.mp4", ds[i]["video"])
+    command, *more = [str(a).format(tmp=tmp_path) for a in args]
+    base = {"sample": ["--checkpoint", tiny_model, "--num", 1, "--steps", 1, "--out", tmp_path / "s"],
+            "eval": ["--real", videos, "--fake", videos, "--num-frames", 9, "--metrics", "fid", "--no-cache",
+                     "--no-progress"],
+            "prepare": [videos, tmp_path / "shards", "--frames", 4, "--size", 16]}[command]
+    assert run_cli(command, *base, *more) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "shards").exists()

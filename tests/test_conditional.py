@@ -275,3 +275,45 @@ def test_plain_denoiser_api(temporal):
     assert out.shape == (3, 1, 9, 2, 2) and torch.equal(out[:, :, :K], x0[:, :, :K].expand(3, -1, -1, -1, -1))
     with pytest.raises(ConditioningError, match="VideoDiffusion or a Window"):
         predict(data.denoise, x0[:, :, :K])
+
+
+def test_interpolate_reads_a_long_clip_frame_by_frame(tiny, tmp_path, capsys):
+    """A long clip (3000 frames, 100 s at 30 fps): without --max-frames it is refused before reading,
+    naming the limit and the flag; with it, the command says what it reads, shows progress, and never
+    holds the file's frames at their own size: memory stays at the result's."""
+    import tracemalloc
+
+    import av
+    import numpy as np
+
+    from vidiff.cli import main
+    from vidiff.cli.common import read_clip
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width = stream.height = 64
+        for i in range(3000):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i % 251, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    tracemalloc.start()
+    try:
+        clip = read_clip(path, 8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert clip.shape == (1, 3, 3000, 8, 8)
+    assert peak < 3000 * 64 * 64 * 3 / 4, peak  # the frames at 64×64 take 37 MB; at 8×8, 0.6 MB
+    model = tmp_path / "model"
+    tiny.save_pretrained(model)
+    args = ["interpolate", "--checkpoint", str(model), "--video", str(path), "--factor", "2", "--steps", "1",
+            "--num", "1", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "3000 frames (100 s at 30 fps), more than the 512" in err, err
+    assert "give --max-frames N" in err
+    assert main([*args, "--max-frames", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "reading 5 of the 3000 frames of" in err and "reading long.mp4: 100%" in err and "interpolating" in err
+    from safetensors.torch import load_file
+    assert load_file(tmp_path / "out" / "samples.safetensors")["videos"].shape == (1, 3, 9, 16, 16)

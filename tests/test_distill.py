@@ -60,6 +60,33 @@ def test_distill_command_halves_steps_and_resumes(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(out), "--class", "0", "--num", "1", "--out", str(tmp_path / "s")]) == 0
 
 
+def test_distill_refuses_a_folder_that_holds_another_run(tmp_path, capsys):
+    """A round is done only when its folder records this teacher (by the hash of its weights), these
+    steps and this guidance; any other run in --out is refused before anything trains."""
+    tiny = get_preset("cpu-tiny").override(["train.steps=2", "train.num_samples=0"])
+    for name, seed in [("a", 0), ("b", 1), ("plain", 2)]:
+        train(tiny.override([f"train.seed={seed}"]), tmp_path / name, progress=False, tensorboard=False)
+    out = tmp_path / "student"
+
+    def distill(teacher, folder=out, *more):
+        return main(["distill", "--checkpoint", str(tmp_path / teacher), "--out", str(folder), "--from-steps", "4",
+                     "--to-steps", "2", "--steps-per-round", "2", "--set", "train.num_samples=0", "--quiet", *more])
+    assert distill("a") == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in [*out.rglob("*.safetensors"), *(tmp_path / "plain").rglob("*.safetensors")]}
+    for args, message in [(("b",), "a distillation round of another teacher (its weights differ)"),
+                          (("a", out, "--guidance", "1"), "guidance=0.0, here 1.0"),
+                          (("a", tmp_path / "plain"), "is not a `vidiff distill` round"),
+                          (("a", out, "--from-steps", "8"), "holds a distillation round whose teacher is not in")]:
+        assert distill(*args) == 2, args
+        captured = capsys.readouterr()
+        assert "distilled to" not in captured.out
+        err = captured.err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "choose another --out" in err, err
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert distill("a") == 0 and "distilled to 2 DDIM steps" in capsys.readouterr().out  # its own rounds: done
+
+
 def test_guided_teacher_with_joint_image_video_masks():
     """The guided teacher doubles the batch: the joint-training temporal mask is per sample, so it
     doubles with it."""

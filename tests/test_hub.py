@@ -266,10 +266,76 @@ def test_published_files_name_no_folder_of_the_training_machine(run, tmp_path):
     assert VideoDiffusion.from_pretrained(folder).sample(1, steps=2, seed=0).shape[0] == 1
 
 
+@pytest.mark.parametrize("mix", ["edited config.json", "ema of another run"])
+def test_push_refuses_an_upload_that_does_not_load(run, tmp_path, capsys, monkeypatch, mix):
+    """Weights and config.json of two runs: the built folder is loaded back before anything goes up."""
+    src = tmp_path / "run"
+    shutil.copytree(run, src)
+    ck = resolve_checkpoint(src)
+    if mix == "edited config.json":
+        config = json.loads((ck / "config.json").read_text())
+        config["model"]["base_channels"] *= 2
+        (ck / "config.json").write_text(json.dumps(config))
+    else:
+        wide = VideoDiffusion(TINY.override(["model.base_channels=32"]))
+        shutil.copyfile(wide.save_pretrained(tmp_path / "wide") / "model.safetensors", ck / "ema.safetensors")
+    folder = tmp_path / "upload"
+    assert main(["push", str(src), "org/tiny", "--dry-run", "--folder", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the upload built from it does not load back" in err, err
+    assert "publish a checkpoint written by one run" in err and not any(folder.iterdir())
+    uploads = []
+    monkeypatch.setattr(hf.HfApi, "create_repo", lambda self, *a, **kw: uploads.append(a))
+    monkeypatch.setattr(hf.HfApi, "upload_folder", lambda self, **kw: uploads.append(kw))
+    assert main(["push", str(src), "org/tiny"]) == 2 and not uploads
+
+
+SIGNED = ("https://alice:hunter2@bucket.s3.amazonaws.com/data/shards-{000000..000009}.tar?X-Amz-Algorithm=AWS4&"
+          "X-Amz-Credential=AKIASECRETKEY%2F20260101%2Fus-east-1&X-Amz-Signature=5ecre7516&X-Amz-Expires=3600#frag")
+SECRETS = ("hunter2", "alice", "AKIASECRETKEY", "5ecre7516", "X-Amz", "frag")
+
+
+def test_push_publishes_no_url_credentials(run, tmp_path, capsys):
+    """A pre-signed data URL (and one with user:password@) reaches the card, config.json and eval.json
+    as its host and last part, through `vidiff push`; so does the config TensorBoard records."""
+    src = tmp_path / "run"
+    shutil.copytree(run, src)
+    ck = resolve_checkpoint(src)
+    config = json.loads((ck / "config.json").read_text())
+    config["data"]["source"] = SIGNED
+    config["data"]["image_source"] = "pipe:curl -s " + SIGNED.replace("shards", "stills")
+    (ck / "config.json").write_text(json.dumps(config))
+    report = {**REPORT, "real": SIGNED, "protocol": {**REPORT["protocol"], "real": {"kind": "generated",
+                                                                                    "source": SIGNED + ":frames=16"}}}
+    (src / "eval.json").write_text(json.dumps(report))
+    folder = tmp_path / "upload"
+    assert main(["push", str(src), "org/tiny", "--dry-run", "--folder", str(folder)]) == 0
+    assert "nothing was uploaded" in capsys.readouterr().out
+    assert {p.name for p in folder.iterdir()} >= {"README.md", "config.json", "eval.json", "model.safetensors"}
+    for f in folder.iterdir():
+        text = f.read_bytes().decode(errors="replace")
+        assert not [s for s in SECRETS if s in text], f.name
+    published = json.loads((folder / "config.json").read_text())["data"]
+    assert published["source"] == "bucket.s3.amazonaws.com/shards-{000000..000009}.tar"
+    assert published["image_source"] == "bucket.s3.amazonaws.com/stills-{000000..000009}.tar"
+    card = hf.ModelCard.load(folder / "README.md")
+    assert card.data.training_data == published["source"] and f"`{published['source']}/`" in card.text
+
+    from vidiff.config import Config
+    from vidiff.train.tracking import TensorBoardTracker
+    tracker = TensorBoardTracker(tmp_path / "tb-run", Config.from_dict(config))
+    tracker.close()
+    for f in (tmp_path / "tb-run").rglob("*"):
+        if f.is_file():
+            assert not [s for s in SECRETS if s.encode() in f.read_bytes()], f
+
+
 @pytest.mark.parametrize("spec,name", [
     ("builtin:moving-shapes?directions=right", "builtin:moving-shapes?directions=right"), ("", ""),
     ("hf://org/teacher", "hf://org/teacher"), ("/data/ucf101/", "ucf101"), ("C:\\data\\kinetics", "kinetics"),
-    ("pipe:aws s3 cp s3://bucket/shards-{000000..000009}.tar -", "shards-{000000..000009}.tar"),
-    ("https://host/data/shards-{0..9}.tar", "shards-{0..9}.tar")])
+    ("pipe:aws s3 cp s3://bucket/shards-{000000..000009}.tar -", "bucket/shards-{000000..000009}.tar"),
+    ("https://host/data/shards-{0..9}.tar", "host/shards-{0..9}.tar"),
+    (SIGNED, "bucket.s3.amazonaws.com/shards-{000000..000009}.tar"),
+    ("https://[::1/x.tar?sig=1", "x.tar")])
 def test_public_name(spec, name):
     assert public_name(spec) == name

@@ -25,3 +25,8 @@ class ConfigError(VidiffError, ValueError):
 class DivergenceError(VidiffError, FloatingPointError):
     """Training produced a loss, gradient or weights that are not finite. The message names the step and
     the last good checkpoint, which is never replaced by non-finite weights."""
+
+
+class OutputError(VidiffError, OSError):
+    """An output that cannot be written: a file where a folder is expected, a read-only folder, a full
+    disk. The message names the path and what to do; `errno` is the system's error number, if any."""

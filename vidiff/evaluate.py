@@ -22,7 +22,7 @@ import torch
 
 from vidiff import spread
 from vidiff.errors import DataError
-from vidiff.files import atomic_write, find_videos
+from vidiff.files import atomic_write, find_videos, writable
 from vidiff.metrics.errors import MetricsError
 from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats
 from vidiff.metrics.i3d import I3D_PICKLE_SHA256
@@ -47,10 +47,19 @@ def _weights_id(path) -> str:
 FORMAT_PREFERENCE = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".gif")
 
 
+def _sample_grid(f: Path) -> bool:
+    """Whether `f` is the grid.gif `vidiff sample` writes next to its clips (sample_000.mp4, …): all the
+    clips tiled into one picture, not a clip of its own."""
+    return f.name == "grid.gif" and any(f.parent.glob("sample_[0-9][0-9][0-9].*"))
+
+
 def clip_files(root: Path) -> list:
-    """One file per video under `root`: files that differ only by their extension are one video."""
+    """One file per video under `root`: files that differ only by their extension are one video; the
+    grid of a `vidiff sample` folder is none."""
     by_stem: dict = {}
     for f in find_videos(root):
+        if _sample_grid(f):
+            continue
         by_stem.setdefault(f.with_suffix(""), []).append(f)
     rank = {ext: i for i, ext in enumerate(FORMAT_PREFERENCE)}
     return [min(files, key=lambda f: rank.get(f.suffix.lower(), len(rank))) for _, files in sorted(by_stem.items())]
@@ -197,8 +206,9 @@ def evaluate(
     unknown = set(metrics) - set(METRICS)
     if unknown or not metrics:
         raise MetricsError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
-    if repeats < 1:
-        raise MetricsError(f"repeats must be at least 1, got {repeats}")
+    if repeats < 1 or num_frames < 1 or frame_stride < 1:
+        raise MetricsError(f"repeats ({repeats}), num_frames ({num_frames}) and frame_stride ({frame_stride}) must be "
+                           f"at least 1")
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else default_cache_dir() / "eval"
     fake_src = _Source(fake, num, num_frames, frame_stride, batch_size)
     real_num = fake_src.count if num is None and callable(real) else num  # generated real clips: as many as fake
@@ -324,6 +334,14 @@ def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] |
             return spec
         return resolve_source(spec)
 
+    for flag, value in [("--num-frames", args.num_frames), ("--frame-stride", args.frame_stride),
+                        ("--batch-size", args.batch_size), ("--repeats", args.repeats)]:
+        if value < 1:
+            raise MetricsError(f"{flag} {value}: must be at least 1")
+    if args.num is not None and args.num < 1:
+        raise MetricsError(f"--num-videos {args.num}: must be at least 1 (or leave it out for all)")
+    if args.out and spread.is_main():
+        writable(args.out, "--out", folder=False)  # before the features are computed, not after
     report = evaluate(
         source(args.real), source(args.fake),
         metrics=[m for m in args.metrics.split(",") if m.strip()],

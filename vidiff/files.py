@@ -7,17 +7,19 @@ over the destination, so a reader sees the old file or the new one, never half o
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from .errors import DataError, VidiffError
+from .errors import DataError, OutputError, VidiffError
 
 PathLike = Union[str, os.PathLike]
 
@@ -28,12 +30,42 @@ def _umask() -> int:
     return mask
 
 
+# a write that failed for want of room: the disk (or the quota, or the file size limit) is full
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _output_error(path: Path, e: OSError) -> OutputError:
+    """One line for a write to `path` that failed: a full disk named by where it is mounted, or the reason."""
+    if e.errno in _FULL:
+        where = Path(os.path.abspath(path.parent))
+        while not os.path.ismount(where) and where != where.parent:
+            where = where.parent
+        try:
+            free = f", {shutil.disk_usage(where).free / 2**20:.0f} MiB free"
+        except OSError:
+            free = ""
+        error = OutputError(f"cannot write {str(path)!r}: the disk is full (the file system mounted at {str(where)!r}"
+                            f"{free}); free some space there or write to another disk")
+    elif isinstance(e, (FileExistsError, NotADirectoryError)):  # a file where a folder of the path should be
+        error = OutputError(f"cannot write {str(path)!r}: a file is in the way of its folder {str(path.parent)!r}; "
+                            f"move it or write elsewhere")
+    else:
+        error = OutputError(f"cannot write {str(path)!r}: {e.strerror or e}; make {str(path.parent)!r} writable or "
+                            f"write elsewhere")
+    error.errno = e.errno  # (only errno: OSError's str would show its strerror and filename instead of the message)
+    return error
+
+
 def atomic_write(path: PathLike, content: Union[bytes, str, Callable[[str], None]]) -> Path:
     """Write `content` (bytes, text, or a function that writes the file at a given path) to `path`
-    atomically. Returns the path. On any failure the temporary file is removed and the error raised."""
+    atomically. Returns the path. On any failure the temporary file is removed and the error raised;
+    a folder that cannot be written and a full disk raise OutputError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _output_error(path, e) from e
     try:
         if callable(content):
             os.close(fd)
@@ -45,9 +77,35 @@ def atomic_write(path: PathLike, content: Union[bytes, str, Callable[[str], None
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a written file gets the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _FULL and not isinstance(e, OutputError):
+            raise _output_error(path, e) from e
         raise
+    return path
+
+
+def writable(path: PathLike, flag: str = "--out", *, folder: bool = True) -> Path:
+    """Check, before any work, that the output `path` given by `flag` can be written: a folder (created
+    later if missing) or, with `folder=False`, a file whose folder can hold it. Creates nothing; raises
+    OutputError naming the path and what to do."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"{flag} {str(path)!r} is a file, not a folder; give a folder (it is created if missing)")
+    if not folder and path.is_dir():
+        raise OutputError(f"{flag} {str(path)!r} is a folder; give the name of a file to write")
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{flag} {str(path)!r}: {str(existing)!r} is a file, not a folder; choose another {flag}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".vidiff-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{flag} {str(path)!r}: cannot write in {str(existing)!r} ({e.strerror or e}); make it "
+                          f"writable or choose another {flag}") from None
     return path
 
 

@@ -27,8 +27,9 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
-from .checkpoint import load_config, load_json, read_checkpoint
+from .checkpoint import load_config, load_json, load_weights, read_checkpoint
 from .config import DERIVED, Config
 from .errors import VidiffError
 from .files import atomic_write, read_metrics
@@ -56,7 +57,7 @@ class PublishError(VidiffError, ValueError):
 class RunFacts:
     """What the card says about a model: read from its checkpoint and, for a run, its run folder."""
     repo_id: str
-    config: Config
+    config: Config  # as published: public_config (the card repeats its names as they are)
     parameters: int
     step: Optional[int] = None  # training steps (a checkpoint's state.json)
     grid: Optional[Path] = None
@@ -92,7 +93,24 @@ def prepare_upload(source, folder, repo_id: str, *, license: str = "apache-2.0",
         atomic_write(folder / "eval.json", json.dumps(facts.evaluation, indent=2))
         written.append("eval.json")
     atomic_write(folder / "README.md", model_card(facts))
+    _check_loads(folder, source)
     return ["README.md", *written]
+
+
+def _check_loads(folder: Path, source) -> None:
+    """Load the built upload back (its config, then its weights into the network it describes, as
+    VideoDiffusion.from_pretrained does); a folder that does not load is removed and refused."""
+    from .unet import UNet3D
+    try:
+        load_weights(UNet3D(load_config(folder).model), folder / "model.safetensors")
+    except VidiffError as e:
+        for name in PUBLISHED:
+            (folder / name).unlink(missing_ok=True)
+        why = str(e).replace(str(folder) + "/", "").replace(str(folder), "the upload")
+        raise PublishError(f"{str(source)!r} cannot be published: the upload built from it does not load back "
+                           f"({why.split('; ')[0]}); its weights and config.json come from different runs (an "
+                           f"edited config.json, or an ema.safetensors of another run): publish a checkpoint "
+                           f"written by one run") from None
 
 
 def publish(source, repo_id: str, *, folder=None, private: bool = False, token=None, license: str = "apache-2.0",
@@ -110,33 +128,66 @@ def publish(source, repo_id: str, *, folder=None, private: bool = False, token=N
                              files=files)
 
 
+# a URL in a data spec or a report: scheme://[user:password@]host/path[?query][#fragment]
+_URL = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"]+")
+
+
+def _public_url(url: str) -> str:
+    """A URL as published: its host and its path's last part. The user:password@, the query string (a
+    pre-signed URL's credential and signature) and the fragment are dropped."""
+    try:
+        parts = urlsplit(url)
+        host, path = parts.hostname, parts.path
+    except ValueError:  # a malformed host ("http://[::1/x"): the path alone
+        host, path = None, re.split(r"[?#]", url.partition("://")[2])[0].partition("/")[2]
+    last = path.rstrip("/").rpartition("/")[2]
+    return "/".join(p for p in (host, last) if p)
+
+
 def public_name(spec: str) -> str:
-    """A local path or data spec as published: its last part ("/data/ucf101/" → "ucf101",
-    "pipe:aws s3 cp s3://b/shards-{0..9}.tar -" → "shards-{0..9}.tar"); built-in data and hf://
-    references as they are."""
+    """A local path, URL or data spec as published: its last part ("/data/ucf101/" → "ucf101",
+    "pipe:aws s3 cp s3://b/shards-{0..9}.tar -" → "b/shards-{0..9}.tar", a URL → its host and last
+    part, without credentials); built-in data and hf:// references as they are."""
     if not spec or spec.startswith(("builtin:", PREFIX)):
         return spec
+    urls = _URL.findall(spec)
+    if urls:
+        return _public_url(urls[-1])
     parts = [p for p in re.split(r"[/\\\s]+", spec) if p not in ("", "-")]
     return parts[-1] if parts else spec
 
 
 def public_config(config: Config) -> Config:
-    """`config` without the training machine's folders (see the module's docstring)."""
+    """`config` without the training machine's folders (see the module's docstring), and with no URL
+    in any other field carrying credentials."""
     d, c = config.data, config.conditioning
-    return replace(config, data=replace(d, source=public_name(d.source), image_source=public_name(d.image_source)),
-                   conditioning=replace(c, text_encoder=public_name(c.text_encoder)),
-                   distill=replace(config.distill, teacher=public_name(config.distill.teacher)))
+    config = replace(config, data=replace(d, source=public_name(d.source), image_source=public_name(d.image_source)),
+                     conditioning=replace(c, text_encoder=public_name(c.text_encoder)),
+                     distill=replace(config.distill, teacher=public_name(config.distill.teacher)))
+    return Config.from_dict(without_credentials(config.to_dict()))
+
+
+def without_credentials(value):
+    """`value` (a string, or dicts and lists of them) with every URL in it cut to its public form."""
+    if isinstance(value, dict):
+        return {k: without_credentials(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(without_credentials(v) for v in value)
+    if isinstance(value, str):
+        return _URL.sub(lambda m: _public_url(m.group()), value)
+    return value
 
 
 def _public_report(value):
-    """An evaluation report with its absolute paths (folders compared, weight files) cut to their last part."""
+    """An evaluation report with its absolute paths (folders compared, weight files) cut to their last
+    part, and its URLs to their public form."""
     if isinstance(value, dict):
         return {k: _public_report(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_public_report(v) for v in value]
     if isinstance(value, str) and re.match(r"(/|~|[A-Za-z]:\\)", value):
         return public_name(value)
-    return value
+    return without_credentials(value)
 
 
 def _clear(folder: Path) -> Path:
@@ -210,7 +261,7 @@ def describe_data(config: Config) -> str:
     d = config.data
     builtin = d.source.startswith("builtin:moving-shapes")
     what = (MOVING_SHAPES + (f", as `{d.source}`" if "?" in d.source else "") if builtin
-            else f"a folder of videos (`{public_name(d.source)}/`)")
+            else f"a folder of videos (`{d.source}/`)")
     shape = f"{d.frames} frames of {d.size}×{d.size}"
     extra = [f"every {d.frame_stride}th frame" if d.frame_stride > 1 else "",
              f"read at {d.fps:g} fps" if d.fps else "", "random horizontal flips" if d.flip else "",
@@ -246,7 +297,7 @@ def model_card(facts: RunFacts) -> str:
         else None, tags=["vidiff", "video-diffusion", "video-generation", task_of(c)],
         eval_results=_eval_results(hf, facts) or None, model_name=facts.repo_id,
         preset=preset_of(c) or "custom", parameters=facts.parameters, training_steps=facts.step,
-        training_data=public_name(c.data.source),
+        training_data=c.data.source,
         frames=c.data.frames, resolution=c.data.size, conditioning=c.conditioning.kind)
     body = "\n\n".join(part for part in (_intro(facts), _usage(facts), _model(facts), _training(facts),
                                          _evaluation(facts), _license_and_citation(facts)) if part)
@@ -259,7 +310,7 @@ def _eval_results(hf, facts: RunFacts) -> list:
         return []
     protocol = report.get("protocol", {})
     builtin = c.data.source.startswith("builtin:moving-shapes")
-    name = "Moving shapes (vidiff built-in)" if builtin else public_name(c.data.source)
+    name = "Moving shapes (vidiff built-in)" if builtin else c.data.source
     return [hf.EvalResult(task_type=task_of(c), dataset_type=c.data.source, dataset_name=name, metric_type=m,
                           metric_value=float(report[m]), metric_name=m.upper(),
                           metric_config=protocol.get("fvd_name") if m in ("fvd", "kvd") else None)

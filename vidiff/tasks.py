@@ -222,11 +222,13 @@ def extend(model, video: Optional[torch.Tensor], target_frames: int, *, window: 
 def interpolate(model, video: torch.Tensor, factor: int, *, method: str = "reconstruction",
                 reconstruction_weight: Optional[float] = None, sampler: Optional[str] = None,
                 steps: Optional[int] = None, options: Optional[dict] = None, clip: Optional[bool] = None,
-                guidance: Optional[float] = None, prompt=None, class_label=None, seed: int = 0) -> torch.Tensor:
+                guidance: Optional[float] = None, prompt=None, class_label=None, seed: int = 0,
+                progress: bool = False) -> torch.Tensor:
     """Temporal interpolation by `factor` k: frame i of `video` (b c n h w) becomes frame k·i of the
     result, (b c (n−1)k+1 h w), and the k−1 frames between are generated. Each window of the model
     conditions on the keyframes at 0, k, 2k, … in it; windows advance by the largest multiple of k
-    that fits, sharing one keyframe (frames after a window's last keyframe are dropped)."""
+    that fits, sharing one keyframe (frames after a window's last keyframe are dropped). `progress`
+    shows a bar over the windows."""
     setup = _prepare(model, video.shape[0], method=method, seed=seed, sampler=sampler, steps=steps, options=options,
                      clip=clip, guidance=guidance, reconstruction_weight=reconstruction_weight, prompt=prompt,
                      class_label=class_label)
@@ -240,17 +242,19 @@ def interpolate(model, video: torch.Tensor, factor: int, *, method: str = "recon
     if n < 2:
         raise ConditioningError(f"video has {n} frame(s); interpolation needs at least 2")
     with _inference(model):
-        return _interpolate(setup, video, factor)
+        return _interpolate(setup, video, factor, progress)
 
 
-def _interpolate(setup: _Setup, video: torch.Tensor, factor: int) -> torch.Tensor:
+def _interpolate(setup: _Setup, video: torch.Tensor, factor: int, progress: bool = False) -> torch.Tensor:
+    from tqdm.auto import tqdm
     b, c, n = video.shape[:3]
     window = setup.frames
     stride = factor * ((window - 1) // factor)  # frames between a window's first and last keyframe
     total = (n - 1) * factor + 1
     out = torch.zeros(b, c, total, *setup.size, device=setup.device)
     out[:, :, ::factor] = video
-    for j, start in enumerate(range(0, total - 1, stride)):
+    starts = range(0, total - 1, stride)
+    for j, start in enumerate(tqdm(starts, desc="interpolating", unit="window", disable=not progress)):
         pos = torch.arange(window, device=setup.device)
         known = ((pos % factor == 0) & (start + pos < total)).reshape(1, 1, window, 1, 1)
         x_a = torch.zeros(b, c, window, *setup.size, device=setup.device)

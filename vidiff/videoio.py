@@ -8,9 +8,11 @@ does not end in the real suffix, so every writer names its format explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import av
 import numpy as np
@@ -18,7 +20,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from vidiff.data.video_reader import ShortVideoError, decode_frames, probe_video
+from vidiff.data.video_reader import ShortVideoError, VideoInfo, decode_frames, probe_video
 from vidiff.errors import DataError
 from vidiff.files import atomic_write
 
@@ -40,6 +42,47 @@ def to_uint8(video: torch.Tensor) -> torch.Tensor:
     return rearrange(x, "c f h w -> f h w c").contiguous()
 
 
+def probe(path: str | os.PathLike, fps: float | None = None) -> VideoInfo:
+    """What :func:`read_video` would read of a video file: its length in frames at ``fps`` (default: its
+    nominal rate), size and timing, from its metadata and first frame. Raises DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a video file" if path.is_dir() else "not found"
+        raise DataError(f"{path}: {what}; check the path")
+    with _decode_errors(path):
+        return probe_video(path, fps)
+
+
+@contextlib.contextmanager
+def _decode_errors(path: Path):
+    """Errors of decoding `path` as one DataError naming it."""
+    try:
+        yield
+    except DataError:
+        raise
+    except FileNotFoundError as e:  # removed between the check and the decoder opening it
+        raise DataError(f"{path}: not found; check the path") from e
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise DataError(
+            f"{path}: cannot be decoded as a video ({type(e).__name__}: {e}); the file is corrupt, truncated or "
+            f"not a video; re-encode it (e.g. `ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`) or remove it"
+        ) from e
+
+
+def _decoded(info: VideoInfo, slots: range, **decode) -> Optional[np.ndarray]:
+    """The frames at `slots` (:func:`decode_frames` with `decode`'s keywords); a file that ends before its
+    metadata said gives what it has; None for no frames."""
+    if not len(slots):
+        return None
+    with _decode_errors(Path(info.path)):
+        try:
+            return decode_frames(info, list(slots), **decode)
+        except ShortVideoError as e:  # the file ends before its metadata said: what it has
+            slots = [k for k in slots if k < e.frames_decoded]
+            info = replace(info, num_frames=e.frames_decoded)
+            return decode_frames(info, slots, **decode) if slots else None
+
+
 def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_stride: int = 1,
                fps: float | None = None) -> torch.Tensor:
     """Decode a video file (any container/codec FFmpeg reads) to uint8 RGB frames (f h w c), by
@@ -51,29 +94,35 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_str
     Raises DataError when the file is missing, cannot be decoded, or has no frames."""
     if (max_frames is not None and max_frames < 1) or frame_stride < 1:
         raise ValueError(f"max_frames and frame_stride must be >= 1, got {max_frames} and {frame_stride}")
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a video file" if path.is_dir() else "not found"
-        raise DataError(f"{path}: {what}; check the path")
-    try:
-        info = probe_video(path, fps)
-        slots = range(0, info.num_frames, frame_stride)[:max_frames]
-        frames = list(decode_frames(info, list(slots))) if len(slots) else []
-    except ShortVideoError as e:  # the file ends before its metadata said: what it has
-        info = replace(info, num_frames=e.frames_decoded)
-        frames = list(decode_frames(info, list(range(0, info.num_frames, frame_stride)[:max_frames])))
-    except DataError:
-        raise
-    except FileNotFoundError as e:  # removed between the check above and the decoder opening it
-        raise DataError(f"{path}: not found; check the path") from e
-    except (av.FFmpegError, OSError, ValueError) as e:
-        raise DataError(
-            f"{path}: cannot be decoded as a video ({type(e).__name__}: {e}); the file is corrupt, truncated or "
-            f"not a video; re-encode it (e.g. `ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`) or remove it"
-        ) from e
-    if not frames:
+    info = probe(path, fps)
+    frames = _decoded(info, range(0, info.num_frames, frame_stride)[:max_frames])
+    if frames is None:
         raise DataError(f"{path}: cannot be decoded: the video has no frames; re-encode or remove it")
-    return torch.from_numpy(np.stack(frames))  # (f, h, w, c)
+    return torch.from_numpy(frames)  # (f, h, w, c)
+
+
+def read_clip(path: str | os.PathLike, size, max_frames: int | None = None, *, progress: bool = False) -> torch.Tensor:
+    """A video file → float (1 c f h w) in [−1, 1], as training reads it: each frame resized (area) as it
+    is decoded so that it covers `size` (h, w), keeping the aspect ratio, then centre-cropped; memory
+    holds the result and one frame at the file's size. `progress` shows a bar."""
+    from tqdm.auto import tqdm
+
+    from vidiff.data.transforms import center_crop, cover_shape, parse_size, to_model_video
+    info = probe(path)
+    slots = range(info.num_frames)[:max_frames]
+    h, w = parse_size(size)
+
+    def crop(frame: np.ndarray) -> np.ndarray:
+        bar.update()
+        return center_crop(frame[None], h, w)[0]
+
+    with tqdm(total=len(slots), desc=f"reading {Path(path).name}", unit="frame", disable=not progress) as bar:
+        frames = _decoded(info, slots, hw=cover_shape(info.height, info.width, h, w), transform=crop)
+        bar.n = bar.total  # a frame held over several slots is cropped once
+        bar.refresh()
+    if frames is None:
+        raise DataError(f"{path}: cannot be decoded: the video has no frames; re-encode or remove it")
+    return to_model_video(frames)[None]  # (1 c f h w)
 
 
 def write_mp4(path: str | os.PathLike, video: torch.Tensor, fps: int = 8, crf: int = 18) -> None:

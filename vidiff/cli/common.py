@@ -129,7 +129,13 @@ def sampling_request(args) -> dict:
 
 
 def load_model(args):
+    """The model of --checkpoint, once --out and --fps are known to be usable (a bad output fails before any work)."""
+    from ..errors import VidiffError
+    from ..files import writable
     from ..pipeline import VideoDiffusion
+    if args.fps < 1:
+        raise VidiffError(f"--fps {args.fps}: the frame rate of the written videos must be at least 1")
+    writable(args.out)
     return VideoDiffusion.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=spread.local_device())
 
 
@@ -186,23 +192,11 @@ def save_results(videos: torch.Tensor, args, what: str = "") -> None:
           f"sample_*.mp4, sample_*.gif, grid.gif, frames.png, samples.safetensors")
 
 
-def read_clip(path, size, max_frames=None) -> torch.Tensor:
-    """A video file → float (1 c f h w) in [−1, 1]: resized (area) so that it covers `size` (h, w),
-    keeping the aspect ratio, then centre-cropped."""
-    import torch.nn.functional as F
-    from einops import rearrange
-
-    from ..data.transforms import cover_shape, parse_size
-    from ..videoio import read_video
-    frames = read_video(path, max_frames=max_frames)  # (f h w c) uint8
-    x = rearrange(frames, "f h w c -> f c h w").float() / 127.5 - 1
-    h, w = parse_size(size)
-    ch, cw = cover_shape(x.shape[-2], x.shape[-1], h, w)
-    if (ch, cw) != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=(ch, cw), mode="area" if ch <= x.shape[-2] else "bilinear")
-    top, left = (ch - h) // 2, (cw - w) // 2
-    x = x[:, :, top:top + h, left:left + w].clamp(-1, 1)
-    return rearrange(x, "f c h w -> 1 c f h w")
+def read_clip(path, size, max_frames=None, progress: bool = False) -> torch.Tensor:
+    """A video file → float (1 c f h w) in [−1, 1], resized to cover `size` and centre-cropped
+    (:func:`vidiff.videoio.read_clip`)."""
+    from ..videoio import read_clip as read
+    return read(path, size, max_frames, progress=progress)
 
 
 # ---- conditional tasks -------------------------------------------------------------------------

@@ -38,11 +38,14 @@ def run(args) -> None:
     from .. import spread
     from ..data.prepare import parse_bytes, prepare_shards
     from ..errors import VidiffError
-    from ..files import atomic_write
+    from ..files import atomic_write, writable
     if args.frames < 1 or args.size < 1:
         raise VidiffError(f"--frames {args.frames} --size {args.size}: both must be positive")
     if args.workers != "auto" and not args.workers.isdigit():
         raise VidiffError(f"--workers {args.workers}: give a number of processes or auto")
+    if args.fps is not None and not args.fps > 0:
+        raise VidiffError(f"--fps {args.fps:g}: give a positive frame rate, or leave it out to read each file's own")
+    writable(args.out, "out")
     size = (args.size, args.size)
     workers = max(1, spread.usable_cores() - 1) if args.workers == "auto" else int(args.workers)
     options = {"split": args.split, "camera": args.camera, "annotations": args.annotations} \

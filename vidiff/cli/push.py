@@ -25,8 +25,11 @@ def register(sub) -> None:
 
 def run(args) -> None:
     one_process("push")
+    from ..files import writable
     from ..publish import publish
     folder = args.folder or (str(Path(args.run) / "hub") if args.dry_run else None)
+    if folder is not None:
+        writable(folder, "--folder")
     result = publish(args.run, args.repo_id, folder=folder, private=args.private, token=args.token,
                      license=args.license, eval_report=args.eval_report, commit_message=args.message,
                      upload=not args.dry_run)

@@ -281,18 +281,20 @@ def _decode_from_start(info: VideoInfo, indices: list[int], targets: list[Fracti
 
 
 def decode_frames(
-    info: VideoInfo, indices: list[int], hw: tuple[int, int] | None = None, seek: bool = True
+    info: VideoInfo, indices: list[int], hw: tuple[int, int] | None = None, seek: bool = True,
+    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
 ) -> np.ndarray:
     """The frames shown at the sorted slot ``indices`` of a video (slot k at k / info.fps seconds after
     its first frame), as uint8 RGB (f, h, w, c).
 
     With ``seek`` (and timestamps) decoding starts at the keyframe before ``indices[0]``; otherwise, or
     where the seek cannot place the frames, at the start of the file. ``hw`` resizes the frames (area
-    filter) while converting. Raises :class:`DataError` when the file cannot be decoded, and
-    :class:`ShortVideoError` when it ends before the last slot needed.
+    filter) while converting. ``transform`` maps each RGB frame (h, w, c) as soon as it is decoded, so
+    only its results are held (the frames are then its outputs, stacked). Raises :class:`DataError`
+    when the file cannot be decoded, and :class:`ShortVideoError` when it ends before the last slot needed.
     """
     targets = [Fraction(i) / info.fps for i in indices]
-    convert = lambda frame: _rgb(frame, info.path, hw)
+    convert = lambda frame: _rgb(frame, info.path, hw) if transform is None else transform(_rgb(frame, info.path, hw))
     try:
         picked = None
         if seek and info.time_base is not None and indices[0] > 0:

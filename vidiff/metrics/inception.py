@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -213,14 +214,23 @@ def load_inception_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"Inception weights not found at {path}. {INCEPTION_HINT}")
+    not_weights = (f"{path} is not FID InceptionV3 weights: {{}}; give pt_inception-2015-12-05-6726825d.pth or its "
+                   f"safetensors conversion")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise MetricsError(not_weights.format(f"not a safetensors file ({e})")) from None
     _check_hash_in_name(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no arbitrary objects
-    if not isinstance(state, dict):
-        raise MetricsError(f"{path} does not hold a state dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no arbitrary objects
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
+        raise MetricsError(not_weights.format(f"torch.load reads no state dict of tensors from it "
+                                              f"({type(e).__name__})")) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MetricsError(not_weights.format("it does not hold a state dict of tensors"))
     return state
 
 

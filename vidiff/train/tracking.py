@@ -24,6 +24,7 @@ import torch
 
 from ..config import Config, ConfigError
 from ..files import atomic_write
+from ..publish import without_credentials
 
 WANDB_RUN_FILE = "wandb_run.json"
 
@@ -52,7 +53,8 @@ class TensorBoardTracker(Tracker):
     def __init__(self, out_dir: Path, cfg: Config, start_step: int = 0):
         from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_step + 1 if start_step else None)
-        self.writer.add_text("config", f"```json\n{cfg.to_json()}\n```", start_step)
+        config = json.dumps(without_credentials(cfg.to_dict()), indent=2)  # TensorBoard logs get shared
+        self.writer.add_text("config", f"```json\n{config}\n```", start_step)
 
     def scalars(self, step: int, **named) -> None:
         for key, value in named.items():
@@ -87,7 +89,8 @@ class WandbTracker(Tracker):
             atomic_write(record, json.dumps({"id": run_id}) + "\n")
         try:
             self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "vidiff", name=out_dir.name, id=run_id,
-                                  resume="allow", dir=str(out_dir), config=cfg.to_dict(), allow_val_change=True)
+                                  resume="allow", dir=str(out_dir), config=without_credentials(cfg.to_dict()),
+                                  allow_val_change=True)
         except wandb.errors.Error as e:  # not logged in, no network, a bad entity or project
             raise ConfigError(f"Weights & Biases could not start a run: {str(e).rstrip('.')}; log in with `wandb "
                               f"login` (or set WANDB_API_KEY), set WANDB_MODE=offline to write the run's files only, "
