@@ -87,7 +87,8 @@ def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], opt
         _write_checkpoint(tmp, model, ema, optimizer, config, state)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        where = f"{e.filename} of checkpoint {str(final)!r}" if e.filename else f"checkpoint {str(final)!r}"
+        name = getattr(e, "path", None) or e.filename  # an OutputError names the file it failed on as its path
+        where = f"{name} of checkpoint {str(final)!r}" if name else f"checkpoint {str(final)!r}"
         if e.errno == errno.ENOSPC:
             need = _tensor_bytes(model, ema, *(optimizer or {}).get("state", {}).values())
             free = shutil.disk_usage(ckdir).free if ckdir.exists() else 0

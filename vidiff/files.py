@@ -52,7 +52,8 @@ def _output_error(path: Path, e: OSError) -> OutputError:
     else:
         error = OutputError(f"cannot write {str(path)!r}: {e.strerror or e}; make {str(path.parent)!r} writable or "
                             f"write elsewhere")
-    error.errno = e.errno  # (only errno: OSError's str would show its strerror and filename instead of the message)
+    error.errno = e.errno  # (not filename: OSError's str would show its strerror and filename instead of the message)
+    error.path = str(path)
     return error
 
 
