@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .. import spread
 from ..checkpoint import (
     list_checkpoints,
     load_json,
@@ -148,7 +149,7 @@ def _initial_weights(cfg: Config, net: torch.nn.Module, ema: torch.nn.Module, ck
 def build_trainer(cfg: Config, device: torch.device, start_step: int = 0, ck: Optional[Path] = None) -> Trainer:
     """The trainer of a new run, or of a run resumed from checkpoint `ck` (weights, EMA, optimiser
     and RNG state: exact resume)."""
-    rank, world, _ = distributed.dist_info()
+    rank, world = spread.rank(), spread.world()
     tr = cfg.train
     torch.manual_seed(tr.seed)
     model = VideoDiffusion(cfg).to(device)
