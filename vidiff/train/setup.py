@@ -34,8 +34,8 @@ from .loader import JointImageVideo
 
 log = logging.getLogger("vidiff.train")
 # What a resumed run may change besides the train and sample sections: where the data lives and how
-# it is read, not what it is.
-RESUMABLE = ("data.source", "data.num_workers", "data.skip_bad_files")
+# it is read (and its captions' encodings kept), not what it is.
+RESUMABLE = ("data.source", "data.num_workers", "data.skip_bad_files", "conditioning.text_cache_captions")
 
 
 # ---- data and configuration --------------------------------------------------------------------
