@@ -370,3 +370,12 @@ def test_class_labels_are_not_read_back_from_the_device():
     assert cond.training({"label": torch.tensor([2, 1])}, keep, "cpu")["class_labels"].tolist() == [2, -1]
     with pytest.raises(ConditioningError, match="class label 3, but the model has 3 classes 0..2"):
         cond.training({"label": torch.tensor([1, 3])}, keep, "cpu")
+
+
+def test_a_class_conditional_network_compiles_to_one_graph():
+    """Reading the labels' maximum back broke the compiled graph (7 breaks in this tiny UNet)."""
+    import torch._dynamo as dynamo
+    net = UNet3D(UNetConfig(**{**TINY.to_dict(), "num_classes": 3}))
+    explained = dynamo.explain(lambda x: net(x, torch.zeros(2), class_labels=torch.tensor([0, -1])).square().mean())(
+        torch.randn(2, 3, 4, 8, 8))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons[:2]
