@@ -252,3 +252,10 @@ def test_every_collective_of_a_training_run_is_on_its_device(tmp_path):
         assert {c["fn"] for c in calls} >= {"broadcast", "all_reduce", "all_gather", "all_gather_object"}
         tensor_calls = [c for c in calls if not c["fn"].endswith("_object")]
         assert all(c["devices"] == [c["expected"]] for c in tensor_calls), tensor_calls
+
+
+def test_compile_uses_cuda_graphs_for_one_process_on_a_gpu():
+    from vidiff.train.setup import compile_mode
+    assert compile_mode(torch.device("cuda", 0), alone=True) == "reduce-overhead"  # static shapes: one launch
+    assert compile_mode(torch.device("cuda", 0), alone=False) == "default"  # DDP / FSDP hooks
+    assert compile_mode(torch.device("cpu"), alone=True) == "default"
