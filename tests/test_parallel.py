@@ -96,7 +96,7 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
     assert "batch 4 = 1 per process × 2 accumulation steps × 2 processes (fsdp)" in run.stderr  # the log says how
 
 
-GPU_CHECK = ["bench/gpu_check.py", "--presets", "cpu-tiny", "--skip-launch"]
+GPU_CHECK = ["bench/gpu_check.py", "--presets", "cpu-tiny", "--skip-launch", "--sample-batch", "2", "--pc-steps", "3"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
@@ -117,6 +117,11 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
     assert set(tiny["train"]) == {"none", "norms", "norms+attention", "checkpointing"}
     assert all(len(t["points"]) == 2 for t in tiny["train"].values()) and tiny["sample"]["finite"]
     assert report["fused_norm"]["ok"] and "| cpu-tiny | 0.2M | norms |" in run.stdout
+    speed = tiny["throughput"]  # clips/s and TFLOP/s from the counted FLOPs; videos/s of both samplers
+    assert speed["train"]["batch"] == 2 and speed["train"]["flops_per_clip"] > 0 and speed["train"]["tflops"] > 0
+    assert {k: (v["batch"], v["finite"]) for k, v in speed.items() if k != "train"} == {"dpmpp-2m-20": (2, True),
+                                                                                     "pc-3": (2, True)}
+    assert "| cpu-tiny | 2 |" in run.stdout
 
 
 def test_fp16_with_fsdp_is_refused():
