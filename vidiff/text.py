@@ -265,7 +265,11 @@ class EmbeddingCache:
             chunk = missing[s : s + step]
             tokens, mask = self.encoder.encode(chunk)  # (c, n, d), (c, n) on the encoder's device
             for caption, t, n in zip(chunk, tokens, mask.sum(1).tolist()):  # one sync per chunk
-                encoded[caption] = self._keep(caption, t[:n].clone())  # padding is always at the end
+                # storage in a few sizes (lengths rounded up to 8 tokens): a dropped entry's memory is
+                # reused exactly by a later one, so a bounded cache's footprint stays flat (no fragmentation)
+                entry = t.new_zeros(min(-(-n // 8) * 8, self.encoder.max_length), self.dim)
+                entry[:n] = t[:n]  # padding is always at the end
+                encoded[caption] = self._keep(caption, entry[:n])
         return encoded
 
     def _keep(self, caption: str, entry: Tensor) -> Tensor:
