@@ -301,3 +301,14 @@ def test_training_keeps_a_bounded_number_of_captions():
         assert out["text_tokens"].device == cond.encoder.device == torch.device("cpu")
         assert out["text_mask"][0].any() and not out["text_mask"][1].any()  # the dropped one is ∅
     assert len(cond._cache) == 3 and cond._cache.captions == ["caption 7", "caption 8", "caption 9"]
+
+
+def test_the_caption_cache_size_may_change_on_resume():
+    from vidiff.config import ConfigError
+    from vidiff.presets import get_preset
+    from vidiff.train.setup import resume_config
+    saved = get_preset("cpu-tiny").override(["conditioning.kind=text"])
+    assert resume_config(saved, saved.override(["conditioning.text_cache_captions=100"])).conditioning \
+        .text_cache_captions == 100
+    with pytest.raises(ConfigError, match="text_cache_captions must be >= 1"):
+        saved.override(["conditioning.text_cache_captions=0"])
