@@ -50,7 +50,8 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_train_step.py
 
-# every paper preset on this GPU (memory, speed, DDP / FSDP / compile through torchrun); fails without a GPU
+# every paper preset on this GPU (memory, speed, throughput, DDP / FSDP / compile through torchrun, NCCL with 2+ GPUs);
+# fails without a GPU
 gpu-check: $(STAMP)
 	$(BIN)/python bench/gpu_check.py --out runs/gpu-check.json
 

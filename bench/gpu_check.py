@@ -6,10 +6,15 @@ For each preset: a bf16 training step (the loss, backward and fused AdamW of a r
 preset's frames and size, joint-training images included) at batch 1 and 2 under four recompute
 settings (s/step, peak memory; memory per sample = the difference; the largest batch for a 24 / 40 /
 80 GB card is DERIVED from these two measurements), and a 20-step DPM-Solver++ sample (time, peak
-memory). Then the fused normalisation's GPU path against the plain one under autocast, and
-`vidiff train` through torchrun with one process under DDP, FSDP and torch.compile. Writes a JSON
-report and prints the memory table in the format of docs/training.md ("What fits"). No download: the
-data is built in and a text model gets random token embeddings of the text encoder's width.
+memory). Then, with the preset's own recompute setting, THROUGHPUT: training at the largest batch
+that fits this card (clips/s; TFLOP/s counted from the network's forward + backward FLOPs by torch's
+FlopCounterMode; the fraction of the card's dense bf16 peak, named in the report) and sampling at
+batch `--sample-batch` (videos/s, DPM-Solver++ 20 steps and PC `--pc-steps`). Then the fused
+normalisation's GPU path against the plain one under autocast, `vidiff train` through torchrun with
+one process under DDP, FSDP and torch.compile, and with 2 or more GPUs vidiff's training step in 2
+processes over NCCL against one process (the same batch per GPU). Writes a JSON report and prints the
+tables in the format of docs/training.md ("What fits"). No download: the data is built in and a text
+model gets random token embeddings of the text encoder's width.
 
 It needs an NVIDIA GPU and stops with an error without one; `--device cpu --presets cpu-tiny
 --skip-launch` runs the same code in fp32 on the CPU to check the script itself (tests do).
@@ -26,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from vidiff.diffusion import Denoiser, DiffusionLoss
 from vidiff.layers import ResBlock, joint_attention_mask
@@ -42,6 +48,10 @@ RECOMPUTE = [("none", dict(recompute_norms=False, recompute_attention=False, gra
              ("norms+attention", dict(recompute_norms=True, recompute_attention=True, gradient_checkpointing=False)),
              ("checkpointing", dict(recompute_norms=False, recompute_attention=False, gradient_checkpointing=True))]
 CARDS_GB = (24, 40, 80)
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s, by a part of the
+# device's name (the first that matches); --peak-tflops for another card.
+BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
+                    ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0))
 
 
 def model_config(name: str):
@@ -126,8 +136,8 @@ def largest_batches(points: list) -> dict:
 
 
 @torch.no_grad()
-def sample_cost(cfg, net, device, amp, steps: int = 20, b: int = 1) -> dict:
-    call = resolve_sampling(cfg.sample, cfg.diffusion, sampler="dpmpp-2m", steps=steps)
+def sample_cost(cfg, net, device, amp, steps: int = 20, b: int = 1, sampler: str = "dpmpp-2m") -> dict:
+    call = resolve_sampling(cfg.sample, cfg.diffusion, sampler=sampler, steps=steps)
     denoiser = Denoiser(net.eval(), cfg.diffusion.prediction)
     shape = (b, cfg.model.in_channels, cfg.data.frames, cfg.data.size, cfg.data.size)
     noise = Noise(range(b), device=device)
@@ -135,10 +145,75 @@ def sample_cost(cfg, net, device, amp, steps: int = 20, b: int = 1) -> dict:
     with Meter(device) as m, torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         x = call(denoiser, initial_noise(shape, noise, device=device), noise, cond=cond)
     net.train()
-    return {"steps": steps, "batch": b, "seconds": m.seconds, "peak_gb": m.peak_gb, "finite": bool(x.isfinite().all())}
+    return {"sampler": sampler, "steps": steps, "batch": b, "seconds": m.seconds, "videos_per_second": b / m.seconds,
+            "peak_gb": m.peak_gb, "finite": bool(x.isfinite().all())}
 
 
-def check_preset(name: str, device, amp: bool) -> dict:
+def flops_per_clip(cfg, net, device, amp) -> int:
+    """The network's FLOPs for one clip's training forward + backward (nothing recomputed), counted by
+    FlopCounterMode at batch 1: the work a step does per clip, whatever its batch."""
+    set_recompute(net, RECOMPUTE[0][1])
+    loss_fn = DiffusionLoss(cfg.diffusion.loss_weighting, **cfg.diffusion.schedule())
+    frames = cfg.data.frames + cfg.data.image_frames
+    x = torch.randn(1, cfg.model.in_channels, frames, cfg.data.size, cfg.data.size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(Denoiser(net, cfg.diffusion.prediction), x, condition(cfg, 1, device)).mean()
+        loss.backward()
+    net.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def bf16_peak_tflops(device_name: str, given) -> tuple:
+    """(the card's dense bf16 peak in TFLOP/s or None, where the number comes from)."""
+    if given:
+        return given, "--peak-tflops"
+    for part, tflops in BF16_PEAK_TFLOPS:
+        if part in device_name:
+            return tflops, f"NVIDIA data sheet, {part} (dense bf16)"
+    return None, f"unknown card {device_name!r}: pass --peak-tflops"
+
+
+def fitting_batch(fit: dict, device) -> int:
+    """The largest batch this card holds by the batch-1/batch-2 memory model, with a 10% margin (2 on
+    the CPU, where memory is not measured: the script's own check)."""
+    if device.type != "cuda" or "per_sample_gb" not in fit:
+        return 2
+    card_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return max(1, int((0.9 * card_gb - fit["fixed_gb"]) / fit["per_sample_gb"]))
+
+
+def train_throughput(cfg, net, opt, device, amp, fit: dict, flops: int, peak) -> dict:
+    """Training clips/s at the largest batch that fits (smaller by a fifth after each out-of-memory)."""
+    set_recompute(net, {k: getattr(cfg.model, k) for k in RECOMPUTE[0][1]})  # the preset's own setting
+    b = fitting_batch(fit, device)
+    while True:
+        try:
+            r = train_steps(cfg, net, opt, b, device, amp, repeats=3)
+            break
+        except torch.OutOfMemoryError:
+            if b == 1:
+                return {"error": "out of memory at batch 1"}
+            torch.cuda.empty_cache()
+            b = max(1, b * 4 // 5)
+    clips = b / r["seconds_per_step"]
+    tflops = flops * clips / 1e12
+    return {**r, "clips_per_second": clips, "flops_per_clip": flops, "tflops": tflops,
+            "fraction_of_peak": tflops / peak if peak else None}
+
+
+def throughput(cfg, net, opt, device, amp, fit: dict, peak, sample_batch: int, pc_steps: int) -> dict:
+    out = {"train": train_throughput(cfg, net, opt, device, amp, fit, flops_per_clip(cfg, net, device, amp), peak)}
+    for sampler, steps in (("dpmpp-2m", 20), ("pc", pc_steps)):
+        try:
+            out[f"{sampler}-{steps}"] = sample_cost(cfg, net, device, amp, steps, sample_batch, sampler)
+        except torch.OutOfMemoryError as e:
+            out[f"{sampler}-{steps}"] = {"error": f"out of memory: {str(e)[:200]}"}
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    return out
+
+
+def check_preset(name: str, device, amp: bool, args, peak) -> dict:
     cfg = model_config(name)
     with torch.device(device):
         net = UNet3D(cfg.model)
@@ -155,6 +230,9 @@ def check_preset(name: str, device, amp: bool) -> dict:
             report["train"][label] = {"error": f"out of memory: {str(e)[:200]}"}
         print(f"{name:22s} {label:16s} {json.dumps(report['train'][label].get('points', report['train'][label]))}",
               flush=True)
+    report["throughput"] = throughput(cfg, net, opt, device, amp, report["train"].get("norms", {}), peak,
+                                      args.sample_batch, args.pc_steps)
+    print(f"{name:22s} throughput       {json.dumps(report['throughput'])}", flush=True)
     del opt
     report["sample"] = sample_cost(cfg, net, device, amp)
     print(f"{name:22s} sample           {json.dumps(report['sample'])}", flush=True)
@@ -203,6 +281,88 @@ def launch(tmp: Path, label: str, preset: str, sets: list, timeout: int) -> dict
     return result
 
 
+SCALING_PRESET = "bair-64x64"
+
+
+def scaling_child(path: str, per_gpu: int, steps: int, preset: str = SCALING_PRESET) -> None:
+    """Under torchrun: vidiff's own training step (DDP, its collectives on each process's GPU over the
+    group `spread.init` makes), `per_gpu` clips per GPU, `steps` timed after 3 warm-up steps; rank 0
+    writes the result to `path`."""
+    import torch.distributed as dist
+
+    from vidiff import spread
+    from vidiff.train.setup import build_trainer
+    from vidiff.train.step import train_step
+    device = spread.local_device()
+    spread.init(device)
+    cfg = get_preset(preset).override([f"train.batch_size={per_gpu * spread.world()}"])
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    t = build_trainer(cfg, device)
+    shape = (cfg.model.in_channels, cfg.data.frames, cfg.data.size, cfg.data.size)
+    batch = {"video": torch.rand(per_gpu, *shape) * 2 - 1, "label": torch.zeros(per_gpu, dtype=torch.long),
+             "caption": [""] * per_gpu}
+    for step in range(3):
+        train_step(t, batch, step)
+    sync()
+    t0 = time.perf_counter()
+    for step in range(3, 3 + steps):
+        loss, _ = train_step(t, batch, step)  # the loss is read back every step, as training does
+    sync()
+    seconds = time.perf_counter() - t0
+    if spread.is_main():
+        Path(path).write_text(json.dumps({"processes": spread.world(), "backend": str(dist.get_backend())
+                                          if dist.is_initialized() else "none", "batch_per_gpu": per_gpu,
+                                          "seconds_per_step": seconds / steps, "loss": loss,
+                                          "clips_per_second": per_gpu * spread.world() * steps / seconds}))
+    if dist.is_initialized():
+        dist.barrier()  # no process leaves the group while another still uses it
+    spread.finish()
+
+
+def nccl_scaling(tmp: Path, per_gpu: int, steps: int, timeout: int) -> dict:
+    """2 processes (one GPU each, NCCL) against 1, the same clips per GPU: clips/s and the efficiency
+    (2 processes' clips/s over twice one's). Needs 2 GPUs."""
+    if torch.cuda.device_count() < 2:
+        return {"ok": True, "skipped": f"needs 2 GPUs, {torch.cuda.device_count()} visible"}
+    out = {}
+    tmp.mkdir(parents=True, exist_ok=True)
+    for n in (1, 2):
+        path = tmp / f"scaling-{n}.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n), "--master-port",
+               str(29650 + n), __file__, "--scaling-child", str(path), "--per-gpu", str(per_gpu), "--scaling-steps",
+               str(steps)]
+        try:
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "error": f"{n} process(es) timed out after {timeout} s"}
+        if run.returncode:
+            return {"ok": False, "error": f"{n} process(es): {run.stderr[-1500:]}"}
+        out[str(n)] = json.loads(path.read_text())
+    efficiency = out["2"]["clips_per_second"] / (2 * out["1"]["clips_per_second"])
+    print(f"NCCL scaling ({SCALING_PRESET}, {per_gpu} clips per GPU): 1 process {out['1']['clips_per_second']:.1f} "
+          f"clips/s, 2 processes {out['2']['clips_per_second']:.1f} clips/s, efficiency {efficiency:.0%}", flush=True)
+    return {"ok": True, "preset": SCALING_PRESET, **out, "efficiency": efficiency}
+
+
+def throughput_table(presets: dict, peak_source: str) -> str:
+    """Training and sampling throughput per preset."""
+    rows = [f"Training at the largest batch that fits (the preset's recompute setting); TFLOP/s from the network's "
+            f"forward + backward FLOPs (FlopCounterMode); peak: {peak_source}.", "",
+            "| preset | batch | clips/s | TFLOP/s | of bf16 peak | sampling videos/s (batch, sampler) |",
+            "|---|---|---|---|---|---|"]
+    for name, r in presets.items():
+        t = r["throughput"]["train"]
+        samples = ", ".join(f"{v['videos_per_second']:.2f} ({v['batch']}, {k})" if "error" not in v else f"{k}: OOM"
+                            for k, v in r["throughput"].items() if k != "train")
+        if "error" in t:
+            rows.append(f"| {name} | {t['error']} |||| {samples} |")
+            continue
+        share = f"{t['fraction_of_peak']:.0%}" if t["fraction_of_peak"] is not None else "?"
+        rows.append(f"| {name} | {t['batch']} | {t['clips_per_second']:.2f} | {t['tflops']:.3g} | {share} | "
+                    f"{samples} |")
+    return "\n".join(rows)
+
+
 def table(presets: dict, device_name: str) -> str:
     """The memory table of docs/training.md: one row per preset and recompute setting."""
     rows = [f"Measured on {device_name} (bf16 autocast, fused AdamW, fp32 weights; batch per GPU). Per sample and "
@@ -235,13 +395,24 @@ def main() -> None:
     p.add_argument("--skip-launch", action="store_true", help="leave out the torchrun runs")
     p.add_argument("--launch-timeout", type=int, default=90,
                    help="seconds for each torchrun run (3× for torch.compile's: an H200 ran < 2 steps in 75 s)")
+    p.add_argument("--sample-batch", type=int, default=64, help="batch of the sampling throughput")
+    p.add_argument("--pc-steps", type=int, default=256, help="steps of the PC sampler's throughput")
+    p.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak (default: known cards by name)")
+    p.add_argument("--per-gpu", type=int, default=8, help="clips per GPU in the NCCL scaling check")
+    p.add_argument("--scaling-steps", type=int, default=10, help="timed steps of the NCCL scaling check")
+    p.add_argument("--scaling-child", help=argparse.SUPPRESS)  # one process of the scaling check
+    p.add_argument("--scaling-preset", default=SCALING_PRESET, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.scaling_child:
+        return scaling_child(args.scaling_child, args.per_gpu, args.scaling_steps, args.scaling_preset)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu-check: no CUDA GPU is visible (torch.cuda.is_available() is False; torch "
                  f"{torch.__version__}); run it on a machine with an NVIDIA GPU and a CUDA build of torch")
     device = torch.device(args.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    report = {"device": name, "torch": torch.__version__, "presets": {}}
+    peak, peak_source = bf16_peak_tflops(name, args.peak_tflops) if device.type == "cuda" else (None, "CPU")
+    report = {"device": name, "torch": torch.__version__, "bf16_peak_tflops": peak, "peak_source": peak_source,
+              "presets": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save = lambda: out.write_text(json.dumps(report, indent=2))  # noqa: E731  after every stage
@@ -249,7 +420,7 @@ def main() -> None:
     print(f"fused norm under autocast: {json.dumps(report['fused_norm'])}", flush=True)
     save()
     for preset in args.presets.split(","):
-        report["presets"][preset] = check_preset(preset, device, amp=device.type == "cuda")
+        report["presets"][preset] = check_preset(preset, device, device.type == "cuda", args, peak)
         torch.cuda.empty_cache() if device.type == "cuda" else None
         save()
     if not args.skip_launch:
@@ -258,9 +429,12 @@ def main() -> None:
             "ddp": launch(tmp, "ddp", "bair-64x64", ["train.batch_size=2", "train.parallel=ddp"], args.launch_timeout),
             "fsdp": launch(tmp, "fsdp", "bair-64x64", ["train.batch_size=2", "train.parallel=fsdp"],
                            args.launch_timeout),
-            "compile": launch(tmp, "compile", "cpu-demo", ["train.compile=true"], 3 * args.launch_timeout)}
+            "compile": launch(tmp, "compile", "cpu-demo", ["train.compile=true"], 3 * args.launch_timeout),
+            "nccl": nccl_scaling(tmp, args.per_gpu, args.scaling_steps, 3 * args.launch_timeout)}
         save()
     print(table(report["presets"], name))
+    print()
+    print(throughput_table(report["presets"], peak_source))
     print(f"wrote {out}")
     failed = [k for k, v in report.get("launch", {}).items() if not v["ok"]] + ([] if report["fused_norm"]["ok"]
                                                                               else ["fused_norm"])

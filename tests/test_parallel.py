@@ -96,7 +96,7 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
     assert "batch 4 = 1 per process × 2 accumulation steps × 2 processes (fsdp)" in run.stderr  # the log says how
 
 
-GPU_CHECK = ["bench/gpu_check.py", "--presets", "cpu-tiny", "--skip-launch"]
+GPU_CHECK = ["bench/gpu_check.py", "--presets", "cpu-tiny", "--skip-launch", "--sample-batch", "2", "--pc-steps", "3"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
@@ -117,6 +117,11 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
     assert set(tiny["train"]) == {"none", "norms", "norms+attention", "checkpointing"}
     assert all(len(t["points"]) == 2 for t in tiny["train"].values()) and tiny["sample"]["finite"]
     assert report["fused_norm"]["ok"] and "| cpu-tiny | 0.2M | norms |" in run.stdout
+    speed = tiny["throughput"]  # clips/s and TFLOP/s from the counted FLOPs; videos/s of both samplers
+    assert speed["train"]["batch"] == 2 and speed["train"]["flops_per_clip"] > 0 and speed["train"]["tflops"] > 0
+    assert {k: (v["batch"], v["finite"]) for k, v in speed.items() if k != "train"} == {"dpmpp-2m-20": (2, True),
+                                                                                     "pc-3": (2, True)}
+    assert "| cpu-tiny | 2 |" in run.stdout
 
 
 def test_fp16_with_fsdp_is_refused():
@@ -124,3 +129,138 @@ def test_fp16_with_fsdp_is_refused():
     cfg = TINY.override(["train.parallel=fsdp", "train.mixed_precision=fp16"])
     with pytest.raises(ConfigError, match="use bf16"):
         parallel.choose(cfg, 1000, torch.device("cpu"))
+
+
+# ---- collectives: on which device each carries its tensors ---------------------------------------------
+def test_a_gpu_process_group_carries_cpu_and_cuda_tensors(monkeypatch):
+    """On GPUs the group has gloo for CPU tensors beside NCCL: an NCCL-only group refuses every CPU
+    tensor ("No backend type associated with device type cpu")."""
+    import torch.distributed as dist
+
+    from vidiff import spread
+    asked = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend=None, **kw: asked.append(backend))
+    spread.init(torch.device("cuda", 0))
+    spread.init(torch.device("cpu"))
+    spread.finish()
+    carries = [dict(pair.split(":") for pair in b.split(",")) if ":" in b else {"cpu": b, "cuda": b} for b in asked]
+    assert carries == [{"cpu": "gloo", "cuda": "nccl"}, {"cpu": "gloo", "cuda": "gloo"}]
+
+
+class Handed(Exception):
+    """Raised by a stand-in collective once it has seen the tensors it was handed."""
+
+
+# Every function of vidiff that calls a collective, each checked by the test below; the torchrun test
+# fails on a collective called from anywhere else.
+COLLECTIVE_CALLERS = {"vidiff.train.distributed.mean_over_processes", "vidiff.train.distributed.flag_from_rank0",
+                      "vidiff.train.distributed.any_process", "vidiff.train.distributed.check_replicas_in_sync",
+                      "vidiff.spread.map_ordered"}
+
+
+def test_per_step_collectives_hand_over_tensors_on_the_process_device(monkeypatch):
+    """The process computes on a device that is not the CPU ("meta" stands for its GPU): every tensor
+    a per-step collective gets must be there, since NCCL carries no host tensors and a copy from the
+    host is a sync. A helper that makes its tensor on the CPU fails here."""
+    import torch.distributed as dist
+
+    from vidiff import spread
+    from vidiff.train import distributed
+    gpu = torch.device("meta")
+    monkeypatch.setattr(spread, "collective_device", lambda: gpu)
+    monkeypatch.setattr(spread, "world", lambda: 2)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
+    seen = []
+
+    def handed(name):
+        def collective(*args, **kwargs):
+            tensors = [t for a in args for t in (a if isinstance(a, list) else [a]) if isinstance(t, torch.Tensor)]
+            seen.append((name, {t.device for t in tensors}))
+            raise Handed(name)
+        return collective
+
+    for name in ("broadcast", "all_reduce", "all_gather"):
+        monkeypatch.setattr(dist, name, handed(name))
+    net = torch.nn.Linear(2, 2)
+    calls = [lambda: distributed.flag_from_rank0(True), lambda: distributed.any_process(False),
+             lambda: distributed.mean_over_processes(torch.ones((), device=gpu)),
+             lambda: distributed.check_replicas_in_sync(net)]
+    for call in calls:
+        with pytest.raises(Handed):
+            call()
+    assert [name for name, _ in seen] == ["broadcast", "all_reduce", "all_reduce", "all_gather"]
+    assert all(devices == {gpu} for _, devices in seen), seen
+
+
+RECORD = """
+import functools, inspect, json, os, sys
+import torch, torch.distributed as dist
+from vidiff import spread
+
+calls = []
+
+
+def _caller():
+    for frame in inspect.stack()[2:]:
+        module = frame.frame.f_globals.get("__name__", "")
+        if module.startswith("vidiff"):
+            return f"{module}.{frame.function}"
+    return "elsewhere"
+
+
+def _record(name, fn):
+    @functools.wraps(fn)
+    def collective(*args, **kwargs):
+        flat = [t for a in (*args, *kwargs.values()) for t in (a if isinstance(a, (list, tuple)) else [a])]
+        calls.append({"fn": name, "caller": _caller(), "devices": sorted({str(t.device) for t in flat
+                                                                         if isinstance(t, torch.Tensor)}),
+                      "expected": str(spread.collective_device())})
+        return fn(*args, **kwargs)
+    return collective
+
+
+for name in ("broadcast", "all_reduce", "reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor",
+             "gather", "scatter", "all_to_all", "all_gather_object", "gather_object", "broadcast_object_list",
+             "scatter_object_list", "barrier"):
+    setattr(dist, name, _record(name, getattr(dist, name)))
+"""
+
+TRAIN_RECORDED = RECORD + """
+from vidiff.presets import get_preset
+from vidiff.train import train
+out = sys.argv[1]
+cfg = get_preset("cpu-tiny").override(["train.steps=3", "train.save_every=2", "train.num_samples=1",
+                                       "train.batch_size=4", "sample.steps=2"])
+train(cfg, out + "/run", progress=False, tensorboard=False)
+spread.map_ordered(range(3), lambda i: i)
+json.dump([c for c in calls if c["caller"] != "elsewhere"], open(out + f"/calls{spread.rank()}.json", "w"))
+spread.finish()
+"""
+
+
+def test_every_collective_of_a_training_run_is_on_its_device(tmp_path):
+    """2 processes over gloo train a few steps; every collective vidiff calls is recorded. Each tensor
+    collective's tensors are on `spread.collective_device()` (a GPU run's device for the group), and each
+    comes from a function whose devices the test above checks with a device that is not the CPU."""
+    script = tmp_path / "record.py"
+    script.write_text(TRAIN_RECORDED)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          "29543", str(script), str(tmp_path)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-4000:]
+    for rank in (0, 1):
+        calls = json.loads((tmp_path / f"calls{rank}.json").read_text())
+        assert {c["caller"] for c in calls} <= COLLECTIVE_CALLERS, "a collective outside the checked helpers"
+        assert {c["fn"] for c in calls} >= {"broadcast", "all_reduce", "all_gather", "all_gather_object"}
+        tensor_calls = [c for c in calls if not c["fn"].endswith("_object")]
+        assert all(c["devices"] == [c["expected"]] for c in tensor_calls), tensor_calls
+
+
+def test_compile_uses_cuda_graphs_for_one_process_on_a_gpu():
+    from vidiff.train.setup import compile_mode
+    assert compile_mode(torch.device("cuda", 0), alone=True) == "reduce-overhead"  # static shapes: one launch
+    assert compile_mode(torch.device("cuda", 0), alone=False) == "default"  # DDP / FSDP hooks
+    assert compile_mode(torch.device("cpu"), alone=True) == "default"

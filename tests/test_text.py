@@ -273,3 +273,42 @@ def test_pool_null_rows_stay_finite_with_a_naive_sdpa(monkeypatch):
     assert torch.isfinite(out).all() and torch.equal(out[2], pool.null.detach())
     out.square().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in pool.parameters())
+
+
+@needs_encoder
+def test_cache_keeps_the_most_recently_used_captions(encoder):
+    counting = CountingEncoder(encoder)
+    cache = EmbeddingCache(counting, max_captions=2)
+    for batch in (["a dog"], ["a cat"], ["a dog"], ["a bird"]):  # "a cat" is the least recently used
+        cache.get(batch)
+    assert cache.captions == ["a dog", "a bird"] and counting.seen == ["a dog", "a cat", "a bird"]
+    tokens, mask = cache.get(["one", "two", "three", "one"])  # more distinct captions than the cache holds
+    ref, ref_mask = encoder.encode(["one", "two", "three", "one"])
+    torch.testing.assert_close(tokens, ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(mask, ref_mask) and len(cache) == 2
+    with pytest.raises(TextEncoderError, match="max_captions=0"):
+        EmbeddingCache(encoder, max_captions=0)
+
+
+@needs_encoder
+def test_training_keeps_a_bounded_number_of_captions():
+    """A text model's training batches: memory does not grow with the number of distinct captions."""
+    from vidiff.conditioning import ConditioningConfig, build_conditioning
+    cond = build_conditioning(ConditioningConfig(kind="text", text_max_length=16, text_cache_captions=3))
+    for start in range(0, 10, 2):
+        out = cond.training({"caption": [f"caption {start}", f"caption {start + 1}"]}, torch.tensor([True, False]),
+                            "cpu")
+        assert out["text_tokens"].device == cond.encoder.device == torch.device("cpu")
+        assert out["text_mask"][0].any() and not out["text_mask"][1].any()  # the dropped one is ∅
+    assert len(cond._cache) == 3 and cond._cache.captions == ["caption 7", "caption 8", "caption 9"]
+
+
+def test_the_caption_cache_size_may_change_on_resume():
+    from vidiff.config import ConfigError
+    from vidiff.presets import get_preset
+    from vidiff.train.setup import resume_config
+    saved = get_preset("cpu-tiny").override(["conditioning.kind=text"])
+    assert resume_config(saved, saved.override(["conditioning.text_cache_captions=100"])).conditioning \
+        .text_cache_captions == 100
+    with pytest.raises(ConfigError, match="text_cache_captions must be >= 1"):
+        saved.override(["conditioning.text_cache_captions=0"])

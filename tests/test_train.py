@@ -267,3 +267,26 @@ def test_divergence_stops_every_ddp_process_together(tmp_path):
     assert result.stderr.count("vidiff train: error: training diverged at step 1: the weights are not finite") == 2, \
         result.stderr[-3000:]
     assert "no checkpoint was saved" in result.stderr and not list(run.glob("checkpoints/step_*"))
+
+
+def test_a_process_draws_only_its_own_rows_of_noise(monkeypatch):
+    """Process 1 of 2 draws the noise of its 2 samples of the global batch of 4, not all 4, and gets
+    the rows one process gets for them; its micro-batches too."""
+    from vidiff.train.setup import build_trainer
+    from vidiff.train.step import train_step
+    cfg = TINY.override(["train.batch_size=4"])
+    t = build_trainer(cfg, torch.device("cpu"))
+    t.rank, t.world = 1, 2
+    shape = (cfg.model.in_channels, cfg.data.frames, cfg.data.size, cfg.data.size)
+    drawn, randn = [], torch.randn
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: drawn.append(randn(*a, **k)) or drawn[-1])
+    train_step(t, {"video": torch.zeros(2, *shape), "label": torch.zeros(2), "caption": ["", ""]}, step=5)
+    assert sum(d.numel() for d in drawn) == 2 * torch.Size(shape).numel()
+    monkeypatch.setattr(torch, "randn", randn)
+    from vidiff.train.step import sample_noise
+    whole = sample_noise(cfg.train.seed, 5, 0, 4, shape, "cpu")
+    assert torch.equal(torch.stack(drawn), whole[2:])
+    assert torch.equal(sample_noise(cfg.train.seed, 5, 3, 1, shape, "cpu"), whole[3:])  # a micro-batch of one
+    other = sample_noise(cfg.train.seed, 6, 0, 4, shape, "cpu")
+    rows = torch.cat([whole, other]).flatten(1)
+    assert len({tuple(r[:4].tolist()) for r in rows}) == 8  # every sample and step its own noise

@@ -354,3 +354,28 @@ def test_frame_condition_product_whitens_the_caption_on_its_own():
     torch.testing.assert_close(after_load - pool.proj.bias, (timed - pool.proj.bias) / 2)
     plain = UNet3D(UNetConfig(**{**cfg.to_dict(), "frame_condition_product": False}))
     assert plain.time_pool is None and plain._condition(None, tokens, mask, torch.float32)[1] is None
+
+
+def test_class_labels_are_not_read_back_from_the_device():
+    """A forward on a device other than the CPU ("meta": no values at all) never reads the labels back
+    to the host (a sync in every step); out-of-range labels are refused where they enter instead."""
+    from vidiff.conditioning import ClassConditioning, ConditioningConfig
+    from vidiff.errors import ConditioningError
+    with torch.device("meta"), torch.no_grad():
+        net = UNet3D(UNetConfig(**{**TINY.to_dict(), "num_classes": 3}))
+        y = net(torch.zeros(2, 3, 4, 8, 8), torch.zeros(2), class_labels=torch.tensor([0, -1]))
+    assert y.shape == (2, 3, 4, 8, 8) and y.device.type == "meta"
+    cond = ClassConditioning(ConditioningConfig(kind="class"), num_classes=3)
+    keep = torch.tensor([True, False])
+    assert cond.training({"label": torch.tensor([2, 1])}, keep, "cpu")["class_labels"].tolist() == [2, -1]
+    with pytest.raises(ConditioningError, match="class label 3, but the model has 3 classes 0..2"):
+        cond.training({"label": torch.tensor([1, 3])}, keep, "cpu")
+
+
+def test_a_class_conditional_network_compiles_to_one_graph():
+    """Reading the labels' maximum back broke the compiled graph (7 breaks in this tiny UNet)."""
+    import torch._dynamo as dynamo
+    net = UNet3D(UNetConfig(**{**TINY.to_dict(), "num_classes": 3}))
+    explained = dynamo.explain(lambda x: net(x, torch.zeros(2), class_labels=torch.tensor([0, -1])).square().mean())(
+        torch.randn(2, 3, 4, 8, 8))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons[:2]

@@ -26,6 +26,7 @@ class ConditioningConfig:
     kind: str = "none"  # "none" | "class" | "text"
     text_encoder: str = ""  # local Hugging Face model folder; "" = the packaged MiniLM-L6
     text_max_length: int = 32
+    text_cache_captions: int = 4096  # captions whose encodings training keeps (the most recently used)
     classes: tuple = ()  # class names, read from the data when training starts
 
 
@@ -98,7 +99,12 @@ class ClassConditioning(Conditioning):
         return {"num_classes": n}, {"classes": tuple(getattr(dataset, "classes", None) or ())}
 
     def training(self, batch: dict, keep: torch.Tensor, device) -> dict:
-        return {"class_labels": torch.where(keep, batch["label"], -1).to(device)}
+        labels = batch["label"]  # on the CPU, from the loader: checked here, not in every forward on the device
+        bad = labels[(labels < -1) | (labels >= self.num_classes)]
+        if bad.numel():
+            raise ConditioningError(f"the data gave class label {int(bad[0])}, but the model has {self.num_classes} "
+                                    f"classes 0..{self.num_classes - 1}: train on the data the model was made for")
+        return {"class_labels": torch.where(keep, labels, -1).to(device)}
 
     def index(self, label: Union[int, str]) -> int:
         """A class index from an index or a class name, checked against the model's classes."""
@@ -132,7 +138,9 @@ class ClassConditioning(Conditioning):
 
 class TextConditioning(Conditioning):
     """A caption per video, encoded by a frozen text encoder (loaded on first use); ∅ is the empty
-    mask. During training each distinct caption is encoded once (an embedding cache)."""
+    mask. During training the encoder runs on the training device, and the encodings of the last
+    `text_cache_captions` captions used are kept there (a bounded cache: memory does not grow with
+    the number of distinct captions)."""
 
     kind = "text"
     guidable = True
@@ -140,7 +148,7 @@ class TextConditioning(Conditioning):
     def __init__(self, config: ConditioningConfig, num_classes: int = 0):
         super().__init__(config)
         self._encoder = None
-        self._cache = None
+        self._cache, self._cache_device = None, None
 
     @property
     def encoder(self):
@@ -165,11 +173,14 @@ class TextConditioning(Conditioning):
         return []
 
     def training(self, batch: dict, keep: torch.Tensor, device) -> dict:
-        if self._cache is None:
+        device = torch.device(device)
+        if self._cache is None or self._cache_device != device:
             from .text import EmbeddingCache
-            self._cache = EmbeddingCache(self.encoder)
-        tokens, mask = self._cache.get(batch["caption"])  # each distinct caption is encoded once
-        return {"text_tokens": tokens.to(device), "text_mask": (mask & keep[:, None]).to(device)}
+            self.encoder.model.to(device)
+            self._cache = EmbeddingCache(self.encoder, max_captions=self.config.text_cache_captions)
+            self._cache_device = device
+        tokens, mask = self._cache.get(batch["caption"])  # on `device`; a caption seen lately is not encoded again
+        return {"text_tokens": tokens, "text_mask": mask & keep.to(device)[:, None]}
 
     def request(self, num: int, prompt=None, class_label=None, device="cpu") -> dict:
         if class_label is not None:

@@ -265,6 +265,8 @@ def validate(cfg: Config) -> Config:
         problems.append(f"train.parallel must be one of {', '.join(PARALLEL)}, got {tr.parallel!r}")
     if cfg.conditioning.kind not in KINDS:
         problems.append(f"conditioning.kind must be one of {', '.join(KINDS)}, got {cfg.conditioning.kind!r}")
+    if cfg.conditioning.text_cache_captions < 1:
+        problems.append(f"conditioning.text_cache_captions must be >= 1, got {cfg.conditioning.text_cache_captions}")
     if not 0 <= tr.cond_drop_prob < 1:
         problems.append("train.cond_drop_prob must be in [0, 1)")
     if tr.mixed_precision not in ("auto", "no", "bf16", "fp16"):

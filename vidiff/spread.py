@@ -3,6 +3,9 @@ feature extraction split into the same chunks in any number of processes, chunk 
 i mod N, results gathered back in order. Each chunk is computed exactly as one process computes it,
 so the gathered result equals one process's (bit for bit on the CPU at equal thread counts).
 
+It is also the one place that answers "who am I" (rank, world, local rank, device) and says on
+which device each kind of collective carries its tensors.
+
 Only torch; any layer may use it. Without torchrun every function is the one-process identity.
 """
 from __future__ import annotations
@@ -27,11 +30,23 @@ _alone = threading.local()
 
 
 def rank() -> int:
+    """This process's rank in the process group (0 without one, and inside `alone`)."""
     return dist.get_rank() if dist.is_initialized() and not getattr(_alone, "on", False) else 0
 
 
 def world() -> int:
+    """The number of processes in the group (1 without one, and inside `alone`)."""
     return dist.get_world_size() if dist.is_initialized() and not getattr(_alone, "on", False) else 1
+
+
+def local_rank() -> int:
+    """This process's index on its machine (torchrun's LOCAL_RANK): which GPU it drives."""
+    return int(os.environ.get("LOCAL_RANK", 0)) if launched() else 0
+
+
+def local_world() -> int:
+    """The number of processes torchrun started on this machine (they share its cores)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if launched() else 1
 
 
 @contextlib.contextmanager
@@ -58,21 +73,40 @@ def usable_cores() -> int:
 def local_device() -> torch.device:
     """This process's GPU (LOCAL_RANK under torchrun), else the CPU."""
     if torch.cuda.is_available():
-        index = int(os.environ.get("LOCAL_RANK", 0))
+        index = local_rank()
         if launched():
             torch.cuda.set_device(index)
         return torch.device("cuda", index)
     return torch.device("cpu")
 
 
+_device: dict = {}  # the process's device, as `init` was told it
+
+
+def backend(device: torch.device) -> str:
+    """The process group's backends for a process on `device`: on GPUs NCCL carries CUDA tensors and
+    gloo CPU ones (object collectives pickle into CPU tensors; NCCL alone refuses them)."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def init(device: torch.device) -> None:
-    """Join torchrun's process group (NCCL on GPUs, gloo on the CPU); nothing without torchrun."""
+    """Join torchrun's process group (`backend(device)`); nothing without torchrun. `device` is the
+    process's device: per-step collectives carry their tensors there (`collective_device`)."""
+    _device["value"] = torch.device(device)
     if launched() and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend(device))
+
+
+def collective_device() -> torch.device:
+    """Where a tensor handed to a per-step collective (a loss, a flag, a checksum) lives: the device
+    the process computes on (its GPU under NCCL), so the collective never waits on a copy from the host.
+    Object collectives (`map_ordered`) pickle on the CPU and go through gloo."""
+    return _device.get("value") or local_device()
 
 
 def finish() -> None:
     """Leave the process group (at the end of a command)."""
+    _device.clear()
     if dist.is_initialized():
         dist.destroy_process_group()
 

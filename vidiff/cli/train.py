@@ -1,9 +1,9 @@
 """`vidiff train`: train a model (a preset with overrides), or continue a run with --resume."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from .. import spread
 from .common import add_config_arguments, config_from_args
 
 
@@ -24,7 +24,7 @@ def run(args) -> None:
     base = load_config(resolve_checkpoint(Path(args.out))) if args.resume else None  # a local folder, never the Hub
     cfg = config_from_args(args, base)
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    if int(os.environ.get("RANK", 0)) != 0:
+    if not spread.is_main():
         return
     if args.resume and result["loss"] is None:
         print(f"{args.out} already has {result['step']} steps; --steps {cfg.train.steps} (train.steps) is not more: "

@@ -1,8 +1,7 @@
-"""Data parallelism through torchrun + DistributedDataParallel: who this process is, the process
-group, and the checks and reductions the trainer needs across processes."""
+"""Data parallelism through torchrun + DistributedDataParallel: the process group, and the checks and
+reductions the trainer needs across processes. Each reduces a tensor on `spread.collective_device()`
+(the process's GPU under NCCL); who this process is, `vidiff.spread` says."""
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.distributed as dist
@@ -10,32 +9,26 @@ import torch.distributed as dist
 from .. import spread
 
 
-def dist_info() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
 def setup_distributed(device: torch.device) -> None:
     spread.init(device)
 
 
 def mean_over_processes(x: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        x = x.clone()
+    """`x` (on the process's device) averaged over the processes."""
+    if spread.world() > 1:
+        x = x.to(spread.collective_device(), copy=True)
         dist.all_reduce(x)
-        x /= dist.get_world_size()
+        x /= spread.world()
     return x
 
 
 def _flag(flag: bool) -> torch.Tensor:
-    """A flag where the process group can reduce it: on this process's GPU under NCCL."""
-    cuda = dist.get_backend() == "nccl"
-    return torch.tensor(float(flag), device=torch.device("cuda", torch.cuda.current_device()) if cuda else "cpu")
+    return torch.tensor(float(flag), device=spread.collective_device())
 
 
 def flag_from_rank0(flag: bool) -> bool:
     """Rank 0's decision (e.g. out of time), the same on every process."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if spread.world() == 1:
         return bool(flag)
     t = _flag(flag)
     dist.broadcast(t, 0)
@@ -44,7 +37,7 @@ def flag_from_rank0(flag: bool) -> bool:
 
 def any_process(flag: bool) -> bool:
     """Whether any process raised `flag` (e.g. its shard of the weights is not finite), on every process."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if spread.world() == 1:
         return bool(flag)
     t = _flag(flag)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -53,10 +46,11 @@ def any_process(flag: bool) -> bool:
 
 def check_replicas_in_sync(net: torch.nn.Module) -> None:
     """Before saving: every process must hold the same weights."""
-    if not dist.is_initialized():
+    if spread.world() == 1:
         return
     s = torch.stack([p.detach().double().sum() for p in net.parameters()]).sum().reshape(1)
-    all_s = [torch.zeros_like(s) for _ in range(dist.get_world_size())]
+    s = s.to(spread.collective_device())
+    all_s = [torch.zeros_like(s) for _ in range(spread.world())]
     dist.all_gather(all_s, s)
     if any(not torch.allclose(x, all_s[0], rtol=1e-6, atol=1e-6) for x in all_s):
         raise RuntimeError(f"DDP replicas diverged before saving: parameter sums {[x.item() for x in all_s]}")

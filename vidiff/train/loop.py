@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -151,11 +150,10 @@ def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, 
     step was trained), as is the loss of a new run of 0 steps.
     `train.logger` says where the run is tracked; `tensorboard=False` leaves TensorBoard out."""
     out_dir = Path(out_dir)
-    rank = distributed.dist_info()[0]
     device = torch.device(device) if device else spread.local_device()
     distributed.setup_distributed(device)
     with contextlib.ExitStack() as stack:
-        _lock(stack, out_dir, rank)
+        _lock(stack, out_dir, spread.rank())
         return _train(cfg, out_dir, resume, progress, device, tensorboard)
 
 
@@ -186,7 +184,7 @@ def _lock(stack: contextlib.ExitStack, out_dir: Path, rank: int) -> None:
 
 
 def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: torch.device, tensorboard: bool) -> dict:
-    rank, world, _ = distributed.dist_info()
+    rank, world = spread.rank(), spread.world()
     cfg, start_step, ck = _start(cfg, out_dir, resume)
     tr = cfg.train
     if resume and start_step >= tr.steps:  # the run is left as it is: no save, no samples
@@ -206,7 +204,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
                  tr.batch_size // (world * tr.grad_accum), tr.grad_accum, "s" if tr.grad_accum > 1 else "", world,
                  "es" if world > 1 else "", t.parallel)
     run = _Run(t, out_dir, start_step, tracker, t.model.conditioning.like(grid_items))
-    workers, why = num_workers(cfg.data.num_workers, data, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), device.type)
+    workers, why = num_workers(cfg.data.num_workers, data, spread.local_world(), device.type)
     if rank == 0:
         log.info("reading the data with %d loader worker%s (%s)", workers, "" if workers == 1 else "s", why)
     loader = build_loader(with_images(data, cfg), cfg.train.batch_size, cfg.train.seed, start_step, rank, world,

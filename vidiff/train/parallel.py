@@ -14,6 +14,7 @@ import logging
 import torch
 import torch.distributed as dist
 
+from .. import spread
 from ..config import Config, ConfigError
 from ..layers import CrossAttention, Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample
 
@@ -26,7 +27,7 @@ BLOCKS = (ResBlock, SpatialAttention, TemporalAttention, CrossAttention, Downsam
 
 def choose(cfg: Config, num_params: int, device: torch.device) -> str:
     """"ddp" or "fsdp" for this run, logged with the reason."""
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    world = spread.world()
     choice = cfg.train.parallel
     if choice == "auto":
         big = device.type == "cuda" and world > 1 and num_params >= FSDP_AUTO_PARAMS

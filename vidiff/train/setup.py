@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .. import spread
 from ..checkpoint import (
     list_checkpoints,
     load_json,
@@ -33,8 +34,8 @@ from .loader import JointImageVideo
 
 log = logging.getLogger("vidiff.train")
 # What a resumed run may change besides the train and sample sections: where the data lives and how
-# it is read, not what it is.
-RESUMABLE = ("data.source", "data.num_workers", "data.skip_bad_files")
+# it is read (and its captions' encodings kept), not what it is.
+RESUMABLE = ("data.source", "data.num_workers", "data.skip_bad_files", "conditioning.text_cache_captions")
 
 
 # ---- data and configuration --------------------------------------------------------------------
@@ -148,7 +149,7 @@ def _initial_weights(cfg: Config, net: torch.nn.Module, ema: torch.nn.Module, ck
 def build_trainer(cfg: Config, device: torch.device, start_step: int = 0, ck: Optional[Path] = None) -> Trainer:
     """The trainer of a new run, or of a run resumed from checkpoint `ck` (weights, EMA, optimiser
     and RNG state: exact resume)."""
-    rank, world, _ = distributed.dist_info()
+    rank, world = spread.rank(), spread.world()
     tr = cfg.train
     torch.manual_seed(tr.seed)
     model = VideoDiffusion(cfg).to(device)
@@ -158,7 +159,7 @@ def build_trainer(cfg: Config, device: torch.device, start_step: int = 0, ck: Op
     choice = parallel.choose(cfg, sum(p.numel() for p in net.parameters()), device)
     train_net = parallel.wrap(net, ema, choice, device)
     if tr.compile:
-        train_net = torch.compile(train_net)
+        train_net = torch.compile(train_net, mode=compile_mode(device, train_net is net))
     opt = torch.optim.AdamW(net.parameters(), lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2),  # fused: ~3× faster
                             weight_decay=tr.weight_decay, fused=device.type in ("cpu", "cuda"))
     for g in opt.param_groups:
@@ -171,6 +172,16 @@ def build_trainer(cfg: Config, device: torch.device, start_step: int = 0, ck: Op
     if ck is not None:
         _load_optimizer(t, ck)
     return t
+
+
+def compile_mode(device: torch.device, alone: bool) -> str:
+    """torch.compile's mode for the training network: "reduce-overhead" (CUDA graphs: the whole step's
+    kernels launched at once, which is what small models are bound by) for one process on a GPU, since
+    a step's shapes never change; "default" under DDP or FSDP, whose gradient hooks and collectives
+    CUDA graphs do not capture, and on the CPU."""
+    mode = "reduce-overhead" if device.type == "cuda" and alone else "default"
+    log.info("train.compile: torch.compile(mode=%r) on %s%s", mode, device.type, "" if alone else " (DDP / FSDP)")
+    return mode
 
 
 def _loss(cfg: Config, device: torch.device):

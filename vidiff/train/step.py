@@ -1,9 +1,11 @@
-"""One training step: the global batch's diffusion times, noise and condition dropout drawn from
-(seed, step), this process's shard of them, the loss, the update and the EMA."""
+"""One training step: the global batch's diffusion times and condition dropout drawn from (seed, step),
+this process's shard of them, each of its samples' noise drawn from (seed, step, sample), the loss, the
+update and the EMA."""
 from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 
 from ..layers import joint_attention_mask
@@ -53,6 +55,22 @@ def _update(t: Trainer):
     return grad_norm
 
 
+NOISE_SALT = 2
+
+
+def sample_noise(seed: int, step: int, first: int, count: int, shape: tuple, device) -> torch.Tensor:
+    """ε of samples first .. first + count − 1 of a step's global batch, (count, *shape) on `device`: each
+    from its own generator on `device`, seeded from (seed, step, index) by numpy's SeedSequence (well
+    mixed: neighbouring steps and samples get unrelated streams). A process draws its rows only, and
+    a sample's noise is the same whatever the number of processes and micro-batches."""
+    rows = []
+    for index in range(first, first + count):
+        key = int(np.random.SeedSequence([seed, step, index, NOISE_SALT]).generate_state(1, np.uint64)[0] >> 1)
+        g = torch.Generator(device=device).manual_seed(key)
+        rows.append(torch.randn(shape, generator=g, device=device))
+    return torch.stack(rows) if rows else torch.empty((0, *shape), device=device)
+
+
 def _rows(batch: dict, rows: slice) -> dict:
     return {k: v[rows] for k, v in batch.items()}
 
@@ -75,26 +93,25 @@ def train_step(t: Trainer, batch: dict, step: int) -> tuple[float, object]:
     weighted by its share."""
     cfg, tr = t.cfg, t.cfg.train
     g = step_generator(tr.seed, step, 2)
-    shape = (tr.batch_size, cfg.model.in_channels, cfg.data.frames + cfg.data.image_frames, cfg.data.size,
-             cfg.data.size)  # the global batch, b c f h w
-    time = torch.rand(tr.batch_size, generator=g, dtype=torch.float64)
-    eps = torch.randn(shape, generator=g)
+    shape = (cfg.model.in_channels, cfg.data.frames + cfg.data.image_frames, cfg.data.size, cfg.data.size)  # c f h w
+    time = torch.rand(tr.batch_size, generator=g, dtype=torch.float64)  # the global batch's: a few scalars
     keep = torch.rand(tr.batch_size, generator=g) >= tr.cond_drop_prob  # classifier-free dropout
     per = tr.batch_size // t.world
     micro = per // tr.grad_accum
-    if batch["video"].shape[1:] != shape[1:]:
-        raise RuntimeError(f"data gave clips of shape {tuple(batch['video'].shape[1:])}, expected {shape[1:]}")
+    if batch["video"].shape[1:] != shape:
+        raise RuntimeError(f"data gave clips of shape {tuple(batch['video'].shape[1:])}, expected {shape}")
     t.opt.zero_grad(set_to_none=True)
     total = torch.zeros((), device=t.device)
     for i in range(tr.grad_accum):
         rows = slice(i * micro, (i + 1) * micro)  # of this process's batch
         shard = slice(t.rank * per + rows.start, t.rank * per + rows.stop)  # of the global draws
         part = _rows(batch, rows)
+        eps = sample_noise(tr.seed, step, shard.start, micro, shape, t.device)  # (micro, c, f, h, w)
         with _gradient_sync(t, last=i == tr.grad_accum - 1):
             cond = _condition(t, part, keep[shard])
             with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
                 loss = t.loss_fn(t.denoiser, part["video"].to(t.device), cond, t=time[shard].to(t.device),
-                                 eps=eps[shard].to(t.device)).mean() / tr.grad_accum
+                                 eps=eps).mean() / tr.grad_accum
             (t.scaler.scale(loss) if t.scaler is not None else loss).backward()
         total += loss.detach()
     grad_norm = _update(t)
