@@ -1,7 +1,7 @@
 """`vidiff distill`: progressive distillation of a trained model to a few DDIM steps."""
 from __future__ import annotations
 
-import os
+from .. import spread
 
 
 def register(sub) -> None:
@@ -30,6 +30,6 @@ def run(args) -> None:
     result = distill(args.checkpoint, args.out, to_steps=args.to_steps, from_steps=args.from_steps,
                      steps_per_round=args.steps_per_round, guidance=args.guidance, overrides=overrides,
                      progress=not args.quiet)
-    if int(os.environ.get("RANK", 0)) == 0:
+    if spread.is_main():
         print(f"distilled to {result['steps']} DDIM steps in {args.out}; sample with "
               f"`vidiff sample --checkpoint {args.out}`")
