@@ -353,6 +353,8 @@ def test_an_unusable_output_is_refused_before_any_work(tiny_model, tmp_path, cap
 @pytest.mark.parametrize("args,message", [
     (["sample", "--fps", 0], "--fps 0: the frame rate of the written videos must be at least 1"),
     (["sample", "--fps", -5], "--fps -5: the frame rate"),
+    (["sample", "--frames", 0], "--frames 0: a video needs at least 1 frame"),
+    (["sample", "--frames", -2], "--frames -2: a video needs at least 1 frame"),
     (["eval", "--frame-stride", 0], "--frame-stride 0: must be at least 1"),
     (["eval", "--num-frames", 0], "--num-frames 0: must be at least 1"),
     (["prepare", "--fps", 0], "--fps 0: give a positive frame rate"),

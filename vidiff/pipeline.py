@@ -78,9 +78,11 @@ class VideoDiffusion(nn.Module):
         `vidiff.sampling.SAMPLERS`); every default comes from the model's `sample` config."""
         if num < 1:
             raise VidiffError(f"the number of videos to sample must be at least 1, got {num}")
+        if frames is not None and frames < 1:
+            raise VidiffError(f"frames={frames}: a video needs at least 1 frame (None: the model's own)")
         call = self.sampling(sampler=sampler, steps=steps, options=options, clip=clip, guidance=guidance)
         h, w = parse_size(size or self.config.data.size)
-        shape = (self.config.model.in_channels, frames or self.config.data.frames, h, w)
+        shape = (self.config.model.in_channels, self.config.data.frames if frames is None else frames, h, w)
         device = device or next(self.parameters()).device
         prompts, labels = _per_sample(prompt, num), _per_sample(class_label, num)
         denoise = self.guided(call.guidance)

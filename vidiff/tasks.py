@@ -180,7 +180,7 @@ def predict(model, context: torch.Tensor, total_frames: Optional[int] = None, *,
                      prompt=prompt, class_label=class_label)
     context = _as_video(context, "context", setup)
     k = context.shape[2]
-    total = total_frames or setup.frames
+    total = setup.frames if total_frames is None else total_frames
     if k < 1:
         raise ConditioningError("context has no frames")
     if k >= setup.frames:

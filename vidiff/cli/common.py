@@ -135,6 +135,9 @@ def load_model(args):
     from ..pipeline import VideoDiffusion
     if args.fps < 1:
         raise VidiffError(f"--fps {args.fps}: the frame rate of the written videos must be at least 1")
+    frames = getattr(args, "frames", None)
+    if frames is not None and frames < 1:  # 0 is not "the default": leave --frames out for that
+        raise VidiffError(f"--frames {frames}: a video needs at least 1 frame; leave --frames out for the model's own")
     writable(args.out)
     return VideoDiffusion.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=spread.local_device())
 

@@ -26,6 +26,6 @@ def run(args) -> None:
         raise ConditioningError(f"{args.video}: the video has {clip.shape[2]} frames, fewer than --context "
                                 f"{args.context}")
     request = task_request(args)
-    videos = in_batches(args, lambda seed, n: predict(model, repeat(clip, n), args.frames or window,
+    videos = in_batches(args, lambda seed, n: predict(model, repeat(clip, n), args.frames,
                                                       **{**request, "seed": seed}))
     save_results(videos, args, "predicted")
