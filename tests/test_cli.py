@@ -155,10 +155,20 @@ def test_eval_fvd_against_builtin(tmp_path, capsys):
     report = tmp_path / "report.json"
     code = run_cli("eval", "--real", "builtin:moving-shapes", "--fake", fake, "--num", 3, "--num-frames", 10,
                    "--metrics", "fvd", "--out", report, "--no-progress", "--cache-dir", tmp_path / "cache")
-    assert code == 0, capsys.readouterr().err
+    assert code == 0
+    assert "note:" not in capsys.readouterr().err  # the built-in clips are rendered at the fake clips' 32×32
     import json
     r = json.loads(report.read_text())
     assert r["fvd"] >= 0 and r["num_frames"] == 10
+    assert r["protocol"]["real"]["resolutions"] == r["protocol"]["fake"]["resolutions"] == [[32, 32]]
+    real = tmp_path / "real"
+    for i in range(3):
+        write_mp4(real / f"v{i}.mp4", MovingShapes(frames=10, size=16, seed=8)[i]["video"])
+    assert run_cli("eval", "--real", real, "--fake", fake, "--num-frames", 10, "--no-progress", "--no-cache") == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in err if "note:" in line] == [
+        "vidiff eval: note: the real clips are 16×16 and the generated ones 32×32; the metrics compare resolution "
+        "as well as content"]
     assert run_cli("eval", "--real", "builtin:nope", "--fake", fake, "--no-progress") == 2
     assert "builtin:nope" in capsys.readouterr().err
 

@@ -325,6 +325,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return parser
 
 
+def _sizes(resolutions) -> str:
+    return " and ".join(f"{h}×{w}" for h, w in resolutions)
+
+
 def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] | None = None) -> dict:
     """Run `vidiff eval`: evaluate, print the report, write it as JSON to `--out`. `resolve_source`
     maps a --real/--fake string that is not a directory (e.g. `builtin:moving-shapes`) to a source."""
@@ -355,6 +359,10 @@ def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] |
               "frame_stride": args.frame_stride}
     text = json.dumps(report, indent=2)
     if spread.is_main():  # under torchrun every process has the report; one writes it
+        real_res, fake_res = (report["protocol"][side]["resolutions"] for side in ("real", "fake"))
+        if real_res and fake_res and real_res != fake_res:
+            print(f"vidiff eval: note: the real clips are {_sizes(real_res)} and the generated ones "
+                  f"{_sizes(fake_res)}; the metrics compare resolution as well as content", file=sys.stderr)
         print(text, file=sys.stdout)
         if args.out:
             atomic_write(args.out, text + "\n")

@@ -44,18 +44,39 @@ def run_protocol_command(args) -> None:
               f"{s['num_real']} real ones; report in {args.out}/report.json")
 
 
+def fake_size(fake) -> tuple:
+    """(height, width) of the generated clips in folder ``fake``: its samples.safetensors, else its first
+    video file; None when it cannot be told."""
+    from pathlib import Path
+    folder = Path(fake or "")
+    if (folder / "samples.safetensors").is_file():
+        from safetensors import safe_open
+        with safe_open(str(folder / "samples.safetensors"), "pt") as st:
+            return tuple(st.get_slice("videos").get_shape()[-2:])  # b c f h w
+    if folder.is_dir():
+        from ..evaluate import clip_files
+        from ..videoio import probe
+        files = clip_files(folder)
+        if files:
+            info = probe(files[0])
+            return info.height, info.width
+    return None
+
+
 def builtin_source(args):
-    """`builtin:moving-shapes` as an evaluation source: `num` clips of the eval's frame count, 64×64."""
+    """`builtin:moving-shapes` as an evaluation source: `num` clips of the eval's frame count at the
+    generated clips' size (64×64 when it cannot be told), so that the FVD compares like with like."""
     def resolve(spec: str):
         import torch
 
         from ..data import build_dataset
         frames = getattr(args, "num_frames", 16) or 16
-        ds = build_dataset(spec, frames=frames, size=64)  # DataError for unknown names and missing folders
+        size = fake_size(getattr(args, "fake", None)) or (64, 64)
+        ds = build_dataset(spec, frames=frames, size=size)  # DataError for unknown names and missing folders
 
         def real_source(num: int) -> torch.Tensor:
             return torch.stack([ds[i]["video"] for i in range(num)])
-        real_source.cache_key = f"{spec}:frames={frames}:size=64"
+        real_source.cache_key = f"{spec}:frames={frames}:size={size[0]}x{size[1]}"
         return real_source
     return resolve
 
