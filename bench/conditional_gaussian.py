@@ -24,18 +24,18 @@ import torch
 
 from vidiff.gaussian import GaussianData
 from vidiff.guidance import downsample, reconstruction_guidance, replacement
-from vidiff.sampling import SAMPLERS, initial_noise
+from vidiff.sampling import SAMPLERS, initial_noise, logsnr_grid
 
 
 def sampler_budget():
     """Every registered sampler with the step divisor that gives it the same network evaluations."""
-    return {name: (spec.fn, max(1, round(spec.evaluations(100, spec.options) / 100)))
+    return {name: (spec.fn, max(1, round(spec.evaluations(logsnr_grid(100), spec.options) / 100)))
             for name, spec in sorted(SAMPLERS.items())}
 
 
 def draw(data, denoise, sampler, steps, n):
     g = torch.Generator().manual_seed(0)
-    return sampler(denoise, initial_noise((n, *data.shape), g), steps, noise=g)
+    return sampler(denoise, initial_noise((n, *data.shape), g), logsnr_grid(steps), noise=g)
 
 
 def errors(x, index, mu, cov, scale):
@@ -122,7 +122,7 @@ def memory_child(mode: str) -> dict:
     if mode == "guidance, weights frozen":
         model.requires_grad_(False)
     with _inference(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        SAMPLERS["ddim"].fn(den, z, 4)
+        SAMPLERS["ddim"].fn(den, z, logsnr_grid(4))
     return dict(mode=mode, rss_mib=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
                 saved_mib=saved[1] / 2**20, seconds=time.perf_counter() - t)
 

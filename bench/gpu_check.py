@@ -138,7 +138,7 @@ def largest_batches(points: list) -> dict:
 @torch.no_grad()
 def sample_cost(cfg, net, device, amp, steps: int = 20, b: int = 1, sampler: str = "dpmpp-2m") -> dict:
     call = resolve_sampling(cfg.sample, cfg.diffusion, sampler=sampler, steps=steps)
-    denoiser = Denoiser(net.eval(), cfg.diffusion.prediction)
+    denoiser = call.denoiser(Denoiser(net.eval(), cfg.diffusion.prediction))  # clipped as the pipeline does
     shape = (b, cfg.model.in_channels, cfg.data.frames, cfg.data.size, cfg.data.size)
     noise = Noise(range(b), device=device)
     cond = {k: v for k, v in condition(cfg, b, device).items() if k != "temporal_mask"}

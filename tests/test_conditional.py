@@ -7,7 +7,7 @@ from vidiff.diffusion import Denoiser, prediction_target
 from vidiff.errors import ConditioningError
 from vidiff.gaussian import GaussianData
 from vidiff.guidance import classifier_free_guidance, downsample, reconstruction_guidance, replacement
-from vidiff.sampling import get_sampler, initial_noise, sample_ancestral, sample_ddim, sample_pc
+from vidiff.sampling import get_sampler, initial_noise, logsnr_grid, sample_ancestral, sample_ddim, sample_pc
 from vidiff.schedule import alpha_sigma
 from vidiff.tasks import Window, extend, interpolate, predict, upsample
 
@@ -29,7 +29,7 @@ def temporal():
 
 def draw(data, denoise, sampler=sample_ancestral, steps=128, n=N, **kw):
     g = torch.Generator().manual_seed(0)
-    return sampler(denoise, initial_noise((n, *data.shape), g), steps, noise=g, **kw)
+    return sampler(denoise, initial_noise((n, *data.shape), g), logsnr_grid(steps), noise=g, **kw)
 
 
 def moment_errors(x, index, mu, cov):

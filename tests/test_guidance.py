@@ -7,7 +7,7 @@ from vidiff.diffusion import Denoiser, eps_from_x
 from vidiff.gaussian import GaussianData
 from vidiff.guidance import classifier_free_guidance
 from vidiff.presets import get_preset
-from vidiff.sampling import initial_noise, sample_ancestral, sample_ddim, sample_pc
+from vidiff.sampling import initial_noise, logsnr_grid, sample_ancestral, sample_ddim, sample_pc
 from vidiff.schedule import alpha_sigma
 from vidiff.train import JointImageVideo, train
 
@@ -53,7 +53,7 @@ def test_guidance_zero_samples_the_conditional(mix):
     g = torch.Generator().manual_seed(0)
     labels = torch.ones(n, dtype=torch.long)
     x = sample_ancestral(classifier_free_guidance(mix.denoise, 0.0, NULL_CLASS), initial_noise((n, *mix.shape), g),
-                         128, gamma=0.3, noise=g, cond={"class_labels": labels})
+                         logsnr_grid(128), gamma=0.3, noise=g, cond={"class_labels": labels})
     err = (x.reshape(n, -1).double().mean(0) - mix.classes[1].mean).abs().max()
     assert err < 0.04, f"w=0 mean error {err:.4f}"
 
@@ -64,8 +64,8 @@ def test_guidance_pushes_away_from_other_class(mix, sampler):
     proj = []
     for w in (0.0, 1.0, 3.0):
         g = torch.Generator().manual_seed(1)
-        x = sampler(classifier_free_guidance(mix.denoise, w, NULL_CLASS), initial_noise((n, *mix.shape), g), 48,
-                    noise=g, cond={"class_labels": torch.ones(n, dtype=torch.long)})
+        x = sampler(classifier_free_guidance(mix.denoise, w, NULL_CLASS), initial_noise((n, *mix.shape), g),
+                    logsnr_grid(48), noise=g, cond={"class_labels": torch.ones(n, dtype=torch.long)})
         proj.append((x.reshape(n, -1).double().mean(0) @ mix.direction).item())
     assert proj[0] < proj[1] < proj[2], f"class-1 projection should grow with w: {proj}"
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from vidiff.gaussian import GaussianData
-from vidiff.sampling import Noise, get_sampler, initial_noise, sample_ancestral, sample_ddim, sample_pc
+from vidiff.guidance import clipped
+from vidiff.sampling import Noise, get_sampler, initial_noise, logsnr_grid, sample_ancestral, sample_ddim, sample_pc
 from vidiff.schedule import logsnr_cosine
 
 N = 8000
@@ -21,10 +22,15 @@ def moments(x):
     return x.mean(0), torch.cov(x.T)
 
 
+def run(sampler, denoise, z, steps, *, grid="t", logsnr_fn=logsnr_cosine, clip=None, **kw):
+    """`sampler` over the grid of `steps` steps the caller builds, with x̂ clipped to [−clip, clip]."""
+    return sampler(clipped(denoise, clip), z, logsnr_grid(steps, grid, logsnr_fn), **kw)
+
+
 def errors(data, sampler, steps, **kw):
     g = torch.Generator().manual_seed(123)
     z = initial_noise((N, *data.shape), g)
-    x = sampler(data.denoise, z, steps, noise=g, **kw)
+    x = run(sampler, data.denoise, z, steps, noise=g, **kw)
     m, c = moments(x)
     return (m - data.mean).abs().max().item(), ((c - data.cov).norm() / data.cov.norm()).item()
 
@@ -61,7 +67,7 @@ def test_sample_does_not_depend_on_batch(data):
     def draw(seeds):
         noise = Noise(seeds)
         z = initial_noise((len(seeds), *data.shape), noise)
-        return sample_ancestral(data.denoise, z, 16, gamma=0.3, noise=noise)
+        return run(sample_ancestral, data.denoise, z, 16, gamma=0.3, noise=noise)
     batch = draw([5, 6, 7])
     alone = draw([6])
     assert torch.equal(batch[1], alone[0])
@@ -71,12 +77,14 @@ def test_sample_does_not_depend_on_batch(data):
 def test_clip_and_callback(data):
     seen = []
     z = initial_noise((4, *data.shape), torch.Generator().manual_seed(0))
-    x = sample_pc(data.denoise, z, 5, clip=0.1, noise=torch.Generator().manual_seed(0),
-                  callback=lambda i, n, x: seen.append((i, n)))
+    x = run(sample_pc, data.denoise, z, 5, clip=0.1, noise=torch.Generator().manual_seed(0),
+            callback=lambda i, n, x: seen.append((i, n)))
     assert x.abs().max() <= 0.1 + 1e-7
     assert seen == [(i, 5) for i in range(5)]
     with pytest.raises(ValueError, match="steps"):
-        sample_ddim(data.denoise, z, 0)
+        sample_ddim(data.denoise, z, logsnr_grid(0))
+    with pytest.raises(ValueError, match="steps"):
+        sample_ddim(data.denoise, z, logsnr_grid(1)[:1])
 
 
 @pytest.mark.parametrize("name", ["dpmpp-2m", "dpmpp-2m-sde"])
@@ -91,7 +99,7 @@ def exact_moments(data, name, steps, **kw):
     N(c, M Mᵀ). c and M are read off by sampling z = 0 and the basis vectors, in float64."""
     d = data.mean.numel()
     z = torch.cat([torch.zeros(1, d), torch.eye(d)]).double().reshape(d + 1, *data.shape)
-    out = get_sampler(name)(lambda z, logsnr: data.denoise(z.double(), logsnr), z, steps, **kw)
+    out = run(get_sampler(name), lambda z, logsnr: data.denoise(z.double(), logsnr), z, steps, **kw)
     out = out.reshape(d + 1, d).double()
     m = (out[1:] - out[0]).T
     cov_err = ((m @ m.T - data.cov).norm() / data.cov.norm()).item()

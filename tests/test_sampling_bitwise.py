@@ -21,7 +21,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "sampling_baseline.safetensors"
 # name → (sampler, steps, grid or None, the task: "sample" or "predict")
 CASES = {"ddim-3": ("ddim", 3, None, "sample"), "ancestral-4": ("ancestral", 4, None, "sample"),
          "pc-3": ("pc", 3, None, "sample"), "dpmpp-2m-5": ("dpmpp-2m", 5, None, "sample"),
-         "dpmpp-2m-lambda-5": ("dpmpp-2m", 5, "lambda", "sample"), "dpmpp-2m-sde-4": ("dpmpp-2m-sde", 4, None, "sample"),
+         "dpmpp-2m-lambda-5": ("dpmpp-2m", 5, "lambda", "sample"),
+         "dpmpp-2m-sde-4": ("dpmpp-2m-sde", 4, None, "sample"),
          "predict-ddim-3": ("ddim", 3, None, "predict"), "predict-pc-3": ("pc", 3, None, "predict")}
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 from vidiff.cli import build_parser, main
 from vidiff.cli.common import sampling_request
 from vidiff.presets import get_preset
+from vidiff.sampling_setup import SampleRequest
 from vidiff.studio import media
 from vidiff.studio.app import Studio
 from vidiff.studio.commands import eval_argv, sample_argv, shell_line, task_argv
@@ -122,8 +123,8 @@ def test_the_shown_command_is_one_vidiff_parses_to_the_same_request():
     assert line.startswith("vidiff sample --checkpoint 'runs/my run' --num-videos 3 --seed 7 --sampler ddim --steps 12")
     assert "--class 'red circle'" in line and "--prompt" not in line
     args = build_parser().parse_args(argv)
-    assert sampling_request(args) == dict(sampler="ddim", steps=12, options={}, guidance=1.5, prompt=None,
-                                          class_label="red circle", seed=7)
+    assert sampling_request(args) == SampleRequest(sampler="ddim", steps=12, guidance=1.5, class_label="red circle",
+                                                   seed=7)
     assert (args.checkpoint, args.num, args.frames, args.out) == ("runs/my run", 3, 9, "out dir")
     for bad, match in [({"num": 0}, "num must be between 1"), ({"sampler": "magic"}, "sampler must be one of"),
                        ({"steps": "ten"}, "steps must be a whole number"), ({"guidance": "-1"}, "guidance")]:

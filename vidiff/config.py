@@ -13,7 +13,7 @@ from functools import partial
 
 from .conditioning import KINDS, ConditioningConfig, build_conditioning
 from .errors import ConfigError
-from .schedule import LOGSNR_MAX, LOGSNR_MIN, logsnr_cosine
+from .schedule import logsnr_cosine
 from .unet import UNetConfig
 
 LOGGERS = ("tensorboard", "wandb", "both", "none")  # train.logger (vidiff.train.tracking)
@@ -85,18 +85,19 @@ PARALLEL = ("auto", "ddp", "fsdp")
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Defaults of sampling requests. `gamma`, `corrector_steps`, `delta` and `corrector_min/max_logsnr`
-    reach the samplers that take an option of that name (vidiff.sampling's registry)."""
+    """Defaults of sampling requests (vidiff.sampling_setup.SampleRequest). `options` are samplers'
+    own options (vidiff.sampling's registry); a sampler takes those of them it has."""
     sampler: str = "ancestral"  # a name in vidiff.sampling.SAMPLERS
     steps: int = 256
-    gamma: float = 0.1
-    corrector_steps: int = 1
-    delta: float = 0.1
-    corrector_min_logsnr: float = LOGSNR_MIN  # the PC sampler corrects only at levels in [min, max]
-    corrector_max_logsnr: float = LOGSNR_MAX
+    grid: str = "t"  # the λ grid every sampler walks: uniform in "t" (the paper's) or in "lambda"
+    options: dict = field(default_factory=lambda: {"gamma": 0.1})
     guidance: float = 0.0  # classifier-free guidance weight w
     reconstruction_weight: float = 9.0  # w_r of reconstruction guidance (paper: 50 BAIR, 9 Kinetics)
     clip: bool = True
+
+
+# Sampler options that were fields of SampleConfig (vidiff 0.1): config.upgrade moves them into options.
+SAMPLE_OPTION_FIELDS = ("gamma", "corrector_steps", "delta", "corrector_min_logsnr", "corrector_max_logsnr")
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,9 @@ class Config:
             section, name = key.split(".", 1)
             if section not in d:
                 raise ConfigError(f"unknown config section {section!r} in {a!r}; sections are {sorted(d)}")
+            if section == "sample" and (name.startswith("options.") or name in SAMPLE_OPTION_FIELDS):
+                d[section]["options"] = {**d[section]["options"], **_parse_option(name.split(".")[-1], value, key)}
+                continue
             if name not in d[section]:
                 raise ConfigError(f"unknown key {key!r}; {section} has {sorted(d[section])}")
             if key in DERIVED:
@@ -173,7 +177,8 @@ def _section_types() -> dict:
 
 def upgrade(d: dict) -> dict:
     """A config dict of an earlier vidiff in today's layout: the kind of conditioning and the text
-    encoder moved from `train` to `conditioning`, the class names from the top level into it."""
+    encoder moved from `train` to `conditioning`, the class names from the top level into it, the
+    sampler options from fields of `sample` into `sample.options`."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     moved = {"conditioning": "kind", "text_encoder": "text_encoder", "text_max_length": "text_max_length"}
     train, cond = d.get("train", {}), d.get("conditioning", {})
@@ -188,6 +193,10 @@ def upgrade(d: dict) -> dict:
         cond.setdefault("classes", list(classes or ()))
     if cond:
         d["conditioning"] = cond
+    sample = d.get("sample")
+    if isinstance(sample, dict) and any(k in sample for k in SAMPLE_OPTION_FIELDS):
+        options = {k: sample.pop(k) for k in SAMPLE_OPTION_FIELDS if k in sample}
+        sample["options"] = {**options, **(sample.get("options") or {})}
     return d
 
 
@@ -200,11 +209,33 @@ def _coerce(cls, name, value, key):
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if t is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, (int, str)) for v in value):
         return tuple(value)
+    if t is dict and isinstance(value, dict):
+        return {k: _coerce_option(k, v, f"{key}.{k}") for k, v in value.items()}
     if t is float and (is_int or isinstance(value, float)):
         return float(value)
     if (t is int and is_int) or (t is bool and isinstance(value, bool)) or (t is str and isinstance(value, str)):
         return value
     raise ConfigError(f"{key} must be of type {t.__name__}, got {value!r}")
+
+
+def sampler_option_defaults() -> dict:
+    """Every option of every registered sampler: name → its default (whose type the option takes)."""
+    from .sampling import SAMPLERS
+    return {name: default for spec in SAMPLERS.values() for name, default in spec.options.items()}
+
+
+def _coerce_option(name, value, key):
+    """A value of `sample.options`, of the type of the option's default (a whole number is a float too)."""
+    defaults = sampler_option_defaults()
+    if name not in defaults:
+        raise ConfigError(f"{key}: no registered sampler takes an option {name!r}; the options are "
+                          f"{', '.join(sorted(defaults))}")
+    t = type(defaults[name])
+    if t is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, t) or (t is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be of type {t.__name__}, got {value!r}")
+    return value
 
 
 def parse_bool(text: str) -> bool:
@@ -226,11 +257,23 @@ def _parse(cls, name, text, key):
         raise ConfigError(f"{key}={text!r}: expected a value of type {t.__name__}") from None
 
 
+def _parse_option(name: str, text: str, key: str) -> dict:
+    """`sample.options.NAME=VALUE` as {NAME: value}, the value parsed by the type of the option's default."""
+    defaults = sampler_option_defaults()
+    if name not in defaults:
+        return {name: _coerce_option(name, text, key)}  # names the unknown option
+    default = defaults[name]
+    try:
+        return {name: parse_bool(text) if isinstance(default, bool) else type(default)(text)}
+    except ValueError:
+        raise ConfigError(f"{key}={text!r}: expected a value of type {type(default).__name__}") from None
+
+
 def validate(cfg: Config) -> Config:
     problems = []
     m, d, data, tr, s = cfg.model, cfg.diffusion, cfg.data, cfg.train, cfg.sample
     from .diffusion import PREDICTIONS, WEIGHTINGS
-    from .sampling import SAMPLERS
+    from .sampling import GRIDS, SAMPLERS
     if d.prediction not in PREDICTIONS:
         problems.append(f"diffusion.prediction must be one of {PREDICTIONS}, got {d.prediction!r}")
     if d.loss_weighting not in WEIGHTINGS:
@@ -279,6 +322,8 @@ def validate(cfg: Config) -> Config:
         problems.append(f"sample.sampler must be one of {', '.join(sorted(SAMPLERS))}, got {s.sampler!r}")
     if s.steps < 1:
         problems.append(f"sample.steps must be >= 1, got {s.steps}")
+    if s.grid not in GRIDS:
+        problems.append(f"sample.grid must be one of {', '.join(GRIDS)}, got {s.grid!r}")
     if cfg.distill.teacher and cfg.distill.teacher_steps != 2 * s.steps:
         problems.append(f"distill.teacher_steps={cfg.distill.teacher_steps} must be twice sample.steps={s.steps}")
     if problems:

@@ -1,6 +1,6 @@
 """Guidance wraps a denoiser and returns a denoiser (paper §3.1, §3.3); the network never sees a
 guidance weight. Every wrapper composes with every sampler, every parameterisation and every other
-wrapper.
+wrapper; :func:`compose` stacks them in the one order the pipeline and the tasks use.
 
 Classifier-free guidance, ε̃ = (1 + w) ε̂(z, c) − w ε̂(z, ∅). For a fixed z_t and λ_t, x̂ and ε̂ are
 affine images of each other (x̂ = (z − σ ε̂)/α) and so is v̂, so the same combination of x̂ (or of v̂)
@@ -56,6 +56,30 @@ def classifier_free_guidance(denoise: DenoiseFn, weight: float, null: Callable[[
         return (1 + weight) * x_c - weight * x_u
 
     return guided
+
+
+def clipped(denoise: DenoiseFn, clip: Optional[float] = 1.0) -> DenoiseFn:
+    """x̂ clamped to [−clip, clip], the range of the data (None: the denoiser unchanged)."""
+    if clip is None:
+        return denoise
+
+    def clamped(z, logsnr, **cond):
+        return denoise(z, logsnr, **cond).clamp(-clip, clip)
+
+    return clamped
+
+
+def compose(denoise: DenoiseFn, *, guidance: float = 0.0, null: Optional[Callable[[dict], dict]] = None,
+            condition: Optional[Callable[[DenoiseFn], DenoiseFn]] = None, clip: Optional[float] = None) -> DenoiseFn:
+    """The denoiser a sampler walks with: classifier-free guidance innermost (it needs the network's
+    condition and its null ∅), then `condition` (a wrapper such as :func:`replacement` or
+    :func:`reconstruction_guidance` with its arguments bound: its gradient flows through the guided x̂),
+    then clipping outermost, so that the sampler sees x̂ in the data's range."""
+    if guidance:
+        denoise = classifier_free_guidance(denoise, guidance, null)
+    if condition is not None:
+        denoise = condition(denoise)
+    return clipped(denoise, clip)
 
 
 # ---- conditioning an unconditional model (§3.1) ------------------------------------------------

@@ -24,7 +24,7 @@ from .errors import VidiffError
 from .files import atomic_write, save_tensors
 from .guidance import classifier_free_guidance
 from .sampling import Noise, initial_noise
-from .sampling_setup import SamplerCall, resolve_sampling
+from .sampling_setup import SamplerCall, SampleRequest, resolve_sampling
 from .unet import UNet3D
 
 
@@ -54,13 +54,9 @@ class VideoDiffusion(nn.Module):
         return self.conditioning.request(num, prompt, class_label, device=device)
 
     # ---- sampling -----------------------------------------------------------------------------
-    def sampling(self, *, sampler: Optional[str] = None, steps: Optional[int] = None, options: Optional[dict] = None,
-                 clip: Optional[bool] = None, guidance: Optional[float] = None,
-                 reconstruction_weight: Optional[float] = None) -> SamplerCall:
+    def sampling(self, request: Optional[SampleRequest] = None, **changes) -> SamplerCall:
         """This model's sampler call for a request (defaults from its `sample` config)."""
-        return resolve_sampling(self.config.sample, self.config.diffusion, sampler=sampler, steps=steps,
-                                options=options, clip=clip, guidance=guidance,
-                                reconstruction_weight=reconstruction_weight)
+        return resolve_sampling(self.config.sample, self.config.diffusion, request, **changes)
 
     def guided(self, guidance: float) -> Callable:
         """The denoiser, with classifier-free guidance at weight w for a conditional model."""
@@ -69,23 +65,25 @@ class VideoDiffusion(nn.Module):
         return classifier_free_guidance(self.denoiser, guidance, self.conditioning.null)
 
     @torch.no_grad()
-    def sample(self, num: int = 1, *, frames: Optional[int] = None, size: Union[int, tuple, None] = None,
-               sampler: Optional[str] = None, steps: Optional[int] = None, options: Optional[dict] = None,
-               guidance: Optional[float] = None, prompt=None, class_label=None, seed: int = 0,
-               batch_size: int = 16, clip: Optional[bool] = None, progress: bool = False, device=None) -> torch.Tensor:
-        """Draw `num` videos (b, c, f, h, w) in [−1, 1]. Sample i uses seed `seed + i`, so it does not
-        depend on the batch it was drawn in. `options` are the sampler's own (e.g. {"gamma": 0.3}; see
-        `vidiff.sampling.SAMPLERS`); every default comes from the model's `sample` config."""
+    def sample(self, num: int = 1, request: Optional[SampleRequest] = None, *, frames: Optional[int] = None,
+               size: Union[int, tuple, None] = None, batch_size: int = 16, progress: bool = False, device=None,
+               **changes) -> torch.Tensor:
+        """Draw `num` videos (b, c, f, h, w) in [−1, 1] for a :class:`SampleRequest` (or its fields as
+        keywords: `sampler`, `steps`, `grid`, `options`, `guidance`, `prompt`, `class_label`, `seed`, `clip`).
+        Sample i uses seed `seed + i`, so it does not depend on the batch it was drawn in. `options` are
+        the sampler's own (e.g. {"gamma": 0.3}; see `vidiff.sampling.SAMPLERS`); every default comes from
+        the model's `sample` config."""
+        request = SampleRequest.of(request, **changes)
         if num < 1:
             raise VidiffError(f"the number of videos to sample must be at least 1, got {num}")
         if frames is not None and frames < 1:
             raise VidiffError(f"frames={frames}: a video needs at least 1 frame (None: the model's own)")
-        call = self.sampling(sampler=sampler, steps=steps, options=options, clip=clip, guidance=guidance)
+        call = self.sampling(request)
         h, w = parse_size(size or self.config.data.size)
         shape = (self.config.model.in_channels, self.config.data.frames if frames is None else frames, h, w)
         device = device or next(self.parameters()).device
-        prompts, labels = _per_sample(prompt, num), _per_sample(class_label, num)
-        denoise = self.guided(call.guidance)
+        prompts, labels = _per_sample(request.prompt, num), _per_sample(request.class_label, num)
+        denoise = call.denoiser(self.denoiser, null=self.conditioning.null if self.conditioning.guidable else None)
         was_training = self.training
         self.eval()
         out = []
@@ -95,7 +93,7 @@ class VideoDiffusion(nn.Module):
             part = slice(start, start + n)
             cond = self.condition(n, None if prompts is None else prompts[part],
                                   None if labels is None else labels[part], device=device)
-            noise = Noise(range(seed + start, seed + start + n), device=device)
+            noise = Noise(range(request.seed + start, request.seed + start + n), device=device)
             z = initial_noise((n, *shape), noise, device=device)
             x = call(denoise, z, noise, cond=cond, callback=lambda i, s, x, n=n: bar.update(n))
             out.append(x.clamp(-1, 1).cpu())

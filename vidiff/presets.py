@@ -31,7 +31,8 @@ PRESETS: dict[str, Config] = {
         # noise (5 steps at log-SNR <= -2 only: 66%). 10 steps at log-SNR >= -2 (1,200 evaluations):
         # 100% / 100% on two seed sets of a fresh `make demo` model; 98% / 100% on one that kept
         # 91% / 98% with 5 (README).
-        sample=SampleConfig(sampler="pc", steps=200, gamma=0.1, corrector_steps=10, corrector_min_logsnr=-2.0),
+        sample=SampleConfig(sampler="pc", steps=200,
+                            options={"gamma": 0.1, "corrector_steps": 10, "corrector_min_logsnr": -2.0}),
     ),
     "cpu-tiny": Config(
         model=UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
@@ -49,7 +50,7 @@ PRESETS: dict[str, Config] = {
         diffusion=_EPS,
         data=DataConfig(source="", frames=16, size=64),
         train=TrainConfig(batch_size=128, steps=60_000, lr=3e-4, ema_decay=0.9999, warmup_steps=1000),
-        sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.1),
+        sample=SampleConfig(sampler="ancestral", steps=256, options={"gamma": 0.1}),
     ),
     "bair-64x64": Config(
         model=UNetConfig(base_channels=128, channel_mults=(1, 2, 3, 4), num_res_blocks=3, attention_levels=(1, 2, 3),
@@ -58,7 +59,8 @@ PRESETS: dict[str, Config] = {
         data=DataConfig(source="", frames=16, size=64, flip=True),
         train=TrainConfig(batch_size=128, steps=660_000, lr=2e-4, weight_decay=0.01, adam_beta2=0.999,
                           ema_decay=0.999, warmup_steps=1000),
-        sample=SampleConfig(sampler="pc", steps=256, gamma=0.0, corrector_steps=1, reconstruction_weight=50.0),
+        sample=SampleConfig(sampler="pc", steps=256, options={"gamma": 0.0, "corrector_steps": 1},
+                            reconstruction_weight=50.0),
     ),
     "kinetics600-64x64": Config(
         model=UNetConfig(base_channels=256, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attention_levels=(1, 2, 3),
@@ -66,7 +68,8 @@ PRESETS: dict[str, Config] = {
         diffusion=_V,
         data=DataConfig(source="", frames=16, size=64),
         train=TrainConfig(batch_size=256, steps=220_000, lr=2e-4, ema_decay=0.9999, warmup_steps=1000),
-        sample=SampleConfig(sampler="pc", steps=128, gamma=0.0, corrector_steps=1, reconstruction_weight=9.0),
+        sample=SampleConfig(sampler="pc", steps=128, options={"gamma": 0.0, "corrector_steps": 1},
+                            reconstruction_weight=9.0),
     ),
     "text-small-16x64x64": Config(
         model=UNetConfig(base_channels=128, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attention_levels=(1, 2, 3),
@@ -75,7 +78,7 @@ PRESETS: dict[str, Config] = {
         data=DataConfig(source="", frames=16, size=64, image_frames=8),
         conditioning=_TEXT,
         train=TrainConfig(batch_size=128, steps=200_000, lr=3e-4, ema_decay=0.9999, warmup_steps=1000),
-        sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.3, guidance=2.0),
+        sample=SampleConfig(sampler="ancestral", steps=256, options={"gamma": 0.3}, guidance=2.0),
     ),
     "text-9x128x128": Config(
         model=UNetConfig(base_channels=128, channel_mults=(1, 2, 4, 8, 16), num_res_blocks=2,
@@ -84,7 +87,7 @@ PRESETS: dict[str, Config] = {
         data=DataConfig(source="", frames=9, size=128, image_frames=7),
         conditioning=_TEXT,
         train=TrainConfig(batch_size=128, steps=800_000, lr=2e-4, ema_decay=0.9999, warmup_steps=1000),
-        sample=SampleConfig(sampler="ancestral", steps=256, gamma=0.3, guidance=2.0),
+        sample=SampleConfig(sampler="ancestral", steps=256, options={"gamma": 0.3}, guidance=2.0),
     ),
 }
 _small = PRESETS["text-small-16x64x64"]

@@ -4,13 +4,15 @@ extension, temporal interpolation and spatial super-resolution.
 Each task takes a :class:`~vidiff.pipeline.VideoDiffusion` (or a plain denoiser in a :class:`Window`),
 conditions windows of the model's length on known frames and/or a low-resolution video with the
 replacement method or reconstruction guidance (:mod:`vidiff.guidance`), and slides the window over
-longer videos. Sampling is set up by :func:`vidiff.sampling_setup.resolve_sampling`, so every
-registered sampler, classifier-free guidance and class/text conditioning compose with every task.
+longer videos. Each takes one :class:`~vidiff.sampling_setup.SampleRequest` (or its fields as
+keywords), resolved by :func:`vidiff.sampling_setup.resolve_sampling`, so every registered sampler,
+classifier-free guidance and class/text conditioning compose with every task.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Optional, Union
 
 import torch
@@ -20,7 +22,7 @@ from .data.transforms import parse_size
 from .errors import ConditioningError
 from .guidance import DOWNSAMPLE_MODES, reconstruction_guidance, replacement
 from .sampling import Noise, initial_noise
-from .sampling_setup import SamplerCall, resolve_sampling
+from .sampling_setup import SamplerCall, SampleRequest, resolve_sampling
 
 METHODS = ("reconstruction", "replacement")
 
@@ -40,7 +42,8 @@ class Window:
 @dataclass
 class _Setup:
     """A denoiser with its window, its sampler call and how the windows are conditioned."""
-    denoise: Callable
+    denoise: Callable  # the network's denoiser, before any wrapper
+    null: Optional[Callable]  # condition → its null ∅, for classifier-free guidance (None: unconditional)
     channels: int
     frames: int
     size: tuple
@@ -53,31 +56,28 @@ class _Setup:
     spatial_weight: Optional[float] = None
 
 
-
-def _prepare(model, n: int, *, method: str, seed: int, sampler, steps, options, clip, guidance,
-             reconstruction_weight, prompt, class_label, mode: str = "area", frames: Optional[int] = None) -> _Setup:
-    if method not in METHODS:
-        raise ConditioningError(f"unknown conditioning method {method!r}; choose one of {METHODS}")
+def _prepare(model, n: int, request: SampleRequest, *, mode: str = "area", frames: Optional[int] = None) -> _Setup:
+    if request.method not in METHODS:
+        raise ConditioningError(f"unknown conditioning method {request.method!r}; choose one of {METHODS}")
     if mode not in DOWNSAMPLE_MODES:
         raise ConditioningError(f"unknown downsampling {mode!r}; choose one of {DOWNSAMPLE_MODES}")
-    request = dict(sampler=sampler, steps=steps, options=options, clip=clip, guidance=guidance,
-                   reconstruction_weight=reconstruction_weight)
     if isinstance(model, Window):
-        if prompt is not None or class_label is not None or guidance:
+        if request.prompt is not None or request.class_label is not None or request.guidance:
             raise ConditioningError("a plain denoiser takes no prompt, class or guidance weight")
-        call = resolve_sampling(model.sample, model.diffusion, **request)
-        return _Setup(model.denoise, model.channels, frames or model.frames, parse_size(model.size), call, {},
-                      torch.device("cpu"), method, seed, mode)
+        call = resolve_sampling(model.sample, model.diffusion, request)
+        return _Setup(model.denoise, None, model.channels, frames or model.frames,
+                      parse_size(model.size), call, {}, torch.device("cpu"), request.method, request.seed, mode)
     from .pipeline import VideoDiffusion
     if not isinstance(model, VideoDiffusion):
         raise ConditioningError(f"model must be a VideoDiffusion or a Window around a denoiser, "
                                 f"got {type(model).__name__}")
-    call = model.sampling(**request)
+    call = model.sampling(request)
     device = next(model.parameters()).device
     cfg = model.config
-    return _Setup(model.guided(call.guidance), cfg.model.in_channels, frames or cfg.data.frames,
-                  parse_size(cfg.data.size), call, model.condition(n, prompt, class_label, device=device), device,
-                  method, seed, mode)
+    cond = model.condition(n, request.prompt, request.class_label, device=device)
+    null = model.conditioning.null if model.conditioning.guidable else None
+    return _Setup(model.denoiser, null, cfg.model.in_channels, frames or cfg.data.frames, parse_size(cfg.data.size),
+                  call, cond, device, request.method, request.seed, mode)
 
 
 @contextlib.contextmanager
@@ -106,15 +106,15 @@ def sample_window(setup: _Setup, n: int, frames: int, *, x_a=None, known=None, l
     """One window (n c frames h w) conditioned on frames `known` = x_a and/or a low-res video."""
     noise = Noise(_seeds(setup.seed, n, window_index, 0), device=setup.device)
     repl_noise = Noise(_seeds(setup.seed, n, window_index, 1), device=setup.device)
-    denoise = setup.denoise
     w_r = setup.call.reconstruction_weight
+    condition = None
     if low_res is not None or (x_a is not None and setup.method == "reconstruction"):
-        denoise = reconstruction_guidance(denoise, x_a, known, low_res=low_res, noise=repl_noise, mode=setup.mode,
-                                          weight=w_r if setup.method == "reconstruction" else 0.0,
-                                          spatial_weight=setup.spatial_weight if setup.spatial_weight is not None
-                                          else w_r)
+        condition = partial(reconstruction_guidance, x_a=x_a, known=known, low_res=low_res, noise=repl_noise,
+                            mode=setup.mode, weight=w_r if setup.method == "reconstruction" else 0.0,
+                            spatial_weight=setup.spatial_weight if setup.spatial_weight is not None else w_r)
     elif x_a is not None:
-        denoise = replacement(denoise, x_a, known, noise=repl_noise)
+        condition = partial(replacement, x_a=x_a, known=known, noise=repl_noise)
+    denoise = setup.call.denoiser(setup.denoise, null=setup.null, condition=condition)
     z = initial_noise((n, setup.channels, frames, *setup.size), noise, device=setup.device)
     x = setup.call(denoise, z, noise, cond=setup.cond)
     if x_a is not None:
@@ -166,18 +166,15 @@ def _autoregress(setup: _Setup, start: Optional[torch.Tensor], n: int, target: i
     return video
 
 
-def predict(model, context: torch.Tensor, total_frames: Optional[int] = None, *, method: str = "reconstruction",
-            reconstruction_weight: Optional[float] = None, sampler: Optional[str] = None,
-            steps: Optional[int] = None, options: Optional[dict] = None, clip: Optional[bool] = None,
-            guidance: Optional[float] = None, prompt=None, class_label=None, seed: int = 0) -> torch.Tensor:
+def predict(model, context: torch.Tensor, total_frames: Optional[int] = None, *,
+            request: Optional[SampleRequest] = None, **changes) -> torch.Tensor:
     """Video prediction: given the first k frames `context` (b c k h w), generate the rest of a video of
     `total_frames` (default the model's window) frames; beyond the window, autoregressively with the last
     k frames as context. Returns (b c total_frames h w) whose first k frames are `context` exactly.
-    `reconstruction_weight` is w_r (default: the model's `sample.reconstruction_weight`); `options` are
-    the sampler's own; `guidance` is classifier-free guidance's w for a conditional model."""
-    setup = _prepare(model, context.shape[0], method=method, seed=seed, sampler=sampler, steps=steps,
-                     options=options, clip=clip, guidance=guidance, reconstruction_weight=reconstruction_weight,
-                     prompt=prompt, class_label=class_label)
+    The :class:`SampleRequest` (or its fields as keywords) says how: `method`, `reconstruction_weight`
+    w_r (default: the model's `sample.reconstruction_weight`), the sampler, `guidance` (classifier-free
+    guidance's w for a conditional model), `seed`."""
+    setup = _prepare(model, context.shape[0], SampleRequest.of(request, **changes))
     context = _as_video(context, "context", setup)
     k = context.shape[2]
     total = setup.frames if total_frames is None else total_frames
@@ -193,17 +190,13 @@ def predict(model, context: torch.Tensor, total_frames: Optional[int] = None, *,
 
 
 def extend(model, video: Optional[torch.Tensor], target_frames: int, *, window: Optional[int] = None,
-           overlap: Optional[int] = None, num: int = 1, method: str = "reconstruction",
-           reconstruction_weight: Optional[float] = None, sampler: Optional[str] = None,
-           steps: Optional[int] = None, options: Optional[dict] = None, clip: Optional[bool] = None,
-           guidance: Optional[float] = None, prompt=None, class_label=None, seed: int = 0) -> torch.Tensor:
+           overlap: Optional[int] = None, num: int = 1, request: Optional[SampleRequest] = None,
+           **changes) -> torch.Tensor:
     """Autoregressive extension to `target_frames` frames: start from `video` (b c k h w) or, if None,
     from `num` unconditional windows; then repeatedly generate the next window conditioned on the last
     `overlap` (default half the window) frames, and stitch. The given frames are kept exactly."""
     b = num if video is None else video.shape[0]
-    setup = _prepare(model, b, method=method, seed=seed, sampler=sampler, steps=steps, options=options, clip=clip,
-                     guidance=guidance, reconstruction_weight=reconstruction_weight, prompt=prompt,
-                     class_label=class_label, frames=window)
+    setup = _prepare(model, b, SampleRequest.of(request, **changes), frames=window)
     m = setup.frames // 2 if overlap is None else overlap
     _check_overlap(m, setup)
     if video is not None:
@@ -219,19 +212,14 @@ def extend(model, video: Optional[torch.Tensor], target_frames: int, *, window: 
         return _autoregress(setup, video, b, target_frames, m)
 
 
-def interpolate(model, video: torch.Tensor, factor: int, *, method: str = "reconstruction",
-                reconstruction_weight: Optional[float] = None, sampler: Optional[str] = None,
-                steps: Optional[int] = None, options: Optional[dict] = None, clip: Optional[bool] = None,
-                guidance: Optional[float] = None, prompt=None, class_label=None, seed: int = 0,
-                progress: bool = False) -> torch.Tensor:
+def interpolate(model, video: torch.Tensor, factor: int, *, progress: bool = False,
+                request: Optional[SampleRequest] = None, **changes) -> torch.Tensor:
     """Temporal interpolation by `factor` k: frame i of `video` (b c n h w) becomes frame k·i of the
     result, (b c (n−1)k+1 h w), and the k−1 frames between are generated. Each window of the model
     conditions on the keyframes at 0, k, 2k, … in it; windows advance by the largest multiple of k
     that fits, sharing one keyframe (frames after a window's last keyframe are dropped). `progress`
     shows a bar over the windows."""
-    setup = _prepare(model, video.shape[0], method=method, seed=seed, sampler=sampler, steps=steps, options=options,
-                     clip=clip, guidance=guidance, reconstruction_weight=reconstruction_weight, prompt=prompt,
-                     class_label=class_label)
+    setup = _prepare(model, video.shape[0], SampleRequest.of(request, **changes))
     video = _as_video(video, "video", setup)
     n, window = video.shape[2], setup.frames
     if not isinstance(factor, int) or factor < 2:
@@ -268,10 +256,7 @@ def _interpolate(setup: _Setup, video: torch.Tensor, factor: int, progress: bool
 
 
 def upsample(model, low_res: torch.Tensor, *, spatial_weight: Optional[float] = None, overlap: Optional[int] = None,
-             mode: str = "area", method: str = "reconstruction", reconstruction_weight: Optional[float] = None,
-             sampler: Optional[str] = None, steps: Optional[int] = None, options: Optional[dict] = None,
-             clip: Optional[bool] = None, guidance: Optional[float] = None, prompt=None, class_label=None,
-             seed: int = 0) -> torch.Tensor:
+             mode: str = "area", request: Optional[SampleRequest] = None, **changes) -> torch.Tensor:
     """Spatial super-resolution: a high-resolution model guided by `low_res` (b c f h' w'),
     x̃ = x̂ − (w_s α_t / 2) ∇_{z_t} ‖x^a − D(x̂(z_t))‖². Longer than the window, it goes on
     autoregressively, each window also conditioned (temporally, by `method`, weight w_r) on the last
@@ -280,9 +265,7 @@ def upsample(model, low_res: torch.Tensor, *, spatial_weight: Optional[float] = 
     D averages s_h·s_w pixels, so near t = 0 the correction is (w_s / (s_h s_w)) times the upsampled
     residual; the default w_s = 2 s_h s_w keeps that gain at 2 (much larger gains overshoot and, unclipped,
     diverge; see bench/conditional_gaussian.py)."""
-    setup = _prepare(model, low_res.shape[0], method=method, seed=seed, sampler=sampler, steps=steps,
-                     options=options, clip=clip, guidance=guidance, reconstruction_weight=reconstruction_weight,
-                     prompt=prompt, class_label=class_label, mode=mode)
+    setup = _prepare(model, low_res.shape[0], SampleRequest.of(request, **changes), mode=mode)
     low_res = _as_video(low_res, "low_res", setup, spatial=False)
     h, w = low_res.shape[-2:]
     if h > setup.size[0] or w > setup.size[1] or (h, w) == setup.size:

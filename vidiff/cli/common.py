@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -11,7 +12,11 @@ import torch
 from .. import spread
 from ..conditioning import KINDS
 from ..config import parse_bool
-from ..sampling import SAMPLERS
+from ..sampling import GRIDS, SAMPLERS
+from ..sampling_setup import SampleRequest
+
+# SampleRequest's fields that have a flag: the CLI defines them, the studio writes them
+REQUEST_FIELDS = {f.name: f for f in fields(SampleRequest) if f.metadata.get("flag")}
 
 
 # ---- configuration -----------------------------------------------------------------------------
@@ -96,36 +101,44 @@ def _sampler_options() -> dict:
 
 
 
+def _request_argument(p: argparse.ArgumentParser, name: str, *aliases: str, **kwargs) -> None:
+    """The flag of SampleRequest's field `name` (its metadata names the flag), parsed into `args.<name>`."""
+    p.add_argument(REQUEST_FIELDS[name].metadata["flag"], *aliases, dest=name, **kwargs)
+
+
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
-    """--checkpoint, --num, --sampler, --steps, one flag per sampler option, conditioning, output."""
+    """--checkpoint, --num, the request's flags (--sampler, --steps, --grid, one flag per sampler
+    option, --seed, conditioning), --batch-size and the output."""
     p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder, save_pretrained folder, or a "
                    "Hugging Face Hub model: hf://org/name[@revision] (or org/name when no such local path exists)")
     p.add_argument("--num-videos", "--num", dest="num", type=int, default=4,
                    help="number of videos (--num is not accepted under torchrun: it abbreviates its --numa-binding)")
     samplers = "; ".join(f"{name}: {spec.description}" for name, spec in sorted(SAMPLERS.items()))
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"default: the model's sample.sampler. {samplers}")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the model's sample.steps)")
+    _request_argument(p, "sampler", choices=sorted(SAMPLERS), help=f"default: the model's sample.sampler. {samplers}")
+    _request_argument(p, "steps", type=int, help="sampling steps (default: the model's sample.steps)")
+    _request_argument(p, "grid", choices=GRIDS, help="the λ grid every sampler walks: uniform in t (the paper's) or "
+                      "in lambda (default: the model's sample.grid)")
     for name, (default, takers) in _sampler_options().items():
         kind = parse_bool if isinstance(default, bool) else type(default)
         p.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=kind, metavar=kind.__name__.upper(),
-                       help=f"option of the {', '.join(takers)} sampler (default: the model's config, else {default})")
-    p.add_argument("--seed", type=int, default=0, help="video i uses seed + i")
+                       help=f"option of the {', '.join(takers)} sampler (default: the model's sample.options, "
+                            f"else {default})")
+    _request_argument(p, "seed", type=int, default=0, help="video i uses seed + i")
     p.add_argument("--batch-size", type=int, default=16,
                    help="videos sampled at once; under torchrun, each process takes whole batches")
-    p.add_argument("--prompt", help="text prompt (text-conditional models)")
-    p.add_argument("--class", dest="class_label", help="class name or index (class-conditional models)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance weight w")
+    _request_argument(p, "prompt", help="text prompt (text-conditional models)")
+    _request_argument(p, "class_label", help="class name or index (class-conditional models)")
+    _request_argument(p, "guidance", type=float, help="classifier-free guidance weight w")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--out", required=True, help="output folder")
 
 
-def sampling_request(args) -> dict:
-    """The keywords of a sampling request from the parsed arguments (unset ones are left out)."""
+def sampling_request(args) -> SampleRequest:
+    """The SampleRequest of the parsed arguments (unset fields: the model's config)."""
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
-    request = dict(sampler=args.sampler, steps=args.steps, options=options, guidance=args.guidance,
-                   prompt=args.prompt, class_label=args.class_label, seed=args.seed)
-    return request
+    given = {name: getattr(args, name) for name in REQUEST_FIELDS if getattr(args, name, None) is not None}
+    return SampleRequest(**given, options=options)
 
 
 def load_model(args):
@@ -209,19 +222,11 @@ def add_task_arguments(p: argparse.ArgumentParser, method: bool = True) -> None:
     add_sampling_arguments(p)
     if method:
         from ..tasks import METHODS
-        p.add_argument("--method", choices=METHODS, default="reconstruction",
-                       help="conditioning method (paper §3.1); default reconstruction guidance")
-    p.add_argument("--reconstruction-weight", "--guidance-weight", dest="reconstruction_weight", type=float,
-                   help="reconstruction guidance weight w_r (default: the model's sample.reconstruction_weight; "
-                        "the paper used 50 for BAIR, 9 for Kinetics)")
-
-
-def task_request(args) -> dict:
-    request = sampling_request(args)
-    request["reconstruction_weight"] = args.reconstruction_weight
-    if getattr(args, "method", None):
-        request["method"] = args.method
-    return request
+        _request_argument(p, "method", choices=METHODS, default="reconstruction",
+                          help="conditioning method (paper §3.1); default reconstruction guidance")
+    _request_argument(p, "reconstruction_weight", "--guidance-weight", type=float,
+                      help="reconstruction guidance weight w_r (default: the model's sample.reconstruction_weight; "
+                           "the paper used 50 for BAIR, 9 for Kinetics)")
 
 
 def repeat(video: torch.Tensor, num: int) -> torch.Tensor:

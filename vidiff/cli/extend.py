@@ -1,7 +1,9 @@
 """`vidiff extend`: autoregressive extension beyond the model's window."""
 from __future__ import annotations
 
-from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, save_results, task_request
+from dataclasses import replace
+
+from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, sampling_request, save_results
 
 
 def register(sub) -> None:
@@ -17,7 +19,7 @@ def run(args) -> None:
     from ..tasks import extend
     model = load_model(args)
     clip = read_clip(args.video, model.config.data.size, max_frames=args.length) if args.video else None
-    request = task_request(args)
+    request = sampling_request(args)
     videos = in_batches(args, lambda seed, n: extend(model, None if clip is None else repeat(clip, n), args.length,
-                                                     overlap=args.overlap, num=n, **{**request, "seed": seed}))
+                                                     overlap=args.overlap, num=n, request=replace(request, seed=seed)))
     save_results(videos, args, "extended")

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
-from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, save_results, task_request
+from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, sampling_request, save_results
 
 # frames read without --max-frames: each becomes K frames to sample, in windows of the model's length, so a
 # long file (minutes) means hours of sampling and its frames held in memory; past this, the user says how many
@@ -38,7 +39,7 @@ def run(args) -> None:
     print(f"reading {frames} of the {info.num_frames} frames of {args.video} ({info.width}×{info.height}, "
           f"{float(info.fps):g} fps) at {size}×{size}", file=sys.stderr)
     clip = read_clip(args.video, size, max_frames=frames, progress=True)
-    request = task_request(args)
+    request = sampling_request(args)
     videos = in_batches(args, lambda seed, n: interpolate(model, repeat(clip, n), args.factor, progress=True,
-                                                          **{**request, "seed": seed}))
+                                                          request=replace(request, seed=seed)))
     save_results(videos, args, "interpolated")

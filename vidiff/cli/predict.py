@@ -1,7 +1,9 @@
 """`vidiff predict`: video prediction, continuing the first K frames of a video (paper §3.1)."""
 from __future__ import annotations
 
-from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, save_results, task_request
+from dataclasses import replace
+
+from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, sampling_request, save_results
 
 
 def register(sub) -> None:
@@ -25,7 +27,7 @@ def run(args) -> None:
     if clip.shape[2] < args.context:
         raise ConditioningError(f"{args.video}: the video has {clip.shape[2]} frames, fewer than --context "
                                 f"{args.context}")
-    request = task_request(args)
+    request = sampling_request(args)
     videos = in_batches(args, lambda seed, n: predict(model, repeat(clip, n), args.frames,
-                                                      **{**request, "seed": seed}))
+                                                      request=replace(request, seed=seed)))
     save_results(videos, args, "predicted")

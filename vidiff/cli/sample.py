@@ -1,6 +1,8 @@
 """`vidiff sample`: videos from a checkpoint, with any registered sampler."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .common import add_sampling_arguments, in_batches, load_model, sampling_request, save_results
 
 
@@ -14,6 +16,6 @@ def register(sub) -> None:
 def run(args) -> None:
     model = load_model(args)
     request = sampling_request(args)
-    videos = in_batches(args, lambda seed, n: model.sample(n, frames=args.frames, batch_size=n, progress=True,
-                                                           **{**request, "seed": seed}))
+    videos = in_batches(args, lambda seed, n: model.sample(n, replace(request, seed=seed), frames=args.frames,
+                                                           batch_size=n, progress=True))
     save_results(videos, args)

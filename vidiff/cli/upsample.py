@@ -1,7 +1,9 @@
 """`vidiff upsample`: spatial super-resolution of a low-resolution video (reconstruction guidance)."""
 from __future__ import annotations
 
-from .common import add_task_arguments, in_batches, load_model, repeat, save_results, task_request
+from dataclasses import replace
+
+from .common import add_task_arguments, in_batches, load_model, repeat, sampling_request, save_results
 
 
 def register(sub) -> None:
@@ -27,8 +29,8 @@ def run(args) -> None:
     h, w = low.shape[-2:]
     s = min(h, w)  # centre-crop to the model's (square) aspect
     low = low[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    request = task_request(args)
+    request = sampling_request(args)
     videos = in_batches(args, lambda seed, n: upsample(model, repeat(low, n), overlap=args.overlap,
                                                        mode=args.downsample, spatial_weight=args.spatial_weight,
-                                                       **{**request, "seed": seed}))
+                                                       request=replace(request, seed=seed)))
     save_results(videos, args, "upsampled")

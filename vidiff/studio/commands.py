@@ -7,10 +7,12 @@ first; a bad field is a StudioError naming it.
 from __future__ import annotations
 
 import shlex
+from dataclasses import fields
 from typing import Optional
 
 from ..evaluate import METRICS
-from ..sampling import SAMPLERS
+from ..sampling import GRIDS, SAMPLERS
+from ..sampling_setup import SampleRequest
 from ..tasks import METHODS
 from .paths import StudioError
 
@@ -70,13 +72,21 @@ def _flags(pairs) -> list:
     return out
 
 
+def _request_flags(req: dict, checks: dict) -> list:
+    """The flags of the SampleRequest fields in `checks` (field name → its checked value in `req`):
+    the page's keys are the request's field names, the flags are those the CLI defines for them."""
+    flag = {f.name: f.metadata.get("flag") for f in fields(SampleRequest)}
+    return _flags([(flag[name], value) for name, value in checks.items()])
+
+
 def sampling_flags(req: dict) -> list:
-    """The flags every sampling command shares: --num-videos, --seed, --sampler, --steps, --guidance,
-    --prompt, --class (only those the request sets)."""
-    return _flags([("--num-videos", _int(req, "num", 1, MAX_VIDEOS, 1)), ("--seed", _int(req, "seed", 0, 2**31 - 1, 0)),
-                   ("--sampler", _choice(req, "sampler", SAMPLERS)), ("--steps", _int(req, "steps", 1, 10_000)),
-                   ("--guidance", _float(req, "guidance", 0.0, 100.0)), ("--prompt", _text(req, "prompt")),
-                   ("--class", _text(req, "class_label", 100))])
+    """The flags every sampling command shares: --num-videos, --seed, --sampler, --steps, --grid,
+    --guidance, --prompt, --class (only those the request sets)."""
+    return _flags([("--num-videos", _int(req, "num", 1, MAX_VIDEOS, 1))]) + _request_flags(req, {
+        "seed": _int(req, "seed", 0, 2**31 - 1, 0), "sampler": _choice(req, "sampler", SAMPLERS),
+        "steps": _int(req, "steps", 1, 10_000), "grid": _choice(req, "grid", GRIDS),
+        "guidance": _float(req, "guidance", 0.0, 100.0), "prompt": _text(req, "prompt"),
+        "class_label": _text(req, "class_label", 100)})
 
 
 def sample_argv(checkpoint: str, out: str, req: dict) -> list:
@@ -89,8 +99,8 @@ def task_argv(checkpoint: str, video: str, out: str, req: dict) -> list:
     """`vidiff predict | extend | interpolate | upsample` for a Condition request."""
     task = _choice(req, "task", TASKS, "predict")
     argv = [task, "--checkpoint", checkpoint, "--video", video, *sampling_flags(req),
-            *_flags([("--method", _choice(req, "method", METHODS, "reconstruction")),
-                     ("--reconstruction-weight", _float(req, "reconstruction_weight", 0.0, 1e4))])]
+            *_request_flags(req, {"method": _choice(req, "method", METHODS, "reconstruction"),
+                                  "reconstruction_weight": _float(req, "reconstruction_weight", 0.0, 1e4)})]
     if task == "predict":
         argv += _flags([("--context", _int(req, "context", 1, MAX_FRAMES, 1)),
                         ("--frames", _int(req, "total_frames", 2, MAX_FRAMES))])
