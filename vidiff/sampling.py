@@ -149,12 +149,12 @@ def sample_ddim(denoise: DenoiseFn, z: torch.Tensor, lambdas: torch.Tensor, nois
                 cond: Optional[dict] = None, callback=None) -> torch.Tensor:
     """Deterministic DDIM sampler (Song et al. 2021; the probability-flow ODE with Euler steps in λ):
     z_s = α_s x̂ + σ_s ε̂, ε̂ = (z_t − α_t x̂)/σ_t. `noise` is accepted for a uniform call signature and unused."""
-    lam = lambdas
-    for i in range(_steps(lam) - 1):
+    lam, steps = lambdas, _steps(lambdas)
+    for i in range(steps - 1):
         x = _denoise(denoise, z, lam[i], cond)
         z = ddim_step(z, x, lam[i], lam[i + 1])
         if callback is not None:
-            callback(i, len(lam) - 1, x)
+            callback(i, steps, x)
     return _last(denoise, z, lam, cond, callback)
 
 

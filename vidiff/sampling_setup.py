@@ -91,6 +91,7 @@ class SamplerCall:
 
     def __call__(self, denoise: Callable, z: torch.Tensor, noise=None, *, cond: Optional[dict] = None,
                  callback=None) -> torch.Tensor:
+        """x̂ from z_1 = `z`; `denoise` as :meth:`denoiser` returns it (clipped when the request clips)."""
         return self.spec.fn(denoise, z, self.lambdas, noise, cond=cond, callback=callback, **self.options)
 
 
