@@ -189,7 +189,9 @@ def test_a_config_with_the_samplers_options_as_fields_loads(checkpoint, tmp_path
 
 
 def test_sample_options_are_checked_against_the_registry():
-    from vidiff.config import Config, ConfigError
+    from dataclasses import replace
+
+    from vidiff.config import Config, ConfigError, validate
     cfg = get_preset("cpu-tiny")
     assert cfg.override(["sample.options.corrector_steps=3"]).sample.options == {"gamma": 0.1, "corrector_steps": 3}
     assert cfg.override(["sample.gamma=0.5"]).sample.options == {"gamma": 0.5}  # the field's old name
@@ -201,6 +203,8 @@ def test_sample_options_are_checked_against_the_registry():
     d["sample"]["options"] = {"corrector_steps": 1.5}
     with pytest.raises(ConfigError, match=r"sample.options.corrector_steps must be of type int, got 1.5"):
         Config.from_dict(d)
+    with pytest.raises(ConfigError, match=r"sample.options.gama: no registered sampler takes an option 'gama'"):
+        validate(replace(cfg, sample=replace(cfg.sample, options={"gama": 0.5})))
     d["sample"]["options"], d["sample"]["grid"] = {}, "log"
     with pytest.raises(ConfigError, match=r"sample.grid must be one of t, lambda, got 'log'"):
         Config.from_dict(d)

@@ -228,14 +228,17 @@ def _coerce_option(name, value, key):
     """A value of `sample.options`, of the type of the option's default (a whole number is a float too)."""
     defaults = sampler_option_defaults()
     if name not in defaults:
-        raise ConfigError(f"{key}: no registered sampler takes an option {name!r}; the options are "
-                          f"{', '.join(sorted(defaults))}")
+        raise ConfigError(_unknown_option(key, name, defaults))
     t = type(defaults[name])
     if t is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, t) or (t is int and isinstance(value, bool)):
         raise ConfigError(f"{key} must be of type {t.__name__}, got {value!r}")
     return value
+
+
+def _unknown_option(key: str, name: str, defaults: dict) -> str:
+    return f"{key}: no registered sampler takes an option {name!r}; the options are {', '.join(sorted(defaults))}"
 
 
 def parse_bool(text: str) -> bool:
@@ -261,7 +264,7 @@ def _parse_option(name: str, text: str, key: str) -> dict:
     """`sample.options.NAME=VALUE` as {NAME: value}, the value parsed by the type of the option's default."""
     defaults = sampler_option_defaults()
     if name not in defaults:
-        return {name: _coerce_option(name, text, key)}  # names the unknown option
+        raise ConfigError(_unknown_option(key, name, defaults))
     default = defaults[name]
     try:
         return {name: parse_bool(text) if isinstance(default, bool) else type(default)(text)}
@@ -273,7 +276,6 @@ def validate(cfg: Config) -> Config:
     problems = []
     m, d, data, tr, s = cfg.model, cfg.diffusion, cfg.data, cfg.train, cfg.sample
     from .diffusion import PREDICTIONS, WEIGHTINGS
-    from .sampling import GRIDS, SAMPLERS
     if d.prediction not in PREDICTIONS:
         problems.append(f"diffusion.prediction must be one of {PREDICTIONS}, got {d.prediction!r}")
     if d.loss_weighting not in WEIGHTINGS:
@@ -318,17 +320,25 @@ def validate(cfg: Config) -> Config:
         problems.append(f"train.logger must be one of {', '.join(LOGGERS)}, got {tr.logger!r}")
     if not 0 <= tr.ema_decay < 1:
         problems.append("train.ema_decay must be in [0, 1)")
+    problems += _sample_problems(s)
+    if cfg.distill.teacher and cfg.distill.teacher_steps != 2 * s.steps:
+        problems.append(f"distill.teacher_steps={cfg.distill.teacher_steps} must be twice sample.steps={s.steps}")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return cfg
+
+
+def _sample_problems(s: SampleConfig) -> list:
+    from .sampling import GRIDS, SAMPLERS
+    problems = []
     if s.sampler not in SAMPLERS:
         problems.append(f"sample.sampler must be one of {', '.join(sorted(SAMPLERS))}, got {s.sampler!r}")
     if s.steps < 1:
         problems.append(f"sample.steps must be >= 1, got {s.steps}")
     if s.grid not in GRIDS:
         problems.append(f"sample.grid must be one of {', '.join(GRIDS)}, got {s.grid!r}")
-    if cfg.distill.teacher and cfg.distill.teacher_steps != 2 * s.steps:
-        problems.append(f"distill.teacher_steps={cfg.distill.teacher_steps} must be twice sample.steps={s.steps}")
-    if problems:
-        raise ConfigError("invalid configuration: " + "; ".join(problems))
-    return cfg
+    defaults = sampler_option_defaults()
+    return problems + [_unknown_option(f"sample.options.{k}", k, defaults) for k in s.options if k not in defaults]
 
 
 def _train_problems(tr: TrainConfig) -> list:
