@@ -76,6 +76,13 @@ def bair(tmp_path_factory):
     return root, ordered
 
 
+def trains_on(shards, frames: int, size: int, run) -> bool:
+    """`vidiff train --data SHARDS` runs a step on them."""
+    return main(["train", "--preset", "cpu-tiny", "--data", str(shards), "--set", f"data.frames={frames}", "--set",
+                 f"data.size={size}", "--set", "train.batch_size=2", "--set", "train.num_samples=0", "--steps", "1",
+                 "--out", str(run), "--quiet"]) == 0
+
+
 def clip_of(ds: ShardDataset, i: int) -> tuple:
     members = ds.raw(i)
     return np.load(io.BytesIO(members["npy"])), json.loads(members["json"])
@@ -140,9 +147,7 @@ def test_bair_from_tfrecords_to_protocol_fvd(bair, tmp_path, capsys):
         assert main(["prepare", str(root), str(shards[split]), "--format", "bair", "--split", split, "--frames", "16",
                      "--size", "64", "--workers", "0"]) == 0
     run = tmp_path / "run"
-    assert main(["train", "--preset", "cpu-tiny", "--data", str(shards["train"]), "--set", "data.frames=16", "--set",
-                 "data.size=64", "--set", "train.batch_size=2", "--set", "train.num_samples=0", "--steps", "1",
-                 "--out", str(run), "--quiet"]) == 0
+    assert trains_on(shards["train"], 16, 64, run)
     out = tmp_path / "protocol"
     argv = ["eval", "--protocol", "bair", "--checkpoint", str(run), "--data", str(shards["test"]), "--out", str(out),
             "--num-videos", "4", "--batch-size", "2", "--sampler", "ddim", "--steps", "2", "--no-progress"]
@@ -200,6 +205,7 @@ def test_prepare_ucf101_split_with_its_labels(ucf, tmp_path, split):
         assert meta["file"] in names and meta["label"] == classes.index(meta["file"].split("/")[0])
         want = written[meta["file"]][meta["start"]: meta["start"] + 4]
         assert np.array_equal(clip, want.transpose(3, 0, 1, 2))
+    assert trains_on(out, 4, 24, tmp_path / "run")
 
 
 def test_ucf101_missing_video_is_named(ucf, tmp_path, capsys):
@@ -251,3 +257,4 @@ def test_prepare_kinetics_reads_windows_and_lists_missing(tmp_path, capsys):
         for start, clip, label in clips:
             assert np.array_equal(clip, written[vid][start: start + 4].transpose(3, 0, 1, 2))
             assert label == (0 if vid in ("aaaaaaaaaaa", "ccccccccccc") else 1)
+    assert trains_on(out, 4, 16, tmp_path / "run")
