@@ -8,14 +8,16 @@ import dataclasses
 import json
 import math
 import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from functools import partial
 
 from .conditioning import KINDS, ConditioningConfig, build_conditioning
-from .errors import ConfigError
+from .errors import ConfigError, RemovedOptionError
 from .schedule import LOGSNR_MAX, LOGSNR_MIN, logsnr_cosine
 from .unet import UNetConfig
 
+REMOVED_AFTER = "0.1.0"  # the last vidiff with the model options that upgrade() drops
 LOGGERS = ("tensorboard", "wandb", "both", "none")  # train.logger (vidiff.train.tracking)
 
 # Filled in from the data when training starts (and recorded with the run): never set by hand.
@@ -125,11 +127,13 @@ class Config:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: dict, *, trained: bool = False) -> "Config":
+        """The configuration `d` describes, of this vidiff or an earlier one (see upgrade); `trained`:
+        it is a checkpoint's, whose weights are loaded with it."""
         if not isinstance(d, dict):
             raise ConfigError("a configuration must be a JSON object of sections (model, data, train, ...), each "
                               "an object of settings, like a run's config.json")
-        d = upgrade(d)
+        d = upgrade(d, trained=trained)
         sections = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(sections))
         if unknown:
@@ -171,10 +175,13 @@ def _section_types() -> dict:
             "data": DataConfig, "train": TrainConfig, "sample": SampleConfig, "distill": DistillConfig}
 
 
-def upgrade(d: dict) -> dict:
+def upgrade(d: dict, trained: bool = False) -> dict:
     """A config dict of an earlier vidiff in today's layout: the kind of conditioning and the text
-    encoder moved from `train` to `conditioning`, the class names from the top level into it."""
+    encoder moved from `train` to `conditioning`, the class names from the top level into it, and
+    the model options measured not to help are gone (`_removed_options`)."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    if isinstance(d.get("model"), dict):
+        _removed_options(d["model"], trained)
     moved = {"conditioning": "kind", "text_encoder": "text_encoder", "text_max_length": "text_max_length"}
     train, cond = d.get("train", {}), d.get("conditioning", {})
     for old, new in moved.items():
@@ -189,6 +196,26 @@ def upgrade(d: dict) -> dict:
     if cond:
         d["conditioning"] = cond
     return d
+
+
+def _removed_options(model: dict, trained: bool) -> None:
+    """Drops model.conditioned_arrow and rel_pos_init=neighbours (docs/findings/arrow-of-time.md has
+    what they were measured to do). Turned off, they change nothing. The arrow's gains are weights
+    the network no longer has: a model that used it cannot load. The neighbours start is only an
+    initialisation: a trained checkpoint holds its learned bias and loads with a warning."""
+    where = "this checkpoint's weights use it" if trained else "this configuration turns it on"
+    if model.pop("conditioned_arrow", False):
+        raise RemovedOptionError(f"model.conditioned_arrow was removed after vidiff {REMOVED_AFTER} and {where}: "
+                                 f"load or train it with vidiff {REMOVED_AFTER} (pip install vidiff=={REMOVED_AFTER}), "
+                                 f"or set model.conditioned_arrow=false to train without it")
+    if model.get("rel_pos_init") == "neighbours":
+        if not trained:
+            raise RemovedOptionError(f"model.rel_pos_init=neighbours was removed after vidiff {REMOVED_AFTER}: use "
+                                     f"model.rel_pos_init=normal (the default) or zeros")
+        warnings.warn(f"model.rel_pos_init=neighbours was removed after vidiff {REMOVED_AFTER}; it only chose the "
+                      f"starting values of the relative position bias, and this checkpoint's trained bias is loaded "
+                      f"as it is (recorded as rel_pos_init=normal)", stacklevel=3)
+        model["rel_pos_init"] = "normal"
 
 
 def _field_type(cls, name):
