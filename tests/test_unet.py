@@ -278,6 +278,8 @@ def test_frame_condition_product_lets_a_condition_act_differently_at_each_time()
         UNetConfig(**{**TINY.to_dict(), "num_classes": 4, "frame_condition_product": True})
     with pytest.raises(ConfigError, match="frame_condition_product.*needs a class- or text-conditional model"):
         UNet3D(UNetConfig(**{**TINY.to_dict(), "frame_index_embedding": True, "frame_condition_product": True}))
+    with pytest.raises(ConfigError, match="text_cross_attention attends to caption tokens: it needs a text-cond"):
+        UNet3D(UNetConfig(**{**TINY.to_dict(), "text_cross_attention": True}))
 
 
 def condition(net, tokens, mask):

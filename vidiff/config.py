@@ -18,6 +18,10 @@ from .schedule import LOGSNR_MAX, LOGSNR_MIN, logsnr_cosine
 from .unet import UNetConfig
 
 REMOVED_AFTER = "0.1.0"  # the last vidiff with the model options that upgrade() drops
+REMOVED = (  # (model key, the value removed, whether a trained model's weights need it)
+    ("conditioned_arrow", True, True),  # its gains are weights the network no longer has
+    ("rel_pos_init", "neighbours", False),  # where the bias started: the trained bias is in the weights
+)
 LOGGERS = ("tensorboard", "wandb", "both", "none")  # train.logger (vidiff.train.tracking)
 
 # Filled in from the data when training starts (and recorded with the run): never set by hand.
@@ -199,23 +203,26 @@ def upgrade(d: dict, trained: bool = False) -> dict:
 
 
 def _removed_options(model: dict, trained: bool) -> None:
-    """Drops model.conditioned_arrow and rel_pos_init=neighbours (docs/findings/arrow-of-time.md has
-    what they were measured to do). Turned off, they change nothing. The arrow's gains are weights
-    the network no longer has: a model that used it cannot load. The neighbours start is only an
-    initialisation: a trained checkpoint holds its learned bias and loads with a warning."""
-    where = "this checkpoint's weights use it" if trained else "this configuration turns it on"
-    if model.pop("conditioned_arrow", False):
-        raise RemovedOptionError(f"model.conditioned_arrow was removed after vidiff {REMOVED_AFTER} and {where}: "
-                                 f"load or train it with vidiff {REMOVED_AFTER} (pip install vidiff=={REMOVED_AFTER}), "
-                                 f"or set model.conditioned_arrow=false to train without it")
-    if model.get("rel_pos_init") == "neighbours":
-        if not trained:
-            raise RemovedOptionError(f"model.rel_pos_init=neighbours was removed after vidiff {REMOVED_AFTER}: use "
-                                     f"model.rel_pos_init=normal (the default) or zeros")
-        warnings.warn(f"model.rel_pos_init=neighbours was removed after vidiff {REMOVED_AFTER}; it only chose the "
-                      f"starting values of the relative position bias, and this checkpoint's trained bias is loaded "
-                      f"as it is (recorded as rel_pos_init=normal)", stacklevel=3)
-        model["rel_pos_init"] = "normal"
+    """Drops the model options of REMOVED from a config dict. Set to a value that changes nothing,
+    a key is dropped silently. Set to the removed value it is refused, unless it only chose where
+    training started and this is a trained checkpoint's config: that loads, with a warning."""
+    known = {f.name for f in fields(UNetConfig)}
+    for key, value, in_weights in REMOVED:
+        if model.get(key) == value:
+            setting = f"model.{key}={value if isinstance(value, str) else json.dumps(value)}"
+            why = (f"{setting} was removed after vidiff {REMOVED_AFTER} (measured not to help: "
+                   f"docs/findings/arrow-of-time.md)")
+            if trained and in_weights:
+                raise RemovedOptionError(f"{why}, and this checkpoint's weights use it: load it with vidiff "
+                                         f"{REMOVED_AFTER} (pip install vidiff=={REMOVED_AFTER})")
+            if not trained:
+                raise RemovedOptionError(f"{why}: remove model.{key} from the configuration (the default applies), "
+                                         f"or use vidiff {REMOVED_AFTER}")
+            warnings.warn(f"{why}; it only chose the starting weights, and this checkpoint's trained weights load as "
+                          f"they are", stacklevel=4)
+            model.pop(key)
+        elif key not in known:
+            model.pop(key, None)
 
 
 def _field_type(cls, name):
