@@ -98,7 +98,7 @@ def test_bad_input_shapes_are_named():
         net(torch.randn(1, 3, 2, 7, 8), torch.zeros(1))
     with pytest.raises(ValueError, match="attention_levels"):
         UNetConfig(channel_mults=(1, 2), attention_levels=(3,))
-    with pytest.raises(ValueError, match="unknown UNet config keys"):
+    with pytest.raises(ConfigError, match="unknown UNet config keys"):
         UNetConfig.from_dict({"base_chanels": 3})
 
 

@@ -137,7 +137,7 @@ class UNetConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown UNet config keys {unknown}; known keys: {sorted(known)}")
+            raise ConfigError(f"unknown UNet config keys {unknown}; known keys: {sorted(known)}")
         return cls(**d)
 
 
