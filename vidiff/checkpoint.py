@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .errors import RemovedOptionError, VidiffError
@@ -239,50 +239,12 @@ OLD_NAMES = (
     (re.compile(r"^middle\.(res|spatial|temporal|cross)\.(\d+)\."), r"middle.block\2.\1."),
     (re.compile(r"^(frame_embed|frame_time|frame_mix|time_pool)\."), r"extensions.\1."),
 )
-# vidiff 0.1.0's order of the network's parameters (the optimizer's state is kept by position):
-# its top-level modules, and in each level every block of one kind before the next kind
-OLD_TOP = ("logsnr_embed", "cond_mlp", "class_embed", "frame_embed", "frame_time", "frame_mix", "text_pool",
-           "time_pool", "text_norm", "stem", "down", "middle", "up", "out_norm", "out_conv")
-OLD_KINDS = ("res", "spatial", "temporal", "cross")  # then the level's downsample or upsample
-
-
 def renamed(name: str) -> str:
     """Today's name of a weight named `name` by any vidiff (vidiff 0.1.0's names are mapped)."""
     for pattern, new in OLD_NAMES:
         if pattern.match(name):
             return pattern.sub(new, name)
     return name
-
-
-def old_layout(path: Path) -> bool:
-    """Whether the safetensors file at `path` names its weights as vidiff 0.1.0 did."""
-    with safe_open(str(path), "pt") as f:
-        return any(renamed(k) != k for k in f.keys())
-
-
-def _old_place(name: str) -> tuple:
-    """Where today's parameter `name` stood in vidiff 0.1.0's order, up to the order inside one block."""
-    parts = name.split(".")
-    if parts[0] == "extensions":
-        parts = parts[1:]
-    top = OLD_TOP.index(parts[0])
-    if parts[0] in ("down", "up"):  # the up path ran from the lowest resolution (highest index) up
-        level, parts = int(parts[1]) * (1 if parts[0] == "down" else -1), parts[2:]
-    elif parts[0] == "middle":
-        level, parts = 0, parts[1:]
-    else:
-        return top, 0, 0, 0
-    if not parts[0].startswith("block"):
-        return top, level, len(OLD_KINDS), 0
-    return top, level, OLD_KINDS.index(parts[1]), int(parts[0][len("block"):])
-
-
-def upgrade_optimizer(state: dict, names: list) -> dict:
-    """The optimizer state of a vidiff 0.1.0 checkpoint (kept by parameter position in its order) in
-    today's order of the parameters `names` (the network's named_parameters)."""
-    old = sorted(range(len(names)), key=lambda i: _old_place(names[i]))  # stable: a block's own order stays
-    # the param groups list positions 0…n−1, which torch pairs with today's parameters in order
-    return {**state, "state": {old[i]: value for i, value in state["state"].items()}}
 
 
 def load_weights(module: torch.nn.Module, path: Path) -> None:

@@ -141,6 +141,34 @@ class UNetConfig:
         return cls(**d)
 
 
+# The order in which the optimizer and the gradient clip see the parameters (the clip sums their norms
+# in it, so it decides the last bit of every clipped step): vidiff 0.1.0's, so that a seed trains to
+# the same losses and an optimizer state saved by position loads as it is. The top-level modules in
+# this order; in each level, the residual part of every block, then the spatial attention of every
+# block, and so on (BLOCK_PARTS), then the level's downsample or upsample.
+PARAMETER_ORDER = ("logsnr_embed", "cond_mlp", "class_embed", "frame_embed", "frame_time", "frame_mix", "text_pool",
+                   "time_pool", "text_norm", "stem", "down", "middle", "up", "out_norm", "out_conv")
+BLOCK_PARTS = ("res", "spatial", "temporal", "cross")
+
+
+def parameter_place(name: str) -> tuple:
+    """Where the parameter `name` (as UNet3D names it) stands in PARAMETER_ORDER, up to the order inside
+    one layer."""
+    parts = name.split(".")
+    if parts[0] == "extensions":
+        parts = parts[1:]
+    top = PARAMETER_ORDER.index(parts[0])
+    if parts[0] in ("down", "up"):  # the up path runs from the lowest resolution (the highest index)
+        level, parts = int(parts[1]) * (1 if parts[0] == "down" else -1), parts[2:]
+    elif parts[0] == "middle":
+        level, parts = 0, parts[1:]
+    else:
+        return top, 0, 0, 0
+    if not parts[0].startswith("block"):
+        return top, level, len(BLOCK_PARTS), 0
+    return top, level, BLOCK_PARTS.index(parts[1]), int(parts[0][len("block"):])
+
+
 def level_channels(cfg: UNetConfig) -> tuple:
     """The channels of every level in build order: (down levels, the middle, up levels by index), each
     (the input width of each residual block, the output width). An up block's input is the previous
@@ -255,6 +283,14 @@ class UNet3D(nn.Module):
         self.channels_last = True  # NHWC activations: faster oneDNN convolutions on CPU
         self.out_norm = group_norm(ch)
         self.out_conv = zero_init(nn.Conv2d(ch, cfg.in_channels, 3, padding=1))
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        """As nn.Module's (and so `parameters()`), in PARAMETER_ORDER rather than in the order of the names."""
+        named = super().named_parameters(prefix, recurse, remove_duplicate)
+        if not recurse:
+            return named
+        start = len(prefix) + 1 if prefix else 0
+        return iter(sorted(named, key=lambda item: parameter_place(item[0][start:])))
 
     def embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None, frames: int = 1,
                   temporal_mask=None) -> torch.Tensor:

@@ -20,11 +20,9 @@ from ..checkpoint import (
     load_json,
     load_tensors,
     load_weights,
-    old_layout,
     optimizer_from_tensors,
     resolve_checkpoint,
     save_checkpoint,
-    upgrade_optimizer,
 )
 from ..conditioning import build_conditioning
 from ..config import DERIVED, Config, ConfigError
@@ -216,8 +214,6 @@ def _set_rng_state(state: dict) -> None:
 def _load_optimizer(t: Trainer, ck: Path) -> None:
     """Optimiser and RNG state of checkpoint `ck`, with the run's (possibly changed) settings."""
     state = optimizer_from_tensors(load_tensors(ck / "optimizer.safetensors"), load_json(ck / "optimizer.json"))
-    if old_layout(ck / "model.safetensors"):
-        state = upgrade_optimizer(state, [name for name, _ in t.model.net.named_parameters()])
     parallel.load_optimizer_state(t.net, t.opt, state)
     tr = t.cfg.train
     for g in t.opt.param_groups:  # the run's (possibly changed) settings, not the saved ones
