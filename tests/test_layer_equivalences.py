@@ -110,7 +110,8 @@ def test_the_network_compiles_to_one_graph():
     from vidiff.unet import UNet3D, UNetConfig
     cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), head_dim=8,
                      emb_dim=32, recompute_norms=True, recompute_attention=True, gradient_checkpointing=True,
-                     frame_index_embedding=True, conditioned_arrow=True)
+                     frame_index_embedding=True, frame_condition_product=True, num_classes=3)
     net = UNet3D(cfg)
-    explained = dynamo.explain(lambda x: net(x, torch.zeros(2)).square().mean())(torch.randn(2, 3, 4, 16, 16))
+    labels = torch.tensor([0, 2])
+    explained = dynamo.explain(lambda x: net(x, torch.zeros(2), labels).square().mean())(torch.randn(2, 3, 4, 16, 16))
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons[:3]

@@ -1,9 +1,8 @@
-import copy
-
 import pytest
 import torch
 
 from vidiff.diffusion import Denoiser, DiffusionLoss
+from vidiff.errors import ConfigError
 from vidiff.layers import joint_attention_mask
 from vidiff.unet import UNet3D, UNetConfig
 
@@ -99,7 +98,7 @@ def test_bad_input_shapes_are_named():
         net(torch.randn(1, 3, 2, 7, 8), torch.zeros(1))
     with pytest.raises(ValueError, match="attention_levels"):
         UNetConfig(channel_mults=(1, 2), attention_levels=(3,))
-    with pytest.raises(ValueError, match="unknown UNet config keys"):
+    with pytest.raises(ConfigError, match="unknown UNet config keys"):
         UNetConfig.from_dict({"base_chanels": 3})
 
 
@@ -217,16 +216,7 @@ def test_time_reversal_symmetry_is_broken_at_init():
 
 
 def test_relative_position_bias_inits():
-    """"neighbours" gives heads that look at the previous frame, the next, all alike and nearby ones;
-    "zeros" leaves attention to content alone, and the network equivariant to reversing time."""
-    from vidiff.layers import RelativePositionBias
-
-    weights = RelativePositionBias(4, init="neighbours")(8, "cpu").softmax(dim=-1)  # (heads, query, key)
-    queries = torch.arange(1, 7)
-    assert (weights[0, queries].argmax(dim=-1) == queries - 1).all()
-    assert (weights[1, queries].argmax(dim=-1) == queries + 1).all()
-    assert torch.allclose(weights[2], torch.full((8, 8), 1 / 8))
-    assert (weights[3].argmax(dim=-1) == torch.arange(8)).all() and weights[0, 3, 2] > 0.7
+    """"zeros" leaves attention to content alone, and the network equivariant to reversing time."""
     zeros = UNetConfig(**{**TINY.to_dict(), "rel_pos_init": "zeros"})
     net, fresh = randomise(UNet3D(zeros)).eval(), UNet3D(zeros)
     for new, old in zip(fresh.modules(), net.modules()):
@@ -247,7 +237,8 @@ def test_frame_index_embedding_gives_absolute_time_but_not_to_images():
     assert torch.allclose(out, out[:, :, :1].expand_as(out), atol=1e-5)
     cfg = UNetConfig(**{**TINY.to_dict(), "frame_index_embedding": True})
     fresh = UNet3D(cfg)
-    fresh.load_state_dict({**plain.state_dict(), "frame_embed.weight": fresh.frame_embed.weight}, strict=True)
+    fresh.load_state_dict({**plain.state_dict(), "extensions.frame_embed.weight": fresh.extensions.frame_embed.weight},
+                          strict=True)
     assert torch.allclose(fresh.eval()(x, torch.zeros(1)), out, atol=1e-6)
     timed = randomise(UNet3D(cfg)).eval()
     out = timed(x, torch.zeros(1))
@@ -258,34 +249,6 @@ def test_frame_index_embedding_gives_absolute_time_but_not_to_images():
     alone = timed(image, torch.zeros(1))
     torch.testing.assert_close(joint[:, :, 3:], alone.expand(1, 3, 2, 8, 8), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(joint[:, :, :3], timed(video, torch.zeros(1)), atol=1e-5, rtol=1e-5)
-
-
-def test_conditioned_arrow_turns_time_around():
-    """With `conditioned_arrow` the embedding scales an odd relative bias in every temporal head. With
-    the ordinary bias even (b(d) = b(−d)), negating that gain is exactly playing the clip backwards:
-    net(reversed x) = reversed net′(x) where net′ has the gains negated, while net itself is not
-    time-reversal equivariant; a fresh model equals the paper's."""
-    cfg = UNetConfig(**{**TINY.to_dict(), "conditioned_arrow": True})
-    x = torch.randn(1, 3, 5, 8, 8)
-    net = randomise(UNet3D(cfg)).eval()
-    with torch.no_grad():
-        for block in net.modules():
-            if hasattr(block, "arrow_gain"):
-                block.rel_pos.bias.weight.zero_()  # an even bias: the arrow comes from the gain alone
-    turned = copy.deepcopy(net)
-    with torch.no_grad():
-        for block in turned.modules():
-            if getattr(block, "arrow_gain", None) is not None:
-                for p in block.arrow_gain.parameters():
-                    p.neg_()
-    backwards = net(x.flip(2), torch.zeros(1))
-    torch.testing.assert_close(backwards, turned(x, torch.zeros(1)).flip(2), atol=1e-5, rtol=1e-5)
-    assert (backwards - net(x, torch.zeros(1)).flip(2)).abs().max() > 1e-3
-    plain = randomise(UNet3D(TINY)).eval()
-    fresh = UNet3D(cfg)
-    extra = {k: v for k, v in fresh.state_dict().items() if "arrow" in k}
-    fresh.load_state_dict({**plain.state_dict(), **extra}, strict=True)
-    torch.testing.assert_close(fresh.eval()(x, torch.zeros(1)), plain(x, torch.zeros(1)), atol=1e-6, rtol=1e-6)
 
 
 def test_frame_condition_product_lets_a_condition_act_differently_at_each_time():
@@ -299,20 +262,29 @@ def test_frame_condition_product_lets_a_condition_act_differently_at_each_time()
     lam, two = torch.randn(TINY.emb_dim), torch.randn(2, TINY.emb_dim)  # a noise level's, two conditions' vectors
     for cfg, changes in ((added, False), (product, True)):
         net = randomise(UNet3D(cfg))
-        a, b = (net.timed((lam + c).expand(5, -1), c.expand(5, -1), features) for c in two)
+        a, b = (net.extensions.timed((lam + c).expand(5, -1), c.expand(5, -1), features) for c in two)
         spread = ((a - b) - (a - b).mean(0)).abs().max().item()
         assert (spread > 1e-3) == changes, (cfg.frame_condition_product, spread)
-        assert torch.equal(net.timed(lam + two, two, torch.zeros(2, TINY.base_channels)), lam + two)  # no time
+        no_time = torch.zeros(2, TINY.base_channels)
+        assert torch.equal(net.extensions.timed(lam + two, two, no_time), lam + two)
     plain = randomise(UNet3D(added)).eval()
     fresh = UNet3D(product)
-    extra = {k: v for k, v in fresh.state_dict().items() if k.startswith("frame_time")}
-    fresh.load_state_dict({**plain.state_dict(), **extra, "frame_mix.weight": fresh.frame_mix.weight}, strict=True)
+    extra = {k: v for k, v in fresh.state_dict().items() if k.startswith("extensions.frame_time")}
+    fresh.load_state_dict({**plain.state_dict(), **extra, "extensions.frame_mix.weight":
+                           fresh.extensions.frame_mix.weight}, strict=True)
     x, labels = torch.randn(2, 3, 4, 8, 8), torch.tensor([0, 3])
     torch.testing.assert_close(fresh.eval()(x, torch.zeros(2), labels), plain(x, torch.zeros(2), labels))
     with pytest.raises(ValueError, match="frame_condition_product needs frame_index_embedding"):
         UNetConfig(**{**TINY.to_dict(), "num_classes": 4, "frame_condition_product": True})
-    with pytest.raises(ValueError, match="frame_condition_product needs a class- or text-conditional model"):
+    with pytest.raises(ConfigError, match="frame_condition_product.*needs a class- or text-conditional model"):
         UNet3D(UNetConfig(**{**TINY.to_dict(), "frame_index_embedding": True, "frame_condition_product": True}))
+    with pytest.raises(ConfigError, match="text_cross_attention attends to caption tokens: it needs a text-cond"):
+        UNet3D(UNetConfig(**{**TINY.to_dict(), "text_cross_attention": True}))
+
+
+def condition(net, tokens, mask):
+    """The caption vector that a text model's frame-condition product multiplies time by."""
+    return net.extensions.condition(None, tokens, mask, torch.float32)
 
 
 def test_frame_condition_product_whitens_the_caption_on_its_own():
@@ -324,13 +296,13 @@ def test_frame_condition_product_whitens_the_caption_on_its_own():
     cfg = UNetConfig(**{**TINY.to_dict(), "text_dim": 8, "frame_index_embedding": True,
                         "frame_condition_product": True})
     net = randomise(UNet3D(cfg))
-    pool = net.time_pool
+    pool = net.extensions.time_pool
     torch.manual_seed(0)
     spreads = torch.tensor([0.01, 0.03, 0.1, 0.3, 1.0, 5.0, 8.0, 10.0])  # very different, along
     mix = spreads[:, None] * torch.linalg.qr(torch.randn(8, 8)).Q  # random orthogonal directions
     tokens, mask = torch.randn(256, 3, 8) @ mix, torch.ones(256, 3, dtype=torch.bool)
     mask[0] = False  # a null caption
-    cond, timed = net.train()._condition(None, tokens, mask, torch.float32)
+    cond, timed = net.train()._condition(None, tokens, mask, torch.float32), condition(net, tokens, mask)
     torch.testing.assert_close(cond, net.text_pool(tokens, mask))
     white = torch.linalg.lstsq(pool.proj.weight, (timed - pool.proj.bias).T).solution.T
     torch.testing.assert_close(white[0], torch.zeros(8), atol=1e-4, rtol=0)
@@ -343,17 +315,17 @@ def test_frame_condition_product_whitens_the_caption_on_its_own():
     assert kept.sum() >= 2 and after[kept].min() > 0.9 and (before[kept].max() / before[kept].min()) > 2
     torch.testing.assert_close(pool.mean, caption.mean(0))
     other = torch.randn(16, 3, 8) @ mix
-    net._condition(None, other, torch.ones(16, 3, dtype=torch.bool), torch.float32)
+    condition(net, other, torch.ones(16, 3, dtype=torch.bool))
     torch.testing.assert_close(pool.mean, caption.mean(0).lerp(other.mean(1).mean(0), pool.momentum))
     seen = pool.mean.clone(), pool.cov.clone()
-    net.eval()._condition(None, tokens, mask, torch.float32)
+    condition(net.eval(), tokens, mask)
     assert torch.equal(pool.mean, seen[0]) and torch.equal(pool.cov, seen[1])  # eval leaves them
-    _, timed = net._condition(None, tokens, mask, torch.float32)
+    timed = condition(net, tokens, mask)
     pool.load_state_dict({**pool.state_dict(), "cov": seen[1] * 4})  # the whitening follows a new cov
-    _, after_load = net._condition(None, tokens, mask, torch.float32)
+    after_load = condition(net, tokens, mask)
     torch.testing.assert_close(after_load - pool.proj.bias, (timed - pool.proj.bias) / 2)
     plain = UNet3D(UNetConfig(**{**cfg.to_dict(), "frame_condition_product": False}))
-    assert plain.time_pool is None and plain._condition(None, tokens, mask, torch.float32)[1] is None
+    assert plain.extensions.time_pool is None and plain.extensions.condition(None, tokens, mask, torch.float32) is None
 
 
 def test_class_labels_are_not_read_back_from_the_device():

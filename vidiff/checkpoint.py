@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
@@ -20,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .errors import VidiffError
+from .errors import RemovedOptionError, VidiffError
 from .files import atomic_write, save_tensors
 from .hub import PREFIX, HubError, download_checkpoint, parse_reference
 
@@ -230,9 +231,26 @@ def load_tensors(path: Path) -> dict:
                               f"from the run's checkpoints/ folder") from e
 
 
+# The weight names of vidiff 0.1.0 (levels `down.level1`, each a list per kind of block; the
+# extensions at the top) → today's (`down.1.block0.res`, `extensions.frame_embed`).
+OLD_NAMES = (
+    (re.compile(r"^(down|up)\.level(\d+)\.(res|spatial|temporal|cross)\.(\d+)\."), r"\1.\2.block\4.\3."),
+    (re.compile(r"^(down|up)\.level(\d+)\.(downsample|upsample)\."), r"\1.\2.\3."),
+    (re.compile(r"^middle\.(res|spatial|temporal|cross)\.(\d+)\."), r"middle.block\2.\1."),
+    (re.compile(r"^(frame_embed|frame_time|frame_mix|time_pool)\."), r"extensions.\1."),
+)
+def renamed(name: str) -> str:
+    """Today's name of a weight named `name` by any vidiff (vidiff 0.1.0's names are mapped)."""
+    for pattern, new in OLD_NAMES:
+        if pattern.match(name):
+            return pattern.sub(new, name)
+    return name
+
+
 def load_weights(module: torch.nn.Module, path: Path) -> None:
-    """Weights from a safetensors file into `module`, with one clear error when they do not fit it."""
-    state = load_tensors(path)
+    """Weights from a safetensors file into `module`, with one clear error when they do not fit it.
+    Weights named by vidiff 0.1.0 are renamed (OLD_NAMES)."""
+    state = {renamed(k): v for k, v in load_tensors(path).items()}
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as e:
@@ -257,6 +275,8 @@ def load_config(ck: Path):
     from .config import Config, ConfigError
     path = Path(ck) / "config.json"
     try:
-        return Config.from_dict(load_json(path))
+        return Config.from_dict(load_json(path), trained=True)
+    except RemovedOptionError as e:
+        raise RemovedOptionError(f"{str(path)!r}: {e}") from None
     except ConfigError as e:
         raise ConfigError(f"{str(path)!r}: {e}; the checkpoint's configuration is damaged or not vidiff's") from None

@@ -8,14 +8,20 @@ import dataclasses
 import json
 import math
 import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from functools import partial
 
 from .conditioning import KINDS, ConditioningConfig, build_conditioning
-from .errors import ConfigError
+from .errors import ConfigError, RemovedOptionError
 from .schedule import logsnr_cosine
 from .unet import UNetConfig
 
+REMOVED_AFTER = "0.1.0"  # the last vidiff with the model options that upgrade() drops
+REMOVED = (  # (model key, the value removed, whether a trained model's weights need it)
+    ("conditioned_arrow", True, True),  # its gains are weights the network no longer has
+    ("rel_pos_init", "neighbours", False),  # where the bias started: the trained bias is in the weights
+)
 LOGGERS = ("tensorboard", "wandb", "both", "none")  # train.logger (vidiff.train.tracking)
 
 # Filled in from the data when training starts (and recorded with the run): never set by hand.
@@ -126,11 +132,13 @@ class Config:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: dict, *, trained: bool = False) -> "Config":
+        """The configuration `d` describes, of this vidiff or an earlier one (see upgrade); `trained`:
+        it is a checkpoint's, whose weights are loaded with it."""
         if not isinstance(d, dict):
             raise ConfigError("a configuration must be a JSON object of sections (model, data, train, ...), each "
                               "an object of settings, like a run's config.json")
-        d = upgrade(d)
+        d = upgrade(d, trained=trained)
         sections = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(sections))
         if unknown:
@@ -175,11 +183,14 @@ def _section_types() -> dict:
             "data": DataConfig, "train": TrainConfig, "sample": SampleConfig, "distill": DistillConfig}
 
 
-def upgrade(d: dict) -> dict:
+def upgrade(d: dict, trained: bool = False) -> dict:
     """A config dict of an earlier vidiff in today's layout: the kind of conditioning and the text
     encoder moved from `train` to `conditioning`, the class names from the top level into it, the
-    sampler options from fields of `sample` into `sample.options`."""
+    sampler options from fields of `sample` into `sample.options`, and the model options measured not to
+    help are gone (`_removed_options`)."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    if isinstance(d.get("model"), dict):
+        _removed_options(d["model"], trained)
     moved = {"conditioning": "kind", "text_encoder": "text_encoder", "text_max_length": "text_max_length"}
     train, cond = d.get("train", {}), d.get("conditioning", {})
     for old, new in moved.items():
@@ -198,6 +209,29 @@ def upgrade(d: dict) -> dict:
         options = {k: sample.pop(k) for k in SAMPLE_OPTION_FIELDS if k in sample}
         sample["options"] = {**options, **(sample.get("options") or {})}
     return d
+
+
+def _removed_options(model: dict, trained: bool) -> None:
+    """Drops the model options of REMOVED from a config dict. Set to a value that changes nothing,
+    a key is dropped silently. Set to the removed value it is refused, unless it only chose where
+    training started and this is a trained checkpoint's config: that loads, with a warning."""
+    known = {f.name for f in fields(UNetConfig)}
+    for key, value, in_weights in REMOVED:
+        if model.get(key) == value:
+            setting = f"model.{key}={value if isinstance(value, str) else json.dumps(value)}"
+            why = (f"{setting} was removed after vidiff {REMOVED_AFTER} (measured not to help: "
+                   f"docs/findings/arrow-of-time.md)")
+            if trained and in_weights:
+                raise RemovedOptionError(f"{why}, and this checkpoint's weights use it: load it with vidiff "
+                                         f"{REMOVED_AFTER} (pip install vidiff=={REMOVED_AFTER})")
+            if not trained:
+                raise RemovedOptionError(f"{why}: remove model.{key} from the configuration (the default applies), "
+                                         f"or use vidiff {REMOVED_AFTER}")
+            warnings.warn(f"{why}; it only chose the starting weights, and this checkpoint's trained weights load as "
+                          f"they are", stacklevel=4)
+            model.pop(key)
+        elif key not in known:
+            model.pop(key, None)
 
 
 def _field_type(cls, name):

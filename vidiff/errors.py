@@ -22,6 +22,11 @@ class ConfigError(VidiffError, ValueError):
     names the setting (section.key) at fault."""
 
 
+class RemovedOptionError(ConfigError):
+    """A setting of an earlier vidiff that this one no longer has, in a configuration that needs it.
+    The message names the last version with it."""
+
+
 class DivergenceError(VidiffError, FloatingPointError):
     """Training produced a loss, gradient or weights that are not finite. The message names the step and
     the last good checkpoint, which is never replaced by non-finite weights."""

@@ -213,7 +213,7 @@ class CrossAttention(nn.Module):
         return x + rearrange(a, "b (f h w) c -> (b f) c h w", f=frames, h=h, w=w)
 
 
-REL_POS_INITS = ("normal", "neighbours", "zeros")  # UNetConfig.rel_pos_init
+REL_POS_INITS = ("normal", "zeros")  # UNetConfig.rel_pos_init
 
 
 class RelativePositionBias(nn.Module):
@@ -224,16 +224,8 @@ class RelativePositionBias(nn.Module):
     do not mix frames, so with b(d) = b(−d) — zeros included — the whole network is exactly
     equivariant to reversing time, a symmetry gradient descent keeps in expectation on data that is
     symmetric without its captions (tests/test_unet.py::test_time_reversal_symmetry_is_broken_at_init).
-    Breaking it is enough to represent a time-asymmetric distribution (cpu-demo trained 5 CPU minutes
-    on clips that all move right samples 32 of 32 moving right), but not for a condition to steer a
-    motion's sign in a short run: trained 25 CPU minutes, cpu-demo-text without
-    `frame_condition_product` (the paper's architecture) stays within 1% of
-    time-reversal equivariant and ignores the direction word (bench/arrow_of_time.py), although the
-    word is worth as much to the ideal denoiser as the colour is (its `ideal` probe). Starting heads on
-    the previous and the next frame (`init="neighbours"`) did not change that after 2,500 steps, and
-    it made the unconditional demo's clips change colour more often (local heads pass the colour along
-    a chain of frames instead of sharing it); `"zeros"` is exact time-reversal equivariance, fine for
-    data without a direction of time (README, "The arrow of time")."""
+    `init="zeros"` keeps that equivariance, for data without a direction of time. What the random
+    start does and does not give a trained model: docs/findings/arrow-of-time.md."""
 
     def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 64, init: str = "normal"):
         super().__init__()
@@ -242,23 +234,8 @@ class RelativePositionBias(nn.Module):
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, heads)
         nn.init.normal_(self.bias.weight, std=1.0)
-        if init == "neighbours":
-            self._init_neighbours()
-        elif init == "zeros":
+        if init == "zeros":
             nn.init.zeros_(self.bias.weight)
-
-    def _init_neighbours(self, peak: float = 3.0) -> None:
-        """Heads in turn look at the previous frame, the next frame, all frames alike, and nearby
-        frames (b(d) = −|d|); the peak of 3 puts about three quarters of a head's weight on its
-        frame among 8."""
-        d = torch.arange(-self.max_distance, self.max_distance + 1)
-        buckets = self.bucket(d)
-        profiles = (peak * (d == -1), peak * (d == 1), torch.zeros(len(d)), -d.abs().float())
-        w = torch.zeros_like(self.bias.weight)
-        for m in range(w.shape[1]):
-            w[buckets, m] = profiles[m % len(profiles)].float()  # a bucket's offsets share one value
-        with torch.no_grad():
-            self.bias.weight.copy_(w)
 
     def bucket(self, rel: torch.Tensor) -> torch.Tensor:
         half = self.num_buckets // 2
@@ -279,42 +256,18 @@ class RelativePositionBias(nn.Module):
 class TemporalAttention(_SelfAttention):
     """Self-attention over the f frames at each spatial position (h·w as batch), with a relative
     position bias and an optional boolean mask (b, f, f) or (f, f), True where attention is allowed:
-    `forward(x, frames, mask=None, emb=None)`.
-
-    With `emb_dim` (UNetConfig.conditioned_arrow, beyond the paper) each head's bias gains
-    g(emb) · a(j − i), a learned odd profile (a(−d) = −a(d)) scaled by a zero-initialised linear map of
-    the frame's conditioning embedding: the condition chooses which way the head looks in time. A
-    clip moving left is a clip moving right played backwards, so a circuit that produces one sign of
-    motion produces the other with g negated."""
+    `forward(x, frames, mask=None)`."""
 
     def __init__(self, channels: int, head_dim: int = 64, num_buckets: int = 32, max_distance: int = 64,
-                 recompute: bool = False, rel_pos_init: str = "normal", emb_dim: int = 0):
+                 recompute: bool = False, rel_pos_init: str = "normal"):
         super().__init__(channels, head_dim, recompute)
         self.rel_pos = RelativePositionBias(self.heads, num_buckets, max_distance, rel_pos_init)
-        if emb_dim:
-            self.arrow_profile = RelativePositionBias(self.heads, num_buckets, max_distance)
-            self.arrow_gain = zero_init(nn.Linear(emb_dim, self.heads))
-        else:
-            self.arrow_gain = None
 
-    def bias(self, frames: int, emb: Optional[torch.Tensor], device, dtype) -> torch.Tensor:
-        """(m, f, f), or (b, 1, m, f, f) when the condition turns the heads (b·f embeddings)."""
-        bias = self.rel_pos(frames, device).to(dtype)
-        if self.arrow_gain is None:
-            return bias
-        if emb is None:
-            raise ValueError("this temporal attention is conditioned (conditioned_arrow): pass the embedding")
-        profile = self.arrow_profile(frames, device).to(dtype)
-        odd = (profile - profile.transpose(1, 2)) / 2  # (m, i, j), a(j − i) = −a(i − j)
-        gain = rearrange(self.arrow_gain(F.silu(emb)).to(dtype), "(b f) m -> b 1 m f 1", f=frames)
-        return bias + gain * odd
-
-    def branch(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None,
-               emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def branch(self, x: torch.Tensor, frames: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         bf, c, h, w = x.shape
         tokens = rearrange(self.norm(x), "(b f) c h w -> b (h w) f c", f=frames)
         q, k, v = rearrange(self.qkv(tokens), "b p f (three m d) -> three b p m f d", three=3, m=self.heads)
-        bias = self.bias(frames, emb, x.device, q.dtype)  # m f f, or b 1 m f f
+        bias = self.rel_pos(frames, x.device).to(q.dtype)  # m f f
         if mask is not None:
             neg = torch.zeros(mask.shape, dtype=q.dtype, device=x.device).masked_fill(~mask, float("-inf"))
             bias = bias + (neg[:, None, None] if neg.ndim == 3 else neg)  # (b, 1, 1, f, f) or (f, f)

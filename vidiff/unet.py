@@ -5,11 +5,11 @@ temporal attention block (relative position bias) at chosen levels, resolution h
 space only, channel multipliers M₁…M_K, skip connections, and a conditioning embedding (log-SNR plus
 an optional class or pooled-text vector, through an MLP) into every residual block. Beyond the paper,
 `text_cross_attention` adds cross-attention from every pixel to the caption's tokens, and
-`frame_index_embedding` adds each frame's index to its conditioning embedding (absolute time),
-`frame_condition_product` also multiplies it with the clip's class or text vector (so a condition can
-say where things are at each time: a direction), and `conditioned_arrow` lets the embedding turn the
-temporal heads forward or backward in time.
+`vidiff.extensions` gives each frame its own time in the embedding (one hook: `UNet3D.embedding`).
 Input and output: `b c f h w`, any f ≥ 1.
+
+Weights are named by place: `down.1.block0.res.conv1.weight` is the first block of the second
+resolution on the way down, `middle.block1.temporal.qkv.weight`, `up.0.upsample.conv.weight`.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .errors import ConfigError
+from .extensions import build_extensions
 from .layers import (
     REL_POS_INITS,
     CrossAttention,
@@ -31,10 +32,8 @@ from .layers import (
     SpatialAttention,
     TemporalAttention,
     Upsample,
-    frame_places,
     group_norm,
     logsnr_features,
-    sinusoidal_features,
     zero_init,
 )
 
@@ -57,9 +56,8 @@ class UNetConfig:
     temporal_attention: bool = True
     rel_pos_buckets: int = 32
     rel_pos_max_distance: int = 64
-    rel_pos_init: str = "normal"  # "normal" (N(0, 1), as T5) | "neighbours" (vidiff.layers.RelativePositionBias)
-    frame_index_embedding: bool = False  # beyond the paper: each frame's index joins the conditioning embedding
-    conditioned_arrow: bool = False  # beyond the paper: the embedding turns each temporal head forward or back
+    rel_pos_init: str = "normal"  # "normal" (N(0, 1), as T5) | "zeros" (vidiff.layers.RelativePositionBias)
+    frame_index_embedding: bool = False  # beyond the paper (vidiff.extensions): each frame's index joins its embedding
     frame_condition_product: bool = False  # beyond the paper: the frame index times the clip's condition
     gradient_checkpointing: bool = False
     recompute_norms: bool = True  # store less: GroupNorm(+FiLM)+SiLU recomputed in the backward pass
@@ -115,6 +113,18 @@ class UNetConfig:
                      for c in attended if c % max(1, c // self.head_dim)][:1]
         return problems
 
+    def condition_problems(self) -> list:
+        """What the network needs of its condition, known once the data has filled in num_classes and
+        text_dim (before that, vidiff.config.validate checks the same against conditioning.kind)."""
+        problems = []
+        if self.frame_condition_product and not (self.num_classes or self.text_dim):
+            problems.append("model.frame_condition_product multiplies time by the clip's class or caption: it needs "
+                            "a class- or text-conditional model (conditioning.kind=class or text)")
+        if self.text_cross_attention and self.text_dim <= 0:
+            problems.append("model.text_cross_attention attends to caption tokens: it needs a text-conditional "
+                            "model (conditioning.kind=text)")
+        return problems
+
     @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.channel_mults) - 1)
@@ -127,8 +137,36 @@ class UNetConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown UNet config keys {unknown}; known keys: {sorted(known)}")
+            raise ConfigError(f"unknown UNet config keys {unknown}; known keys: {sorted(known)}")
         return cls(**d)
+
+
+# The order in which the optimizer and the gradient clip see the parameters (the clip sums their norms
+# in it, so it decides the last bit of every clipped step): vidiff 0.1.0's, so that a seed trains to
+# the same losses and an optimizer state saved by position loads as it is. The top-level modules in
+# this order; in each level, the residual part of every block, then the spatial attention of every
+# block, and so on (BLOCK_PARTS), then the level's downsample or upsample.
+PARAMETER_ORDER = ("logsnr_embed", "cond_mlp", "class_embed", "frame_embed", "frame_time", "frame_mix", "text_pool",
+                   "time_pool", "text_norm", "stem", "down", "middle", "up", "out_norm", "out_conv")
+BLOCK_PARTS = ("res", "spatial", "temporal", "cross")
+
+
+def parameter_place(name: str) -> tuple:
+    """Where the parameter `name` (as UNet3D names it) stands in PARAMETER_ORDER, up to the order inside
+    one layer."""
+    parts = name.split(".")
+    if parts[0] == "extensions":
+        parts = parts[1:]
+    top = PARAMETER_ORDER.index(parts[0])
+    if parts[0] in ("down", "up"):  # the up path runs from the lowest resolution (the highest index)
+        level, parts = int(parts[1]) * (1 if parts[0] == "down" else -1), parts[2:]
+    elif parts[0] == "middle":
+        level, parts = 0, parts[1:]
+    else:
+        return top, 0, 0, 0
+    if not parts[0].startswith("block"):
+        return top, level, len(BLOCK_PARTS), 0
+    return top, level, BLOCK_PARTS.index(parts[1]), int(parts[0][len("block"):])
 
 
 def level_channels(cfg: UNetConfig) -> tuple:
@@ -152,32 +190,52 @@ def level_channels(cfg: UNetConfig) -> tuple:
     return down, middle, up
 
 
-class Level(nn.Module):
-    """Res blocks of one resolution, each optionally followed by spatial attention, cross-attention to
-    the text tokens (if configured) and temporal attention."""
+class Block(nn.Module):
+    """A residual block, then (at attention levels) spatial attention, cross-attention to the caption's
+    tokens (`text_cross_attention`) and temporal attention: `(b f) c h w` in and out."""
 
-    def __init__(self, in_chs: list, out_ch: int, emb_dim: int, cfg: UNetConfig, attention: bool):
+    def __init__(self, res: ResBlock, spatial=None, cross=None, temporal=None):
         super().__init__()
-        self.res = nn.ModuleList([ResBlock(c, out_ch, emb_dim, cfg.dropout, cfg.recompute_norms) for c in in_chs])
-        r = cfg.recompute_attention
-        self.spatial = nn.ModuleList([SpatialAttention(out_ch, cfg.head_dim, r) for _ in in_chs] if attention else [])
-        self.temporal = nn.ModuleList(
-            [TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance, r, cfg.rel_pos_init,
-                               emb_dim if cfg.conditioned_arrow else 0)
-             for _ in in_chs]
-            if attention and cfg.temporal_attention else [])
-        self.cross = nn.ModuleList([CrossAttention(out_ch, cfg.text_dim, cfg.head_dim) for _ in in_chs]
-                                   if attention and cfg.text_cross_attention else [])
+        self.res, self.spatial, self.cross, self.temporal = res, spatial, cross, temporal
 
-    def block(self, i: int, x, emb, frames, mask, context=None, context_mask=None):
-        x = self.res[i](x, emb)
-        if self.spatial:
-            x = self.spatial[i](x)
-        if self.cross:
-            x = self.cross[i](x, frames, context, context_mask)
-        if self.temporal:
-            x = self.temporal[i](x, frames, mask, emb)
+    def forward(self, x, emb, frames: int, mask=None, context=None, context_mask=None):
+        x = self.res(x, emb)
+        if self.spatial is not None:
+            x = self.spatial(x)
+        if self.cross is not None:
+            x = self.cross(x, frames, context, context_mask)
+        if self.temporal is not None:
+            x = self.temporal(x, frames, mask)
         return x
+
+
+def level_blocks(in_chs: list, out_ch: int, emb_dim: int, cfg: UNetConfig, attention: bool) -> list:
+    """The blocks of one resolution, one per input width. Built kind by kind (every residual block,
+    then every attention block of each kind), the order in which a seed has always drawn the weights."""
+    n, r = len(in_chs), cfg.recompute_attention
+    res = [ResBlock(c, out_ch, emb_dim, cfg.dropout, cfg.recompute_norms) for c in in_chs]
+    spatial = [SpatialAttention(out_ch, cfg.head_dim, r) for _ in in_chs] if attention else [None] * n
+    temporal = ([TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance, r,
+                                   cfg.rel_pos_init) for _ in in_chs]
+                if attention and cfg.temporal_attention else [None] * n)
+    cross = ([CrossAttention(out_ch, cfg.text_dim, cfg.head_dim) for _ in in_chs]
+             if attention and cfg.text_cross_attention else [None] * n)
+    return [Block(*parts) for parts in zip(res, spatial, cross, temporal)]
+
+
+class Level(nn.ModuleDict):
+    """The blocks of one resolution, `block0`, `block1`, …, then its `downsample` or `upsample`, if any."""
+
+    def __init__(self, blocks: list, resample: Optional[nn.Module] = None, name: str = ""):
+        super().__init__({f"block{j}": b for j, b in enumerate(blocks)})
+        if resample is not None:
+            self[name] = resample
+
+    def blocks(self) -> list:
+        return [m for name, m in self.items() if name.startswith("block")]
+
+    def resample(self) -> Optional[nn.Module]:
+        return next((m for name, m in self.items() if not name.startswith("block")), None)
 
 
 class UNet3D(nn.Module):
@@ -190,6 +248,9 @@ class UNet3D(nn.Module):
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
+        problems = cfg.condition_problems()
+        if problems:
+            raise ConfigError("invalid model configuration: " + "; ".join(problems))
         self.cfg = cfg
         base, e = cfg.base_channels, cfg.emb_dim
         self.logsnr_embed = nn.Linear(base, e)
@@ -198,110 +259,78 @@ class UNet3D(nn.Module):
             mlp += [nn.SiLU(), nn.Linear(e, e)]
         self.cond_mlp = nn.Sequential(*mlp)
         self.class_embed = nn.Embedding(cfg.num_classes + 1, e) if cfg.num_classes > 0 else None
-        # absolute time (beyond the paper, whose temporal attention knows only relative positions):
-        # starts at zero, so a new model is the paper's; timeless frames (images) get nothing
-        self.frame_embed = zero_init(nn.Linear(base, e, bias=False)) if cfg.frame_index_embedding else None
-        # the frame's time multiplied by the clip's (layer-normed) condition, so that a condition can pick
-        # where things sit at each time from the first step (a sum leaves that product to the MLP);
-        # starts at zero. Checked here, not in UNetConfig: text_dim is filled in when the model is built.
-        self.frame_time = self.frame_mix = None
-        if cfg.frame_condition_product:
-            if not (cfg.num_classes or cfg.text_dim):
-                raise ValueError("frame_condition_product needs a class- or text-conditional model")
-            self.frame_time = nn.Linear(base, e, bias=False)
-            self.frame_mix = zero_init(nn.Linear(e, e, bias=False))
-        self.text_pool = self.time_pool = None
+        self.extensions = build_extensions(cfg)  # beyond the paper; None for the paper's network
+        self.text_pool = None
         if cfg.text_dim > 0:
-            from .pooling import AttentionPool, WhitenedMean
+            from .pooling import AttentionPool
             self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
-            if cfg.frame_condition_product:  # its own whitened caption: a direction word counts
-                # as much as a colour, however close the encoder puts "left" and "right"
-                self.time_pool = WhitenedMean(cfg.text_dim, e)
         if cfg.text_cross_attention:
-            if cfg.text_dim <= 0:
-                raise ValueError("text_cross_attention needs a text-conditional model (text_dim > 0)")
             self.text_norm = nn.LayerNorm(cfg.text_dim)
 
         self.stem = nn.Conv2d(cfg.in_channels, base, 3, padding=1)
         down, middle, up = level_channels(cfg)
         self.down = nn.ModuleDict()
         for i, (in_chs, out_ch) in enumerate(down):
-            level = Level(in_chs, out_ch, e, cfg, i in cfg.attention_levels)
-            if i < len(down) - 1:
-                level.downsample = Downsample(out_ch)
-            self.down[f"level{i}"] = level
-        self.middle = Level(*middle, e, cfg, attention=True)
+            last = i == len(down) - 1
+            self.down[str(i)] = Level(level_blocks(in_chs, out_ch, e, cfg, i in cfg.attention_levels),
+                                      None if last else Downsample(out_ch), "downsample")
+        self.middle = Level(level_blocks(*middle, e, cfg, attention=True))
         self.up = nn.ModuleDict()
         for i, (in_chs, out_ch) in up.items():
-            level = Level(in_chs, out_ch, e, cfg, i in cfg.attention_levels)
-            if i > 0:
-                level.upsample = Upsample(out_ch)
-            self.up[f"level{i}"] = level
+            self.up[str(i)] = Level(level_blocks(in_chs, out_ch, e, cfg, i in cfg.attention_levels),
+                                    Upsample(out_ch) if i > 0 else None, "upsample")
         ch = up[0][1]
         self.channels_last = True  # NHWC activations: faster oneDNN convolutions on CPU
         self.out_norm = group_norm(ch)
         self.out_conv = zero_init(nn.Conv2d(ch, cfg.in_channels, 3, padding=1))
 
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        """As nn.Module's (and so `parameters()`), in PARAMETER_ORDER rather than in the order of the names."""
+        named = super().named_parameters(prefix, recurse, remove_duplicate)
+        if not recurse:
+            return named
+        start = len(prefix) + 1 if prefix else 0
+        return iter(sorted(named, key=lambda item: parameter_place(item[0][start:])))
+
     def embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None, frames: int = 1,
                   temporal_mask=None) -> torch.Tensor:
         """The conditioning embedding of every frame, (b·frames, emb_dim)."""
         emb = self.logsnr_embed(logsnr_features(logsnr, self.cfg.base_channels))
-        cond, timed_cond = self._condition(class_labels, text_tokens, text_mask, emb.dtype)
+        class_vector = self._class_vector(class_labels)
+        cond = self._condition(class_vector, text_tokens, text_mask, emb.dtype)
         emb = emb if cond is None else emb + cond
-        if self.frame_embed is None:  # the same for every frame: through the MLP once per clip
+        if self.extensions is None:  # the same for every frame: through the MLP once per clip
             return repeat(self.cond_mlp(emb), "b e -> (b f) e", f=frames)
-        index, timeless = frame_places(len(logsnr), frames, temporal_mask, logsnr.device)
-        features = sinusoidal_features(index, self.cfg.base_channels).masked_fill(timeless[:, None], 0.0)
-        if timed_cond is not None:
-            timed_cond = repeat(timed_cond, "b e -> (b f) e", f=frames)
-        return self.cond_mlp(self.timed(repeat(emb, "b e -> (b f) e", f=frames), timed_cond, features.to(emb.dtype)))
+        return self.cond_mlp(self.extensions(emb, frames, temporal_mask, class_vector, text_tokens, text_mask))
 
-    def timed(self, emb: torch.Tensor, cond: Optional[torch.Tensor], features: torch.Tensor) -> torch.Tensor:
-        """A frame's clip embedding `emb` with its time added, (n, emb_dim), before the MLP. With
-        `frame_condition_product` the time also enters multiplied by the clip's condition `cond`
-        (class vector, or the caption's token mean whitened over the captions seen, so that its
-        direction word counts as much as its colour), layer-normed: how a condition moves the input
-        then differs from frame to frame (a sum moves every frame alike, and leaves the product of
-        condition and time to the MLP)."""
-        timed = emb + self.frame_embed(features)
-        if self.frame_time is not None:
-            unit = F.layer_norm(cond, cond.shape[-1:])
-            timed = timed + self.frame_mix(unit * self.frame_time(features))
-        return timed
+    def _class_vector(self, class_labels) -> Optional[torch.Tensor]:
+        """Each clip's class embedding (b, emb_dim); None for a model without classes."""
+        if self.class_embed is None:
+            return None
+        if class_labels is None:
+            raise ValueError("this model is class-conditional: pass class_labels (−1 for the null class)")
+        labels = torch.where(class_labels < 0, self.cfg.num_classes, class_labels).long()
+        if labels.device.type == "cpu" and not torch.compiler.is_compiling() and labels.numel():
+            # on an accelerator this would sync every forward: there the conditioning checks labels
+            # where they enter (ClassConditioning.training / .request)
+            if int(labels.max()) > self.cfg.num_classes:
+                raise ValueError(f"class label {int(labels.max())} out of range for {self.cfg.num_classes} classes")
+        return self.class_embed(labels)
 
-    def _condition(self, class_labels, text_tokens, text_mask, dtype) -> tuple:
-        """(the class and/or pooled text vector of each clip, the same with the text pooled for the
-        frame-condition product), each (b, emb_dim); None when unconditional or without the product."""
-        cond = timed = None
-        if self.class_embed is not None:
-            if class_labels is None:
-                raise ValueError("this model is class-conditional: pass class_labels (−1 for the null class)")
-            labels = torch.where(class_labels < 0, self.cfg.num_classes, class_labels).long()
-            if labels.device.type == "cpu" and not torch.compiler.is_compiling() and labels.numel():
-                # on an accelerator this would sync every forward: there the conditioning checks labels
-                # where they enter (ClassConditioning.training / .request)
-                if int(labels.max()) > self.cfg.num_classes:
-                    raise ValueError(f"class label {int(labels.max())} out of range for {self.cfg.num_classes} "
-                                     f"classes")
-            cond = self.class_embed(labels)
-        if self.frame_time is not None:
-            timed = cond
-        if self.text_pool is not None:
-            if text_tokens is None:
-                raise ValueError("this model is text-conditional: pass text_tokens and text_mask")
-            tokens = text_tokens.to(dtype)
-            pooled = self.text_pool(tokens, text_mask)
-            cond = pooled if cond is None else cond + pooled
-            if self.time_pool is not None:
-                pooled = self.time_pool(tokens, text_mask)
-                timed = pooled if timed is None else timed + pooled
-        return cond, timed
+    def _condition(self, class_vector, text_tokens, text_mask, dtype) -> Optional[torch.Tensor]:
+        """The class and/or pooled text vector of each clip, (b, emb_dim); None when unconditional."""
+        if self.text_pool is None:
+            return class_vector
+        if text_tokens is None:
+            raise ValueError("this model is text-conditional: pass text_tokens and text_mask")
+        pooled = self.text_pool(text_tokens.to(dtype), text_mask)
+        return pooled if class_vector is None else class_vector + pooled
 
-    def _run(self, level: Level, i: int, x, emb, frames, mask, context=None):
+    def _run(self, block: Block, x, emb, frames, mask, context=None):
         ctx = context or (None, None)
         if self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(level.block, i, x, emb, frames, mask, *ctx, use_reentrant=False)
-        return level.block(i, x, emb, frames, mask, *ctx)
+            return checkpoint(block, x, emb, frames, mask, *ctx, use_reentrant=False)
+        return block(x, emb, frames, mask, *ctx)
 
     def text_context(self, text_tokens, text_mask):
         """(layer-normed tokens, mask) for the cross-attention blocks; None without them."""
@@ -331,18 +360,18 @@ class UNet3D(nn.Module):
         hcur = self.stem(frames_in)
         skips = [hcur]
         for level in self.down.values():
-            for j in range(len(level.res)):
-                hcur = self._run(level, j, hcur, emb, f, temporal_mask, context)
+            for block in level.blocks():
+                hcur = self._run(block, hcur, emb, f, temporal_mask, context)
                 skips.append(hcur)
-            if hasattr(level, "downsample"):
-                hcur = level.downsample(hcur)
+            if level.resample() is not None:
+                hcur = level.resample()(hcur)
                 skips.append(hcur)
-        for j in range(2):
-            hcur = self._run(self.middle, j, hcur, emb, f, temporal_mask, context)
+        for block in self.middle.blocks():
+            hcur = self._run(block, hcur, emb, f, temporal_mask, context)
         for level in self.up.values():
-            for j in range(len(level.res)):
-                hcur = self._run(level, j, torch.cat([hcur, skips.pop()], dim=1), emb, f, temporal_mask, context)
-            if hasattr(level, "upsample"):
-                hcur = level.upsample(hcur)
+            for block in level.blocks():
+                hcur = self._run(block, torch.cat([hcur, skips.pop()], dim=1), emb, f, temporal_mask, context)
+            if level.resample() is not None:
+                hcur = level.resample()(hcur)
         out = self.out_conv(F.silu(self.out_norm(hcur)))
         return rearrange(out, "(b f) c h w -> b c f h w", f=f)
