@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from .errors import DataError, OutputError, VidiffError
+from .errors import DataError, OutputError, RunLockedError, VidiffError
 
 PathLike = Union[str, os.PathLike]
 
@@ -185,10 +185,6 @@ def save_tensors(path: PathLike, tensors: dict, metadata: Optional[dict] = None)
                 raise
             raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from e
     return atomic_write(path, write)
-
-
-class RunLockedError(VidiffError):
-    """Another process holds a run folder's lock."""
 
 
 _HELD_LOCKS: set = set()  # the descriptors of the run locks this process holds

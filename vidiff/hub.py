@@ -11,17 +11,13 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
-from .errors import VidiffError
+from .errors import HubError
 
 PREFIX = "hf://"
 # what a checkpoint is made of (resolve_checkpoint): the EMA weights are taken when a repo holds them
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "ema.safetensors")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9_][\w.-]{0,95}")
 _INSTALL = 'pip install "vidiff[hub]"'
-
-
-class HubError(VidiffError, OSError):
-    """A model that cannot be fetched from or published to the Hub, with what to do about it."""
 
 
 def parse_reference(ref) -> Optional[tuple[str, Optional[str]]]:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from .checkpoint import load_config, load_json, load_weights, read_checkpoint
 from .config import DERIVED, Config
-from .errors import VidiffError
+from .errors import PublishError, VidiffError
 from .files import atomic_write, read_metrics
 from .hub import PREFIX, hub_library, parse_reference, upload_folder
 
@@ -47,10 +47,6 @@ PREDICTION_NAMES = {"epsilon": "ε-prediction", "v_prediction": "v-prediction", 
 EVAL_METRICS = ("fvd", "kvd", "fid", "kid", "is")  # the keys of a `vidiff eval` report, in the card's order
 MOVING_SHAPES = ("vidiff's built-in synthetic clips: one solid shape (circle, square or triangle) of one palette "
                  "colour moving left, right, up or down over a dark background, generated on the fly (no files)")
-
-
-class PublishError(VidiffError, ValueError):
-    """A model that cannot be prepared for the Hub: a folder in the way, a file that is not an eval report."""
 
 
 @dataclass

