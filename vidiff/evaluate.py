@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidiff import spread
+from vidiff import files, spread
 from vidiff.errors import DataError
 from vidiff.files import atomic_write, find_videos, writable
 from vidiff.metrics.errors import MetricsError
 from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats
 from vidiff.metrics.i3d import I3D_PICKLE_SHA256
-from vidiff.metrics.i3d import cache_dir as default_cache_dir
 from vidiff.metrics.scores import inception_score, kernel_distance
 from vidiff.metrics.videos import iter_video_files
 
@@ -209,7 +208,7 @@ def evaluate(
     if repeats < 1 or num_frames < 1 or frame_stride < 1:
         raise MetricsError(f"repeats ({repeats}), num_frames ({num_frames}) and frame_stride ({frame_stride}) must be "
                            f"at least 1")
-    cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else default_cache_dir() / "eval"
+    cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else files.cache_dir("eval")
     fake_src = _Source(fake, num, num_frames, frame_stride, batch_size)
     real_num = fake_src.count if num is None and callable(real) else num  # generated real clips: as many as fake
     real_src = _Source(real, real_num, num_frames, frame_stride, batch_size)

@@ -24,6 +24,14 @@ from .errors import DataError, OutputError, RunLockedError, VidiffError
 PathLike = Union[str, os.PathLike]
 
 
+def cache_dir(kind: str = "") -> Path:
+    """vidiff's cache folder for `kind` (``"eval"``, ``"shards"``, ``"hub"``; ``""``: the root, where converted
+    weights live): under ``$VIDIFF_CACHE``, else ``~/.cache/vidiff``. Every cache asks here, so one variable
+    moves them all; a kind's own override (``VIDIFF_SHARD_CACHE``, ``HF_HUB_CACHE``) is its caller's."""
+    root = os.environ.get("VIDIFF_CACHE") or Path.home() / ".cache" / "vidiff"
+    return Path(root).expanduser() / kind
+
+
 def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it: set and restore at once
     os.umask(mask)

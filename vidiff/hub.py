@@ -1,16 +1,19 @@
 """The Hugging Face Hub, both ways: a model named `org/name` (or `hf://org/name`, `hf://org/name@revision`)
 is a snapshot of exactly the files a checkpoint needs, downloaded once into the Hugging Face cache
-(`HF_HUB_CACHE`, offline with `HF_HUB_OFFLINE=1`); a folder prepared for publishing goes up in one
-commit. `huggingface_hub` is an optional dependency: `pip install "vidiff[hub]"`.
+(`HF_HUB_CACHE`, or `$VIDIFF_CACHE/hub` when only VIDIFF_CACHE is set; offline with `HF_HUB_OFFLINE=1`);
+a folder prepared for publishing goes up in one commit. `huggingface_hub` is an optional dependency:
+`pip install "vidiff[hub]"`.
 
 A local path always wins: `org/name` is looked up on the Hub only when no such file or folder exists.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Optional, Union
 
+from . import files
 from .errors import HubError
 
 PREFIX = "hf://"
@@ -45,6 +48,16 @@ def hub_library():
     return huggingface_hub
 
 
+def hub_cache_dir(cache_dir=None) -> Optional[str]:
+    """Where Hub models are cached: `cache_dir`, else HF_HUB_CACHE when set (the Hub's own override), else
+    `$VIDIFF_CACHE/hub` when VIDIFF_CACHE is set, else None: the Hugging Face default, shared with other tools."""
+    if cache_dir is not None:
+        return str(cache_dir)
+    if os.environ.get("VIDIFF_CACHE") and not os.environ.get("HF_HUB_CACHE"):
+        return str(files.cache_dir("hub"))
+    return None
+
+
 def download_checkpoint(ref: str, *, revision: Optional[str] = None, cache_dir=None, local_files_only: bool = False,
                         token: Union[str, bool, None] = None) -> Path:
     """The cached snapshot folder of the Hub model `ref` (fetched when not cached yet): config.json and
@@ -52,6 +65,7 @@ def download_checkpoint(ref: str, *, revision: Optional[str] = None, cache_dir=N
     repo_id, rev = parse_reference(ref) or (ref, None)
     revision = revision or rev
     hf = hub_library()
+    cache_dir = hub_cache_dir(cache_dir)
     from huggingface_hub.utils import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
     at = f" at revision {revision!r}" if revision else ""
     try:

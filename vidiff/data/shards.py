@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vidiff import files
 from vidiff.data.errors import DataError
 from vidiff.data.transforms import parse_size
 from vidiff.files import atomic_write
@@ -272,7 +273,7 @@ def _decode(members: dict) -> tuple:
 
 
 def _cache_path(location: str, cache_dir: Optional[str]) -> Path:
-    root = Path(cache_dir or os.environ.get("VIDIFF_SHARD_CACHE", "~/.cache/vidiff/shards")).expanduser()
+    root = Path(cache_dir or os.environ.get("VIDIFF_SHARD_CACHE") or files.cache_dir("shards")).expanduser()
     digest = hashlib.sha1(location.encode()).hexdigest()[:16]
     return root / f"{digest}-{_TAR.search(location).group(0)}"
 

