@@ -546,3 +546,24 @@ def test_metadata_with_byte_order_mark(tmp_path, name):
     (tmp_path / name).write_bytes(text.encode("utf-8-sig"))
     ds = VideoFolder(tmp_path, frames=2, size=16)
     assert ds.captions == ["first", "second"]
+
+
+def test_dataset_from_config_reads_a_data_section_as_training_does():
+    from vidiff.config import DataConfig
+    from vidiff.data import dataset_from_config
+
+    d = DataConfig(source="builtin:moving-shapes?directions=right", frames=3, size=16, num_videos=5)
+    ds = dataset_from_config(d, seed=4)
+    assert (len(ds), ds.frames, ds.size, ds.seed) == (5, 3, (16, 16), 4)
+    more = dataset_from_config(d, seed=4, frames=9)
+    assert (more.frames, len(more), more.seed) == (9, 5, 4)
+    with pytest.raises(TypeError, match="framez"):
+        dataset_from_config(d, framez=9)
+
+
+def test_only_the_data_layer_calls_build_dataset():
+    """Training, the FVD callback, eval and the studio build their clips through dataset_from_config."""
+    package = Path(__file__).resolve().parents[1] / "vidiff"
+    callers = [str(p.relative_to(package)) for p in package.rglob("*.py")
+               if p.parent.name != "data" and "build_dataset(" in p.read_text()]
+    assert callers == []

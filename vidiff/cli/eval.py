@@ -69,10 +69,12 @@ def builtin_source(args):
     def resolve(spec: str):
         import torch
 
-        from ..data import build_dataset
+        from ..config import DataConfig
+        from ..data import dataset_from_config
         frames = getattr(args, "num_frames", 16) or 16
         size = fake_size(getattr(args, "fake", None)) or (64, 64)
-        ds = build_dataset(spec, frames=frames, size=size)  # DataError for unknown names and missing folders
+        # DataError for unknown names and missing folders
+        ds = dataset_from_config(DataConfig(source=spec, frames=frames, size=size))
 
         def real_source(num: int) -> torch.Tensor:
             return torch.stack([ds[i]["video"] for i in range(num)])

@@ -32,6 +32,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "VideoFolder",
     "build_dataset",
+    "dataset_from_config",
     "describe_video",
 ]
 
@@ -132,3 +133,19 @@ def build_dataset(
         f"{root}: no videos ({' '.join(VIDEO_EXTENSIONS)}) or images ({' '.join(IMAGE_EXTENSIONS)}) found; "
         f"put data there or use {', '.join(BUILTIN_DATASETS)}"
     )
+
+
+def dataset_from_config(data, *, seed: int = 0, **overrides):
+    """The clips a config's ``data`` section (a :class:`vidiff.config.DataConfig`) names, read as training
+    reads them: its source, frames, size, frame stride, fps (0: each file's own), flips, bad-file policy
+    and, for a built-in set, its length. ``overrides`` replace fields (more frames for I3D, no flips);
+    ``seed`` is the run's ``train.seed``, which fixes the built-in clips."""
+    names = ("source", "frames", "size", "frame_stride", "fps", "flip", "skip_bad_files", "num_videos")
+    d = {name: getattr(data, name) for name in names}
+    unknown = set(overrides) - set(names)
+    if unknown:
+        raise TypeError(f"dataset_from_config: unknown field(s) {sorted(unknown)}; fields are {names}")
+    d.update(overrides)
+    kw = {"num_videos": d["num_videos"]} if d["source"].startswith("builtin:") else {}
+    return build_dataset(d["source"], frames=d["frames"], size=d["size"], frame_stride=d["frame_stride"],
+                         flip=d["flip"], fps=d["fps"] or None, skip_bad_files=d["skip_bad_files"], seed=seed, **kw)

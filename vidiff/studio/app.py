@@ -156,13 +156,15 @@ class Studio:
         return self._builtin_clip(run, source, int(clip.rsplit("#", 1)[1]))
 
     def _builtin_clip(self, run: str, source: str, index: int) -> Path:
-        from ..data import build_dataset
+        from ..config import Config
+        from ..data import dataset_from_config
         from ..videoio import write_mp4
-        d = run_details(self.runs, run)
-        path = self.outputs / "clips" / f"{source.split(':')[1]}-{d['frames']}x{d['size']}-{index}.mp4"
+        cfg = Config.from_dict(run_details(self.runs, run)["config"])  # the clips the run trained on
+        d = cfg.data
+        name = f"{source.split(':')[1]}-{d.frames}x{d.size}-seed{cfg.train.seed}-{index}.mp4"
+        path = self.outputs / "clips" / name
         if not path.is_file():
-            ds = build_dataset(source, frames=d["frames"], size=d["size"])
-            write_mp4(path, ds[index]["video"], fps=8)
+            write_mp4(path, dataset_from_config(d, seed=cfg.train.seed)[index]["video"], fps=8)
         return path
 
     def condition(self, req: dict) -> dict:

@@ -63,13 +63,11 @@ class PeriodicFVD:
                               f"(vidiff prepare --frames 9), or set train.fvd_every=0 and run vidiff eval on samples")
 
     def _prepare(self, model: VideoDiffusion) -> None:
-        from ..data import build_dataset
+        from ..data import dataset_from_config
         from ..metrics.fvd import extract_i3d_features
         cfg = self.cfg
-        frames = max(9, cfg.data.frames)
-        d = cfg.data  # read as training reads it, with more frames where I3D needs them
-        real_ds = build_dataset(d.source, frames=frames, size=d.size, frame_stride=d.frame_stride, fps=d.fps or None,
-                                skip_bad_files=d.skip_bad_files, seed=cfg.train.seed + 1)
+        # read as training reads it, unflipped, with more frames where I3D needs them
+        real_ds = dataset_from_config(cfg.data, seed=cfg.train.seed + 1, frames=max(9, cfg.data.frames), flip=False)
         items = [real_ds[i] for i in range(min(cfg.train.fvd_num, len(real_ds)))]
         self.real = extract_i3d_features(torch.stack([it["video"] for it in items]), progress=False)
         self.request = model.conditioning.like(items)
