@@ -317,3 +317,19 @@ def test_interpolate_reads_a_long_clip_frame_by_frame(tiny, tmp_path, capsys):
     assert "reading 5 of the 3000 frames of" in err and "reading long.mp4: 100%" in err and "interpolating" in err
     from safetensors.torch import load_file
     assert load_file(tmp_path / "out" / "samples.safetensors")["videos"].shape == (1, 3, 9, 16, 16)
+
+
+@pytest.mark.parametrize("draw", [lambda m: m.sample(1, steps=2), lambda m: predict(m, torch.zeros(1, 3, 2, 16, 16),
+                                                                                    steps=2)])
+def test_an_error_while_sampling_gives_back_the_training_mode(tiny, monkeypatch, draw):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the network broke")
+
+    monkeypatch.setattr(tiny.denoiser, "forward", broken)
+    tiny.train()
+    try:
+        with pytest.raises(RuntimeError, match="the network broke"):
+            draw(tiny)
+        assert tiny.training and all(m.training for m in tiny.modules())
+    finally:
+        tiny.eval()
