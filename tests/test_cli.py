@@ -391,3 +391,11 @@ def test_bad_numbers_and_weights_give_one_clear_error(tiny_model, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "s").exists() and not (tmp_path / "shards").exists()
+
+
+def test_one_progress_bar_over_the_whole_sample_command(tiny_model, tmp_path, capsys):
+    assert run_cli("sample", "--checkpoint", tiny_model, "--num-videos", 5, "--batch-size", 2, "--steps", 3,
+                   "--out", tmp_path / "s") == 0
+    err = capsys.readouterr().err
+    starts = re.findall(r"sampling:\s+0%", err)
+    assert len(starts) == 1 and "15/15" in err, err  # not one bar per batch, each restarting at 0%

@@ -1,7 +1,7 @@
 """`vidiff sample`: videos from a checkpoint, with any registered sampler."""
 from __future__ import annotations
 
-from .common import add_sampling_arguments, in_batches, load_model, sampling_request, save_results
+from .common import add_sampling_arguments, command_bar, in_batches, load_model, sampling_request, save_results
 
 
 def register(sub) -> None:
@@ -14,6 +14,8 @@ def register(sub) -> None:
 def run(args) -> None:
     model = load_model(args)
     request = sampling_request(args)
-    videos = in_batches(args, lambda seed, n: model.sample(n, frames=args.frames, batch_size=n, progress=True,
-                                                           **{**request, "seed": seed}))
+    steps = model.sampling(**{k: request[k] for k in ("sampler", "steps", "options", "guidance")}).steps
+    with command_bar(args, steps) as bar:
+        videos = in_batches(args, lambda seed, n: model.sample(n, frames=args.frames, batch_size=n, progress=bar,
+                                                               **{**request, "seed": seed}))
     save_results(videos, args)
