@@ -1,6 +1,6 @@
 """Seconds per 16-frame 224×224 clip of the I3D forward on CPU: our variants and the JAX reference.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_i3d.py [--threads 2] [--batch 2] [--rounds 5] \
+    .venv/bin/python -m bench.bench_i3d [--threads 2] [--batch 2] [--rounds 5] \
         [--jax-python /tmp/jaxref/bin/python]
 
 Each round times one batch forward of every variant in turn (the machine is shared, so variants are

@@ -9,7 +9,7 @@ other, `--rounds` times, next to the fp32 matmul peak measured in the same run. 
 step (forward + backward + AdamW, median), the step's FLOPs (counted by torch's FlopCounterMode on the
 direct algorithm), the achieved GFLOP/s and the process's peak RSS (VmHWM).
 
-    python bench/bench_train_step.py [--threads 2] [--steps 5] [--rounds 1] [--variants fast,direct]
+    python -m bench.bench_train_step [--threads 2] [--steps 5] [--rounds 1] [--variants fast,direct]
 
 Variants: "fast" (as vidiff trains: upsampling as one transposed convolution, normalisations
 recomputed in the backward pass, channels_last, fused AdamW), "lean" (as fast, and the attention
@@ -21,7 +21,7 @@ dim_mults=(1, 2, 4)), 10.6M parameters, its own GaussianDiffusion loss) at the s
 a dependency of vidiff; to include it:
 
     pip install --no-deps --target /tmp/refpkgs video-diffusion-pytorch==0.7.0 einops-exts rotary-embedding-torch
-    PYTHONPATH=/tmp/refpkgs python bench/bench_train_step.py --variants reference,fast,direct
+    PYTHONPATH=/tmp/refpkgs python -m bench.bench_train_step --variants reference,fast,direct
 
 (its module imports torchvision for its dataset code only; the bench gives it an empty stand-in.)
 """
@@ -37,13 +37,14 @@ import types
 from dataclasses import replace
 
 import torch
-from common import matmul_peak
 from torch.utils.flop_counter import FlopCounterMode
 
 from vidiff.diffusion import Denoiser, DiffusionLoss
 from vidiff.layers import Upsample
 from vidiff.presets import get_preset
 from vidiff.unet import UNet3D, UNetConfig
+
+from .common import matmul_peak
 
 REFERENCE = UNetConfig(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
                        emb_dim=256)
@@ -137,7 +138,8 @@ def main():
     del net, loss_of
     for _ in range(args.rounds):
         for v in args.variants.split(","):
-            cmd = [sys.executable, __file__, "--child", v, "--threads", str(args.threads), "--steps", str(args.steps)]
+            cmd = [sys.executable, "-m", __spec__.name, "--child", v, "--threads", str(args.threads),
+                   "--steps", str(args.steps)]
             if args.preset:
                 cmd += ["--preset", args.preset]
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])

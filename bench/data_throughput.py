@@ -13,7 +13,7 @@
 
 The fp32 matmul peak of the CPU is printed in the same run. Prints a Markdown table.
 
-    nice -n 10 python bench/data_throughput.py [--seconds 8] [--train-seconds 40]
+    nice -n 10 python -m bench.data_throughput [--seconds 8] [--train-seconds 40]
 """
 from __future__ import annotations
 
@@ -29,13 +29,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import matmul_peak  # noqa: E402
+from vidiff.data import build_dataset
+from vidiff.data.prepare import prepare_shards
+from vidiff.presets import get_preset
+from vidiff.train.loader import build_loader
 
-from vidiff.data import build_dataset  # noqa: E402
-from vidiff.data.prepare import prepare_shards  # noqa: E402
-from vidiff.presets import get_preset  # noqa: E402
-from vidiff.train.loader import build_loader  # noqa: E402
+from .common import matmul_peak
 
 SIZES = [(8, 16), (16, 64)]  # cpu-demo, the paper's 16×64×64
 PRESETS = ["cpu-demo", "ucf101-16x64x64", "kinetics600-64x64", "bair-64x64", "text-small-16x64x64"]

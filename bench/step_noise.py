@@ -5,7 +5,7 @@ on its training device (here the CPU, the worst case). The kinetics600-64x64 pre
 batch 256 of 3×16×64×64), for 8 and 64 processes, side by side in one run, next to the fp32 matmul
 peak measured in the same run.
 
-    python bench/step_noise.py [--threads 1] [--reps 3]
+    python -m bench.step_noise [--threads 1] [--reps 3]
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import statistics
 import time
 
 import torch
-from common import matmul_peak
 
 from vidiff.presets import get_preset
 from vidiff.train.loader import step_generator
 from vidiff.train.step import sample_noise
+
+from .common import matmul_peak
 
 
 def old_draw(seed: int, step: int, batch: int, shape: tuple, rank: int, world: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ all-MiniLM-L6-v2, d = 384) on the CPU, one torch thread. It prints the process's
 (every batch a cache hit), next to the fp32 matmul peak measured in the same run. `--cache 0` keeps
 every caption (the cache before it was bounded), to compare.
 
-    python bench/text_cache.py [--captions 20000] [--batch 32] [--cache 4096]
+    python -m bench.text_cache [--captions 20000] [--batch 32] [--cache 4096]
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import statistics
 import time
 
 import torch
-from common import matmul_peak
 
 from vidiff.conditioning import ConditioningConfig, build_conditioning
+
+from .common import matmul_peak
 
 WORDS = ("a person", "two dogs", "a red car", "the chef", "a child", "an old man", "a bird", "the team")
 ACTS = ("runs across", "cooks in", "plays near", "jumps over", "waits by", "dances in", "rides through")

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,13 +97,15 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
     assert "batch 4 = 1 per process × 2 accumulation steps × 2 processes (fsdp)" in run.stderr  # the log says how
 
 
-GPU_CHECK = ["bench/gpu_check.py", "--presets", "cpu-tiny", "--skip-launch", "--sample-batch", "2", "--pc-steps", "3"]
+ROOT = Path(__file__).resolve().parents[1]
+GPU_CHECK = ["-m", "bench.gpu_check", "--presets", "cpu-tiny", "--skip-launch", "--sample-batch", "2",
+             "--pc-steps", "3"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_gpu_check_refuses_without_a_gpu(tmp_path):
     run = subprocess.run([sys.executable, *GPU_CHECK, "--out", str(tmp_path / "r.json")], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, cwd=ROOT)
     assert run.returncode != 0 and "no CUDA GPU is visible" in run.stderr
 
 
@@ -110,7 +113,8 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
     """`make gpu-check`'s code in fp32 on the CPU (its timings are not the point): every recompute
     setting trains, the 20-step sample is finite, the fused norm agrees, the report is written."""
     run = subprocess.run([sys.executable, *GPU_CHECK, "--device", "cpu", "--out", str(tmp_path / "r.json")],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "r.json").read_text())
     tiny = report["presets"]["cpu-tiny"]

@@ -5,7 +5,7 @@ found, it moves, and it keeps one colour and one shape through the clip (the fir
 half of the frames are described separately and compared). Real clips from the built-in dataset are
 measured the same way as the reference.
 
-    python bench/demo_quality.py --checkpoint runs/demo [--num 32] [--samplers ancestral:100,ddim:50]
+    python -m experiments.demo_quality --checkpoint runs/demo [--num 32] [--samplers ancestral:100,ddim:50]
         [--samplers pc:200:corrector_steps=1,pc:200:corrector_steps=3:delta=0.2]
 
 `--samplers` lists sampler:steps pairs, each with the sampler's own options after further colons

@@ -2,7 +2,7 @@
 built-in moving shapes at 16 frames (so that FVD applies), with the same seeds for every sampler and
 a second seed set to show the noise. Also the progressively distilled student at 8 and 4 steps.
 
-    python bench/sampler_quality.py --run runs/sampler-quality [--minutes 20] [--num 256] [--seeds 0,1]
+    python -m experiments.sampler_quality --run runs/sampler-quality [--minutes 20] [--num 256] [--seeds 0,1]
 
 Each stage is cached in the run folder (the teacher run, the distillation rounds, the real clips'
 I3D features, each sampler's result in results.json), so an interrupted run continues. It writes
@@ -18,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import matmul_peak, real_features, train_once
-from plots import draw_series, save_panels
 
+from bench.common import matmul_peak
 from vidiff.metrics.fvd import extract_i3d_features, fvd
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
 from vidiff.sampling import sampler_spec
 from vidiff.train.distill import distill
+
+from .common import real_features, train_once
+from .plots import draw_series, save_panels
 
 # (label, sampler, steps, options): the paper's PC sampler (the reference) first, then the fast ones
 SAMPLERS = [("pc 256", "pc", 256, {}), ("dpm++ 2m 10", "dpmpp-2m", 10, {}), ("dpm++ 2m 15", "dpmpp-2m", 15, {}),

@@ -12,7 +12,7 @@ FVD applies), each with the same seeds and two seed sets to show the noise:
    generated frames against real frames 5–16, and the seam (last given → first generated frame
    difference over the real one).
 
-    python bench/paper_findings.py --out runs/paper-findings [--minutes 6] [--num 64] [--real 256]
+    python -m experiments.paper_findings --out runs/paper-findings [--minutes 6] [--num 64] [--real 256]
         [--seeds 0,1] [--only joint,guidance,conditioning] [--sampler dpmpp-2m --steps 20] [--quick]
 
 Every stage is cached in --out (each trained model, the real clips' I3D features, each measurement
@@ -27,16 +27,17 @@ import json
 import time
 from pathlib import Path
 
-import common
 import numpy as np
 import torch
-from plots import draw_series, save_panels
 
 from vidiff.data import describe_video
 from vidiff.metrics.fvd import extract_i3d_features, fvd, kvd
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
 from vidiff.tasks import predict
+
+from . import common
+from .plots import draw_series, save_panels
 
 FRAMES, CONTEXT = 16, 4
 JOINT_IMAGES = (0, 4, 8)

@@ -1,5 +1,5 @@
 """Where the arrow of time is lost: two controls for the text models' direction problem (they learn
-the axis of a motion from the caption but not its sign; bench/text_guidance.py).
+the axis of a motion from the caption but not its sign; experiments/text_guidance.py).
 
 * `always-right`: the unconditional cpu-demo model trained on clips that all move right. If its
   samples move right, the network can represent a time-asymmetric distribution (the relative
@@ -18,7 +18,8 @@ the axis of a motion from the caption but not its sign; bench/text_guidance.py).
   direction's mean is decided: on clips that all move right, how fast the always-right model's x̂
   drifts right (and, with `--text-run`, a text model's under "right" and "left"), against the ideal.
 
-    python bench/arrow_of_time.py --minutes 5 --out runs/arrow [--only always-right,direction-class,tokens,ideal,drift]
+    python -m experiments.arrow_of_time --minutes 5 --out runs/arrow
+        [--only always-right,direction-class,tokens,ideal,drift]
         [--text-run RUN] [--set model.frame_index_embedding=true ...]
 
 Each model is sampled with DDIM 50 (8 samples per direction, w = 0 and 1 for the class model) and
@@ -32,12 +33,13 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from common import train_once
 
 from vidiff import VideoDiffusion, get_preset
 from vidiff.data import MovingShapes, describe_video
 from vidiff.data.moving_shapes import BACKGROUND, DIRECTIONS
 from vidiff.schedule import alpha_sigma
+
+from .common import train_once
 
 
 def trained(preset: str, source: str, folder: Path, args) -> VideoDiffusion:

@@ -8,7 +8,7 @@ guidance on the same seeds (paper §3.1; the paper's 64-frame extension: FVD 136
   (relative to real clips'), its worst value, and the consistency of `describe_video` (colour, shape,
   direction) of each window with the context's description.
 
-    python bench/conditional_model.py --checkpoint runs/demo [--num 8] [--context 2] [--steps 50]
+    python -m experiments.conditional_model --checkpoint runs/demo [--num 8] [--context 2] [--steps 50]
 """
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ import os
 import time
 
 import torch
-from common import step_mse
 
 from vidiff.data import MovingShapes, describe_video
 from vidiff.pipeline import VideoDiffusion
 from vidiff.sampling import SAMPLERS
 from vidiff.tasks import extend, predict
+
+from .common import step_mse
 
 
 def consistency(video: torch.Tensor, ref: dict, window: int) -> dict:

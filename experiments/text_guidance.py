@@ -3,7 +3,8 @@ guidance (issue: conditioning). Trains `cpu-demo-text` on the built-in moving sh
 --checkpoint), samples each prompt for each guidance weight, and analyses the frames with
 `vidiff.data.describe_video` (colour and kind of the shape, direction of motion).
 
-    python bench/text_guidance.py --minutes 10 --out runs/text-bench [--checkpoint RUN] [--num 8] [--weights 0,1,3,5]
+    python -m experiments.text_guidance --minutes 10 --out runs/text-bench [--checkpoint RUN] [--num 8]
+        [--weights 0,1,3,5]
         [--set section.key=value ...] [--sampler ddim --steps 50] [--seed 0]
 
 (`--set model.text_cross_attention=true` trains with cross-attention to the caption's tokens.) Before
