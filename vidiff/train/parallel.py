@@ -81,15 +81,6 @@ def full_state_dict(module: torch.nn.Module) -> dict:
     return get_model_state_dict(module, options=_full())
 
 
-def load_full_state_dict(module: torch.nn.Module, state: dict) -> None:
-    """Every process passes the whole state; each keeps its shard."""
-    if not is_sharded(module):
-        module.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-    set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
-
-
 def full_optimizer_state(net: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
     """The optimiser's state as `opt.state_dict()` gives it unsharded: keyed by parameter index."""
     if not is_sharded(net):
