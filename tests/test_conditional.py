@@ -249,7 +249,7 @@ def test_cli_predict_on_a_trained_checkpoint(tmp_path, capsys):
     from vidiff.videoio import write_mp4
     cfg = get_preset("cpu-tiny").override(["train.steps=2", "train.save_every=2", "train.num_samples=1",
                                            "sample.steps=2"])
-    train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+    train(cfg, tmp_path / "run", progress=False)
     video = MovingShapes(frames=6, size=24, seed=3)[0]["video"]  # (c f h w), resized to 16×16 on reading
     write_mp4(tmp_path / "in.mp4", video)
     out = tmp_path / "pred"

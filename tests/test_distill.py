@@ -39,7 +39,7 @@ def test_round_steps():
 def test_distill_command_halves_steps_and_resumes(tmp_path, capsys):
     teacher = tmp_path / "teacher"
     train(get_preset("cpu-tiny").override(["train.steps=2", "train.num_samples=0", "conditioning.kind=class"]),
-          teacher, progress=False, tensorboard=False)
+          teacher, progress=False)
     out = tmp_path / "student"
     args = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--from-steps", "8", "--to-steps", "2",
             "--steps-per-round", "2", "--guidance", "2", "--set", "train.num_samples=0", "--quiet"]
@@ -65,7 +65,7 @@ def test_distill_refuses_a_folder_that_holds_another_run(tmp_path, capsys):
     steps and this guidance; any other run in --out is refused before anything trains."""
     tiny = get_preset("cpu-tiny").override(["train.steps=2", "train.num_samples=0"])
     for name, seed in [("a", 0), ("b", 1), ("plain", 2)]:
-        train(tiny.override([f"train.seed={seed}"]), tmp_path / name, progress=False, tensorboard=False)
+        train(tiny.override([f"train.seed={seed}"]), tmp_path / name, progress=False)
     out = tmp_path / "student"
 
     def distill(teacher, folder=out, *more):

@@ -11,21 +11,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TINY
 from safetensors.torch import load_file
 
 from vidiff.checkpoint import CheckpointError, resolve_checkpoint
 from vidiff.cli import main
 from vidiff.hub import CHECKPOINT_FILES, HubError, parse_reference
 from vidiff.pipeline import VideoDiffusion
-from vidiff.presets import get_preset
 from vidiff.publish import PublishError, prepare_upload, public_name
-from vidiff.train import train
 
 hf = pytest.importorskip("huggingface_hub")
 from huggingface_hub.file_download import repo_folder_name  # noqa: E402
 
-TINY = get_preset("cpu-tiny").override(["train.save_every=2", "train.steps=2", "train.num_samples=1",
-                                       "sample.steps=2"])
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPORT = {"metrics": ["fvd"], "fvd": 812.5, "num_real": 16, "num_fake": 16, "real_i3d_cached": False,
           "protocol": {"frames": 16, "frame_stride": 1, "vidiff_version": "0.1.0", "fvd_name": "fvd16_16f",
@@ -42,11 +39,9 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(hf.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hub") / "run"
-    train(TINY, out, progress=False, tensorboard=False)
-    return out
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def lay_into_cache(folder: Path, cache: Path, repo_id: str, commit: str = COMMIT, refs=("main",)) -> Path:

@@ -33,8 +33,8 @@ def losses(run) -> list:
 def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
     """Batch 4 in one step and 2 × 2 micro-batches: the same draws, the same update. Tolerance: the
     sums in another order, amplified by Adam's normalisation over 3 steps, far below one step's size."""
-    train(TINY, tmp_path / "whole", progress=False, tensorboard=False)
-    train(TINY.override(["train.grad_accum=2"]), tmp_path / "accum", progress=False, tensorboard=False)
+    train(TINY, tmp_path / "whole", progress=False)
+    train(TINY.override(["train.grad_accum=2"]), tmp_path / "accum", progress=False)
     whole, accum = weights(tmp_path / "whole"), weights(tmp_path / "accum")
     for k in whole:
         assert torch.allclose(whole[k], accum[k], atol=2e-5, rtol=1e-4), f"{k}: {(whole[k] - accum[k]).abs().max()}"
@@ -53,7 +53,7 @@ def test_grad_accum_must_divide_the_batch():
 
 def test_fsdp_needs_torchrun(tmp_path):
     with pytest.raises(ConfigError, match="launch with torchrun"):
-        train(TINY.override(["train.parallel=fsdp"]), tmp_path / "run", progress=False, tensorboard=False)
+        train(TINY.override(["train.parallel=fsdp"]), tmp_path / "run", progress=False)
 
 
 SCRIPT = """

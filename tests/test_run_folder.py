@@ -14,16 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 
 from vidiff.checkpoint import CheckpointError
 from vidiff.cli import main
 from vidiff.files import RunLockedError, run_lock
 from vidiff.pipeline import VideoDiffusion
-from vidiff.presets import get_preset
 from vidiff.train import train
 
-TINY = get_preset("cpu-tiny").override(["train.save_every=2", "train.steps=2", "train.num_samples=1",
-                                       "sample.steps=2"])
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -37,8 +35,8 @@ def test_a_second_trainer_is_refused_at_once(tmp_path, capsys):
         assert f"run folder {str(run)!r} is in use: process {os.getpid()} on" in result.stderr
         assert time.time() - t < 60 and not (run / "checkpoints").exists()
         with pytest.raises(RunLockedError):  # in the same process too
-            train(TINY, run, progress=False, tensorboard=False)
-    train(TINY, run, progress=False, tensorboard=False)  # released: the folder is usable again
+            train(TINY, run, progress=False)
+    train(TINY, run, progress=False)  # released: the folder is usable again
 
 
 def test_the_os_releases_the_lock_of_a_killed_process(tmp_path):
@@ -112,13 +110,12 @@ def test_out_that_is_a_file_or_read_only(tmp_path, capsys, monkeypatch):
     assert "cannot write to the run folder" in err and "Read-only file system" in err
 
 
-def test_a_full_disk_leaves_no_tmp_and_says_what_it_needs(tmp_path, monkeypatch, capsys):
+def test_a_full_disk_leaves_no_tmp_and_says_what_it_needs(copy_of_tiny_run, tmp_path, monkeypatch, capsys):
     """safetensors reports a full disk as its own error, not an OSError: the save still names the file,
     the space it needs and the disk, removes its .tmp and leaves the previous checkpoint as it was."""
     import safetensors.torch
     from safetensors import SafetensorError
-    run = tmp_path / "run"
-    train(TINY, run, progress=False, tensorboard=False)
+    run = copy_of_tiny_run
     before = {p.name: p.read_bytes() for p in (run / "checkpoints" / "step_0000002").iterdir()}
     real = safetensors.torch.save_file
 
@@ -135,13 +132,12 @@ def test_a_full_disk_leaves_no_tmp_and_says_what_it_needs(tmp_path, monkeypatch,
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_0000002"]
     assert {p.name: p.read_bytes() for p in (run / "checkpoints" / "step_0000002").iterdir()} == before
     monkeypatch.setattr(safetensors.torch, "save_file", real)
-    assert train(TINY.override(["train.steps=4"]), run, resume=True, progress=False, tensorboard=False)["step"] == 4
+    assert train(TINY.override(["train.steps=4"]), run, resume=True, progress=False)["step"] == 4
 
 
-def test_weights_of_another_architecture_are_named(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    train(TINY, a, progress=False, tensorboard=False)
-    train(TINY.override(["model.base_channels=8"]), b, progress=False, tensorboard=False)
+def test_weights_of_another_architecture_are_named(copy_of_tiny_run, tmp_path):
+    a, b = copy_of_tiny_run, tmp_path / "b"
+    train(TINY.override(["model.base_channels=8"]), b, progress=False)
     ck = a / "checkpoints" / "step_0000002"
     shutil.copy(b / "checkpoints" / "step_0000002" / "ema.safetensors", ck / "ema.safetensors")
     with pytest.raises(CheckpointError, match=r"ema.safetensors' holds weights of another architecture .* "
@@ -149,13 +145,12 @@ def test_weights_of_another_architecture_are_named(tmp_path):
         VideoDiffusion.from_pretrained(a)
     assert len(str(e.value)) < 600
     with pytest.raises(CheckpointError, match="another architecture"):
-        train(TINY.override(["train.steps=3"]), a, resume=True, progress=False, tensorboard=False)
+        train(TINY.override(["train.steps=3"]), a, resume=True, progress=False)
 
 
-def test_readers_never_fail_while_training_writes(tmp_path):
+def test_readers_never_fail_while_training_writes(copy_of_tiny_run, tmp_path):
     """A reader loops over the run while a writer checkpoints as fast as it can, keeping one."""
-    run = tmp_path / "run"
-    train(TINY, run, progress=False, tensorboard=False)
+    run = copy_of_tiny_run
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import json, sys
         from pathlib import Path

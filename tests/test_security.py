@@ -1,21 +1,18 @@
 """A run folder, a config.json and a Hub snapshot are data, never instructions (SECURITY.md): what a
 file vidiff reads names is never run as a command. Through the real command line."""
 import json
+import shutil
 
 import pytest
 
 from vidiff.cli import main
-from vidiff.presets import get_preset
-from vidiff.train import train
 
 
 @pytest.fixture(scope="module")
-def copied_run(tmp_path_factory):
+def copied_run(tiny_run, tmp_path_factory):
     """A run folder as received from someone else: every config.json in it names a pipe: source."""
     root = tmp_path_factory.mktemp("received")
-    run = root / "run"
-    train(get_preset("cpu-tiny").override(["train.steps=2", "train.num_samples=0"]), run, progress=False,
-          tensorboard=False)
+    run = shutil.copytree(tiny_run, root / "run")
     marker = root / "pwned"
     for config in run.rglob("config.json"):
         d = json.loads(config.read_text())

@@ -184,9 +184,9 @@ def test_training_on_shards_resumes_exactly(shards, tmp_path):
 
     from vidiff.train import train
     cfg = TINY.override([f"data.source={shards[0]}", "data.num_workers=0"])
-    train(cfg, tmp_path / "full", progress=False, tensorboard=False)
-    train(cfg.override(["train.steps=3"]), tmp_path / "split", progress=False, tensorboard=False)
-    train(cfg, tmp_path / "split", resume=True, progress=False, tensorboard=False)
+    train(cfg, tmp_path / "full", progress=False)
+    train(cfg.override(["train.steps=3"]), tmp_path / "split", progress=False)
+    train(cfg, tmp_path / "split", resume=True, progress=False)
     assert losses(tmp_path / "full") == losses(tmp_path / "split")
     assert len(set(losses(tmp_path / "full"))) == 6
 
@@ -235,7 +235,7 @@ def test_periodic_fvd_on_short_shards_is_refused_at_start(shards, tmp_path):
     from vidiff.train import train
     cfg = get_preset("cpu-tiny").override([f"data.source={shards[0]}", "train.fvd_every=2", "train.num_samples=0"])
     with pytest.raises(ConfigError, match="at least 9 frames"):
-        train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+        train(cfg, tmp_path / "run", progress=False)
 
 
 def test_prepare_failing_midway_leaves_no_partial_shard(tmp_path, monkeypatch):

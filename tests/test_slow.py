@@ -15,7 +15,7 @@ def test_cpu_demo_learns_moving_shapes(tmp_path):
     and keeps its colour, as describe_video reads the real clips."""
     cfg = get_preset("cpu-demo").override(["train.steps=400", "train.max_minutes=0", "train.num_samples=0",
                                            "train.save_every=0"])
-    train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+    train(cfg, tmp_path / "run", progress=False)
     model = VideoDiffusion.from_pretrained(tmp_path / "run")
     videos = model.sample(16, sampler="ddim", steps=50, seed=0)
     real = MovingShapes(num_videos=16, frames=8, size=16, seed=99)

@@ -34,7 +34,7 @@ def studio_url(tmp_path_factory):
     from vidiff.studio.app import Studio
     from vidiff.studio.server import make_server
     runs = tmp_path_factory.mktemp("runs")
-    train(TINY, runs / "tiny", progress=False, tensorboard=False)
+    train(TINY, runs / "tiny", progress=False)
     studio = Studio(runs)
     server = make_server(studio, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()

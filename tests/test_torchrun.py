@@ -28,7 +28,7 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("torchrun") / "run"
     cfg = get_preset("cpu-tiny").override(["train.steps=6", "train.save_every=0", "train.num_samples=0"])
-    train(cfg, out, progress=False, tensorboard=False)
+    train(cfg, out, progress=False)
     return out
 
 

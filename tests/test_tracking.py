@@ -6,16 +6,16 @@ import json
 import sys
 import time
 
+import conftest
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vidiff.config import ConfigError
-from vidiff.presets import get_preset
 from vidiff.train import train
 from vidiff.train.tracking import WANDB_RUN_FILE
 
-TINY = get_preset("cpu-tiny").override(["train.save_every=2", "train.steps=2", "train.num_samples=1",
-                                       "sample.steps=2", "train.log_every=1"])
+TINY = conftest.TINY.override(["train.log_every=1"])  # every step logged
+pytestmark = pytest.mark.usefixtures("tensorboard_on")  # these tests read what TensorBoard wrote
 
 
 def test_logger_values_are_checked():

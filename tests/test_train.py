@@ -25,10 +25,10 @@ def losses(run):
 
 
 def test_resume_repeats_uninterrupted_run(tmp_path):
-    full = train(TINY, tmp_path / "full", progress=False, tensorboard=False)
+    full = train(TINY, tmp_path / "full", progress=False)
     part = TINY.override(["train.steps=3"])
-    train(part, tmp_path / "split", progress=False, tensorboard=False)
-    train(TINY, tmp_path / "split", resume=True, progress=False, tensorboard=False)
+    train(part, tmp_path / "split", progress=False)
+    train(TINY, tmp_path / "split", resume=True, progress=False)
     assert full["step"] == 6
     a, b = losses(tmp_path / "full"), losses(tmp_path / "split")
     assert len(a) == len(b) == 6
@@ -40,7 +40,7 @@ def test_resume_repeats_uninterrupted_run(tmp_path):
 
 def test_checkpoint_contents_and_atomic_latest(tmp_path):
     run = tmp_path / "run"
-    train(TINY, run, progress=False, tensorboard=False)
+    train(TINY, run, progress=False)
     ck = resolve_checkpoint(run)
     assert ck.name == "step_0000006"
     assert {p.name for p in ck.iterdir()} >= {"model.safetensors", "ema.safetensors", "optimizer.safetensors",
@@ -62,7 +62,7 @@ def test_missing_or_damaged_checkpoint_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="not a vidiff checkpoint"):
         VideoDiffusion.from_pretrained(tmp_path / "empty")
     run = tmp_path / "run"
-    train(TINY.override(["train.steps=1"]), run, progress=False, tensorboard=False)
+    train(TINY.override(["train.steps=1"]), run, progress=False)
     (resolve_checkpoint(run) / "ema.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="damaged"):
         VideoDiffusion.from_pretrained(run)
@@ -70,7 +70,7 @@ def test_missing_or_damaged_checkpoint_is_named(tmp_path):
 
 def test_ema_tracks_weights(tmp_path):
     run = tmp_path / "run"
-    train(TINY.override(["train.steps=4", "train.ema_decay=0.5"]), run, progress=False, tensorboard=False)
+    train(TINY.override(["train.steps=4", "train.ema_decay=0.5"]), run, progress=False)
     ck = resolve_checkpoint(run)
     w, e = load_file(ck / "model.safetensors"), load_file(ck / "ema.safetensors")
     assert any(not torch.equal(w[k], e[k]) for k in w), "EMA should lag the weights"
@@ -80,7 +80,7 @@ def test_ema_tracks_weights(tmp_path):
 def test_periodic_fvd_during_training(tmp_path):
     run = tmp_path / "run"
     train(TINY.override(["train.steps=2", "train.fvd_every=2", "train.fvd_num=2", "train.save_every=0"]), run,
-          progress=False, tensorboard=False)
+          progress=False)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     fvds = [r for r in rows if "fvd" in r]
     assert len(fvds) == 1 and fvds[0]["step"] == 2 and fvds[0]["fvd"] >= 0
@@ -140,9 +140,9 @@ def test_ddp_two_processes_match_one(tmp_path, nproc):
 
 def test_resume_applies_train_changes_and_refuses_model_changes(tmp_path, caplog):
     run = tmp_path / "run"
-    train(TINY.override(["train.steps=3"]), run, progress=False, tensorboard=False)
+    train(TINY.override(["train.steps=3"]), run, progress=False)
     with caplog.at_level("INFO", logger="vidiff.train"):
-        train(TINY.override(["train.steps=4", "train.lr=5e-4"]), run, resume=True, progress=False, tensorboard=False)
+        train(TINY.override(["train.steps=4", "train.lr=5e-4"]), run, resume=True, progress=False)
     assert "resuming with train.lr: 0.001 → 0.0005" in caplog.text
     saved = json.loads((run / "config.json").read_text())
     assert saved["train"]["lr"] == 5e-4 and saved["train"]["steps"] == 4
@@ -150,27 +150,26 @@ def test_resume_applies_train_changes_and_refuses_model_changes(tmp_path, caplog
     assert [r["lr"] for r in rows[-2:]] == pytest.approx([1e-3 * 4 / 5, 5e-4])  # warm-up of 5 steps, new rate
     with pytest.raises(ConfigError, match=r"cannot resume with a changed model.base_channels \(run: 16, "
                                           r"requested: 32\)"):
-        train(TINY.override(["train.steps=5", "model.base_channels=32"]), run, resume=True, progress=False,
-              tensorboard=False)
+        train(TINY.override(["train.steps=5", "model.base_channels=32"]), run, resume=True, progress=False)
 
 
 def test_resume_cuts_the_loss_curve_back_to_the_checkpoint(tmp_path):
     """A crash after step 4 with the last checkpoint at step 3: the resumed run logs steps 4–6 once."""
     run = tmp_path / "run"
-    train(TINY.override(["train.steps=4", "train.save_every=3"]), run, progress=False, tensorboard=False)
+    train(TINY.override(["train.steps=4", "train.save_every=3"]), run, progress=False)
     import shutil
     shutil.rmtree(run / "checkpoints" / "step_0000004")  # as if killed before the final save
     (run / "checkpoints" / "latest").write_text("step_0000003\n")
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "lo')  # killed in the middle of an append
-    train(TINY, run, resume=True, progress=False, tensorboard=False)
+    train(TINY, run, resume=True, progress=False)
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert losses(run) == losses_of_straight_run(tmp_path)
 
 
 def losses_of_straight_run(tmp_path):
-    train(TINY, tmp_path / "straight", progress=False, tensorboard=False)
+    train(TINY, tmp_path / "straight", progress=False)
     return losses(tmp_path / "straight")
 
 
@@ -188,9 +187,9 @@ def test_joint_image_video_items_are_a_function_of_their_seed():
 
 def test_joint_training_resume_is_exact_with_loader_workers(tmp_path):
     joint = TINY.override(["data.image_frames=2", "data.num_workers=1"])
-    train(joint, tmp_path / "full", progress=False, tensorboard=False)
-    train(joint.override(["train.steps=3"]), tmp_path / "split", progress=False, tensorboard=False)
-    train(joint, tmp_path / "split", resume=True, progress=False, tensorboard=False)
+    train(joint, tmp_path / "full", progress=False)
+    train(joint.override(["train.steps=3"]), tmp_path / "split", progress=False)
+    train(joint, tmp_path / "split", resume=True, progress=False)
     assert losses(tmp_path / "full") == losses(tmp_path / "split")
 
 
@@ -219,9 +218,9 @@ def test_resume_is_exact_on_a_folder_of_real_mp4s(tmp_path, workers):
         (data / name).symlink_to(src / name)
     cfg = TINY.override([f"data.source={data}", "data.flip=true", f"data.num_workers={workers}",
                          "data.frame_stride=2"])
-    train(cfg, tmp_path / "full", progress=False, tensorboard=False)
-    train(cfg.override(["train.steps=3"]), tmp_path / "split", progress=False, tensorboard=False)
-    train(cfg, tmp_path / "split", resume=True, progress=False, tensorboard=False)
+    train(cfg, tmp_path / "full", progress=False)
+    train(cfg.override(["train.steps=3"]), tmp_path / "split", progress=False)
+    train(cfg, tmp_path / "split", resume=True, progress=False)
     assert losses(tmp_path / "full") == losses(tmp_path / "split")
     wa = load_file(resolve_checkpoint(tmp_path / "full") / "model.safetensors")
     wb = load_file(resolve_checkpoint(tmp_path / "split") / "model.safetensors")
