@@ -29,12 +29,11 @@ from pathlib import Path
 
 import torch
 
+from bench.common import matmul_peak
 from vidiff.data import build_dataset
 from vidiff.data.prepare import prepare_shards
 from vidiff.presets import get_preset
 from vidiff.train.loader import build_loader
-
-from .common import matmul_peak
 
 SIZES = [(8, 16), (16, 64)]  # cpu-demo, the paper's 16×64×64
 PRESETS = ["cpu-demo", "ucf101-16x64x64", "kinetics600-64x64", "bair-64x64", "text-small-16x64x64"]

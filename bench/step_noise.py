@@ -15,11 +15,10 @@ import time
 
 import torch
 
+from bench.common import matmul_peak
 from vidiff.presets import get_preset
 from vidiff.train.loader import step_generator
 from vidiff.train.step import sample_noise
-
-from .common import matmul_peak
 
 
 def old_draw(seed: int, step: int, batch: int, shape: tuple, rank: int, world: int) -> torch.Tensor:

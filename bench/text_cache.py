@@ -15,9 +15,8 @@ import time
 
 import torch
 
+from bench.common import matmul_peak
 from vidiff.conditioning import ConditioningConfig, build_conditioning
-
-from .common import matmul_peak
 
 WORDS = ("a person", "two dogs", "a red car", "the chef", "a child", "an old man", "a bird", "the team")
 ACTS = ("runs across", "cooks in", "plays near", "jumps over", "waits by", "dances in", "rides through")

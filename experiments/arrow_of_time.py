@@ -34,12 +34,11 @@ from pathlib import Path
 
 import torch
 
+from experiments.common import train_once
 from vidiff import VideoDiffusion, get_preset
 from vidiff.data import MovingShapes, describe_video
 from vidiff.data.moving_shapes import BACKGROUND, DIRECTIONS
 from vidiff.schedule import alpha_sigma
-
-from .common import train_once
 
 
 def trained(preset: str, source: str, folder: Path, args) -> VideoDiffusion:

@@ -18,12 +18,11 @@ import time
 
 import torch
 
+from experiments.common import step_mse
 from vidiff.data import MovingShapes, describe_video
 from vidiff.pipeline import VideoDiffusion
 from vidiff.sampling import SAMPLERS
 from vidiff.tasks import extend, predict
-
-from .common import step_mse
 
 
 def consistency(video: torch.Tensor, ref: dict, window: int) -> dict:

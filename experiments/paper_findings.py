@@ -30,14 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments import common
+from experiments.plots import draw_series, save_panels
 from vidiff.data import describe_video
 from vidiff.metrics.fvd import extract_i3d_features, fvd, kvd
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
 from vidiff.tasks import predict
-
-from . import common
-from .plots import draw_series, save_panels
 
 FRAMES, CONTEXT = 16, 4
 JOINT_IMAGES = (0, 4, 8)

@@ -20,14 +20,13 @@ import numpy as np
 import torch
 
 from bench.common import matmul_peak
+from experiments.common import real_features, train_once
+from experiments.plots import draw_series, save_panels
 from vidiff.metrics.fvd import extract_i3d_features, fvd
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
 from vidiff.sampling import sampler_spec
 from vidiff.train.distill import distill
-
-from .common import real_features, train_once
-from .plots import draw_series, save_panels
 
 # (label, sampler, steps, options): the paper's PC sampler (the reference) first, then the fast ones
 SAMPLERS = [("pc 256", "pc", 256, {}), ("dpm++ 2m 10", "dpmpp-2m", 10, {}), ("dpm++ 2m 15", "dpmpp-2m", 15, {}),

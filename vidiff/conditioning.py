@@ -15,7 +15,7 @@ from typing import Sequence, Union
 
 import torch
 
-from .errors import ConditioningError
+from vidiff.errors import ConditioningError
 
 log = logging.getLogger("vidiff.conditioning")
 KINDS = ("none", "class", "text")
@@ -153,7 +153,7 @@ class TextConditioning(Conditioning):
     @property
     def encoder(self):
         if self._encoder is None:
-            from .text import TextEncoder
+            from vidiff.text import TextEncoder
             self._encoder = TextEncoder(self.config.text_encoder or None, max_length=self.config.text_max_length)
         return self._encoder
 
@@ -166,7 +166,7 @@ class TextConditioning(Conditioning):
         return self.network_fields(), {}
 
     def network_fields(self) -> dict:
-        from .text import text_encoder_dim
+        from vidiff.text import text_encoder_dim
         return {"text_dim": text_encoder_dim(self.config.text_encoder or None)}
 
     def problems(self, model) -> list:
@@ -175,7 +175,7 @@ class TextConditioning(Conditioning):
     def training(self, batch: dict, keep: torch.Tensor, device) -> dict:
         device = torch.device(device)
         if self._cache is None or self._cache_device != device:
-            from .text import EmbeddingCache
+            from vidiff.text import EmbeddingCache
             self.encoder.model.to(device)
             self._cache = EmbeddingCache(self.encoder, max_captions=self.config.text_cache_captions)
             self._cache_device = device

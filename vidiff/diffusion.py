@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine
+from vidiff.schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 WEIGHTINGS = ("epsilon", "v", "x")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from .errors import DataError, OutputError, RunLockedError, VidiffError
+from vidiff.errors import DataError, OutputError, RunLockedError, VidiffError
 
 PathLike = Union[str, os.PathLike]
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from .schedule import alpha_sigma
+from vidiff.schedule import alpha_sigma
 
 
 class GaussianData:

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
-from . import files
-from .errors import HubError
+from vidiff import files
+from vidiff.errors import HubError
 
 PREFIX = "hf://"
 # what a checkpoint is made of (resolve_checkpoint): the EMA weights are taken when a repo holds them

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
-from .checkpoint import load_config, load_json, load_weights, read_checkpoint
-from .config import DERIVED, Config
-from .errors import PublishError, VidiffError
-from .files import atomic_write, read_metrics
-from .hub import PREFIX, hub_library, parse_reference, upload_folder
+from vidiff.checkpoint import load_config, load_json, load_weights, read_checkpoint
+from vidiff.config import DERIVED, Config
+from vidiff.errors import PublishError, VidiffError
+from vidiff.files import atomic_write, read_metrics
+from vidiff.hub import PREFIX, hub_library, parse_reference, upload_folder
 
 PUBLISHED = ("README.md", "config.json", "model.safetensors", "grid.gif", "eval.json")
 CITATION = """@article{ho2022video,
@@ -96,7 +96,7 @@ def prepare_upload(source, folder, repo_id: str, *, license: str = "apache-2.0",
 def _check_loads(folder: Path, source) -> None:
     """Load the built upload back (its config, then its weights into the network it describes, as
     VideoDiffusion.from_pretrained does); a folder that does not load is removed and refused."""
-    from .unet import UNet3D
+    from vidiff.unet import UNet3D
     try:
         load_weights(UNet3D(load_config(folder).model), folder / "model.safetensors")
     except VidiffError as e:
@@ -245,7 +245,7 @@ def _eval_report(path: Path) -> dict:
 # ---- the model card ----------------------------------------------------------------------------
 def preset_of(config: Config) -> Optional[str]:
     """The preset whose architecture and diffusion `config` has (the values read from the data aside)."""
-    from .presets import PRESETS
+    from vidiff.presets import PRESETS
 
     def arch(c: Config) -> tuple:
         model = {k: v for k, v in asdict(c.model).items() if f"model.{k}" not in DERIVED}

@@ -13,9 +13,23 @@ import argparse
 import logging
 import sys
 
-from .. import spread
-from ..errors import VidiffError
-from . import demo, distill, eval, extend, interpolate, predict, prepare, presets, push, sample, studio, train, upsample
+from vidiff import spread
+from vidiff.cli import (
+    demo,
+    distill,
+    eval,
+    extend,
+    interpolate,
+    predict,
+    prepare,
+    presets,
+    push,
+    sample,
+    studio,
+    train,
+    upsample,
+)
+from vidiff.errors import VidiffError
 
 COMMANDS = (train, sample, demo, presets, eval, predict, extend, interpolate, upsample, distill, prepare, studio, push)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import write_videos
+from vidiff.cli.common import write_videos
 
 
 def register(sub) -> None:
@@ -18,8 +18,8 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..presets import get_preset
-    from ..train import train
+    from vidiff.presets import get_preset
+    from vidiff.train import train
     cfg = get_preset("cpu-demo").override([f"train.max_minutes={args.minutes}", f"train.num_samples={args.num}"]
                                           + list(args.set))
     out = Path(args.out)

@@ -1,7 +1,7 @@
 """`vidiff distill`: progressive distillation of a trained model to a few DDIM steps."""
 from __future__ import annotations
 
-from .. import spread
+from vidiff import spread
 
 
 def register(sub) -> None:
@@ -23,8 +23,8 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..train.distill import distill
-    from .common import trust_command_line_sources
+    from vidiff.cli.common import trust_command_line_sources
+    from vidiff.train.distill import distill
     overrides = [*args.set, *([f"data.source={args.data}"] if args.data else [])]
     trust_command_line_sources(overrides)
     result = distill(args.checkpoint, args.out, to_steps=args.to_steps, from_steps=args.from_steps,

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from ..evaluate import add_eval_arguments
-    from ..protocols import PROTOCOLS
-    from ..sampling import SAMPLERS
-    from ..tasks import METHODS
+    from vidiff.evaluate import add_eval_arguments
+    from vidiff.protocols import PROTOCOLS
+    from vidiff.sampling import SAMPLERS
+    from vidiff.tasks import METHODS
     p = sub.add_parser("eval", help="FVD / KVD / FID / IS / KID between real and generated videos, or one of the "
                        "paper's protocols (--protocol)")
     add_eval_arguments(p)
@@ -24,9 +24,9 @@ def register(sub) -> None:
 
 
 def run_protocol_command(args) -> None:
-    from .. import spread
-    from ..errors import VidiffError
-    from ..protocols import run_protocol
+    from vidiff import spread
+    from vidiff.errors import VidiffError
+    from vidiff.protocols import run_protocol
     missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--data", args.data), ("--out", args.out))
                if not value]
     if missing or args.real or args.fake:
@@ -54,8 +54,8 @@ def fake_size(fake) -> tuple:
         with safe_open(str(folder / "samples.safetensors"), "pt") as st:
             return tuple(st.get_slice("videos").get_shape()[-2:])  # b c f h w
     if folder.is_dir():
-        from ..evaluate import clip_files
-        from ..videoio import probe
+        from vidiff.evaluate import clip_files
+        from vidiff.videoio import probe
         files = clip_files(folder)
         if files:
             info = probe(files[0])
@@ -69,8 +69,8 @@ def builtin_source(args):
     def resolve(spec: str):
         import torch
 
-        from ..config import DataConfig
-        from ..data import dataset_from_config
+        from vidiff.config import DataConfig
+        from vidiff.data import dataset_from_config
         frames = getattr(args, "num_frames", 16) or 16
         size = fake_size(getattr(args, "fake", None)) or (64, 64)
         # DataError for unknown names and missing folders
@@ -84,8 +84,8 @@ def builtin_source(args):
 
 
 def run(args) -> None:
-    from ..errors import VidiffError
-    from ..evaluate import run_eval
+    from vidiff.errors import VidiffError
+    from vidiff.evaluate import run_eval
     if args.protocol:
         return run_protocol_command(args)
     if not args.real or not args.fake:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.prepare import FORMATS
-from .common import one_process
+from vidiff.cli.common import one_process
+from vidiff.data.prepare import FORMATS
 
 
 def register(sub) -> None:
@@ -35,10 +35,10 @@ def register(sub) -> None:
 
 def run(args) -> None:
     one_process("prepare")
-    from .. import spread
-    from ..data.prepare import parse_bytes, prepare_shards
-    from ..errors import VidiffError
-    from ..files import atomic_write, writable
+    from vidiff import spread
+    from vidiff.data.prepare import parse_bytes, prepare_shards
+    from vidiff.errors import VidiffError
+    from vidiff.files import atomic_write, writable
     if args.frames < 1 or args.size < 1:
         raise VidiffError(f"--frames {args.frames} --size {args.size}: both must be positive")
     if args.workers != "auto" and not args.workers.isdigit():

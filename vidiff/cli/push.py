@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import one_process
+from vidiff.cli.common import one_process
 
 
 def register(sub) -> None:
@@ -25,8 +25,8 @@ def register(sub) -> None:
 
 def run(args) -> None:
     one_process("push")
-    from ..files import writable
-    from ..publish import publish
+    from vidiff.files import writable
+    from vidiff.publish import publish
     folder = args.folder or (str(Path(args.run) / "hub") if args.dry_run else None)
     if folder is not None:
         writable(folder, "--folder")

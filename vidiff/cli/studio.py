@@ -1,7 +1,7 @@
 """`vidiff studio`: the local web app (generate, condition, runs, evaluate) over a runs folder."""
 from __future__ import annotations
 
-from .common import one_process
+from vidiff.cli.common import one_process
 
 
 def register(sub) -> None:
@@ -26,10 +26,10 @@ def run(args) -> None:
     import os
     from pathlib import Path
 
-    from ..errors import VidiffError
-    from ..studio.app import serve
-    from ..studio.runs import is_run
-    from ..studio.server import TOKEN_ENV, check_token, is_loopback
+    from vidiff.errors import VidiffError
+    from vidiff.studio.app import serve
+    from vidiff.studio.runs import is_run
+    from vidiff.studio.server import TOKEN_ENV, check_token, is_loopback
     runs = Path(args.runs)
     if is_run(runs):  # a run folder itself: show it among its siblings
         runs = runs.resolve().parent

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import spread
-from .common import add_config_arguments, config_from_args
+from vidiff import spread
+from vidiff.cli.common import add_config_arguments, config_from_args
 
 
 def register(sub) -> None:
@@ -19,8 +19,8 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..checkpoint import load_config, resolve_checkpoint
-    from ..train import train
+    from vidiff.checkpoint import load_config, resolve_checkpoint
+    from vidiff.train import train
     base = load_config(resolve_checkpoint(Path(args.out))) if args.resume else None  # a local folder, never the Hub
     cfg = config_from_args(args, base)
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)

@@ -28,9 +28,8 @@ from einops import rearrange
 from torch import nn
 
 from vidiff import spread
+from vidiff.metrics.errors import MetricsError, MissingWeightsError
 from vidiff.metrics.videos import as_float_videos, iter_batches
-
-from .errors import MetricsError, MissingWeightsError
 
 INCEPTION_SIZE = 299
 INCEPTION_HINT = (

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vidiff.metrics.errors import MetricsError
 from vidiff.metrics.frechet import _as_float64
-
-from .errors import MetricsError
 
 
 def inception_score(logits, splits: int = 10) -> tuple[float, float]:

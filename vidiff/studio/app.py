@@ -13,17 +13,17 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..errors import VidiffError
-from ..evaluate import METRICS
-from ..files import VIDEO_EXTENSIONS, atomic_write, find_videos
-from ..sampling import SAMPLERS
-from ..tasks import METHODS
-from . import media
-from .commands import TASKS, eval_argv, sample_argv, shell_line, task_argv
-from .jobs import JobQueue
-from .paths import StudioError, is_inside, resolve_inside
-from .plots import line_plot_svg
-from .runs import list_runs, read_config, run_details, run_folder, run_summary
+from vidiff.errors import VidiffError
+from vidiff.evaluate import METRICS
+from vidiff.files import VIDEO_EXTENSIONS, atomic_write, find_videos
+from vidiff.sampling import SAMPLERS
+from vidiff.studio import media
+from vidiff.studio.commands import TASKS, eval_argv, sample_argv, shell_line, task_argv
+from vidiff.studio.jobs import JobQueue
+from vidiff.studio.paths import StudioError, is_inside, resolve_inside
+from vidiff.studio.plots import line_plot_svg
+from vidiff.studio.runs import list_runs, read_config, run_details, run_folder, run_summary
+from vidiff.tasks import METHODS
 
 log = logging.getLogger("vidiff.studio")
 MAX_CLIPS = 200  # real clips of a run's data offered in the condition tab
@@ -156,9 +156,9 @@ class Studio:
         return self._builtin_clip(run, source, int(clip.rsplit("#", 1)[1]))
 
     def _builtin_clip(self, run: str, source: str, index: int) -> Path:
-        from ..config import Config
-        from ..data import dataset_from_config
-        from ..videoio import write_mp4
+        from vidiff.config import Config
+        from vidiff.data import dataset_from_config
+        from vidiff.videoio import write_mp4
         cfg = Config.from_dict(run_details(self.runs, run)["config"])  # the clips the run trained on
         d = cfg.data
         name = f"{source.split(':')[1]}-{d.frames}x{d.size}-seed{cfg.train.seed}-{index}.mp4"
@@ -267,7 +267,7 @@ def serve(runs, host: str = "127.0.0.1", port: int = 7860, outputs=None, workers
           ready: Optional[callable] = None, token: Optional[str] = None, allow_hosts=()) -> None:
     """Run the studio until interrupted (Ctrl+C, SIGTERM, SIGHUP); its running jobs are stopped with it.
     `ready(url)` is called once it listens, with the URL to open (the token in it, if there is one)."""
-    from .server import is_loopback, make_server, studio_url
+    from vidiff.studio.server import is_loopback, make_server, studio_url
     studio = Studio(runs, outputs, workers, any_folder=is_loopback(host))
     atexit.register(studio.close)  # also when the interpreter ends some other way
     try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .paths import StudioError
+from vidiff.studio.paths import StudioError
 
 _BAR = re.compile(r"(?:(?P<desc>[^:|]{1,60}):\s*)?(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)")
 _COUNT = re.compile(r"^\s*(?P<desc>[^:|]{1,60}):\s*(?P<n>\d+)[a-z/]*\s*\[")  # a bar without a total

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from ..errors import StudioError
+from vidiff.errors import StudioError
 
 # what the file routes serve, by suffix; anything else (weights, locks, configs of other tools) is refused
 CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".gif": "image/gif", ".png": "image/png",

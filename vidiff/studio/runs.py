@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..checkpoint import list_checkpoints
-from ..files import read_metrics
-from .paths import StudioError, resolve_inside
+from vidiff.checkpoint import list_checkpoints
+from vidiff.files import read_metrics
+from vidiff.studio.paths import StudioError, resolve_inside
 
 MAX_POINTS = 1000  # a curve is thinned to about this many points for the page
 SECTIONS = ("model", "conditioning", "diffusion", "data", "train", "sample")  # of a vidiff config.json
@@ -97,7 +97,7 @@ def training_state(run: Path) -> str:
 
 def preset_of(config: dict) -> str:
     """The preset whose network, diffusion, conditioning kind and clip shape the run has, else "custom"."""
-    from ..presets import PRESETS
+    from vidiff.presets import PRESETS
     derived = ("num_classes", "text_dim")
 
     def key(d: dict) -> tuple:

@@ -25,8 +25,8 @@ from importlib import resources
 from typing import Optional
 from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
-from ..errors import VidiffError
-from .paths import StudioError, servable
+from vidiff.errors import VidiffError
+from vidiff.studio.paths import StudioError, servable
 
 log = logging.getLogger("vidiff.studio")
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/static/app.js": ("app.js", "text/javascript"),

@@ -9,9 +9,9 @@ from typing import Optional
 
 import torch
 
-from ..config import Config
-from ..pipeline import VideoDiffusion
-from .tracking import Tracker
+from vidiff.config import Config
+from vidiff.pipeline import VideoDiffusion
+from vidiff.train.tracking import Tracker
 
 
 class MetricsLog:
@@ -24,7 +24,7 @@ class MetricsLog:
             self._truncate(start_step)
 
     def _truncate(self, step: int) -> None:
-        from ..files import atomic_write, read_metrics
+        from vidiff.files import atomic_write, read_metrics
         keep = [row for row in read_metrics(self.path) if row["step"] <= step]  # torn lines dropped
         atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in keep))
 
@@ -37,7 +37,7 @@ class MetricsLog:
 def save_sample_grid(model: VideoDiffusion, path: Path, num: int, request: dict, tracker: Optional[Tracker] = None,
                      step: int = 0, progress: bool = False) -> Optional[torch.Tensor]:
     """`num` samples (seed 0) of `model` as one grid GIF (and to the tracker); returns the videos."""
-    from ..videoio import make_grid, write_gif
+    from vidiff.videoio import make_grid, write_gif
     if num < 1:
         return None
     videos = model.sample(num, seed=0, progress=progress, **request)
@@ -52,8 +52,8 @@ class PeriodicFVD:
     any frame count), each sample conditioned like its real clip. Small samples: a trend, not a score."""
 
     def __init__(self, cfg: Config):
-        from ..config import ConfigError
-        from ..data.shards import is_shard_spec
+        from vidiff.config import ConfigError
+        from vidiff.data.shards import is_shard_spec
         self.cfg = cfg
         self.real = None
         self.request: dict = {}
@@ -63,8 +63,8 @@ class PeriodicFVD:
                               f"(vidiff prepare --frames 9), or set train.fvd_every=0 and run vidiff eval on samples")
 
     def _prepare(self, model: VideoDiffusion) -> None:
-        from ..data import dataset_from_config
-        from ..metrics.fvd import extract_i3d_features
+        from vidiff.data import dataset_from_config
+        from vidiff.metrics.fvd import extract_i3d_features
         cfg = self.cfg
         # read as training reads it, unflipped, with more frames where I3D needs them
         real_ds = dataset_from_config(cfg.data, seed=cfg.train.seed + 1, frames=max(9, cfg.data.frames), flip=False)
@@ -73,7 +73,7 @@ class PeriodicFVD:
         self.request = model.conditioning.like(items)
 
     def __call__(self, model: VideoDiffusion) -> float:
-        from ..metrics.fvd import extract_i3d_features, fvd
+        from vidiff.metrics.fvd import extract_i3d_features, fvd
         if self.real is None:
             self._prepare(model)
         fake = model.sample(len(self.real), frames=max(9, self.cfg.data.frames), seed=self.cfg.train.seed,

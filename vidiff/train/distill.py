@@ -10,10 +10,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..checkpoint import CheckpointError, has_checkpoints, load_config, load_json, read_checkpoint, resolve_checkpoint
-from ..config import Config, ConfigError, DistillConfig
-from ..files import atomic_write
-from .loop import train
+from vidiff.checkpoint import (
+    CheckpointError,
+    has_checkpoints,
+    load_config,
+    load_json,
+    read_checkpoint,
+    resolve_checkpoint,
+)
+from vidiff.config import Config, ConfigError, DistillConfig
+from vidiff.files import atomic_write
+from vidiff.train.loop import train
 
 log = logging.getLogger("vidiff.train")
 

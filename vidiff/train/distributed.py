@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .. import spread
+from vidiff import spread
 
 
 def setup_distributed(device: torch.device) -> None:

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .. import spread
+from vidiff import spread
 
 log = logging.getLogger("vidiff.train")
 MAX_AUTO_WORKERS = 8

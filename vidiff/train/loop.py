@@ -12,15 +12,15 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from .. import spread
-from ..checkpoint import has_checkpoints, load_config, load_json, resolve_checkpoint
-from ..config import Config, ConfigError
-from ..errors import VidiffError
-from ..files import RunLockedError, atomic_write, run_lock
-from . import distributed
-from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
-from .loader import build_loader, num_workers
-from .setup import (
+from vidiff import spread
+from vidiff.checkpoint import has_checkpoints, load_config, load_json, resolve_checkpoint
+from vidiff.config import Config, ConfigError
+from vidiff.errors import VidiffError
+from vidiff.files import RunLockedError, atomic_write, run_lock
+from vidiff.train import distributed
+from vidiff.train.callbacks import MetricsLog, PeriodicFVD, save_sample_grid
+from vidiff.train.loader import build_loader, num_workers
+from vidiff.train.setup import (
     Trainer,
     build_data,
     build_trainer,
@@ -31,8 +31,8 @@ from .setup import (
     save_state,
     with_images,
 )
-from .step import train_step
-from .tracking import open_tracker
+from vidiff.train.step import train_step
+from vidiff.train.tracking import open_tracker
 
 log = logging.getLogger("vidiff.train")
 

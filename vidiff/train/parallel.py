@@ -14,9 +14,9 @@ import logging
 import torch
 import torch.distributed as dist
 
-from .. import spread
-from ..config import Config, ConfigError
-from ..layers import CrossAttention, Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample
+from vidiff import spread
+from vidiff.config import Config, ConfigError
+from vidiff.layers import CrossAttention, Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample
 
 log = logging.getLogger("vidiff.train")
 # train.parallel=auto shards models at least this large on GPUs: from here on a full fp32 copy of the

@@ -8,10 +8,10 @@ import contextlib
 import numpy as np
 import torch
 
-from ..layers import joint_attention_mask
-from . import distributed
-from .loader import step_generator
-from .setup import Trainer
+from vidiff.layers import joint_attention_mask
+from vidiff.train import distributed
+from vidiff.train.loader import step_generator
+from vidiff.train.setup import Trainer
 
 
 @torch.no_grad()

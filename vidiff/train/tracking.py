@@ -22,9 +22,9 @@ from typing import Optional
 
 import torch
 
-from ..config import Config, ConfigError
-from ..files import atomic_write
-from ..publish import without_credentials
+from vidiff.config import Config, ConfigError
+from vidiff.files import atomic_write
+from vidiff.publish import without_credentials
 
 WANDB_RUN_FILE = "wandb_run.json"
 
@@ -62,7 +62,7 @@ class TensorBoardTracker(Tracker):
                 self.writer.add_scalar(_key(key), float(value), step)
 
     def video(self, step: int, videos: torch.Tensor, path: Path) -> None:
-        from ..videoio import make_grid
+        from vidiff.videoio import make_grid
         grid = make_grid(videos, nrow=min(len(videos), 4))  # c f H W
         self.writer.add_images("samples/frames", ((grid.permute(1, 0, 2, 3) + 1) / 2).clamp(0, 1), step)
 
