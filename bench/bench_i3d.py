@@ -76,8 +76,9 @@ def main() -> None:
     if args.jax_python:
         cmd = [args.jax_python, __file__, "--stage", "jax-serve", "--batch", str(args.batch)]
         env = {"XLA_FLAGS": f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={args.threads}"}
-        server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                  env={**os.environ, **env})
+        server = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, **env}
+        )
         assert server.stdout.readline().strip() == "ready"
 
         def jax_run() -> float:

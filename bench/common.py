@@ -1,4 +1,5 @@
 """What several benches share: the CPU's fp32 matmul peak, printed beside every timing."""
+
 from __future__ import annotations
 
 import time

@@ -7,6 +7,7 @@ every caption (the cache before it was bounded), to compare.
 
     python -m bench.text_cache [--captions 20000] [--batch 32] [--cache 4096]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,19 +54,21 @@ def main() -> None:
     for start in range(0, args.captions, args.batch):
         batch = [caption(i) for i in range(start, min(start + args.batch, args.captions))]
         t = time.perf_counter()
-        cond.training({"caption": batch}, keep[:len(batch)], "cpu")
+        cond.training({"caption": batch}, keep[: len(batch)], "cpu")
         times.append(time.perf_counter() - t)
         seen = start + len(batch)
         if seen % 2000 < args.batch or seen == args.captions:
-            window = times[-(2000 // args.batch):]
+            window = times[-(2000 // args.batch) :]
             print(f"| {seen} | {rss_mb():.0f} | {len(cond._cache)} | {1000 * statistics.mean(window):.1f} |")
     repeated = []
     for _ in range(len(times)):
         t = time.perf_counter()
         cond.training({"caption": [caption(0)] * args.batch}, keep, "cpu")
         repeated.append(time.perf_counter() - t)
-    print(f"one caption repeated ({len(repeated)} batches): {1000 * statistics.mean(repeated):.1f} ms per batch; "
-          f"RSS {rss_mb():.0f} MB")
+    print(
+        f"one caption repeated ({len(repeated)} batches): {1000 * statistics.mean(repeated):.1f} ms per batch; "
+        f"RSS {rss_mb():.0f} MB"
+    )
     print(f"fp32 matmul peak after: {matmul_peak():.0f} GFLOP/s")
 
 

@@ -1,5 +1,6 @@
 """What several experiments share: models trained once and reused, unseen real clips of the built-in
 data, their cached I3D features, and the frame-to-frame difference that seam errors are made of."""
+
 from __future__ import annotations
 
 import json
@@ -37,12 +38,10 @@ def real_clips(num: int, frames: int, size: int, seed: int = UNSEEN_SEED) -> tor
     return torch.stack([data[i]["video"] for i in range(num)])
 
 
-def real_features(path: Path, num: int, frames: int, size: int, batch: int,
-                  keep: slice = slice(None)) -> np.ndarray:
+def real_features(path: Path, num: int, frames: int, size: int, batch: int, keep: slice = slice(None)) -> np.ndarray:
     """I3D features of `num` unseen clips (the frames `keep` of each), computed once and kept at `path`."""
     if not path.is_file():
-        np.save(path, extract_i3d_features(real_clips(num, frames, size)[:, :, keep], batch_size=batch,
-                                           progress=False))
+        np.save(path, extract_i3d_features(real_clips(num, frames, size)[:, :, keep], batch_size=batch, progress=False))
     return np.load(path)
 
 

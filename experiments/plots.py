@@ -4,6 +4,7 @@ line, so that the seed-to-seed noise is visible next to the trend.
     panel = draw_series({"label": [(x, y), ...]}, "x title", "y title", log_x=False, title="")
     save_panels([panel, ...], "out.png")  # side by side in one PNG, each panel `size` pixels
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +26,16 @@ class Panel:
     size: tuple = (900, 560)
 
 
-def draw_series(series: dict, x_title: str, y_title: str, *, log_x: bool = False, title: str = "",
-                join: bool = True, size=(900, 560)) -> Panel:
+def draw_series(
+    series: dict,
+    x_title: str,
+    y_title: str,
+    *,
+    log_x: bool = False,
+    title: str = "",
+    join: bool = True,
+    size=(900, 560),
+) -> Panel:
     """A panel: `series` maps a label to its (x, y) points, drawn as dots; with `join`, the mean y at each
     x is joined by a line. Drawn by `save_panels`."""
     return Panel(dict(series), x_title, y_title, log_x, title, join, tuple(size))

@@ -1,6 +1,7 @@
 """What the tests share: the tiny configuration (`TINY`), one tiny run trained once for the whole test
 session (`tiny_run`), and training in the test process without TensorBoard event files (slow to open
 and never read; a test that reads them asks for `tensorboard_on`). The library's own defaults stay."""
+
 import shutil
 
 import pytest
@@ -8,14 +9,14 @@ import pytest
 from vidiff.presets import get_preset
 
 # cpu-tiny for 2 steps: a checkpoint at step 2, one sample in its grid, 2-step sampling
-TINY = get_preset("cpu-tiny").override(["train.save_every=2", "train.steps=2", "train.num_samples=1",
-                                       "sample.steps=2"])
+TINY = get_preset("cpu-tiny").override(["train.save_every=2", "train.steps=2", "train.num_samples=1", "sample.steps=2"])
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A run folder of `TINY`, trained once; read it, never change it (`copy_of_tiny_run` gives a copy)."""
     from vidiff.train import train
+
     out = tmp_path_factory.mktemp("tiny") / "run"
     train(TINY, out, progress=False)
     return out
@@ -31,6 +32,7 @@ def copy_of_tiny_run(tiny_run, tmp_path):
 def _open_tracker_with_tensorboard():
     """Training in the test process opens its trackers without TensorBoard; yields the real opener."""
     from vidiff.train import loop
+
     original = loop.open_tracker
 
     def without_tensorboard(cfg, out_dir, start_step=0, tensorboard=True, kind=None):
@@ -45,4 +47,5 @@ def _open_tracker_with_tensorboard():
 def tensorboard_on(monkeypatch, _open_tracker_with_tensorboard):
     """TensorBoard as the library does it (train.logger and tensorboard= decide)."""
     from vidiff.train import loop
+
     monkeypatch.setattr(loop, "open_tracker", _open_tracker_with_tensorboard)

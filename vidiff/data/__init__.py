@@ -41,9 +41,14 @@ logger = logging.getLogger("vidiff.data")
 BUILTIN_DATASETS = ("builtin:moving-shapes",)
 
 
-_BUILTIN_OPTIONS = {"colors": "comma list", "shapes": "comma list", "directions": "comma list",
-                    "label": "object | color | shape | direction", "second_shape": "true | false",
-                    "speed": "factor on the speeds"}
+_BUILTIN_OPTIONS = {
+    "colors": "comma list",
+    "shapes": "comma list",
+    "directions": "comma list",
+    "label": "object | color | shape | direction",
+    "second_shape": "true | false",
+    "speed": "factor on the speeds",
+}
 
 
 def _builtin_options(spec: str) -> dict:
@@ -53,8 +58,10 @@ def _builtin_options(spec: str) -> dict:
     for part in filter(None, query.split("&")):
         key, sep, value = part.partition("=")
         if key not in _BUILTIN_OPTIONS or not sep:
-            raise DataError(f"{spec}: {part!r} is not an option of the built-in moving shapes; options: "
-                            + ", ".join(f"{k}=<{v}>" for k, v in _BUILTIN_OPTIONS.items()))
+            raise DataError(
+                f"{spec}: {part!r} is not an option of the built-in moving shapes; options: "
+                + ", ".join(f"{k}=<{v}>" for k, v in _BUILTIN_OPTIONS.items())
+            )
         if key == "second_shape":
             if value not in ("true", "false"):
                 raise DataError(f"{spec}: second_shape takes true or false, got {value!r}")
@@ -147,5 +154,14 @@ def dataset_from_config(data, *, seed: int = 0, **overrides):
         raise TypeError(f"dataset_from_config: unknown field(s) {sorted(unknown)}; fields are {names}")
     d.update(overrides)
     kw = {"num_videos": d["num_videos"]} if d["source"].startswith("builtin:") else {}
-    return build_dataset(d["source"], frames=d["frames"], size=d["size"], frame_stride=d["frame_stride"],
-                         flip=d["flip"], fps=d["fps"] or None, skip_bad_files=d["skip_bad_files"], seed=seed, **kw)
+    return build_dataset(
+        d["source"],
+        frames=d["frames"],
+        size=d["size"],
+        frame_stride=d["frame_stride"],
+        flip=d["flip"],
+        fps=d["fps"] or None,
+        skip_bad_files=d["skip_bad_files"],
+        seed=seed,
+        **kw,
+    )

@@ -274,7 +274,10 @@ def _decode_from_start(info: VideoInfo, indices: list[int], targets: list[Fracti
 
 
 def decode_frames(
-    info: VideoInfo, indices: list[int], hw: tuple[int, int] | None = None, seek: bool = True,
+    info: VideoInfo,
+    indices: list[int],
+    hw: tuple[int, int] | None = None,
+    seek: bool = True,
     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
 ) -> np.ndarray:
     """The frames shown at the sorted slot ``indices`` of a video (slot k at k / info.fps seconds after

@@ -339,4 +339,3 @@ def load_i3d(i3d_weights: str | os.PathLike | None = None, device="cpu", fuse: b
     if fuse:
         model.fuse_batchnorm()
     return model.to(device, memory_format=torch.channels_last_3d)
-

@@ -16,6 +16,7 @@ processes compute what one process computes with the same global batch.
     tracking.py     TensorBoard / Weights & Biases (train.logger)
     distill.py      progressive distillation: rounds of runs that halve the sampling steps
 """
+
 from vidiff.train.loader import JointImageVideo, StepBatchSampler, collate
 from vidiff.train.loop import train
 

@@ -1,6 +1,7 @@
 """What a run writes besides checkpoints: the loss curve (metrics.jsonl; TensorBoard and W&B are
 trackers, vidiff.train.tracking), sample grids of the EMA model, and a periodic FVD. All of it
 happens on rank 0 only."""
+
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ class MetricsLog:
 
     def _truncate(self, step: int) -> None:
         from vidiff.files import atomic_write, read_metrics
+
         keep = [row for row in read_metrics(self.path) if row["step"] <= step]  # torn lines dropped
         atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in keep))
 
@@ -34,10 +36,18 @@ class MetricsLog:
             f.write(json.dumps({"step": step, **values}) + "\n")
 
 
-def save_sample_grid(model: VideoDiffusion, path: Path, num: int, request: dict, tracker: Optional[Tracker] = None,
-                     step: int = 0, progress: bool = False) -> Optional[torch.Tensor]:
+def save_sample_grid(
+    model: VideoDiffusion,
+    path: Path,
+    num: int,
+    request: dict,
+    tracker: Optional[Tracker] = None,
+    step: int = 0,
+    progress: bool = False,
+) -> Optional[torch.Tensor]:
     """`num` samples (seed 0) of `model` as one grid GIF (and to the tracker); returns the videos."""
     from vidiff.videoio import make_grid, write_gif
+
     if num < 1:
         return None
     videos = model.sample(num, seed=0, progress=progress, **request)
@@ -54,17 +64,21 @@ class PeriodicFVD:
     def __init__(self, cfg: Config):
         from vidiff.config import ConfigError
         from vidiff.data.shards import is_shard_spec
+
         self.cfg = cfg
         self.real = None
         self.request: dict = {}
         if cfg.train.fvd_every and cfg.data.frames < 9 and is_shard_spec(cfg.data.source):
-            raise ConfigError(f"train.fvd_every needs real clips of at least 9 frames (I3D), and the prepared shards "
-                              f"{cfg.data.source} hold clips of {cfg.data.frames}; prepare shards of 9 or more frames "
-                              f"(vidiff prepare --frames 9), or set train.fvd_every=0 and run vidiff eval on samples")
+            raise ConfigError(
+                f"train.fvd_every needs real clips of at least 9 frames (I3D), and the prepared shards "
+                f"{cfg.data.source} hold clips of {cfg.data.frames}; prepare shards of 9 or more frames "
+                f"(vidiff prepare --frames 9), or set train.fvd_every=0 and run vidiff eval on samples"
+            )
 
     def _prepare(self, model: VideoDiffusion) -> None:
         from vidiff.data import dataset_from_config
         from vidiff.metrics.fvd import extract_i3d_features
+
         cfg = self.cfg
         # read as training reads it, unflipped, with more frames where I3D needs them
         real_ds = dataset_from_config(cfg.data, seed=cfg.train.seed + 1, frames=max(9, cfg.data.frames), flip=False)
@@ -74,8 +88,10 @@ class PeriodicFVD:
 
     def __call__(self, model: VideoDiffusion) -> float:
         from vidiff.metrics.fvd import extract_i3d_features, fvd
+
         if self.real is None:
             self._prepare(model)
-        fake = model.sample(len(self.real), frames=max(9, self.cfg.data.frames), seed=self.cfg.train.seed,
-                            **self.request)
+        fake = model.sample(
+            len(self.real), frames=max(9, self.cfg.data.frames), seed=self.cfg.train.seed, **self.request
+        )
         return fvd(self.real, extract_i3d_features(fake, progress=False))

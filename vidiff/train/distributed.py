@@ -1,6 +1,7 @@
 """Data parallelism through torchrun + DistributedDataParallel: the process group, and the checks and
 reductions the trainer needs across processes. Each reduces a tensor on `spread.collective_device()`
 (the process's GPU under NCCL); who this process is, `vidiff.spread` says."""
+
 from __future__ import annotations
 
 import torch
