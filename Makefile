@@ -42,6 +42,7 @@ test-browser: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check vidiff tests bench experiments
+	$(BIN)/ruff format --check vidiff tests bench experiments
 
 # the documentation site (mkdocs.yml, docs/) into site/; any warning (a broken link or image) fails it
 docs: $(STAMP)
