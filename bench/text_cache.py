@@ -5,8 +5,9 @@ all-MiniLM-L6-v2, d = 384) on the CPU, one torch thread. It prints the process's
 (every batch a cache hit), next to the fp32 matmul peak measured in the same run. `--cache 0` keeps
 every caption (the cache before it was bounded), to compare.
 
-    python bench/text_cache.py [--captions 20000] [--batch 32] [--cache 4096]
+    python -m bench.text_cache [--captions 20000] [--batch 32] [--cache 4096]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ import statistics
 import time
 
 import torch
-from common import matmul_peak
 
+from bench.common import matmul_peak
 from vidiff.conditioning import ConditioningConfig, build_conditioning
 
 WORDS = ("a person", "two dogs", "a red car", "the chef", "a child", "an old man", "a bird", "the team")
@@ -53,19 +54,21 @@ def main() -> None:
     for start in range(0, args.captions, args.batch):
         batch = [caption(i) for i in range(start, min(start + args.batch, args.captions))]
         t = time.perf_counter()
-        cond.training({"caption": batch}, keep[:len(batch)], "cpu")
+        cond.training({"caption": batch}, keep[: len(batch)], "cpu")
         times.append(time.perf_counter() - t)
         seen = start + len(batch)
         if seen % 2000 < args.batch or seen == args.captions:
-            window = times[-(2000 // args.batch):]
+            window = times[-(2000 // args.batch) :]
             print(f"| {seen} | {rss_mb():.0f} | {len(cond._cache)} | {1000 * statistics.mean(window):.1f} |")
     repeated = []
     for _ in range(len(times)):
         t = time.perf_counter()
         cond.training({"caption": [caption(0)] * args.batch}, keep, "cpu")
         repeated.append(time.perf_counter() - t)
-    print(f"one caption repeated ({len(repeated)} batches): {1000 * statistics.mean(repeated):.1f} ms per batch; "
-          f"RSS {rss_mb():.0f} MB")
+    print(
+        f"one caption repeated ({len(repeated)} batches): {1000 * statistics.mean(repeated):.1f} ms per batch; "
+        f"RSS {rss_mb():.0f} MB"
+    )
     print(f"fp32 matmul peak after: {matmul_peak():.0f} GFLOP/s")
 
 

@@ -1,5 +1,6 @@
 """Checkpoints written by vidiff 0.1.0 (tests/fixtures/v0_1, made by make_v0_1_checkpoints.py) load and
 sample exactly as they did then: model, EMA and optimizer state under today's weight names."""
+
 import importlib.util
 import json
 import shutil

@@ -249,7 +249,7 @@ def test_cli_predict_on_a_trained_checkpoint(tmp_path, capsys):
     from vidiff.videoio import write_mp4
     cfg = get_preset("cpu-tiny").override(["train.steps=2", "train.save_every=2", "train.num_samples=1",
                                            "sample.steps=2"])
-    train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+    train(cfg, tmp_path / "run", progress=False)
     video = MovingShapes(frames=6, size=24, seed=3)[0]["video"]  # (c f h w), resized to 16×16 on reading
     write_mp4(tmp_path / "in.mp4", video)
     out = tmp_path / "pred"
@@ -317,3 +317,19 @@ def test_interpolate_reads_a_long_clip_frame_by_frame(tiny, tmp_path, capsys):
     assert "reading 5 of the 3000 frames of" in err and "reading long.mp4: 100%" in err and "interpolating" in err
     from safetensors.torch import load_file
     assert load_file(tmp_path / "out" / "samples.safetensors")["videos"].shape == (1, 3, 9, 16, 16)
+
+
+@pytest.mark.parametrize("draw", [lambda m: m.sample(1, steps=2), lambda m: predict(m, torch.zeros(1, 3, 2, 16, 16),
+                                                                                    steps=2)])
+def test_an_error_while_sampling_gives_back_the_training_mode(tiny, monkeypatch, draw):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the network broke")
+
+    monkeypatch.setattr(tiny.denoiser, "forward", broken)
+    tiny.train()
+    try:
+        with pytest.raises(RuntimeError, match="the network broke"):
+            draw(tiny)
+        assert tiny.training and all(m.training for m in tiny.modules())
+    finally:
+        tiny.eval()

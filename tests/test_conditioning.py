@@ -1,5 +1,6 @@
 """Conditioning in one place: each kind's training, request and null conditions; class names;
 values the data decides; configurations of an earlier vidiff."""
+
 import json
 
 import pytest
@@ -32,8 +33,10 @@ def test_training_condition_drops_to_null():
     c = ClassConditioning(CLASSES, num_classes=3)
     cond = c.training({"label": torch.tensor([0, 2, 1])}, torch.tensor([True, False, True]), "cpu")
     assert cond["class_labels"].tolist() == [0, -1, 1]
-    assert build_conditioning(ConditioningConfig()).training({"label": torch.zeros(2)}, torch.ones(2, dtype=bool),
-                                                             "cpu") == {}
+    assert (
+        build_conditioning(ConditioningConfig()).training({"label": torch.zeros(2)}, torch.ones(2, dtype=bool), "cpu")
+        == {}
+    )
     with pytest.raises(ConditioningError, match="unconditional"):
         build_conditioning(ConditioningConfig()).request(1, prompt="x")
 
@@ -48,6 +51,7 @@ def test_values_the_data_decides_cannot_be_set_by_hand():
 def test_derived_values_must_agree_with_the_data():
     from vidiff.data import MovingShapes
     from vidiff.train.setup import derive_config
+
     data = MovingShapes(num_videos=4, frames=4, size=16)
     cfg = get_preset("cpu-tiny").override(["conditioning.kind=class"])
     derived = derive_config(cfg, data)

@@ -96,7 +96,8 @@ def test_builtin_source_options_choose_clips_and_class():
     assert colours.classes == ["red", "blue"] and colours.classes[colours[3]["label"]] == colours.attributes(3)["color"]
     slow, fast = (build_dataset(f"builtin:moving-shapes?speed={k}", frames=4, size=16) for k in (1, 2))
     assert [2 * describe_video(slow[i]["video"])["speed"] for i in range(4)] == pytest.approx(
-        [describe_video(fast[i]["video"])["speed"] for i in range(4)], rel=0.2)
+        [describe_video(fast[i]["video"])["speed"] for i in range(4)], rel=0.2
+    )
     with pytest.raises(DataError, match="pace=2.*options: colors="):
         build_dataset("builtin:moving-shapes?pace=2", frames=4, size=16)
     with pytest.raises(DataError, match="label='size'"):
@@ -169,17 +170,20 @@ def decode_in_order(path) -> np.ndarray:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
-@pytest.mark.parametrize("name,codec,rate", [
-    ("a.mp4", "libx264", 8), ("a.mkv", "libx264", 30), ("a.webm", "libvpx-vp9", 25), ("a.avi", "mpeg4", 24),
-])
+@pytest.mark.parametrize(
+    "name,codec,rate",
+    [("a.mp4", "libx264", 8), ("a.mkv", "libx264", 30), ("a.webm", "libvpx-vp9", 25), ("a.avi", "mpeg4", 24)],
+)
 def test_constant_frame_rate_clips_are_the_frames_in_order(tmp_path, monkeypatch, name, codec, rate):
     # Matroska rounds 1/30 s to milliseconds: frames still land on their own slots
     path = write_video(tmp_path / name, n=40, codec=codec, rate=rate, gop=6)
     ds = VideoFolder(tmp_path, frames=5, size=16, frame_stride=3)
     every = decode_in_order(path)  # (f, h, w, c)
     assert ds.infos[0].num_frames == len(every) == 40
+
     def no_sequential(*args, **kwargs):
         raise AssertionError("the seek path fell back to decoding from the start")
+
     monkeypatch.setattr(video_reader, "_decode_from_start", no_sequential)
     for start in (1, 7, 13, 20, 26, 27):
         np.testing.assert_array_equal(ds.decode_clip(0, start), every[start : start + 13 : 3])
@@ -249,10 +253,13 @@ def test_captions_from_jsonl_with_int_labels(tmp_path):
     assert [(ds[i]["label"], ds[i]["caption"]) for i in range(2)] == [(2, "first"), (0, "second")]
 
 
-@pytest.mark.parametrize("rows,named", [
-    ([["a.mp4", "x"], ["missing.mp4", "y"]], "missing.mp4"),  # names a missing video
-    ([["a.mp4", "x"]], "b.mp4"),  # a video is missing from it
-])
+@pytest.mark.parametrize(
+    "rows,named",
+    [
+        ([["a.mp4", "x"], ["missing.mp4", "y"]], "missing.mp4"),  # names a missing video
+        ([["a.mp4", "x"]], "b.mp4"),  # a video is missing from it
+    ],
+)
 def test_mismatching_metadata(tmp_path, rows, named):
     write_video(tmp_path / "a.mp4", n=4)
     write_video(tmp_path / "b.mp4", n=4)
@@ -287,9 +294,10 @@ def make_bad(kind: str, folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind,says", [
-    ("corrupt", "corrupt"), ("truncated", "truncated"), ("zero-frames", "zero frames"), ("text", "not a video")
-])
+@pytest.mark.parametrize(
+    "kind,says",
+    [("corrupt", "corrupt"), ("truncated", "truncated"), ("zero-frames", "zero frames"), ("text", "not a video")],
+)
 def test_bad_input_raises_one_clear_error(tmp_path, kind, says):
     write_video(tmp_path / "good.mp4", n=8)
     bad = make_bad(kind, tmp_path)
@@ -546,3 +554,27 @@ def test_metadata_with_byte_order_mark(tmp_path, name):
     (tmp_path / name).write_bytes(text.encode("utf-8-sig"))
     ds = VideoFolder(tmp_path, frames=2, size=16)
     assert ds.captions == ["first", "second"]
+
+
+def test_dataset_from_config_reads_a_data_section_as_training_does():
+    from vidiff.config import DataConfig
+    from vidiff.data import dataset_from_config
+
+    d = DataConfig(source="builtin:moving-shapes?directions=right", frames=3, size=16, num_videos=5)
+    ds = dataset_from_config(d, seed=4)
+    assert (len(ds), ds.frames, ds.size, ds.seed) == (5, 3, (16, 16), 4)
+    more = dataset_from_config(d, seed=4, frames=9)
+    assert (more.frames, len(more), more.seed) == (9, 5, 4)
+    with pytest.raises(TypeError, match="framez"):
+        dataset_from_config(d, framez=9)
+
+
+def test_only_the_data_layer_calls_build_dataset():
+    """Training, the FVD callback, eval and the studio build their clips through dataset_from_config."""
+    package = Path(__file__).resolve().parents[1] / "vidiff"
+    callers = [
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if p.parent.name != "data" and "build_dataset(" in p.read_text()
+    ]
+    assert callers == []

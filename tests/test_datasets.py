@@ -1,6 +1,7 @@
 """The paper's datasets as they are published (BAIR TFRecords, UCF-101 with its split lists, Kinetics'
 CSV and downloaded clips), written here in their exact layouts, prepared into shards by `vidiff prepare
 --format`, and checked pixel for pixel against what was written."""
+
 import csv
 import io
 import json
@@ -43,6 +44,7 @@ def sequence_example(context: dict) -> bytes:
 
 def write_tfrecords(path, records) -> None:
     from tensorboard.summary.writer.record_writer import RecordWriter  # TFRecord framing, masked CRC32C
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         writer = RecordWriter(f)
@@ -78,9 +80,31 @@ def bair(tmp_path_factory):
 
 def trains_on(shards, frames: int, size: int, run) -> bool:
     """`vidiff train --data SHARDS` runs a step on them."""
-    return main(["train", "--preset", "cpu-tiny", "--data", str(shards), "--set", f"data.frames={frames}", "--set",
-                 f"data.size={size}", "--set", "train.batch_size=2", "--set", "train.num_samples=0", "--steps", "1",
-                 "--out", str(run), "--quiet"]) == 0
+    return (
+        main(
+            [
+                "train",
+                "--preset",
+                "cpu-tiny",
+                "--data",
+                str(shards),
+                "--set",
+                f"data.frames={frames}",
+                "--set",
+                f"data.size={size}",
+                "--set",
+                "train.batch_size=2",
+                "--set",
+                "train.num_samples=0",
+                "--steps",
+                "1",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
 def clip_of(ds: ShardDataset, i: int) -> tuple:
@@ -110,9 +134,11 @@ def test_tfrecord_reader_checks_both_checksums(bair, tmp_path):
     path = root / "softmotion30_44k" / "test" / "traj_0_to_1.tfrecords"
     records = list(read_records(path))
     assert len(records) == 2 and len(parse_features(records[0])["0/action"]) == 4
-    for where, what in ((100, "record 0: the record fails its checksum"),
-                        (len(path.read_bytes()) - 3, "record 1: the record fails its checksum"),
-                        (2, "record 0: the record's length fails its checksum")):
+    for where, what in (
+        (100, "record 0: the record fails its checksum"),
+        (len(path.read_bytes()) - 3, "record 1: the record fails its checksum"),
+        (2, "record 0: the record's length fails its checksum"),
+    ):
         data = bytearray(path.read_bytes())
         data[where] ^= 1
         (tmp_path / "bad.tfrecords").write_bytes(bytes(data))
@@ -124,8 +150,23 @@ def test_tfrecord_reader_checks_both_checksums(bair, tmp_path):
 def test_prepare_bair_gives_every_trajectory_exactly(bair, tmp_path, capsys, split, camera):
     root, frames = bair
     out = tmp_path / "shards"
-    argv = ["prepare", str(root), str(out), "--format", "bair", "--split", split, "--frames", "16", "--size", "64",
-            "--workers", "0", "--camera", camera]
+    argv = [
+        "prepare",
+        str(root),
+        str(out),
+        "--format",
+        "bair",
+        "--split",
+        split,
+        "--frames",
+        "16",
+        "--size",
+        "64",
+        "--workers",
+        "0",
+        "--camera",
+        camera,
+    ]
     assert main(argv) == 0
     assert f"wrote {len(frames[split])} clips of 16×64×64 from {len(frames[split])} videos" in capsys.readouterr().out
     ds = ShardDataset(str(out), 16, 64)
@@ -134,8 +175,14 @@ def test_prepare_bair_gives_every_trajectory_exactly(bair, tmp_path, capsys, spl
         clip, meta = clip_of(ds, i)
         assert np.array_equal(clip, want[camera][:16].transpose(3, 0, 1, 2)), i
     index = json.loads((out / "index.json").read_text())
-    assert index["dataset"] == {"format": "bair", "dataset": "bair", "split": split, "camera": camera, "fps": 10.0,
-                                "missing": 0}
+    assert index["dataset"] == {
+        "format": "bair",
+        "dataset": "bair",
+        "split": split,
+        "camera": camera,
+        "fps": 10.0,
+        "missing": 0,
+    }
 
 
 def test_bair_from_tfrecords_to_protocol_fvd(bair, tmp_path, capsys):
@@ -144,13 +191,49 @@ def test_bair_from_tfrecords_to_protocol_fvd(bair, tmp_path, capsys):
     shards = {}
     for split in ("train", "test"):
         shards[split] = tmp_path / split
-        assert main(["prepare", str(root), str(shards[split]), "--format", "bair", "--split", split, "--frames", "16",
-                     "--size", "64", "--workers", "0"]) == 0
+        assert (
+            main(
+                [
+                    "prepare",
+                    str(root),
+                    str(shards[split]),
+                    "--format",
+                    "bair",
+                    "--split",
+                    split,
+                    "--frames",
+                    "16",
+                    "--size",
+                    "64",
+                    "--workers",
+                    "0",
+                ]
+            )
+            == 0
+        )
     run = tmp_path / "run"
     assert trains_on(shards["train"], 16, 64, run)
     out = tmp_path / "protocol"
-    argv = ["eval", "--protocol", "bair", "--checkpoint", str(run), "--data", str(shards["test"]), "--out", str(out),
-            "--num-videos", "4", "--batch-size", "2", "--sampler", "ddim", "--steps", "2", "--no-progress"]
+    argv = [
+        "eval",
+        "--protocol",
+        "bair",
+        "--checkpoint",
+        str(run),
+        "--data",
+        str(shards["test"]),
+        "--out",
+        str(out),
+        "--num-videos",
+        "4",
+        "--batch-size",
+        "2",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "2",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "bair: FVD" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
@@ -195,15 +278,33 @@ def ucf(tmp_path_factory):
 def test_prepare_ucf101_split_with_its_labels(ucf, tmp_path, split):
     root, classes, written, train = ucf
     out = tmp_path / "shards"
-    assert main(["prepare", str(root), str(out), "--format", "ucf101", "--split", split, "--frames", "4",
-                 "--size", "24", "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(root),
+                str(out),
+                "--format",
+                "ucf101",
+                "--split",
+                split,
+                "--frames",
+                "4",
+                "--size",
+                "24",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     ds = ShardDataset(str(out), 4, 24)
     names = train if split == "train1" else [n for n in written if n not in train]
     assert ds.classes == tuple(classes) and len(ds) == 2 * len(names)  # 9 frames: two clips of 4 each
     for i in range(len(ds)):
         clip, meta = clip_of(ds, i)
         assert meta["file"] in names and meta["label"] == classes.index(meta["file"].split("/")[0])
-        want = written[meta["file"]][meta["start"]: meta["start"] + 4]
+        want = written[meta["file"]][meta["start"] : meta["start"] + 4]
         assert np.array_equal(clip, want.transpose(3, 0, 1, 2))
     assert trains_on(out, 4, 24, tmp_path / "run")
 
@@ -216,8 +317,21 @@ def test_ucf101_missing_video_is_named(ucf, tmp_path, capsys):
         (lists / f.name).write_text(f.read_text())
     (lists / "trainlist01.txt").write_text("YoYo/v_YoYo_g25_c01.avi 3\n")
     (tmp_path / "UCF-101").symlink_to(root / "UCF-101")
-    argv = ["prepare", str(tmp_path), str(tmp_path / "out"), "--format", "ucf101", "--split", "train1",
-            "--frames", "4", "--size", "24", "--workers", "0"]
+    argv = [
+        "prepare",
+        str(tmp_path),
+        str(tmp_path / "out"),
+        "--format",
+        "ucf101",
+        "--split",
+        "train1",
+        "--frames",
+        "4",
+        "--size",
+        "24",
+        "--workers",
+        "0",
+    ]
     assert main(argv) == 2
     assert "v_YoYo_g25_c01.avi" in capsys.readouterr().err
 
@@ -226,9 +340,13 @@ def test_ucf101_missing_video_is_named(ucf, tmp_path, capsys):
 def test_prepare_kinetics_reads_windows_and_lists_missing(tmp_path, capsys):
     rng = np.random.default_rng(2)
     src = tmp_path / "kinetics"
-    rows = [("abseiling", "aaaaaaaaaaa", 10, 20, "train"), ("air drumming", "bbbbbbbbbbb", 0, 10, "train"),
-            ("abseiling", "ccccccccccc", 1, 3, "train"), ("air drumming", "gonegonegon", 5, 15, "train"),
-            ("abseiling", "ddddddddddd", 0, 10, "val")]
+    rows = [
+        ("abseiling", "aaaaaaaaaaa", 10, 20, "train"),
+        ("air drumming", "bbbbbbbbbbb", 0, 10, "train"),
+        ("abseiling", "ccccccccccc", 1, 3, "train"),
+        ("air drumming", "gonegonegon", 5, 15, "train"),
+        ("abseiling", "ddddddddddd", 0, 10, "val"),
+    ]
     written = {}
     written["aaaaaaaaaaa"] = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
     write_lossless(src / "abseiling" / "aaaaaaaaaaa_000010_000020.mp4", written["aaaaaaaaaaa"])
@@ -241,8 +359,26 @@ def test_prepare_kinetics_reads_windows_and_lists_missing(tmp_path, capsys):
         w.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
         w.writerows(rows)
     out = tmp_path / "shards"
-    assert main(["prepare", str(src), str(out), "--format", "kinetics", "--split", "train", "--frames", "4",
-                 "--size", "16", "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(src),
+                str(out),
+                "--format",
+                "kinetics",
+                "--split",
+                "train",
+                "--frames",
+                "4",
+                "--size",
+                "16",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr().out
     assert "1 videos of the dataset's list are not in" in said
     assert (out / "missing.txt").read_text() == "gonegonegon_000005_000015\n"
@@ -255,6 +391,6 @@ def test_prepare_kinetics_reads_windows_and_lists_missing(tmp_path, capsys):
     assert [s for s, _, _ in got["ccccccccccc"]] == [4, 8]  # seconds 1 to 3 at 4 fps: slots 4 to 11
     for vid, clips in got.items():
         for start, clip, label in clips:
-            assert np.array_equal(clip, written[vid][start: start + 4].transpose(3, 0, 1, 2))
+            assert np.array_equal(clip, written[vid][start : start + 4].transpose(3, 0, 1, 2))
             assert label == (0 if vid in ("aaaaaaaaaaa", "ccccccccccc") else 1)
     assert trains_on(out, 4, 16, tmp_path / "run")

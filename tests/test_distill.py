@@ -1,5 +1,6 @@
 """Progressive distillation: the target is what two teacher DDIM steps do, on exact Gaussian data;
 `vidiff distill` halves the steps round by round into an ordinary, resumable run."""
+
 import json
 
 import pytest
@@ -38,11 +39,30 @@ def test_round_steps():
 
 def test_distill_command_halves_steps_and_resumes(tmp_path, capsys):
     teacher = tmp_path / "teacher"
-    train(get_preset("cpu-tiny").override(["train.steps=2", "train.num_samples=0", "conditioning.kind=class"]),
-          teacher, progress=False, tensorboard=False)
+    train(
+        get_preset("cpu-tiny").override(["train.steps=2", "train.num_samples=0", "conditioning.kind=class"]),
+        teacher,
+        progress=False,
+    )
     out = tmp_path / "student"
-    args = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--from-steps", "8", "--to-steps", "2",
-            "--steps-per-round", "2", "--guidance", "2", "--set", "train.num_samples=0", "--quiet"]
+    args = [
+        "distill",
+        "--checkpoint",
+        str(teacher),
+        "--out",
+        str(out),
+        "--from-steps",
+        "8",
+        "--to-steps",
+        "2",
+        "--steps-per-round",
+        "2",
+        "--guidance",
+        "2",
+        "--set",
+        "train.num_samples=0",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert "distilled to 2 DDIM steps" in capsys.readouterr().out
     cfg = json.loads((out / "config.json").read_text())
@@ -65,19 +85,39 @@ def test_distill_refuses_a_folder_that_holds_another_run(tmp_path, capsys):
     steps and this guidance; any other run in --out is refused before anything trains."""
     tiny = get_preset("cpu-tiny").override(["train.steps=2", "train.num_samples=0"])
     for name, seed in [("a", 0), ("b", 1), ("plain", 2)]:
-        train(tiny.override([f"train.seed={seed}"]), tmp_path / name, progress=False, tensorboard=False)
+        train(tiny.override([f"train.seed={seed}"]), tmp_path / name, progress=False)
     out = tmp_path / "student"
 
     def distill(teacher, folder=out, *more):
-        return main(["distill", "--checkpoint", str(tmp_path / teacher), "--out", str(folder), "--from-steps", "4",
-                     "--to-steps", "2", "--steps-per-round", "2", "--set", "train.num_samples=0", "--quiet", *more])
+        return main(
+            [
+                "distill",
+                "--checkpoint",
+                str(tmp_path / teacher),
+                "--out",
+                str(folder),
+                "--from-steps",
+                "4",
+                "--to-steps",
+                "2",
+                "--steps-per-round",
+                "2",
+                "--set",
+                "train.num_samples=0",
+                "--quiet",
+                *more,
+            ]
+        )
+
     assert distill("a") == 0
     capsys.readouterr()
     before = {p: p.read_bytes() for p in [*out.rglob("*.safetensors"), *(tmp_path / "plain").rglob("*.safetensors")]}
-    for args, message in [(("b",), "a distillation round of another teacher (its weights differ)"),
-                          (("a", out, "--guidance", "1"), "guidance=0.0, here 1.0"),
-                          (("a", tmp_path / "plain"), "is not a `vidiff distill` round"),
-                          (("a", out, "--from-steps", "8"), "holds a distillation round whose teacher is not in")]:
+    for args, message in [
+        (("b",), "a distillation round of another teacher (its weights differ)"),
+        (("a", out, "--guidance", "1"), "guidance=0.0, here 1.0"),
+        (("a", tmp_path / "plain"), "is not a `vidiff distill` round"),
+        (("a", out, "--from-steps", "8"), "holds a distillation round whose teacher is not in"),
+    ]:
         assert distill(*args) == 2, args
         captured = capsys.readouterr()
         assert "distilled to" not in captured.out
@@ -92,6 +132,7 @@ def test_guided_teacher_with_joint_image_video_masks():
     doubles with it."""
     from vidiff.config import Config
     from vidiff.layers import joint_attention_mask
+
     cfg = get_preset("cpu-tiny").override(["conditioning.kind=class", "data.image_frames=2"]).to_dict()
     cfg["model"]["num_classes"] = 3
     model = VideoDiffusion(Config.from_dict(cfg)).eval()

@@ -1,5 +1,6 @@
 """The README and CONTRIBUTING.md link only to files that exist, and to headings that exist in them
 (the docs site checks its own pages: `make docs` builds it with `mkdocs build --strict`)."""
+
 import re
 import unicodedata
 from pathlib import Path
@@ -40,8 +41,18 @@ def test_relative_links_and_images_resolve(name):
 
 def test_readme_links_to_every_docs_section():
     links = {link.partition("#")[0] for link in local_links(ROOT / "README.md")}
-    for page in ["getting-started", "training", "data", "sampling", "conditioning", "evaluation", "studio", "hub",
-                 "findings/index", "design"]:
+    for page in [
+        "getting-started",
+        "training",
+        "data",
+        "sampling",
+        "conditioning",
+        "evaluation",
+        "studio",
+        "hub",
+        "findings/index",
+        "design",
+    ]:
         assert f"docs/{page}.md" in links, f"the README does not link to docs/{page}.md"
 
 

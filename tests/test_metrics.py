@@ -225,8 +225,9 @@ def test_kid_unbiased_and_zero_for_same_distribution():
     d, m = 8, 12
     # Linear kernel (degree 1): E[MMD²_u] = ‖μx − μy‖² / d exactly; the biased estimate is off by O(1/m).
     shift = np.full(d, 0.5)
-    est = [mmd2_unbiased(rng.standard_normal((m, d)), rng.standard_normal((m, d)) + shift, degree=1)
-           for _ in range(4000)]
+    est = [
+        mmd2_unbiased(rng.standard_normal((m, d)), rng.standard_normal((m, d)) + shift, degree=1) for _ in range(4000)
+    ]
     assert np.mean(est) == pytest.approx(shift @ shift / d, abs=4 * np.std(est) / np.sqrt(len(est)))
     same = [mmd2_unbiased(rng.standard_normal((m, d)), rng.standard_normal((m, d))) for _ in range(4000)]
     assert abs(np.mean(same)) < 4 * np.std(same) / np.sqrt(len(same))
@@ -300,8 +301,9 @@ def test_evaluate_inception_metrics(tmp_path):
     save_file(FIDInceptionV3().state_dict(), str(weights))
     g = torch.Generator().manual_seed(1)
     real, fake = torch.rand(2, 3, 2, 32, 32, generator=g) * 2 - 1, torch.rand(2, 3, 2, 32, 32, generator=g) - 1
-    report = evaluate(real, fake, metrics=("fid", "kid", "is"), inception_weights=weights, cache_dir=False,
-                      progress=False)
+    report = evaluate(
+        real, fake, metrics=("fid", "kid", "is"), inception_weights=weights, cache_dir=False, progress=False
+    )
     assert report["num_fake_frames"] == report["num_real_frames"] == 4
     assert report["fid"] > 0 and report["is"] >= 1.0 and np.isfinite(report["kid"])
     with pytest.raises(FileNotFoundError, match="pt_inception"):
@@ -317,9 +319,23 @@ def test_eval_cli_on_video_dirs_caches_real_features(tmp_path, i3d_weights):
             _write_video(tmp_path / side / f"{i}.mp4", rng.integers(0, 256, (9, 32, 48, 3), dtype=np.uint8))
     parser = add_eval_arguments(argparse.ArgumentParser())
     out = tmp_path / "report.json"
-    argv = ["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--metrics", "fvd,kvd",
-            "--num-frames", "9", "--cache-dir", str(tmp_path / "cache"), "--i3d-weights", str(i3d_weights),
-            "--no-progress", "--out", str(out)]
+    argv = [
+        "--real",
+        str(tmp_path / "real"),
+        "--fake",
+        str(tmp_path / "fake"),
+        "--metrics",
+        "fvd,kvd",
+        "--num-frames",
+        "9",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--i3d-weights",
+        str(i3d_weights),
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     first = run_eval(parser.parse_args(argv))
     assert json.loads(out.read_text())["fvd"] == pytest.approx(first["fvd"])
     assert first["num_real"] == first["num_fake"] == 2 and not first["real_i3d_cached"]
@@ -371,9 +387,22 @@ def test_feature_cache_and_report_are_written_atomically(tmp_path):
             (tmp_path / side).mkdir()
             _write_video(tmp_path / side / "0.mp4", rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
         out = tmp_path / "reports" / "report.json"
-        argv = ["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--metrics", "is",
-                "--num-frames", "2", "--inception-weights", str(weights), "--no-cache", "--no-progress",
-                "--out", str(out)]
+        argv = [
+            "--real",
+            str(tmp_path / "real"),
+            "--fake",
+            str(tmp_path / "fake"),
+            "--metrics",
+            "is",
+            "--num-frames",
+            "2",
+            "--inception-weights",
+            str(weights),
+            "--no-cache",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
         report = run_eval(add_eval_arguments(argparse.ArgumentParser()).parse_args(argv))
         assert json.loads(out.read_text())["is"] == pytest.approx(report["is"])
         assert os.listdir(out.parent) == ["report.json"] and out.stat().st_mode & 0o777 == 0o644

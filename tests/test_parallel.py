@@ -1,10 +1,12 @@
 """Scale-out: gradient accumulation equals the whole batch at once; FSDP2 trains like DDP, saves the
 same checkpoint format and resumes exactly (2 CPU processes over gloo, through torchrun)."""
+
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +18,9 @@ from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
 from vidiff.train import train
 
-TINY = get_preset("cpu-tiny").override(["train.steps=3", "train.save_every=0", "train.num_samples=0",
-                                        "train.batch_size=4", "sample.steps=2"])
+TINY = get_preset("cpu-tiny").override(
+    ["train.steps=3", "train.save_every=0", "train.num_samples=0", "train.batch_size=4", "sample.steps=2"]
+)
 
 
 def weights(run) -> dict:
@@ -32,14 +35,17 @@ def losses(run) -> list:
 def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
     """Batch 4 in one step and 2 × 2 micro-batches: the same draws, the same update. Tolerance: the
     sums in another order, amplified by Adam's normalisation over 3 steps, far below one step's size."""
-    train(TINY, tmp_path / "whole", progress=False, tensorboard=False)
-    train(TINY.override(["train.grad_accum=2"]), tmp_path / "accum", progress=False, tensorboard=False)
+    train(TINY, tmp_path / "whole", progress=False)
+    train(TINY.override(["train.grad_accum=2"]), tmp_path / "accum", progress=False)
     whole, accum = weights(tmp_path / "whole"), weights(tmp_path / "accum")
     for k in whole:
         assert torch.allclose(whole[k], accum[k], atol=2e-5, rtol=1e-4), f"{k}: {(whole[k] - accum[k]).abs().max()}"
     assert losses(tmp_path / "whole") == pytest.approx(losses(tmp_path / "accum"), rel=1e-5)
-    moved = max((whole[k] - v).abs().max().item() for k, v in VideoDiffusion(TINY).net.state_dict().items()
-                if k in whole and v.is_floating_point())
+    moved = max(
+        (whole[k] - v).abs().max().item()
+        for k, v in VideoDiffusion(TINY).net.state_dict().items()
+        if k in whole and v.is_floating_point()
+    )
     assert moved > 1e-3  # the comparison is not of untrained weights
 
 
@@ -52,7 +58,7 @@ def test_grad_accum_must_divide_the_batch():
 
 def test_fsdp_needs_torchrun(tmp_path):
     with pytest.raises(ConfigError, match="launch with torchrun"):
-        train(TINY.override(["train.parallel=fsdp"]), tmp_path / "run", progress=False, tensorboard=False)
+        train(TINY.override(["train.parallel=fsdp"]), tmp_path / "run", progress=False)
 
 
 SCRIPT = """
@@ -79,9 +85,23 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
     loads as an ordinary model, and 2 + 2 resumed steps give bit for bit the weights of 4."""
     script = tmp_path / "fsdp.py"
     script.write_text(textwrap.dedent(SCRIPT))
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          "29541", str(script), str(tmp_path)], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29541",
+            str(script),
+            str(tmp_path),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     ddp, fsdp, resumed = (weights(tmp_path / name) for name in ("ddp", "fsdp", "fsdp-resumed"))
     for k in ddp:
@@ -89,28 +109,51 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
         assert torch.equal(fsdp[k], resumed[k]), f"resumed FSDP run differs at {k}"
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "fsdp"), rel=1e-4)
     ck = resolve_checkpoint(tmp_path / "fsdp")
-    assert set(load_file(ck / "optimizer.safetensors")) == set(load_file(resolve_checkpoint(tmp_path / "ddp") /
-                                                                          "optimizer.safetensors"))
+    assert set(load_file(ck / "optimizer.safetensors")) == set(
+        load_file(resolve_checkpoint(tmp_path / "ddp") / "optimizer.safetensors")
+    )
     model = VideoDiffusion.from_pretrained(tmp_path / "fsdp")
     assert model.sample(1, steps=2, seed=0).isfinite().all()
     assert "batch 4 = 1 per process × 2 accumulation steps × 2 processes (fsdp)" in run.stderr  # the log says how
 
 
-GPU_CHECK = ["bench/gpu_check.py", "--presets", "cpu-tiny", "--skip-launch", "--sample-batch", "2", "--pc-steps", "3"]
+ROOT = Path(__file__).resolve().parents[1]
+GPU_CHECK = [
+    "-m",
+    "bench.gpu_check",
+    "--presets",
+    "cpu-tiny",
+    "--skip-launch",
+    "--sample-batch",
+    "2",
+    "--pc-steps",
+    "3",
+]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_gpu_check_refuses_without_a_gpu(tmp_path):
-    run = subprocess.run([sys.executable, *GPU_CHECK, "--out", str(tmp_path / "r.json")], capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, *GPU_CHECK, "--out", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert run.returncode != 0 and "no CUDA GPU is visible" in run.stderr
 
 
 def test_gpu_check_script_runs_on_the_cpu(tmp_path):
     """`make gpu-check`'s code in fp32 on the CPU (its timings are not the point): every recompute
     setting trains, the 20-step sample is finite, the fused norm agrees, the report is written."""
-    run = subprocess.run([sys.executable, *GPU_CHECK, "--device", "cpu", "--out", str(tmp_path / "r.json")],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = subprocess.run(
+        [sys.executable, *GPU_CHECK, "--device", "cpu", "--out", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "r.json").read_text())
     tiny = report["presets"]["cpu-tiny"]
@@ -119,13 +162,16 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
     assert report["fused_norm"]["ok"] and "| cpu-tiny | 0.2M | norms |" in run.stdout
     speed = tiny["throughput"]  # clips/s and TFLOP/s from the counted FLOPs; videos/s of both samplers
     assert speed["train"]["batch"] == 2 and speed["train"]["flops_per_clip"] > 0 and speed["train"]["tflops"] > 0
-    assert {k: (v["batch"], v["finite"]) for k, v in speed.items() if k != "train"} == {"dpmpp-2m-20": (2, True),
-                                                                                     "pc-3": (2, True)}
+    assert {k: (v["batch"], v["finite"]) for k, v in speed.items() if k != "train"} == {
+        "dpmpp-2m-20": (2, True),
+        "pc-3": (2, True),
+    }
     assert "| cpu-tiny | 2 |" in run.stdout
 
 
 def test_fp16_with_fsdp_is_refused():
     from vidiff.train import parallel
+
     cfg = TINY.override(["train.parallel=fsdp", "train.mixed_precision=fp16"])
     with pytest.raises(ConfigError, match="use bf16"):
         parallel.choose(cfg, 1000, torch.device("cpu"))
@@ -138,6 +184,7 @@ def test_a_gpu_process_group_carries_cpu_and_cuda_tensors(monkeypatch):
     import torch.distributed as dist
 
     from vidiff import spread
+
     asked = []
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_ADDR", "localhost")
@@ -156,9 +203,13 @@ class Handed(Exception):
 
 # Every function of vidiff that calls a collective, each checked by the test below; the torchrun test
 # fails on a collective called from anywhere else.
-COLLECTIVE_CALLERS = {"vidiff.train.distributed.mean_over_processes", "vidiff.train.distributed.flag_from_rank0",
-                      "vidiff.train.distributed.any_process", "vidiff.train.distributed.check_replicas_in_sync",
-                      "vidiff.spread.map_ordered"}
+COLLECTIVE_CALLERS = {
+    "vidiff.train.distributed.mean_over_processes",
+    "vidiff.train.distributed.flag_from_rank0",
+    "vidiff.train.distributed.any_process",
+    "vidiff.train.distributed.check_replicas_in_sync",
+    "vidiff.spread.map_ordered",
+}
 
 
 def test_per_step_collectives_hand_over_tensors_on_the_process_device(monkeypatch):
@@ -169,6 +220,7 @@ def test_per_step_collectives_hand_over_tensors_on_the_process_device(monkeypatc
 
     from vidiff import spread
     from vidiff.train import distributed
+
     gpu = torch.device("meta")
     monkeypatch.setattr(spread, "collective_device", lambda: gpu)
     monkeypatch.setattr(spread, "world", lambda: 2)
@@ -180,14 +232,18 @@ def test_per_step_collectives_hand_over_tensors_on_the_process_device(monkeypatc
             tensors = [t for a in args for t in (a if isinstance(a, list) else [a]) if isinstance(t, torch.Tensor)]
             seen.append((name, {t.device for t in tensors}))
             raise Handed(name)
+
         return collective
 
     for name in ("broadcast", "all_reduce", "all_gather"):
         monkeypatch.setattr(dist, name, handed(name))
     net = torch.nn.Linear(2, 2)
-    calls = [lambda: distributed.flag_from_rank0(True), lambda: distributed.any_process(False),
-             lambda: distributed.mean_over_processes(torch.ones((), device=gpu)),
-             lambda: distributed.check_replicas_in_sync(net)]
+    calls = [
+        lambda: distributed.flag_from_rank0(True),
+        lambda: distributed.any_process(False),
+        lambda: distributed.mean_over_processes(torch.ones((), device=gpu)),
+        lambda: distributed.check_replicas_in_sync(net),
+    ]
     for call in calls:
         with pytest.raises(Handed):
             call()
@@ -228,7 +284,9 @@ for name in ("broadcast", "all_reduce", "reduce", "all_gather", "all_gather_into
     setattr(dist, name, _record(name, getattr(dist, name)))
 """
 
-TRAIN_RECORDED = RECORD + """
+TRAIN_RECORDED = (
+    RECORD
+    + """
 from vidiff.presets import get_preset
 from vidiff.train import train
 out = sys.argv[1]
@@ -239,6 +297,7 @@ spread.map_ordered(range(3), lambda i: i)
 json.dump([c for c in calls if c["caller"] != "elsewhere"], open(out + f"/calls{spread.rank()}.json", "w"))
 spread.finish()
 """
+)
 
 
 def test_every_collective_of_a_training_run_is_on_its_device(tmp_path):
@@ -247,9 +306,23 @@ def test_every_collective_of_a_training_run_is_on_its_device(tmp_path):
     comes from a function whose devices the test above checks with a device that is not the CPU."""
     script = tmp_path / "record.py"
     script.write_text(TRAIN_RECORDED)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          "29543", str(script), str(tmp_path)], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29543",
+            str(script),
+            str(tmp_path),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     for rank in (0, 1):
         calls = json.loads((tmp_path / f"calls{rank}.json").read_text())
@@ -261,6 +334,7 @@ def test_every_collective_of_a_training_run_is_on_its_device(tmp_path):
 
 def test_compile_uses_cuda_graphs_for_one_process_on_a_gpu():
     from vidiff.train.setup import compile_mode
+
     assert compile_mode(torch.device("cuda", 0), alone=True) == "reduce-overhead"  # static shapes: one launch
     assert compile_mode(torch.device("cuda", 0), alone=False) == "default"  # DDP / FSDP hooks
     assert compile_mode(torch.device("cpu"), alone=True) == "default"

@@ -1,5 +1,6 @@
 """A run folder has one writer and any number of readers; every failure of the folder is one clear
 error: a second trainer, --out that is a file or read-only, a full disk, weights of two runs mixed."""
+
 import contextlib
 import errno
 import os
@@ -14,16 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 
 from vidiff.checkpoint import CheckpointError
 from vidiff.cli import main
 from vidiff.files import RunLockedError, run_lock
 from vidiff.pipeline import VideoDiffusion
-from vidiff.presets import get_preset
 from vidiff.train import train
 
-TINY = get_preset("cpu-tiny").override(["train.save_every=2", "train.steps=2", "train.num_samples=1",
-                                       "sample.steps=2"])
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -37,19 +36,28 @@ def test_a_second_trainer_is_refused_at_once(tmp_path, capsys):
         assert f"run folder {str(run)!r} is in use: process {os.getpid()} on" in result.stderr
         assert time.time() - t < 60 and not (run / "checkpoints").exists()
         with pytest.raises(RunLockedError):  # in the same process too
-            train(TINY, run, progress=False, tensorboard=False)
-    train(TINY, run, progress=False, tensorboard=False)  # released: the folder is usable again
+            train(TINY, run, progress=False)
+    train(TINY, run, progress=False)  # released: the folder is usable again
 
 
 def test_the_os_releases_the_lock_of_a_killed_process(tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time
         from vidiff.files import run_lock
         with run_lock({str(run)!r}):
             print("locked", flush=True)
             time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True, env=ENV)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(RunLockedError, match=f"process {holder.pid}"):
         with run_lock(run):
@@ -74,8 +82,23 @@ def test_loader_workers_of_a_killed_trainer_do_not_keep_the_lock(tmp_path):
     """kill -9 of a trainer with loader workers: its folder is free at once, though the orphaned workers
     live on a few seconds more (until they notice their parent is gone)."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "vidiff.cli", "train", "--preset", "cpu-tiny", "--out", str(run), "--steps",
-           "100000", "--set", "data.num_workers=2", "--set", "train.num_samples=0", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidiff.cli",
+        "train",
+        "--preset",
+        "cpu-tiny",
+        "--out",
+        str(run),
+        "--steps",
+        "100000",
+        "--set",
+        "data.num_workers=2",
+        "--set",
+        "train.num_samples=0",
+        "--quiet",
+    ]
     trainer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     workers = []
     try:
@@ -106,19 +129,20 @@ def test_out_that_is_a_file_or_read_only(tmp_path, capsys, monkeypatch):
         if str(path).startswith(str(tmp_path / "ro")) and flags & os.O_CREAT:
             raise OSError(errno.EROFS, "Read-only file system")
         return real_open(path, flags, *args)
+
     monkeypatch.setattr(os, "open", read_only)
     assert main(["train", "--preset", "cpu-tiny", "--out", str(tmp_path / "ro")]) == 2
     err = capsys.readouterr().err
     assert "cannot write to the run folder" in err and "Read-only file system" in err
 
 
-def test_a_full_disk_leaves_no_tmp_and_says_what_it_needs(tmp_path, monkeypatch, capsys):
+def test_a_full_disk_leaves_no_tmp_and_says_what_it_needs(copy_of_tiny_run, tmp_path, monkeypatch, capsys):
     """safetensors reports a full disk as its own error, not an OSError: the save still names the file,
     the space it needs and the disk, removes its .tmp and leaves the previous checkpoint as it was."""
     import safetensors.torch
     from safetensors import SafetensorError
-    run = tmp_path / "run"
-    train(TINY, run, progress=False, tensorboard=False)
+
+    run = copy_of_tiny_run
     before = {p.name: p.read_bytes() for p in (run / "checkpoints" / "step_0000002").iterdir()}
     real = safetensors.torch.save_file
 
@@ -126,37 +150,46 @@ def test_a_full_disk_leaves_no_tmp_and_says_what_it_needs(tmp_path, monkeypatch,
         if ".ema.safetensors." in str(filename):
             raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
         return real(tensors, filename, metadata)
+
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     assert main(["train", "--out", str(run), "--resume", "--steps", "4", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert re.search(r"no space left on the device while writing \S*step_0000004.tmp/ema.safetensors of checkpoint "
-                     r".* it needs about [\d.]+ MiB and [\d.]+ MiB are free on the disk of", err), err
+    assert re.search(
+        r"no space left on the device while writing \S*step_0000004.tmp/ema.safetensors of checkpoint "
+        r".* it needs about [\d.]+ MiB and [\d.]+ MiB are free on the disk of",
+        err,
+    ), err
     assert len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_0000002"]
     assert {p.name: p.read_bytes() for p in (run / "checkpoints" / "step_0000002").iterdir()} == before
     monkeypatch.setattr(safetensors.torch, "save_file", real)
-    assert train(TINY.override(["train.steps=4"]), run, resume=True, progress=False, tensorboard=False)["step"] == 4
+    assert train(TINY.override(["train.steps=4"]), run, resume=True, progress=False)["step"] == 4
 
 
-def test_weights_of_another_architecture_are_named(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    train(TINY, a, progress=False, tensorboard=False)
-    train(TINY.override(["model.base_channels=8"]), b, progress=False, tensorboard=False)
+def test_weights_of_another_architecture_are_named(copy_of_tiny_run, tmp_path):
+    a, b = copy_of_tiny_run, tmp_path / "b"
+    train(TINY.override(["model.base_channels=8"]), b, progress=False)
     ck = a / "checkpoints" / "step_0000002"
     shutil.copy(b / "checkpoints" / "step_0000002" / "ema.safetensors", ck / "ema.safetensors")
-    with pytest.raises(CheckpointError, match=r"ema.safetensors' holds weights of another architecture .* "
-                                              r"mixes files of two runs") as e:
+    with pytest.raises(
+        CheckpointError,
+        match=r"ema.safetensors' holds weights of another architecture .* "
+        r"mixes files of two runs",
+    ) as e:
         VideoDiffusion.from_pretrained(a)
     assert len(str(e.value)) < 600
     with pytest.raises(CheckpointError, match="another architecture"):
-        train(TINY.override(["train.steps=3"]), a, resume=True, progress=False, tensorboard=False)
+        train(TINY.override(["train.steps=3"]), a, resume=True, progress=False)
 
 
-def test_readers_never_fail_while_training_writes(tmp_path):
+def test_readers_never_fail_while_training_writes(copy_of_tiny_run, tmp_path):
     """A reader loops over the run while a writer checkpoints as fast as it can, keeping one."""
-    run = tmp_path / "run"
-    train(TINY, run, progress=False, tensorboard=False)
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    run = copy_of_tiny_run
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import json, sys
         from pathlib import Path
         from safetensors.torch import load_file
@@ -167,12 +200,17 @@ def test_readers_never_fail_while_training_writes(tmp_path):
             save_checkpoint({str(run)!r}, step, model=w, ema=w, optimizer=None, config=config,
                             state={{"step": step}}, keep=1)
             print(step, flush=True)
-    """)], stdout=subprocess.PIPE, text=True, env=ENV)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     try:
         assert writer.stdout.readline()
         for _ in range(40):
             assert VideoDiffusion.from_pretrained(run).config.model.base_channels == 16
-        steps = int((run / "checkpoints" / "latest").read_text().strip()[len("step_"):])
+        steps = int((run / "checkpoints" / "latest").read_text().strip()[len("step_") :])
         assert steps > 10, "the writer should have replaced the checkpoint many times"
     finally:
         writer.kill()
@@ -181,16 +219,46 @@ def test_readers_never_fail_while_training_writes(tmp_path):
 
 def test_no_samples_asked_is_a_successful_run(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--preset", "cpu-tiny", "--steps", "2", "--set", "train.num_samples=0", "--quiet",
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "cpu-tiny",
+                "--steps",
+                "2",
+                "--set",
+                "train.num_samples=0",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert "trained 2 steps" in capsys.readouterr().out
     assert not (run / "samples").exists()
 
 
 def test_text_conditioning_on_data_without_captions_is_refused(tmp_path, capsys):
     from vidiff.videoio import write_mp4
+
     for i in range(2):
         write_mp4(tmp_path / "videos" / f"v{i}.mp4", torch.rand(3, 6, 16, 16) * 2 - 1)
-    assert main(["train", "--preset", "cpu-tiny", "--data", str(tmp_path / "videos"), "--conditioning", "text",
-                 "--out", str(tmp_path / "run")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "cpu-tiny",
+                "--data",
+                str(tmp_path / "videos"),
+                "--conditioning",
+                "text",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 2
+    )
     assert "conditioning.kind=text but the data has no captions" in capsys.readouterr().err

@@ -55,8 +55,13 @@ def test_shards_are_readable_by_webdataset(shards):
     assert all(s["npy"].shape == (3, FRAMES, SIZE, SIZE) and s["npy"].dtype == np.uint8 for s in samples)
     assert [s["cls"] for s in samples] == [0] * 8 + [1] * 2
     assert [(s["json"]["file"], s["json"]["start"]) for s in samples[:6]] == [
-        ("cats/a.mp4", 0), ("cats/a.mp4", 4), ("cats/a.mp4", 8), ("cats/a.mp4", 12), ("cats/a.mp4", 16),
-        ("cats/b.mp4", 0)]
+        ("cats/a.mp4", 0),
+        ("cats/a.mp4", 4),
+        ("cats/a.mp4", 8),
+        ("cats/a.mp4", 12),
+        ("cats/a.mp4", 16),
+        ("cats/b.mp4", 0),
+    ]
 
 
 def test_shard_clips_are_the_folder_clips(videos, shards):
@@ -158,8 +163,9 @@ def test_prepare_cli(videos, tmp_path, capsys):
     assert "wrote 10 clips of 4×16×16 from 3 videos into 1 shard" in said and f"--data {out}" in said
     assert main(["prepare", str(videos), str(out), "--frames", "4", "--size", "16"]) == 2
     assert "already holds prepared shards" in capsys.readouterr().err
-    assert main(["prepare", str(videos), str(tmp_path / "o"), "--frames", "4", "--size", "16",
-                 "--shard-size", "big"]) == 2
+    assert (
+        main(["prepare", str(videos), str(tmp_path / "o"), "--frames", "4", "--size", "16", "--shard-size", "big"]) == 2
+    )
 
 
 def test_parse_bytes_and_braces():
@@ -170,6 +176,7 @@ def test_parse_bytes_and_braces():
 
 def test_auto_workers(shards, videos):
     from vidiff.data import MovingShapes
+
     prepared = build_dataset(str(shards[0]), frames=FRAMES, size=SIZE)
     assert num_workers("auto", prepared)[0] == 0  # cheap items, CPU training
     assert num_workers("auto", prepared, device="cuda")[0] == num_workers("auto", VideoFolder(videos, 4, 16))[0]
@@ -183,10 +190,11 @@ def test_training_on_shards_resumes_exactly(shards, tmp_path):
     from test_train import TINY, losses
 
     from vidiff.train import train
+
     cfg = TINY.override([f"data.source={shards[0]}", "data.num_workers=0"])
-    train(cfg, tmp_path / "full", progress=False, tensorboard=False)
-    train(cfg.override(["train.steps=3"]), tmp_path / "split", progress=False, tensorboard=False)
-    train(cfg, tmp_path / "split", resume=True, progress=False, tensorboard=False)
+    train(cfg, tmp_path / "full", progress=False)
+    train(cfg.override(["train.steps=3"]), tmp_path / "split", progress=False)
+    train(cfg, tmp_path / "split", resume=True, progress=False)
     assert losses(tmp_path / "full") == losses(tmp_path / "split")
     assert len(set(losses(tmp_path / "full"))) == 6
 
@@ -214,17 +222,36 @@ def test_two_processes_with_workers_see_every_clip_once_an_epoch(shards, tmp_pat
     import os
     import subprocess
     import sys
+
     script = tmp_path / "epoch.py"
     script.write_text(DDP_EPOCH)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          "29571", str(script), str(shards[0]), str(tmp_path / "seen.json")],
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29571",
+            str(script),
+            str(shards[0]),
+            str(tmp_path / "seen.json"),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     seen = json.loads((tmp_path / "seen.json").read_text())
     ds = build_dataset(str(shards[0]), frames=FRAMES, size=SIZE)
     import hashlib
-    every = sorted(hashlib.sha256(ds.item(i, torch.Generator().manual_seed(0))["video"].numpy().tobytes()).hexdigest()
-                   for i in range(len(ds)))
+
+    every = sorted(
+        hashlib.sha256(ds.item(i, torch.Generator().manual_seed(0))["video"].numpy().tobytes()).hexdigest()
+        for i in range(len(ds))
+    )
     assert len(seen[0]) == len(seen[1]) == 10  # 5 steps of 2 clips a process: two epochs of 10 clips
     assert sorted(seen[0][:5] + seen[1][:5]) == every and sorted(seen[0][5:] + seen[1][5:]) == every
 
@@ -233,9 +260,10 @@ def test_periodic_fvd_on_short_shards_is_refused_at_start(shards, tmp_path):
     from vidiff.config import ConfigError
     from vidiff.presets import get_preset
     from vidiff.train import train
+
     cfg = get_preset("cpu-tiny").override([f"data.source={shards[0]}", "train.fvd_every=2", "train.num_samples=0"])
     with pytest.raises(ConfigError, match="at least 9 frames"):
-        train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+        train(cfg, tmp_path / "run", progress=False)
 
 
 def test_prepare_failing_midway_leaves_no_partial_shard(tmp_path, monkeypatch):
@@ -289,11 +317,11 @@ def test_damaged_sample_in_a_shard_one_error_or_skipped(shards, tmp_path, damage
     first = index["shards"][0]
     start = first["offsets"][1]  # the second sample of the first shard: key.npy first, then key.json
     data = bytearray((out / first["name"]).read_bytes())
-    key = data[start:start + 9].decode()
-    npy_size = int(data[start + 124:start + 136].strip(b" \0"), 8)
+    key = data[start : start + 9].decode()
+    npy_size = int(data[start + 124 : start + 136].strip(b" \0"), 8)
     json_at = start + 512 + -(-npy_size // 512) * 512 + 512
     where = {"npy header": start + 512 + 1, "tar header": start + 130, "json": json_at}[damage]
-    data[where:where + 3] = b"\xff{\x00"
+    data[where : where + 3] = b"\xff{\x00"
     (out / first["name"]).write_bytes(bytes(data))
     ds = build_dataset(str(out), frames=FRAMES, size=SIZE)
     assert torch.equal(ds[0]["video"], build_dataset(str(shards[0]), frames=FRAMES, size=SIZE)[0]["video"])

@@ -1,4 +1,5 @@
 """Longer checks, run by `make test-slow` (CI runs them on every submission)."""
+
 import pytest
 import torch
 
@@ -13,9 +14,10 @@ pytestmark = pytest.mark.slow
 def test_cpu_demo_learns_moving_shapes(tmp_path):
     """The demo's model after 400 steps (a fifth of `make demo`): its samples show a shape that moves
     and keeps its colour, as describe_video reads the real clips."""
-    cfg = get_preset("cpu-demo").override(["train.steps=400", "train.max_minutes=0", "train.num_samples=0",
-                                           "train.save_every=0"])
-    train(cfg, tmp_path / "run", progress=False, tensorboard=False)
+    cfg = get_preset("cpu-demo").override(
+        ["train.steps=400", "train.max_minutes=0", "train.num_samples=0", "train.save_every=0"]
+    )
+    train(cfg, tmp_path / "run", progress=False)
     model = VideoDiffusion.from_pretrained(tmp_path / "run")
     videos = model.sample(16, sampler="ddim", steps=50, seed=0)
     real = MovingShapes(num_videos=16, frames=8, size=16, seed=99)
@@ -37,7 +39,7 @@ def test_cpu_demo_learns_moving_shapes(tmp_path):
 
 
 def test_paper_findings_bench_runs_and_resumes(tmp_path):
-    """bench/paper_findings.py --quick (one experiment, one seed set): every condition measured,
+    """experiments/paper_findings.py --quick (one experiment, one seed set): every condition measured,
     findings.json and the plot written; a second call finds everything cached and trains nothing."""
     import json
     import subprocess
@@ -46,16 +48,27 @@ def test_paper_findings_bench_runs_and_resumes(tmp_path):
 
     from PIL import Image
 
-    bench = Path(__file__).resolve().parents[1] / "bench" / "paper_findings.py"
-    cmd = [sys.executable, str(bench), "--quick", "--quiet", "--only", "conditioning", "--seeds", "0",
-           "--out", str(tmp_path)]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    root = Path(__file__).resolve().parents[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.paper_findings",
+        "--quick",
+        "--quiet",
+        "--only",
+        "conditioning",
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=root)
     found = json.loads((tmp_path / "findings.json").read_text())["conditioning"]
     assert set(found) == {"replacement", "reconstruction w_r=1", "reconstruction w_r=3", "reconstruction w_r=9"}
     assert all(len(runs) == 1 and runs[0]["fvd"] > 0 and runs[0]["seam"] > 0 for runs in found.values())
     image = Image.open(tmp_path / "conditioning.png")
-    assert image.size == (1200, 420) and len(image.getcolors(1 << 16)) > 2  # two panels with something drawn
+    assert image.size == (1200, 420) and len(image.getcolors(1 << 20)) > 2  # two panels with something drawn
     stamp = (tmp_path / "joint-0" / "finished.json").stat().st_mtime_ns
-    again = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    again = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=root)
     assert (tmp_path / "joint-0" / "finished.json").stat().st_mtime_ns == stamp
     assert "seed set 0" not in again.stdout  # nothing measured twice

@@ -3,6 +3,7 @@ a video and watch it play, in two browsers at once; predict from an uploaded cli
 the runs tab's plots; an evaluation. Screenshots go to the test's temporary folder.
 
 Run with `make test-browser` (needs chromium and chromium-driver; `.ci/run` installs them)."""
+
 import os
 import shutil
 import threading
@@ -21,9 +22,18 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-TINY = get_preset("cpu-tiny").override(["train.steps=4", "train.save_every=2", "train.sample_every=2",
-                                        "train.num_samples=1", "sample.steps=2", "train.fvd_every=2",
-                                        "train.fvd_num=2", "train.log_every=1"])
+TINY = get_preset("cpu-tiny").override(
+    [
+        "train.steps=4",
+        "train.save_every=2",
+        "train.sample_every=2",
+        "train.num_samples=1",
+        "sample.steps=2",
+        "train.fvd_every=2",
+        "train.fvd_num=2",
+        "train.log_every=1",
+    ]
+)
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +43,9 @@ def studio_url(tmp_path_factory):
         pytest.skip("needs chromium and chromedriver (apt-get install chromium chromium-driver)")
     from vidiff.studio.app import Studio
     from vidiff.studio.server import make_server
+
     runs = tmp_path_factory.mktemp("runs")
-    train(TINY, runs / "tiny", progress=False, tensorboard=False)
+    train(TINY, runs / "tiny", progress=False)
     studio = Studio(runs)
     server = make_server(studio, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -46,10 +57,17 @@ def studio_url(tmp_path_factory):
 
 def chromium():
     from selenium.webdriver.chrome.service import Service
+
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1000"]:
+    for arg in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1400,1000",
+    ]:
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
@@ -75,8 +93,14 @@ def visible_text(driver, element_id):
 
 def open_studio(driver, url):
     driver.get(url)
-    wait(driver, lambda d: Select(d.find_element(By.ID, "gen-run")).options
-         and d.find_element(By.ID, "gen-checkpoint").find_elements(By.TAG_NAME, "option"), 120)
+    wait(
+        driver,
+        lambda d: (
+            Select(d.find_element(By.ID, "gen-run")).options
+            and d.find_element(By.ID, "gen-checkpoint").find_elements(By.TAG_NAME, "option")
+        ),
+        120,
+    )
 
 
 def generate(driver, seed, num=1):
@@ -109,12 +133,15 @@ def test_generate_in_two_browsers_condition_runs_and_evaluate(studio_url, browse
     assert Select(a.find_element(By.ID, "gen-run")).first_selected_option.text == "tiny"
     samplers = [o.get_attribute("value") for o in Select(a.find_element(By.ID, "gen-sampler")).options]
     from vidiff.sampling import SAMPLERS
+
     assert samplers == ["", *sorted(SAMPLERS)]  # the model's default, then the one registry
     generate(a, 0, num=2)
     generate(b, 5)  # a second browser at the same time: queued behind the first
     for driver, seed in ((a, 0), (b, 5)):
-        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#gen-results video.sample")
-             or visible_text(d, "gen-message"))
+        wait(
+            driver,
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#gen-results video.sample") or visible_text(d, "gen-message"),
+        )
         assert visible_text(driver, "gen-message") == ""
         assert plays(driver, "#gen-results video.sample")
         command = driver.find_element(By.ID, "gen-command").text
@@ -158,8 +185,13 @@ def test_generate_in_two_browsers_condition_runs_and_evaluate(studio_url, browse
     assert a.find_elements(By.CSS_SELECTOR, "#run-a svg.plot.fvd path.line")
     grids = a.find_elements(By.CSS_SELECTOR, "#run-a .grids figcaption")
     assert [g.text for g in grids] == ["step 2", "step 4"]
-    wait(a, lambda d: d.execute_script("return [...document.querySelectorAll('#run-a .grids img')]"
-                                       ".every((i) => i.naturalWidth > 0)"), 120)
+    wait(
+        a,
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#run-a .grids img')].every((i) => i.naturalWidth > 0)"
+        ),
+        120,
+    )
     Select(a.find_element(By.ID, "runs-b")).select_by_value("tiny")
     wait(a, lambda d: d.find_elements(By.CSS_SELECTOR, "#run-b svg.plot.loss path.line"), 120)
     a.save_screenshot(str(tmp_path / "runs.png"))

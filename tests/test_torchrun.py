@@ -1,6 +1,7 @@
 """Every verb under torchrun: the work is spread over the processes by batches of per-sample seeds
 (and clips), gathered in order, and the files equal one process's, bit for bit on the CPU (gloo, 2
 processes, one thread each). Every command of the README and the docs parses under torchrun's own parser."""
+
 import argparse
 import json
 import os
@@ -28,51 +29,140 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("torchrun") / "run"
     cfg = get_preset("cpu-tiny").override(["train.steps=6", "train.save_every=0", "train.num_samples=0"])
-    train(cfg, out, progress=False, tensorboard=False)
+    train(cfg, out, progress=False)
     return out
 
 
 def one_and_two(tmp_path, args: list, port: int):
     """The command in one plain process and under torchrun with 2 processes; their output folders."""
     one, two = tmp_path / "one", tmp_path / "two"
-    plain = subprocess.run([sys.executable, "-m", "vidiff.cli", *args, "--out", str(one)], env=ENV,
-                           capture_output=True, text=True, timeout=300)
+    plain = subprocess.run(
+        [sys.executable, "-m", "vidiff.cli", *args, "--out", str(one)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert plain.returncode == 0, plain.stderr[-3000:]
-    spread = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                             str(port), "-m", "vidiff.cli", *args, "--out", str(two)], env=ENV, capture_output=True,
-                            text=True, timeout=300)
+    spread = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(port),
+            "-m",
+            "vidiff.cli",
+            *args,
+            "--out",
+            str(two),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert spread.returncode == 0, spread.stderr[-3000:]
     return one, two, spread
 
 
 def test_sample_and_predict_under_torchrun_equal_one_process(run_dir, tmp_path):
-    common = ["--checkpoint", str(run_dir), "--num-videos", "3", "--batch-size", "1", "--sampler", "ddim",
-              "--steps", "3"]
+    common = [
+        "--checkpoint",
+        str(run_dir),
+        "--num-videos",
+        "3",
+        "--batch-size",
+        "1",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "3",
+    ]
     one, two, spread = one_and_two(tmp_path / "sample", ["sample", *common, "--frames", "6"], 29561)
     a, b = load_file(one / "samples.safetensors")["videos"], load_file(two / "samples.safetensors")["videos"]
     assert a.shape == (3, 3, 6, 16, 16) and torch.equal(a, b)
     assert len(list(two.glob("sample_*.mp4"))) == 3 and spread.stdout.count("wrote 3 videos") == 1  # one writer
     assert not torch.equal(a[0], a[1])  # different seeds, not one video copied
-    one, two, _ = one_and_two(tmp_path / "predict", ["predict", *common, "--video", str(one / "sample_000.mp4"),
-                                                     "--context", "2"], 29562)
+    one, two, _ = one_and_two(
+        tmp_path / "predict", ["predict", *common, "--video", str(one / "sample_000.mp4"), "--context", "2"], 29562
+    )
     a, b = load_file(one / "samples.safetensors")["videos"], load_file(two / "samples.safetensors")["videos"]
     assert a.shape[0] == 3 and torch.equal(a, b)
 
 
 def test_eval_under_torchrun_equals_one_process(run_dir, tmp_path):
     fake = tmp_path / "fake"
-    made = subprocess.run([sys.executable, "-m", "vidiff.cli", "sample", "--checkpoint", str(run_dir), "--num-videos",
-                           "4", "--frames", "10", "--steps", "2", "--sampler", "ddim", "--out", str(fake)], env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidiff.cli",
+            "sample",
+            "--checkpoint",
+            str(run_dir),
+            "--num-videos",
+            "4",
+            "--frames",
+            "10",
+            "--steps",
+            "2",
+            "--sampler",
+            "ddim",
+            "--out",
+            str(fake),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert made.returncode == 0, made.stderr[-3000:]
-    args = ["eval", "--real", "builtin:moving-shapes", "--fake", str(fake), "--num-videos", "4", "--num-frames",
-            "10", "--batch-size", "1", "--no-cache", "--no-progress"]
-    one = subprocess.run([sys.executable, "-m", "vidiff.cli", *args, "--out", str(tmp_path / "one.json")], env=ENV,
-                         capture_output=True, text=True, timeout=300)
+    args = [
+        "eval",
+        "--real",
+        "builtin:moving-shapes",
+        "--fake",
+        str(fake),
+        "--num-videos",
+        "4",
+        "--num-frames",
+        "10",
+        "--batch-size",
+        "1",
+        "--no-cache",
+        "--no-progress",
+    ]
+    one = subprocess.run(
+        [sys.executable, "-m", "vidiff.cli", *args, "--out", str(tmp_path / "one.json")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          "29563", "-m", "vidiff.cli", *args, "--out", str(tmp_path / "two.json")], env=ENV,
-                         capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29563",
+            "-m",
+            "vidiff.cli",
+            *args,
+            "--out",
+            str(tmp_path / "two.json"),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     r1, r2 = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     fvd_key = next(k for k in r1 if k.startswith("fvd"))
@@ -131,9 +221,23 @@ spread.finish()
 def test_map_ordered_spreads_items_and_rank0_can_work_alone(tmp_path):
     script = tmp_path / "spread.py"
     script.write_text(SPREAD)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          "29564", str(script), str(tmp_path / "out.json")], env=ENV, capture_output=True, text=True,
-                         timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29564",
+            str(script),
+            str(tmp_path / "out.json"),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["done"] == [[i, i % 2] for i in range(5)] and out["alone"] == [0, 1, 4]

@@ -1,21 +1,22 @@
 """Experiment tracking: train.logger sends scalars, the configuration, sample videos and FVD to
 TensorBoard and to Weights & Biases (offline: real run files, no network); a resumed run continues
 the same W&B run."""
+
 import hashlib
 import json
 import sys
 import time
 
+import conftest
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vidiff.config import ConfigError
-from vidiff.presets import get_preset
 from vidiff.train import train
 from vidiff.train.tracking import WANDB_RUN_FILE
 
-TINY = get_preset("cpu-tiny").override(["train.save_every=2", "train.steps=2", "train.num_samples=1",
-                                       "sample.steps=2", "train.log_every=1"])
+TINY = conftest.TINY.override(["train.log_every=1"])  # every step logged
+pytestmark = pytest.mark.usefixtures("tensorboard_on")  # these tests read what TensorBoard wrote
 
 
 def test_logger_values_are_checked():
@@ -37,8 +38,13 @@ def fresh_wandb():
 
 def test_wandb_without_a_login_says_what_to_do(tmp_path, monkeypatch, fresh_wandb):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    for name, value in [("HOME", str(tmp_path)), ("WANDB_MODE", "online"), ("WANDB_CONFIG_DIR", str(tmp_path / "c")),
-                        ("WANDB_CACHE_DIR", str(tmp_path / "cache")), ("NETRC", str(tmp_path / "netrc"))]:
+    for name, value in [
+        ("HOME", str(tmp_path)),
+        ("WANDB_MODE", "online"),
+        ("WANDB_CONFIG_DIR", str(tmp_path / "c")),
+        ("WANDB_CACHE_DIR", str(tmp_path / "cache")),
+        ("NETRC", str(tmp_path / "netrc")),
+    ]:
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match="could not start a run: .*API key.*WANDB_MODE=offline"):
         train(TINY.override(["train.logger=wandb", "train.num_samples=0"]), tmp_path / "run", progress=False)
@@ -66,14 +72,15 @@ def wandb_records(path):
     """The records of a W&B run file (.wandb: a 7-byte header, then a LevelDB log of protobuf records
     in 32 KiB blocks, each piece with a 7-byte header: crc32, length, kind 1-4 full/first/middle/last)."""
     from wandb.proto import wandb_internal_pb2 as pb
+
     data, block, pos, piece, records = path.read_bytes(), 32768, 7, b"", []
     assert data[:4] == b":W&B"
     while pos + 7 <= len(data):
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
         if block - pos % block < 7 or kind == 0:  # a block's tail too short for a header, or zeros: padding
             pos += block - pos % block
             continue
-        piece += data[pos + 7:pos + 7 + length]
+        piece += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = pb.Record()
@@ -103,9 +110,15 @@ def history(records) -> list:
 
 
 def test_wandb_offline_run_resumes_into_the_same_run(tmp_path, monkeypatch, fresh_wandb):
-    for name, value in [("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_DIR", str(tmp_path)),
-                        ("WANDB_CACHE_DIR", str(tmp_path / "cache")), ("WANDB_CONFIG_DIR", str(tmp_path / "config")),
-                        ("WANDB_DATA_DIR", str(tmp_path / "data")), ("WANDB_PROJECT", "vidiff-tests")]:
+    for name, value in [
+        ("WANDB_MODE", "offline"),
+        ("WANDB_SILENT", "true"),
+        ("WANDB_DIR", str(tmp_path)),
+        ("WANDB_CACHE_DIR", str(tmp_path / "cache")),
+        ("WANDB_CONFIG_DIR", str(tmp_path / "config")),
+        ("WANDB_DATA_DIR", str(tmp_path / "data")),
+        ("WANDB_PROJECT", "vidiff-tests"),
+    ]:
         monkeypatch.setenv(name, value)
     run = tmp_path / "run"
     cfg = TINY.override(["train.logger=both", "train.fvd_every=2", "train.fvd_num=2"])
@@ -135,8 +148,12 @@ def test_wandb_offline_run_resumes_into_the_same_run(tmp_path, monkeypatch, fres
         gif = run / "samples" / f"step_{v['step']:07d}.gif"
         assert v["samples/sha256"] == hashlib.sha256(gif.read_bytes()).hexdigest()
         assert any((d / "files" / v["samples/path"]).is_file() for d in (first, second))
-    configs = [{item.key: json.loads(item.value_json) for item in start.run.config.update}
-               for recs in records for start in recs if start.WhichOneof("record_type") == "run"]
+    configs = [
+        {item.key: json.loads(item.value_json) for item in start.run.config.update}
+        for recs in records
+        for start in recs
+        if start.WhichOneof("record_type") == "run"
+    ]
     assert configs[0]["model"] == json.loads(cfg.to_json())["model"]
     assert configs[0]["data"]["source"] == "builtin:moving-shapes"
     assert (configs[0]["train"]["lr"], configs[1]["train"]["lr"]) == (1e-3, 5e-4)  # the resumed run's settings

@@ -21,16 +21,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .errors import RemovedOptionError, VidiffError
+from .errors import CheckpointError, RemovedOptionError
 from .files import atomic_write, save_tensors
 from .hub import PREFIX, HubError, download_checkpoint, parse_reference
 
 T = TypeVar("T")
 READERS = ".readers"  # in each checkpoint folder: the file readers lock
-
-
-class CheckpointError(VidiffError, FileNotFoundError):
-    """A missing or unreadable checkpoint, with what to do about it."""
 
 
 def optimizer_to_tensors(state: dict) -> tuple[dict, dict]:

@@ -7,6 +7,7 @@ null condition ∅ of a batch for classifier-free guidance. It also says what th
 the model (the number of classes, the text encoder's width). Nothing else in vidiff branches on a
 kind's name; the network gets tensors only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,7 +16,7 @@ from typing import Sequence, Union
 
 import torch
 
-from .errors import ConditioningError
+from vidiff.errors import ConditioningError
 
 log = logging.getLogger("vidiff.conditioning")
 KINDS = ("none", "class", "text")
@@ -50,8 +51,10 @@ class Conditioning:
     def problems(self, model) -> list:
         """What in the network's config (a UNetConfig) does not fit this kind."""
         if model.text_cross_attention:
-            return [f"model.text_cross_attention attends to caption tokens: it needs conditioning.kind=text "
-                    f"(got {self.kind!r})"]
+            return [
+                f"model.text_cross_attention attends to caption tokens: it needs conditioning.kind=text "
+                f"(got {self.kind!r})"
+            ]
         return []
 
     def training(self, batch: dict, keep: torch.Tensor, device) -> dict:
@@ -94,16 +97,20 @@ class ClassConditioning(Conditioning):
     def derive(self, dataset) -> tuple[dict, dict]:
         n = getattr(dataset, "num_classes", 0)
         if not n:
-            raise ConditioningError("conditioning.kind=class but the dataset has no class labels; add labels "
-                                    "(sub-folders or a captions.csv with a label column) or use conditioning.kind=none")
+            raise ConditioningError(
+                "conditioning.kind=class but the dataset has no class labels; add labels "
+                "(sub-folders or a captions.csv with a label column) or use conditioning.kind=none"
+            )
         return {"num_classes": n}, {"classes": tuple(getattr(dataset, "classes", None) or ())}
 
     def training(self, batch: dict, keep: torch.Tensor, device) -> dict:
         labels = batch["label"]  # on the CPU, from the loader: checked here, not in every forward on the device
         bad = labels[(labels < -1) | (labels >= self.num_classes)]
         if bad.numel():
-            raise ConditioningError(f"the data gave class label {int(bad[0])}, but the model has {self.num_classes} "
-                                    f"classes 0..{self.num_classes - 1}: train on the data the model was made for")
+            raise ConditioningError(
+                f"the data gave class label {int(bad[0])}, but the model has {self.num_classes} "
+                f"classes 0..{self.num_classes - 1}: train on the data the model was made for"
+            )
         return {"class_labels": torch.where(keep, labels, -1).to(device)}
 
     def index(self, label: Union[int, str]) -> int:
@@ -116,16 +123,19 @@ class ClassConditioning(Conditioning):
         i = int(label)
         if not -1 <= i < self.num_classes:
             names = f" ({', '.join(self.classes)})" if self.classes else ""
-            raise ConditioningError(f"class {i} out of range: this model has {self.num_classes} classes "
-                                    f"0..{self.num_classes - 1}{names}; −1 is the null class")
+            raise ConditioningError(
+                f"class {i} out of range: this model has {self.num_classes} classes "
+                f"0..{self.num_classes - 1}{names}; −1 is the null class"
+            )
         return i
 
     def request(self, num: int, prompt=None, class_label=None, device="cpu") -> dict:
         if prompt is not None:
             raise ConditioningError("this model is class-conditional: it takes a class (--class), not a prompt")
         if class_label is None:
-            raise ConditioningError("this model is class-conditional: pass class_label (--class NAME or index; "
-                                    "-1 for unconditional)")
+            raise ConditioningError(
+                "this model is class-conditional: pass class_label (--class NAME or index; -1 for unconditional)"
+            )
         labels = [self.index(c) for c in _per_sample(class_label, num, "classes")]
         return {"class_labels": torch.tensor(labels, device=device)}
 
@@ -153,20 +163,24 @@ class TextConditioning(Conditioning):
     @property
     def encoder(self):
         if self._encoder is None:
-            from .text import TextEncoder
+            from vidiff.text import TextEncoder
+
             self._encoder = TextEncoder(self.config.text_encoder or None, max_length=self.config.text_max_length)
         return self._encoder
 
     def derive(self, dataset) -> tuple[dict, dict]:
         captions = getattr(dataset, "captions", None)
         if captions is not None and not any(c.strip() for c in captions):
-            raise ConditioningError("conditioning.kind=text but the data has no captions: add a captions.csv or "
-                                    "metadata.jsonl with a caption column beside the videos, or use "
-                                    "conditioning.kind=none")
+            raise ConditioningError(
+                "conditioning.kind=text but the data has no captions: add a captions.csv or "
+                "metadata.jsonl with a caption column beside the videos, or use "
+                "conditioning.kind=none"
+            )
         return self.network_fields(), {}
 
     def network_fields(self) -> dict:
-        from .text import text_encoder_dim
+        from vidiff.text import text_encoder_dim
+
         return {"text_dim": text_encoder_dim(self.config.text_encoder or None)}
 
     def problems(self, model) -> list:
@@ -175,7 +189,8 @@ class TextConditioning(Conditioning):
     def training(self, batch: dict, keep: torch.Tensor, device) -> dict:
         device = torch.device(device)
         if self._cache is None or self._cache_device != device:
-            from .text import EmbeddingCache
+            from vidiff.text import EmbeddingCache
+
             self.encoder.model.to(device)
             self._cache = EmbeddingCache(self.encoder, max_captions=self.config.text_cache_captions)
             self._cache_device = device
@@ -186,7 +201,7 @@ class TextConditioning(Conditioning):
         if class_label is not None:
             raise ConditioningError("this model is text-conditional: it takes a prompt (--prompt), not a class")
         if prompt is None:
-            raise ConditioningError("this model is text-conditional: pass prompt (--prompt \"...\")")
+            raise ConditioningError('this model is text-conditional: pass prompt (--prompt "...")')
         tokens, mask = self.encoder.encode(_per_sample(prompt, num, "prompts"))
         return {"text_tokens": tokens.to(device), "text_mask": mask.to(device)}
 
@@ -204,5 +219,3 @@ def build_conditioning(config: ConditioningConfig, num_classes: int = 0) -> Cond
     if config.kind not in _KINDS:
         raise ConditioningError(f"conditioning.kind must be one of {', '.join(KINDS)}, got {config.kind!r}")
     return _KINDS[config.kind](config, num_classes)
-
-

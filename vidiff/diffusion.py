@@ -4,6 +4,7 @@ the denoiser interface and the training loss.
 Notation: x data, z_t = α_t x + σ_t ε, λ_t = log(α_t²/σ_t²), 0 ≤ s < t ≤ 1.
 The model's raw output is converted to x̂ and ε̂ in one place, :func:`prediction_to_x_eps`.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -11,7 +12,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine
+from vidiff.schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 WEIGHTINGS = ("epsilon", "v", "x")
@@ -58,12 +59,6 @@ def eps_from_x(z: torch.Tensor, x: torch.Tensor, logsnr) -> torch.Tensor:
     return (z - alpha * x) / sigma
 
 
-def x_from_eps(z: torch.Tensor, eps: torch.Tensor, logsnr) -> torch.Tensor:
-    """x̂ = (z − σ ε̂)/α."""
-    alpha, sigma = alpha_sigma(expand(logsnr, z))
-    return (z - sigma * eps) / alpha
-
-
 def v_target(x: torch.Tensor, eps: torch.Tensor, logsnr) -> torch.Tensor:
     """v = α ε − σ x (Salimans & Ho 2022)."""
     alpha, sigma = alpha_sigma(expand(logsnr, x))
@@ -81,8 +76,9 @@ def prediction_target(x: torch.Tensor, eps: torch.Tensor, logsnr, prediction: st
     raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
 
 
-def prediction_to_x_eps(out: torch.Tensor, z: torch.Tensor, logsnr,
-                        prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
+def prediction_to_x_eps(
+    out: torch.Tensor, z: torch.Tensor, logsnr, prediction: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The one place where a network output becomes (x̂, ε̂)."""
     alpha, sigma = alpha_sigma(expand(logsnr, z))
     if prediction == "epsilon":
@@ -118,18 +114,28 @@ class DiffusionLoss:
     """Weighted MSE of the paper, E_{ε,t}[w(λ_t) ‖x̂_θ(z_t) − x‖²] with t ~ U[0, 1], returned per example.
 
     weighting: "epsilon" → ‖ε̂ − ε‖² = e^{λ}‖x̂ − x‖² (the paper's default), "v" → ‖v̂ − v‖² =
-    (1 + e^{λ})‖x̂ − x‖², "x" → ‖x̂ − x‖². `mask` (b, 1, f, 1, 1) or broadcastable selects the
-    elements that count (e.g. conditioning frames excluded)."""
+    (1 + e^{λ})‖x̂ − x‖², "x" → ‖x̂ − x‖²."""
 
-    def __init__(self, weighting: str = "epsilon", logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX,
-                 logsnr_fn: Callable = logsnr_cosine):
+    def __init__(
+        self,
+        weighting: str = "epsilon",
+        logsnr_min: float = LOGSNR_MIN,
+        logsnr_max: float = LOGSNR_MAX,
+        logsnr_fn: Callable = logsnr_cosine,
+    ):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {WEIGHTINGS}")
         self.weighting, self.logsnr_min, self.logsnr_max, self.logsnr_fn = weighting, logsnr_min, logsnr_max, logsnr_fn
 
-    def __call__(self, denoiser: Denoiser, x: torch.Tensor, cond: Optional[dict] = None,
-                 generator: Optional[torch.Generator] = None, mask: Optional[torch.Tensor] = None,
-                 t: Optional[torch.Tensor] = None, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(
+        self,
+        denoiser: Denoiser,
+        x: torch.Tensor,
+        cond: Optional[dict] = None,
+        generator: Optional[torch.Generator] = None,
+        t: Optional[torch.Tensor] = None,
+        eps: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """`t` (b,) and `eps` (like x) may be given (e.g. drawn for a global batch and sharded)."""
         b = x.shape[0]
         if t is None:
@@ -147,10 +153,7 @@ class DiffusionLoss:
             alpha, sigma = alpha_sigma(expand(logsnr, x))
             err = (alpha * eps_hat - sigma * x_hat) - v_target(x, eps, logsnr)
         sq = err.to(torch.promote_types(err.dtype, torch.float32)) ** 2
-        if mask is None:
-            return sq.flatten(1).mean(1)
-        mask = mask.to(sq.dtype).expand_as(sq)
-        return (sq * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1.0)
+        return sq.flatten(1).mean(1)
 
 
 class DistillationLoss:
@@ -161,8 +164,14 @@ class DistillationLoss:
     weighted by max(SNR_t, 1) ("truncated SNR", the paper's choice for x-space errors). Times drawn
     uniformly in [0, 1] (as the trainer draws them) are rounded up onto the grid."""
 
-    def __init__(self, teacher: Callable, student_steps: int, logsnr_min: float = LOGSNR_MIN,
-                 logsnr_max: float = LOGSNR_MAX, logsnr_fn: Callable = logsnr_cosine):
+    def __init__(
+        self,
+        teacher: Callable,
+        student_steps: int,
+        logsnr_min: float = LOGSNR_MIN,
+        logsnr_max: float = LOGSNR_MAX,
+        logsnr_fn: Callable = logsnr_cosine,
+    ):
         if student_steps < 1:
             raise ValueError(f"the student needs at least one step, got {student_steps}")
         self.teacher, self.n = teacher, student_steps
@@ -183,8 +192,15 @@ class DistillationLoss:
             a2, s2 = (expand(v.to(x.dtype), x) for v in alpha_sigma(lam2))
             return z, lam, (z2 - (s2 / s) * z) / (a2 - (s2 / s) * a)
 
-    def __call__(self, denoiser, x: torch.Tensor, cond: Optional[dict] = None, generator=None, mask=None,
-                 t: Optional[torch.Tensor] = None, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(
+        self,
+        denoiser,
+        x: torch.Tensor,
+        cond: Optional[dict] = None,
+        generator=None,
+        t: Optional[torch.Tensor] = None,
+        eps: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         cond = cond or {}
         if t is None:
             t = torch.rand(x.shape[0], device=x.device, generator=generator, dtype=torch.float64)

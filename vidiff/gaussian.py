@@ -3,13 +3,14 @@ E[x | z_t] = μ + α Σ (α² Σ + σ² I)⁻¹ (z_t − α μ).
 
 Samplers and guidance are checked against it without training anything (tests, benchmarks).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
 
-from .schedule import alpha_sigma
+from vidiff.schedule import alpha_sigma
 
 
 class GaussianData:
@@ -23,8 +24,15 @@ class GaussianData:
         self.evals = evals.clamp_min(0.0)
 
     @staticmethod
-    def video(channels: int = 1, frames: int = 4, height: int = 2, width: int = 2, time_corr: float = 0.9,
-              space_corr: float = 0.5, seed: int = 0) -> "GaussianData":
+    def video(
+        channels: int = 1,
+        frames: int = 4,
+        height: int = 2,
+        width: int = 2,
+        time_corr: float = 0.9,
+        space_corr: float = 0.5,
+        seed: int = 0,
+    ) -> "GaussianData":
         """A video-shaped Gaussian with correlation ρ^|Δf| across frames and ρ_s^|Δpos| in space."""
         g = torch.Generator().manual_seed(seed)
         f = torch.arange(frames, dtype=torch.float64)

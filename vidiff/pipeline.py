@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -26,6 +27,20 @@ from .guidance import classifier_free_guidance
 from .sampling import Noise, initial_noise
 from .sampling_setup import SamplerCall, SampleRequest, resolve_sampling
 from .unet import UNet3D
+
+
+@contextlib.contextmanager
+def evaluating(module):
+    """`module` (when it is an nn.Module) in eval mode for the block, its training mode restored after
+    it, also when the block raises: sampling must not leave a model that is being trained in eval mode."""
+    was_training = isinstance(module, nn.Module) and module.training
+    if isinstance(module, nn.Module):
+        module.eval()
+    try:
+        yield module
+    finally:
+        if was_training:
+            module.train()
 
 
 def _per_sample(value, num: int) -> Optional[list]:
@@ -66,13 +81,14 @@ class VideoDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, num: int = 1, request: Optional[SampleRequest] = None, *, frames: Optional[int] = None,
-               size: Union[int, tuple, None] = None, batch_size: int = 16, progress: bool = False, device=None,
+               size: Union[int, tuple, None] = None, batch_size: int = 16, progress=False, device=None,
                **changes) -> torch.Tensor:
         """Draw `num` videos (b, c, f, h, w) in [−1, 1] for a :class:`SampleRequest` (or its fields as
         keywords: `sampler`, `steps`, `grid`, `options`, `guidance`, `prompt`, `class_label`, `seed`, `clip`).
         Sample i uses seed `seed + i`, so it does not depend on the batch it was drawn in. `options` are
         the sampler's own (e.g. {"gamma": 0.3}; see `vidiff.sampling.SAMPLERS`); every default comes from
-        the model's `sample` config."""
+        the model's `sample` config. `progress`: True for a bar over this call's steps, or a tqdm bar to
+        advance (one bar over a whole command)."""
         request = SampleRequest.of(request, **changes)
         if num < 1:
             raise VidiffError(f"the number of videos to sample must be at least 1, got {num}")
@@ -84,21 +100,21 @@ class VideoDiffusion(nn.Module):
         device = device or next(self.parameters()).device
         prompts, labels = _per_sample(request.prompt, num), _per_sample(request.class_label, num)
         denoise = call.denoiser(self.denoiser, null=self.conditioning.null if self.conditioning.guidable else None)
-        was_training = self.training
-        self.eval()
         out = []
-        bar = tqdm(total=num * call.steps, desc="sampling", disable=not progress, unit="step")
-        for start in range(0, num, batch_size):
-            n = min(batch_size, num - start)
-            part = slice(start, start + n)
-            cond = self.condition(n, None if prompts is None else prompts[part],
-                                  None if labels is None else labels[part], device=device)
-            noise = Noise(range(request.seed + start, request.seed + start + n), device=device)
-            z = initial_noise((n, *shape), noise, device=device)
-            x = call(denoise, z, noise, cond=cond, callback=lambda i, s, x, n=n: bar.update(n))
-            out.append(x.clamp(-1, 1).cpu())
-        bar.close()
-        self.train(was_training)
+        own_bar = not hasattr(progress, "update")  # a command's bar (cli.common.command_bar) is only advanced
+        bar = tqdm(total=num * call.steps, desc="sampling", disable=not progress, unit="step") if own_bar else progress
+        with evaluating(self):
+            for start in range(0, num, batch_size):
+                n = min(batch_size, num - start)
+                part = slice(start, start + n)
+                cond = self.condition(n, None if prompts is None else prompts[part],
+                                      None if labels is None else labels[part], device=device)
+                noise = Noise(range(request.seed + start, request.seed + start + n), device=device)
+                z = initial_noise((n, *shape), noise, device=device)
+                x = call(denoise, z, noise, cond=cond, callback=lambda i, s, x, n=n: bar.update(n))
+                out.append(x.clamp(-1, 1).cpu())
+        if own_bar:
+            bar.close()
         return torch.cat(out)
 
     # ---- files --------------------------------------------------------------------------------

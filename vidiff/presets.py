@@ -18,7 +18,7 @@ _TEXT = ConditioningConfig(kind="text")
 PRESETS: dict[str, Config] = {
     # Small models that train on 2 CPU cores. The log-SNR shift of −2 (more training and sampling at
     # high noise, where the clip's shared colour and path are decided) and PC sampling make the
-    # 10-minute model's clips keep their colour more often (bench/demo_quality.py).
+    # 10-minute model's clips keep their colour more often (experiments/demo_quality.py).
     "cpu-demo": Config(
         model=UNetConfig(base_channels=32, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(0, 1, 2),
                          head_dim=32, emb_dim=128, cond_mlp_layers=2, recompute_norms=False),
@@ -26,7 +26,7 @@ PRESETS: dict[str, Config] = {
         data=DataConfig(frames=8, size=16),
         train=TrainConfig(batch_size=4, steps=100_000, max_minutes=10.0, lr=1e-3, warmup_steps=100,
                           ema_decay=0.995, save_every=1000, num_samples=8),
-        # clips that keep one colour (bench/demo_quality.py, 64 samples of a 10-minute `make demo`
+        # clips that keep one colour (experiments/demo_quality.py, 64 samples of a 10-minute `make demo`
         # model): 70 / 89 / 94% with 1 / 3 / 5 corrector steps; the correction that counts is at low
         # noise (5 steps at log-SNR <= -2 only: 66%). 10 steps at log-SNR >= -2 (1,200 evaluations):
         # 100% / 100% on two seed sets of a fresh `make demo` model; 98% / 100% on one that kept
@@ -96,7 +96,7 @@ PRESETS["text-large-16x64x64"] = replace(_small, model=replace(_small.model, bas
 PRESETS["cpu-demo-class"] = replace(PRESETS["cpu-demo"], conditioning=ConditioningConfig(kind="class"))
 # Beyond the paper: cross-attention to the caption's tokens, and each frame's absolute time times the
 # whitened caption (frame_condition_product). With the product, samples move in the prompted direction,
-# sign included, after 30 CPU minutes (100% at w = 0 and 1; without it about half: bench/text_guidance.py).
+# sign included, after 30 CPU minutes (100% at w = 0 and 1; without it about half: experiments/text_guidance.py).
 PRESETS["cpu-demo-text"] = replace(PRESETS["cpu-demo"], conditioning=_TEXT, model=replace(
     PRESETS["cpu-demo"].model, text_cross_attention=True, frame_index_embedding=True, frame_condition_product=True))
 

@@ -52,53 +52,84 @@ class Protocol:
 
 
 PROTOCOLS = {
-    "bair": Protocol("bair", "Weissenborn et al. 2020 §4.1 (Scaling Autoregressive Video Models), as in Ho et al. "
-                     "2022 §4.3, Table 3", frames=16, size=64, context=1, samples_per_clip=100, num_clips=256,
-                     num_fake=25_600, real_split="test"),
-    "kinetics600": Protocol("kinetics600", "Ho et al. 2022 §4.3, Table 4 (Kinetics-600 prediction, 5 → 11 frames)",
-                            frames=16, size=64, context=5, samples_per_clip=1, num_clips=None, num_fake=50_000,
-                            real_split="test"),
-    "ucf101": Protocol("ucf101", "Ho et al. 2022 §4.2, Table 2 (UCF-101 unconditional 16×64×64); FVD of 2,048 "
-                       "clips as in StyleGAN-V", frames=16, size=64, context=0, samples_per_clip=1, num_clips=2048,
-                       num_fake=2048, real_split="train"),
+    "bair": Protocol(
+        "bair",
+        "Weissenborn et al. 2020 §4.1 (Scaling Autoregressive Video Models), as in Ho et al. 2022 §4.3, Table 3",
+        frames=16,
+        size=64,
+        context=1,
+        samples_per_clip=100,
+        num_clips=256,
+        num_fake=25_600,
+        real_split="test",
+    ),
+    "kinetics600": Protocol(
+        "kinetics600",
+        "Ho et al. 2022 §4.3, Table 4 (Kinetics-600 prediction, 5 → 11 frames)",
+        frames=16,
+        size=64,
+        context=5,
+        samples_per_clip=1,
+        num_clips=None,
+        num_fake=50_000,
+        real_split="test",
+    ),
+    "ucf101": Protocol(
+        "ucf101",
+        "Ho et al. 2022 §4.2, Table 2 (UCF-101 unconditional 16×64×64); FVD of 2,048 clips as in StyleGAN-V",
+        frames=16,
+        size=64,
+        context=0,
+        samples_per_clip=1,
+        num_clips=2048,
+        num_fake=2048,
+        real_split="train",
+    ),
 }
 
 
 def _real_clips(data: str, protocol: Protocol) -> torch.Tensor:
     """The real clips of the protocol: the first ``frames`` frames of the prepared clips (uint8 b f h w c)."""
     from vidiff.data.shards import ShardDataset, load_index
+
     index, _ = load_index(data)
     if index["frames"] < protocol.frames or list(index["size"]) != [protocol.size, protocol.size]:
-        raise DataError(f"{data}: the {protocol.name} protocol needs clips of at least {protocol.frames} frames of "
-                        f"{protocol.size}×{protocol.size}, these are {index['frames']} of {index['size']}; prepare the "
-                        f"{protocol.real_split} split with --frames {protocol.frames} --size {protocol.size}")
+        raise DataError(
+            f"{data}: the {protocol.name} protocol needs clips of at least {protocol.frames} frames of "
+            f"{protocol.size}×{protocol.size}, these are {index['frames']} of {index['size']}; prepare the "
+            f"{protocol.real_split} split with --frames {protocol.frames} --size {protocol.size}"
+        )
     ds = ShardDataset(data, index["frames"], tuple(index["size"]))
     n = len(ds) if protocol.num_clips is None else min(len(ds), protocol.num_clips)
     if protocol.num_clips and len(ds) < protocol.num_clips:
         import logging
-        logging.getLogger("vidiff").warning("%s holds %d clips; the %s protocol takes %d", data, len(ds),
-                                            protocol.name, protocol.num_clips)
-    clips = [((ds[i]["video"][:, :protocol.frames] + 1) * 127.5).round().to(torch.uint8) for i in range(n)]
+
+        logging.getLogger("vidiff").warning(
+            "%s holds %d clips; the %s protocol takes %d", data, len(ds), protocol.name, protocol.num_clips
+        )
+    clips = [((ds[i]["video"][:, : protocol.frames] + 1) * 127.5).round().to(torch.uint8) for i in range(n)]
     return torch.stack(clips).permute(0, 2, 3, 4, 1)  # (b c f h w) -> (b f h w c)
 
 
 def _features(videos, i3d_weights, batch_size: int) -> np.ndarray:
     from vidiff.metrics.fvd import extract_i3d_features
+
     return extract_i3d_features(videos, batch_size=batch_size, i3d_weights=i3d_weights, progress=False)
 
 
-def _generate(model, protocol: Protocol, real: torch.Tensor, start: int, count: int, seed: int,
-              request: dict) -> torch.Tensor:
+def _generate(
+    model, protocol: Protocol, real: torch.Tensor, start: int, count: int, seed: int, request: dict
+) -> torch.Tensor:
     """Generated clips ``start .. start+count`` (float b c f h w): clip g continues real clip
     g // samples_per_clip (taken in turn), or is drawn unconditionally."""
     if protocol.context == 0:
         sampling = {k: v for k, v in request.items() if k in ("sampler", "steps", "options", "guidance")}
         return model.sample(count, frames=protocol.frames, seed=seed + start, batch_size=count, **sampling)
     from vidiff.tasks import predict
+
     which = [(g // protocol.samples_per_clip) % len(real) for g in range(start, start + count)]
-    context = real[which, :protocol.context].permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (b c k h w)
-    return predict(model, context.to(next(model.parameters()).device), protocol.frames, seed=seed + start,
-                   **request)
+    context = real[which, : protocol.context].permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (b c k h w)
+    return predict(model, context.to(next(model.parameters()).device), protocol.frames, seed=seed + start, **request)
 
 
 def _part(folder: Path, model, protocol, real, part, seed, request, i3d_weights, batch_size) -> np.ndarray:
@@ -115,22 +146,45 @@ def _part(folder: Path, model, protocol, real, part, seed, request, i3d_weights,
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, feats=feats)
+
     atomic_write(path, write)
     return feats
 
 
 def _settings_key(protocol, checkpoint, data, num, seed, request) -> str:
-    key = json.dumps({"protocol": protocol.name, "checkpoint": str(Path(checkpoint).resolve()), "data": data,
-                      "num": num, "seed": seed, "request": request}, sort_keys=True, default=str)
+    key = json.dumps(
+        {
+            "protocol": protocol.name,
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "data": data,
+            "num": num,
+            "seed": seed,
+            "request": request,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def run_protocol(name: str, checkpoint, data: str, out, *, num: Optional[int] = None, seed: int = 0,
-                 batch_size: int = 16, i3d_weights=None, request: Optional[dict] = None, use_ema: bool = True) -> dict:
+def run_protocol(
+    name: str,
+    checkpoint,
+    data: str,
+    out,
+    *,
+    num: Optional[int] = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    i3d_weights=None,
+    request: Optional[dict] = None,
+    use_ema: bool = True,
+) -> dict:
     """Run protocol ``name`` for the model at ``checkpoint`` with the prepared clips ``data`` of the
     protocol's real split; the working files and ``report.json`` go to the folder ``out``. Returns the report."""
     from vidiff.metrics.frechet import frechet_distance_from_feats
     from vidiff.pipeline import VideoDiffusion
+
     if name not in PROTOCOLS:
         raise ConfigError(f"--protocol {name}: the protocols are {', '.join(PROTOCOLS)}")
     protocol, request = PROTOCOLS[name], dict(request or {})
@@ -139,8 +193,10 @@ def run_protocol(name: str, checkpoint, data: str, out, *, num: Optional[int] = 
     model = VideoDiffusion.from_pretrained(checkpoint, use_ema=use_ema, device=spread.local_device())
     window = model.config.data
     if (window.frames, window.size) != (protocol.frames, protocol.size):
-        raise ConfigError(f"{checkpoint}: the {name} protocol generates {protocol.frames}×{protocol.size}×"
-                          f"{protocol.size} clips; this model's window is {window.frames}×{window.size}×{window.size}")
+        raise ConfigError(
+            f"{checkpoint}: the {name} protocol generates {protocol.frames}×{protocol.size}×"
+            f"{protocol.size} clips; this model's window is {window.frames}×{window.size}×{window.size}"
+        )
     out = Path(out)
     parts_folder = out / "parts" / _settings_key(protocol, checkpoint, data, num, seed, request)
     parts_folder.mkdir(parents=True, exist_ok=True)
@@ -148,11 +204,15 @@ def run_protocol(name: str, checkpoint, data: str, out, *, num: Optional[int] = 
     real_feats = _real_features(out, data, real, i3d_weights, batch_size)
     total = num or protocol.num_fake
     parts = spread.chunks(total, batch_size)
-    feats = spread.map_ordered(parts, lambda p: _part(parts_folder, model, protocol, real, p, seed, request,
-                                                      i3d_weights, batch_size))
+    feats = spread.map_ordered(
+        parts, lambda p: _part(parts_folder, model, protocol, real, p, seed, request, i3d_weights, batch_size)
+    )
     fake_feats = np.concatenate(feats)
-    report = {"protocol": name, "fvd": frechet_distance_from_feats(real_feats, fake_feats),
-              "settings": _describe(protocol, model, real, total, request, seed, checkpoint, data)}
+    report = {
+        "protocol": name,
+        "fvd": frechet_distance_from_feats(real_feats, fake_feats),
+        "settings": _describe(protocol, model, real, total, request, seed, checkpoint, data),
+    }
     if spread.is_main():
         atomic_write(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
@@ -166,22 +226,37 @@ def _real_features(out: Path, data: str, real: torch.Tensor, i3d_weights, batch_
             return f["feats"]
     feats = _features(real, i3d_weights, batch_size)
     if spread.is_main():
+
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, feats=feats)
+
         atomic_write(path, write)
     return feats
 
 
-def _describe(protocol: Protocol, model, real: torch.Tensor, total: int, request: dict, seed: int, checkpoint,
-              data) -> dict:
+def _describe(
+    protocol: Protocol, model, real: torch.Tensor, total: int, request: dict, seed: int, checkpoint, data
+) -> dict:
     """What the report says about how the number was made."""
-    call = model.sampling(**{k: v for k, v in request.items()
-                             if k in ("sampler", "steps", "options", "reconstruction_weight")})
+    call = model.sampling(
+        **{k: v for k, v in request.items() if k in ("sampler", "steps", "options", "reconstruction_weight")}
+    )
     method = request.get("method", "reconstruction") if protocol.context else "unconditional"
-    return {**asdict(protocol), "num_fake": total, "num_real": len(real), "reduced": total < protocol.num_fake,
-            "protocol_num_fake": protocol.num_fake, "predicted_frames": protocol.frames - protocol.context,
-            "method": method, "reconstruction_weight": call.reconstruction_weight if protocol.context else None,
-            "sampler": call.name, "sampler_options": call.options, "steps": call.steps, "seed": seed,
-            "checkpoint": Path(str(checkpoint)).name, "data": Path(data).name,
-            "fvd_features": "I3D (Kinetics-400) logits of each 16-frame clip, bilinear to 224×224, RGB in [−1, 1]"}
+    return {
+        **asdict(protocol),
+        "num_fake": total,
+        "num_real": len(real),
+        "reduced": total < protocol.num_fake,
+        "protocol_num_fake": protocol.num_fake,
+        "predicted_frames": protocol.frames - protocol.context,
+        "method": method,
+        "reconstruction_weight": call.reconstruction_weight if protocol.context else None,
+        "sampler": call.name,
+        "sampler_options": call.options,
+        "steps": call.steps,
+        "seed": seed,
+        "checkpoint": Path(str(checkpoint)).name,
+        "data": Path(data).name,
+        "fvd_features": "I3D (Kinetics-400) logits of each 16-frame clip, bilinear to 224×224, RGB in [−1, 1]",
+    }

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from .diffusion import ddim_step, eps_from_x, posterior, q_transition
-from .errors import VidiffError
+from .errors import SamplerError
 from .schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine, time_grid
 
 DenoiseFn = Callable[..., torch.Tensor]
@@ -32,10 +32,6 @@ DenoiseFn = Callable[..., torch.Tensor]
 COMMON_KEYWORDS = ("noise", "cond", "callback")
 GRIDS = ("t", "lambda")
 SIGNATURE = "fn(denoise, z, lambdas, noise=None, *, cond=None, callback=None, **options)"
-
-
-class SamplerError(VidiffError, ValueError):
-    """An unknown sampler, or an option the chosen sampler does not take."""
 
 
 class Noise:

@@ -3,6 +3,7 @@
 Everything is written in the log signal-to-noise ratio λ_t = log(α_t² / σ_t²) of a variance
 preserving process (α_t² + σ_t² = 1), so α_t² = sigmoid(λ_t) and σ_t² = sigmoid(−λ_t).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,9 @@ def _cosine_ab(logsnr_min: float, logsnr_max: float, shift: float) -> tuple[floa
     return math.atan(math.exp(-0.5 * (logsnr_min - shift))) - b, b
 
 
-def logsnr_cosine(t: torch.Tensor, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX,
-                  shift: float = 0.0) -> torch.Tensor:
+def logsnr_cosine(
+    t: torch.Tensor, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX, shift: float = 0.0
+) -> torch.Tensor:
     """Cosine schedule λ(t) = −2 log tan(a t + b) + shift, with a, b chosen so that λ(0) = logsnr_max
     and λ(1) = logsnr_min (the paper clips to [−20, 20], Appendix A). With shift 0 and without the
     clipping this is α_t = cos(πt/2), the cosine schedule of Nichol & Dhariwal. A shift (beyond the
@@ -30,8 +32,9 @@ def logsnr_cosine(t: torch.Tensor, logsnr_min: float = LOGSNR_MIN, logsnr_max: f
     return -2.0 * torch.log(torch.tan(a * t + b)) + shift
 
 
-def t_from_logsnr(logsnr: torch.Tensor, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX,
-                  shift: float = 0.0) -> torch.Tensor:
+def t_from_logsnr(
+    logsnr: torch.Tensor, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX, shift: float = 0.0
+) -> torch.Tensor:
     """Inverse of :func:`logsnr_cosine`."""
     a, b = _cosine_ab(logsnr_min, logsnr_max, shift)
     return (torch.atan(torch.exp(-0.5 * (logsnr - shift))) - b) / a

@@ -8,6 +8,7 @@ which device each kind of collective carries its tensors.
 
 Only torch; any layer may use it. Without torchrun every function is the one-process identity.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -21,6 +21,7 @@ from .config import DiffusionConfig, SampleConfig
 from .data.transforms import parse_size
 from .errors import ConditioningError
 from .guidance import DOWNSAMPLE_MODES, reconstruction_guidance, replacement
+from .pipeline import evaluating
 from .sampling import Noise, initial_noise
 from .sampling_setup import SamplerCall, SampleRequest, resolve_sampling
 
@@ -84,16 +85,8 @@ def _prepare(model, n: int, request: SampleRequest, *, mode: str = "area", frame
 def _inference(model):
     """Eval mode and no gradients anywhere, except inside reconstruction guidance (which turns them on
     for its one network pass, with respect to z only)."""
-    module = model if isinstance(model, torch.nn.Module) else None
-    was_training = module is not None and module.training
-    if module is not None:
-        module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        if was_training:
-            module.train()
+    with evaluating(model), torch.no_grad():
+        yield
 
 
 def _seeds(seed: int, n: int, window: int, stream: int) -> list:

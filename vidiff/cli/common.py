@@ -175,6 +175,15 @@ def in_batches(args, make) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.empty(0)
 
 
+def command_bar(args, per_video: int, desc: str = "sampling"):
+    """One progress bar over a whole command: the videos of every batch this process draws (in_batches),
+    `per_video` steps each; shown by the first process only under torchrun, over its share."""
+    from tqdm.auto import tqdm
+    batches = spread.chunks(args.num, args.batch_size)
+    mine = sum(n for i, (_, n) in enumerate(batches) if i % spread.world() == spread.rank())  # as map_ordered
+    return tqdm(total=mine * per_video, desc=desc, unit="step", disable=not spread.is_main())
+
+
 # ---- files -------------------------------------------------------------------------------------
 def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "sample") -> list:
     """Each video as MP4 and GIF, a grid GIF of all (enlarged with nearest neighbours to at least

@@ -1,10 +1,11 @@
 """`vidiff demo` (what `make demo` runs): train the cpu-demo preset on the built-in moving shapes for
 a few minutes, then sample a few videos."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from .common import write_videos
+from vidiff.cli.common import write_videos
 
 
 def register(sub) -> None:
@@ -18,13 +19,17 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..presets import get_preset
-    from ..train import train
-    cfg = get_preset("cpu-demo").override([f"train.max_minutes={args.minutes}", f"train.num_samples={args.num}"]
-                                          + list(args.set))
+    from vidiff.presets import get_preset
+    from vidiff.train import train
+
+    cfg = get_preset("cpu-demo").override(
+        [f"train.max_minutes={args.minutes}", f"train.num_samples={args.num}"] + list(args.set)
+    )
     out = Path(args.out)
-    print(f"vidiff demo: training a {cfg.model.base_channels}-wide video UNet on builtin:moving-shapes "
-          f"({cfg.data.frames}×{cfg.data.size}×{cfg.data.size}) for {args.minutes:g} minutes → {out}")
+    print(
+        f"vidiff demo: training a {cfg.model.base_channels}-wide video UNet on builtin:moving-shapes "
+        f"({cfg.data.frames}×{cfg.data.size}×{cfg.data.size}) for {args.minutes:g} minutes → {out}"
+    )
     result = train(cfg, out, resume=args.resume)  # ends by sampling train.num_samples videos from the EMA weights
     loss = "no step left to train" if result["loss"] is None else f"loss {result['loss']:.4f}"
     print(f"\ntrained {result['step']} steps in {result['minutes']:.1f} min ({loss})")

@@ -1,44 +1,63 @@
 """`vidiff prepare`: decode a dataset (a folder of videos, or BAIR / UCF-101 / Kinetics as published)
 once into WebDataset shards of fixed-size clips."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.prepare import FORMATS
-from .common import one_process
+from vidiff.cli.common import one_process
+from vidiff.data.prepare import FORMATS
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prepare", help="decode videos once into WebDataset shards of fixed-size clips for fast "
-                       "training (--data OUT)")
-    p.add_argument("src", help="folder of videos (with captions.csv / metadata.jsonl or class sub-folders), or the "
-                   "folder a published dataset unpacks into (see --format)")
-    p.add_argument("--format", default="folder", choices=FORMATS,
-                   help="how SRC is laid out: folder (default); bair (softmotion30_44k/{train,test}/*.tfrecords); "
-                   "ucf101 (UCF-101/<Class>/*.avi + ucfTrainTestlist/); kinetics (annotation CSV + downloaded "
-                   "youtube_id_start_end.mp4 videos)")
-    p.add_argument("--split", help="bair: train | test; ucf101: train1 | test1 | train2 | test2 | train3 | test3 | "
-                   "all; kinetics: train | val | test | all (the CSV's split column)")
+    p = sub.add_parser(
+        "prepare", help="decode videos once into WebDataset shards of fixed-size clips for fast training (--data OUT)"
+    )
+    p.add_argument(
+        "src",
+        help="folder of videos (with captions.csv / metadata.jsonl or class sub-folders), or the "
+        "folder a published dataset unpacks into (see --format)",
+    )
+    p.add_argument(
+        "--format",
+        default="folder",
+        choices=FORMATS,
+        help="how SRC is laid out: folder (default); bair (softmotion30_44k/{train,test}/*.tfrecords); "
+        "ucf101 (UCF-101/<Class>/*.avi + ucfTrainTestlist/); kinetics (annotation CSV + downloaded "
+        "youtube_id_start_end.mp4 videos)",
+    )
+    p.add_argument(
+        "--split",
+        help="bair: train | test; ucf101: train1 | test1 | train2 | test2 | train3 | test3 | "
+        "all; kinetics: train | val | test | all (the CSV's split column)",
+    )
     p.add_argument("--camera", default="aux1", help="bair: aux1 (default, what the literature uses) or main")
     p.add_argument("--annotations", help="kinetics: the annotation CSV (default: the CSV in SRC named for the split)")
     p.add_argument("out", help="new folder for the shards and their index.json")
     p.add_argument("--frames", type=int, required=True, help="frames per clip (data.frames of the training)")
     p.add_argument("--size", type=int, required=True, help="frame size S: clips of S×S (data.size of the training)")
-    p.add_argument("--fps", type=float, help="read videos at this frame rate by presentation time (default: each "
-                   "file's own)")
+    p.add_argument(
+        "--fps", type=float, help="read videos at this frame rate by presentation time (default: each file's own)"
+    )
     p.add_argument("--shard-size", default="1GB", help="largest shard, e.g. 1GB, 500MB (default 1GB)")
     p.add_argument("--workers", default="auto", help="decoding processes (default auto: one per core but one)")
-    p.add_argument("--skip-errors", "--skip-bad-files", dest="skip_errors", action="store_true",
-                   help="skip unreadable videos (listed at the end) instead of stopping")
+    p.add_argument(
+        "--skip-errors",
+        "--skip-bad-files",
+        dest="skip_errors",
+        action="store_true",
+        help="skip unreadable videos (listed at the end) instead of stopping",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
     one_process("prepare")
-    from .. import spread
-    from ..data.prepare import parse_bytes, prepare_shards
-    from ..errors import VidiffError
-    from ..files import atomic_write, writable
+    from vidiff import spread
+    from vidiff.data.prepare import parse_bytes, prepare_shards
+    from vidiff.errors import VidiffError
+    from vidiff.files import atomic_write, writable
+
     if args.frames < 1 or args.size < 1:
         raise VidiffError(f"--frames {args.frames} --size {args.size}: both must be positive")
     if args.workers != "auto" and not args.workers.isdigit():
@@ -48,18 +67,32 @@ def run(args) -> None:
     writable(args.out, "out")
     size = (args.size, args.size)
     workers = max(1, spread.usable_cores() - 1) if args.workers == "auto" else int(args.workers)
-    options = {"split": args.split, "camera": args.camera, "annotations": args.annotations} \
-        if args.format != "folder" else {}
-    s = prepare_shards(args.src, args.out, args.frames, size, fps=args.fps, shard_bytes=parse_bytes(args.shard_size),
-                       skip_errors=args.skip_errors, workers=workers, format=args.format, **options)
-    print(f"wrote {s['clips']} clips of {args.frames}×{size[0]}×{size[1]} from {s['videos']} videos into "
-          f"{s['shards']} shard{'s' if s['shards'] != 1 else ''} ({s['bytes'] / 1e6:.1f} MB) in {s['out']} "
-          f"in {s['seconds']:.1f} s ({s['clips'] / max(s['seconds'], 1e-9):.1f} clips/s)")
+    options = (
+        {"split": args.split, "camera": args.camera, "annotations": args.annotations} if args.format != "folder" else {}
+    )
+    s = prepare_shards(
+        args.src,
+        args.out,
+        args.frames,
+        size,
+        fps=args.fps,
+        shard_bytes=parse_bytes(args.shard_size),
+        skip_errors=args.skip_errors,
+        workers=workers,
+        format=args.format,
+        **options,
+    )
+    print(
+        f"wrote {s['clips']} clips of {args.frames}×{size[0]}×{size[1]} from {s['videos']} videos into "
+        f"{s['shards']} shard{'s' if s['shards'] != 1 else ''} ({s['bytes'] / 1e6:.1f} MB) in {s['out']} "
+        f"in {s['seconds']:.1f} s ({s['clips'] / max(s['seconds'], 1e-9):.1f} clips/s)"
+    )
     if s["skipped"]:
         print(f"skipped {len(s['skipped'])} video{'s' if len(s['skipped']) != 1 else ''}: " + ", ".join(s["skipped"]))
     if s["missing"]:
         listed = Path(s["out"]) / "missing.txt"
         atomic_write(listed, "".join(f"{m}\n" for m in s["missing"]))
         print(f"{len(s['missing'])} videos of the dataset's list are not in {args.src} (listed in {listed})")
-    print(f"train on them with: vidiff train --data {s['out']} --set data.frames={args.frames} "
-          f"--set data.size={size[0]}")
+    print(
+        f"train on them with: vidiff train --data {s['out']} --set data.frames={args.frames} --set data.size={size[0]}"
+    )

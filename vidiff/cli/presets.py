@@ -1,4 +1,5 @@
 """`vidiff presets`: the named configurations, with parameter counts."""
+
 from __future__ import annotations
 
 
@@ -12,9 +13,10 @@ def run(args) -> None:
 
     import torch
 
-    from ..conditioning import build_conditioning
-    from ..presets import DESCRIPTIONS, PRESETS
-    from ..unet import UNet3D
+    from vidiff.conditioning import build_conditioning
+    from vidiff.presets import DESCRIPTIONS, PRESETS
+    from vidiff.unet import UNet3D
+
     print(f"{'preset':22s} {'params':>9s}  {'input':>12s}  description")
     for name, cfg in PRESETS.items():
         known = build_conditioning(cfg.conditioning).network_fields()  # e.g. the text encoder's width

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .common import add_sampling_arguments, in_batches, load_model, sampling_request, save_results
+from .common import add_sampling_arguments, command_bar, in_batches, load_model, sampling_request, save_results
 
 
 def register(sub) -> None:
@@ -16,6 +16,8 @@ def register(sub) -> None:
 def run(args) -> None:
     model = load_model(args)
     request = sampling_request(args)
-    videos = in_batches(args, lambda seed, n: model.sample(n, replace(request, seed=seed), frames=args.frames,
-                                                           batch_size=n, progress=True))
+    steps = model.sampling(request).steps
+    with command_bar(args, steps) as bar:
+        videos = in_batches(args, lambda seed, n: model.sample(n, replace(request, seed=seed), frames=args.frames,
+                                                               batch_size=n, progress=bar))
     save_results(videos, args)

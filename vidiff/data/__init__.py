@@ -32,6 +32,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "VideoFolder",
     "build_dataset",
+    "dataset_from_config",
     "describe_video",
 ]
 
@@ -40,9 +41,14 @@ logger = logging.getLogger("vidiff.data")
 BUILTIN_DATASETS = ("builtin:moving-shapes",)
 
 
-_BUILTIN_OPTIONS = {"colors": "comma list", "shapes": "comma list", "directions": "comma list",
-                    "label": "object | color | shape | direction", "second_shape": "true | false",
-                    "speed": "factor on the speeds"}
+_BUILTIN_OPTIONS = {
+    "colors": "comma list",
+    "shapes": "comma list",
+    "directions": "comma list",
+    "label": "object | color | shape | direction",
+    "second_shape": "true | false",
+    "speed": "factor on the speeds",
+}
 
 
 def _builtin_options(spec: str) -> dict:
@@ -52,8 +58,10 @@ def _builtin_options(spec: str) -> dict:
     for part in filter(None, query.split("&")):
         key, sep, value = part.partition("=")
         if key not in _BUILTIN_OPTIONS or not sep:
-            raise DataError(f"{spec}: {part!r} is not an option of the built-in moving shapes; options: "
-                            + ", ".join(f"{k}=<{v}>" for k, v in _BUILTIN_OPTIONS.items()))
+            raise DataError(
+                f"{spec}: {part!r} is not an option of the built-in moving shapes; options: "
+                + ", ".join(f"{k}=<{v}>" for k, v in _BUILTIN_OPTIONS.items())
+            )
         if key == "second_shape":
             if value not in ("true", "false"):
                 raise DataError(f"{spec}: second_shape takes true or false, got {value!r}")
@@ -131,4 +139,29 @@ def build_dataset(
     raise DataError(
         f"{root}: no videos ({' '.join(VIDEO_EXTENSIONS)}) or images ({' '.join(IMAGE_EXTENSIONS)}) found; "
         f"put data there or use {', '.join(BUILTIN_DATASETS)}"
+    )
+
+
+def dataset_from_config(data, *, seed: int = 0, **overrides):
+    """The clips a config's ``data`` section (a :class:`vidiff.config.DataConfig`) names, read as training
+    reads them: its source, frames, size, frame stride, fps (0: each file's own), flips, bad-file policy
+    and, for a built-in set, its length. ``overrides`` replace fields (more frames for I3D, no flips);
+    ``seed`` is the run's ``train.seed``, which fixes the built-in clips."""
+    names = ("source", "frames", "size", "frame_stride", "fps", "flip", "skip_bad_files", "num_videos")
+    d = {name: getattr(data, name) for name in names}
+    unknown = set(overrides) - set(names)
+    if unknown:
+        raise TypeError(f"dataset_from_config: unknown field(s) {sorted(unknown)}; fields are {names}")
+    d.update(overrides)
+    kw = {"num_videos": d["num_videos"]} if d["source"].startswith("builtin:") else {}
+    return build_dataset(
+        d["source"],
+        frames=d["frames"],
+        size=d["size"],
+        frame_stride=d["frame_stride"],
+        flip=d["flip"],
+        fps=d["fps"] or None,
+        skip_bad_files=d["skip_bad_files"],
+        seed=seed,
+        **kw,
     )

@@ -55,8 +55,9 @@ class BairFile:
             try:
                 video = read_trajectory(record, self.camera)
             except ValueError as e:
-                raise DataError(f"{self.path}: record {i} is not a BAIR trajectory ({e}); download the file "
-                                f"again") from None
+                raise DataError(
+                    f"{self.path}: record {i} is not a BAIR trajectory ({e}); download the file again"
+                ) from None
             out.append(Video(f"{Path(self.path).name}#{i}", -1, "", FPS, frames_to_clips(video, frames, size)))
         return out
 
@@ -72,8 +73,10 @@ def split_folder(src, split: str) -> Path:
     for folder in (src / "softmotion30_44k" / split, src / split, src):
         if folder.is_dir() and any(folder.glob("*.tfrecords")):
             return folder
-    raise DataError(f"{src}: no {split} TFRecords (softmotion30_44k/{split}/*.tfrecords); download BAIR robot pushing "
-                    f"(bair_robot_pushing_dataset_v0.tar) and give the folder it unpacks into")
+    raise DataError(
+        f"{src}: no {split} TFRecords (softmotion30_44k/{split}/*.tfrecords); download BAIR robot pushing "
+        f"(bair_robot_pushing_dataset_v0.tar) and give the folder it unpacks into"
+    )
 
 
 def listing(src, split: str = "train", camera: str = "aux1") -> Listing:
@@ -84,5 +87,7 @@ def listing(src, split: str = "train", camera: str = "aux1") -> Listing:
     if camera not in CAMERAS:
         raise DataError(f"--camera {camera}: BAIR has the cameras {', '.join(CAMERAS)}")
     files = sorted(split_folder(src, split).glob("*.tfrecords"), key=_first_number)
-    return Listing([BairFile(str(f), camera) for f in files],
-                   meta={"dataset": "bair", "split": split, "camera": camera, "fps": FPS})
+    return Listing(
+        [BairFile(str(f), camera) for f in files],
+        meta={"dataset": "bair", "split": split, "camera": camera, "fps": FPS},
+    )

@@ -36,8 +36,10 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
                 im = im.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=2.0)
             frame = np.asarray(im)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot read this image ({type(e).__name__}: {e}); it is corrupt or not an image; "
-                        f"re-save or remove it") from e
+        raise DataError(
+            f"{path}: cannot read this image ({type(e).__name__}: {e}); it is corrupt or not an image; "
+            f"re-save or remove it"
+        ) from e
     if size is not None:
         frame = center_crop(frame[None], *size)[0]
     return frame

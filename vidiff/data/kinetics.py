@@ -29,16 +29,25 @@ def read_annotations(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if not set(COLUMNS) <= set(reader.fieldnames or ()):
-            raise DataError(f"{path}: not a Kinetics annotation CSV; its header should name "
-                            f"label,youtube_id,time_start,time_end,split")
+            raise DataError(
+                f"{path}: not a Kinetics annotation CSV; its header should name "
+                f"label,youtube_id,time_start,time_end,split"
+            )
         rows = []
         for n, row in enumerate(reader, start=2):
             try:
                 start, end = int(float(row["time_start"])), int(float(row["time_end"]))
             except (TypeError, ValueError):
                 raise DataError(f"{path}: line {n}: time_start and time_end must be seconds") from None
-            rows.append({"youtube_id": row["youtube_id"], "time_start": start, "time_end": end,
-                         "label": (row.get("label") or "").strip(), "split": (row.get("split") or "").strip()})
+            rows.append(
+                {
+                    "youtube_id": row["youtube_id"],
+                    "time_start": start,
+                    "time_end": end,
+                    "label": (row.get("label") or "").strip(),
+                    "split": (row.get("split") or "").strip(),
+                }
+            )
     return rows
 
 
@@ -49,8 +58,10 @@ def _annotation_file(src: Path, split: str, annotations: Optional[str]) -> Path:
     named = [p for p in csvs if SPLIT_NAMES.get(p.stem.lower()) == SPLIT_NAMES.get(split)]
     if len(named) == 1 or len(csvs) == 1:
         return (named or csvs)[0]
-    raise DataError(f"{src}: give the annotation CSV with --annotations (found {len(csvs)} CSV files, none named "
-                    f"for split {split!r})")
+    raise DataError(
+        f"{src}: give the annotation CSV with --annotations (found {len(csvs)} CSV files, none named "
+        f"for split {split!r})"
+    )
 
 
 def listing(src, split: str = "train", fps=None, annotations: Optional[str] = None) -> Listing:
@@ -74,12 +85,22 @@ def listing(src, split: str = "train", fps=None, annotations: Optional[str] = No
             jobs.append(VideoJob(str(files[clip]), files[clip].relative_to(src).as_posix(), label, fps=fps))
         elif r["youtube_id"] in files:
             whole = files[r["youtube_id"]]
-            jobs.append(VideoJob(str(whole), f"{whole.relative_to(src).as_posix()}@{r['time_start']}-{r['time_end']}",
-                                 label, fps=fps, window=(r["time_start"], r["time_end"])))
+            jobs.append(
+                VideoJob(
+                    str(whole),
+                    f"{whole.relative_to(src).as_posix()}@{r['time_start']}-{r['time_end']}",
+                    label,
+                    fps=fps,
+                    window=(r["time_start"], r["time_end"]),
+                )
+            )
         else:
             missing.append(clip)
     if not jobs:
-        raise DataError(f"{src}: none of the {len(rows)} videos of {path.name} ({split}) is there; give the folder the "
-                        f"videos were downloaded into (named youtube_id_start_end.mp4, flat or in label folders)")
-    return Listing(jobs, classes, missing=missing,
-                   meta={"dataset": "kinetics", "split": split, "annotations": path.name})
+        raise DataError(
+            f"{src}: none of the {len(rows)} videos of {path.name} ({split}) is there; give the folder the "
+            f"videos were downloaded into (named youtube_id_start_end.mp4, flat or in label folders)"
+        )
+    return Listing(
+        jobs, classes, missing=missing, meta={"dataset": "kinetics", "split": split, "annotations": path.name}
+    )

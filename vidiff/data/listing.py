@@ -80,8 +80,10 @@ def video_clips(info: VideoInfo, frames: int, size, slots: Optional[tuple] = Non
         if e.frames_decoded < first + frames:
             raise
         import logging
-        logging.getLogger("vidiff.data").warning("%s; keeping the clips of its %d decodable frames", e,
-                                                 e.frames_decoded)
+
+        logging.getLogger("vidiff.data").warning(
+            "%s; keeping the clips of its %d decodable frames", e, e.frames_decoded
+        )
         return _clips(replace(info, num_frames=e.frames_decoded), frames, h, w, first, min(end, e.frames_decoded))
 
 
@@ -90,12 +92,13 @@ def _clips(info: VideoInfo, frames: int, h: int, w: int, first: int, end: int) -
     per_read = max(1, MAX_FRAMES_PER_READ // frames)
     out = []
     for i in range(0, len(starts), per_read):
-        chunk = starts[i: i + per_read]
-        got = decode_frames(info, list(range(chunk[0], chunk[-1] + frames)), hw=cover_shape(info.height, info.width,
-                                                                                            h, w))
+        chunk = starts[i : i + per_read]
+        got = decode_frames(
+            info, list(range(chunk[0], chunk[-1] + frames)), hw=cover_shape(info.height, info.width, h, w)
+        )
         got = center_crop(got, h, w)  # f h w c
         for k, s in enumerate(chunk):
-            out.append((s, np.ascontiguousarray(got[k * frames: (k + 1) * frames].transpose(3, 0, 1, 2))))
+            out.append((s, np.ascontiguousarray(got[k * frames : (k + 1) * frames].transpose(3, 0, 1, 2))))
     return out
 
 
@@ -103,10 +106,13 @@ def frames_to_clips(video: np.ndarray, frames: int, size) -> list[tuple[int, np.
     """Back-to-back clips of decoded frames (f H W c, uint8), resized to just cover ``size`` (area filter)
     and centre cropped as a video file's are: [(first frame, uint8 c f h w)]."""
     from PIL import Image
+
     h, w = parse_size(size)
     ch, cw = cover_shape(video.shape[1], video.shape[2], h, w)
     if (ch, cw) != video.shape[1:3]:
         video = np.stack([np.asarray(Image.fromarray(f).resize((cw, ch), Image.BOX)) for f in video])
     video = center_crop(video, h, w)
-    return [(s, np.ascontiguousarray(video[s: s + frames].transpose(3, 0, 1, 2)))
-            for s in range(0, len(video) - frames + 1, frames)]
+    return [
+        (s, np.ascontiguousarray(video[s : s + frames].transpose(3, 0, 1, 2)))
+        for s in range(0, len(video) - frames + 1, frames)
+    ]

@@ -143,8 +143,11 @@ class MovingShapes(Dataset):
         self.num_videos, self.frames, self.size, self.seed = num_videos, frames, (h, w), seed
         self.colors, self.shapes, self.directions = tuple(colors), tuple(shapes), tuple(directions)
         self.second_shape, self.supersample, self.label_by, self.speed = second_shape, supersample, label, speed
-        self.classes = ([f"{c} {s}" for c in self.colors for s in self.shapes] if label == "object"
-                        else list({"color": self.colors, "shape": self.shapes, "direction": self.directions}[label]))
+        self.classes = (
+            [f"{c} {s}" for c in self.colors for s in self.shapes]
+            if label == "object"
+            else list({"color": self.colors, "shape": self.shapes, "direction": self.directions}[label])
+        )
 
     @property
     def num_classes(self) -> int:

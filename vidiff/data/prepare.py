@@ -35,12 +35,26 @@ logger = logging.getLogger("vidiff.data")
 
 def parse_bytes(text: str) -> int:
     """'1GB', '500MB', '64k', '1e9' -> bytes (powers of 1000; KiB/MiB/GiB powers of 1024)."""
-    units = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    units = {
+        "": 1,
+        "b": 1,
+        "k": 1e3,
+        "kb": 1e3,
+        "m": 1e6,
+        "mb": 1e6,
+        "g": 1e9,
+        "gb": 1e9,
+        "t": 1e12,
+        "tb": 1e12,
+        "kib": 2**10,
+        "mib": 2**20,
+        "gib": 2**30,
+        "tib": 2**40,
+    }
     t = text.strip().lower()
     number = t.rstrip("kmgtib")
     try:
-        value = float(number) * units[t[len(number):].strip()]
+        value = float(number) * units[t[len(number) :].strip()]
     except (ValueError, KeyError):
         raise DataError(f"{text!r} is not a size in bytes; write e.g. 1GB, 500MB or 64MiB") from None
     if value < 1:
@@ -51,16 +65,27 @@ def parse_bytes(text: str) -> int:
 def folder_listing(src, frames: int, size, fps: Optional[float] = None, skip_errors: bool = False) -> Listing:
     """A folder of videos, probed and annotated like a training folder."""
     folder = VideoFolder(src, frames, size, skip_bad_files=skip_errors, fps=fps)
-    jobs = [VideoJob(info.path, f, label, caption, fps, info)
-            for f, info, label, caption in zip(folder.files, folder.infos, folder.labels, folder.captions)]
+    jobs = [
+        VideoJob(info.path, f, label, caption, fps, info)
+        for f, info, label, caption in zip(folder.files, folder.infos, folder.labels, folder.captions)
+    ]
     return Listing(jobs, tuple(folder.classes), [*folder.skipped_bad, *folder.skipped_short])
 
 
 FORMATS = ("folder", "bair", "ucf101", "kinetics")
 
 
-def dataset_listing(src, frmt: str, frames: int, size, fps=None, skip_errors: bool = False, split=None,
-                    camera: str = "aux1", annotations=None) -> Listing:
+def dataset_listing(
+    src,
+    frmt: str,
+    frames: int,
+    size,
+    fps=None,
+    skip_errors: bool = False,
+    split=None,
+    camera: str = "aux1",
+    annotations=None,
+) -> Listing:
     """The videos of ``src`` as the published layout ``frmt`` (one of :data:`FORMATS`) lists them."""
     if frmt == "folder":
         return folder_listing(src, frames, size, fps, skip_errors)
@@ -89,9 +114,19 @@ def _results(jobs: list, workers: int):
         yield from pool.imap(_decode_job, jobs)  # in order: the shards do not depend on the workers
 
 
-def prepare_shards(src, out, frames: int, size, fps: Optional[float] = None, shard_bytes: int = 10**9,
-                   skip_errors: bool = False, workers: int = 0, progress: bool = True, format: str = "folder",
-                   **options) -> dict:
+def prepare_shards(
+    src,
+    out,
+    frames: int,
+    size,
+    fps: Optional[float] = None,
+    shard_bytes: int = 10**9,
+    skip_errors: bool = False,
+    workers: int = 0,
+    progress: bool = True,
+    format: str = "folder",
+    **options,
+) -> dict:
     """Decode every video of ``src`` (read as the published layout ``format``; ``options``: split, camera,
     annotations) once into clips in shards under ``out`` (see the module docstring). Returns the summary:
     clips, shards, bytes, seconds, videos, skipped (unreadable or short files), missing (listed by the
@@ -112,15 +147,33 @@ def prepare_shards(src, out, frames: int, size, fps: Optional[float] = None, sha
     if not clips:
         raise DataError(f"{src}: no clip of {frames} frames could be made from its videos")
     meta = {"format": format, **listing.meta, "missing": len(listing.missing)}
-    index = writer.close({"frames": frames, "size": [h, w], "fps": listing.meta.get("fps", fps),
-                          "classes": list(listing.classes), "captioned": captioned, "source": str(src),
-                          "videos": videos, "dataset": meta})
-    return {"clips": clips, "shards": len(index["shards"]), "bytes": index["bytes"], "seconds": time.time() - t0,
-            "videos": videos, "skipped": listing.skipped + failed, "missing": listing.missing, "out": str(out)}
+    index = writer.close(
+        {
+            "frames": frames,
+            "size": [h, w],
+            "fps": listing.meta.get("fps", fps),
+            "classes": list(listing.classes),
+            "captioned": captioned,
+            "source": str(src),
+            "videos": videos,
+            "dataset": meta,
+        }
+    )
+    return {
+        "clips": clips,
+        "shards": len(index["shards"]),
+        "bytes": index["bytes"],
+        "seconds": time.time() - t0,
+        "videos": videos,
+        "skipped": listing.skipped + failed,
+        "missing": listing.missing,
+        "out": str(out),
+    }
 
 
-def _write(listing: Listing, writer: ShardWriter, frames: int, size: tuple, skip_errors: bool, workers: int,
-           progress: bool) -> tuple[int, int, int, list]:
+def _write(
+    listing: Listing, writer: ShardWriter, frames: int, size: tuple, skip_errors: bool, workers: int, progress: bool
+) -> tuple[int, int, int, list]:
     """Every clip of every video of ``listing`` into ``writer``: (clips, captioned clips, videos, failed)."""
     clips = captioned = videos = 0
     failed: list = []
@@ -130,8 +183,10 @@ def _write(listing: Listing, writer: ShardWriter, frames: int, size: tuple, skip
         bar.update(1)
         if isinstance(result, DataError):
             if not skip_errors:
-                raise DataError(f"{result}\n(no index written: {writer.out} is incomplete; fix or remove the file and "
-                                f"prepare again, or pass --skip-errors)")
+                raise DataError(
+                    f"{result}\n(no index written: {writer.out} is incomplete; fix or remove the file and "
+                    f"prepare again, or pass --skip-errors)"
+                )
             logger.warning("skipping %s", result)
             failed.append(getattr(job, "name", job.path))
             continue
@@ -140,8 +195,13 @@ def _write(listing: Listing, writer: ShardWriter, frames: int, size: tuple, skip
                 failed.append(video.name)  # shorter than one clip
             videos += bool(video.clips)
             for start, clip in video.clips:
-                meta = {"file": video.name, "start": start, "fps": video.fps, "caption": video.caption,
-                        "label": video.label}
+                meta = {
+                    "file": video.name,
+                    "start": start,
+                    "fps": video.fps,
+                    "caption": video.caption,
+                    "label": video.label,
+                }
                 writer.add(f"{clips:09d}", encode_clip(clip, meta))
                 clips += 1
                 captioned += bool(video.caption)

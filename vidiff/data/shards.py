@@ -42,12 +42,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vidiff import files
 from vidiff.data.errors import DataError
 from vidiff.data.transforms import parse_size
 from vidiff.files import atomic_write
 
-__all__ = ["INDEX", "ShardDataset", "ShardWriter", "encode_clip", "expand_braces", "is_shard_spec", "runs_command",
-           "trust_command"]
+__all__ = [
+    "INDEX",
+    "ShardDataset",
+    "ShardWriter",
+    "encode_clip",
+    "expand_braces",
+    "is_shard_spec",
+    "runs_command",
+    "trust_command",
+]
 
 logger = logging.getLogger("vidiff.data")
 
@@ -127,8 +136,14 @@ class ShardWriter:
         """Finish the last shard and write the index (``meta`` plus the shards); returns the index."""
         if self._tar is not None:
             self._finish()
-        index = {"format": FORMAT, "version": VERSION, **meta, "clips": sum(s["clips"] for s in self.shards),
-                 "bytes": self.bytes, "shards": self.shards}
+        index = {
+            "format": FORMAT,
+            "version": VERSION,
+            **meta,
+            "clips": sum(s["clips"] for s in self.shards),
+            "bytes": self.bytes,
+            "shards": self.shards,
+        }
         atomic_write(self.out / INDEX, json.dumps(index))
         return index
 
@@ -154,10 +169,12 @@ def trust_command(spec: str) -> None:
 def check_command(spec: str) -> None:
     """DataError unless ``spec`` runs no command or was trusted (:func:`trust_command`)."""
     if runs_command(spec) and spec not in _TRUSTED_COMMANDS:
-        raise DataError(f"{spec[:200]}: a pipe: data source runs a shell command, and vidiff runs one only when "
-                        f"you give it on the command line (--data '…'), never from a config file it reads (a run's "
-                        f"or a checkpoint's config.json); if you trust this command, pass it with --data (in Python: "
-                        f"vidiff.data.shards.trust_command(source))")
+        raise DataError(
+            f"{spec[:200]}: a pipe: data source runs a shell command, and vidiff runs one only when "
+            f"you give it on the command line (--data '…'), never from a config file it reads (a run's "
+            f"or a checkpoint's config.json); if you trust this command, pass it with --data (in Python: "
+            f"vidiff.data.shards.trust_command(source))"
+        )
 
 
 # ---- locating shards ---------------------------------------------------------------------------
@@ -166,7 +183,7 @@ def expand_braces(pattern: str) -> list[str]:
     m = re.search(r"\{([^{}]*)\}", pattern)
     if m is None:
         return [pattern]
-    body, head, tail = m.group(1), pattern[: m.start()], pattern[m.end():]
+    body, head, tail = m.group(1), pattern[: m.start()], pattern[m.end() :]
     r = re.fullmatch(r"(\d+)\.\.(\d+)", body)
     if r:
         a, b = r.groups()
@@ -202,8 +219,9 @@ def _read_bytes(location: str) -> bytes:
     try:
         from webdataset import gopen
     except ImportError:
-        raise DataError(f"{location}: reading shards from URLs and pipes needs webdataset: "
-                        f"pip install 'vidiff[shards]'") from None
+        raise DataError(
+            f"{location}: reading shards from URLs and pipes needs webdataset: pip install 'vidiff[shards]'"
+        ) from None
     with gopen(location, "rb") as stream:
         return stream.read()
 
@@ -217,15 +235,19 @@ def load_index(spec: str) -> tuple[dict, list[str]]:
     except DataError:
         raise
     except Exception as e:  # missing file, HTTP error, failed pipe, not JSON
-        raise DataError(f"{spec}: no readable shard index at {where} ({type(e).__name__}: {e}); prepare the "
-                        f"shards with `vidiff prepare SRC OUT` (it writes {INDEX} next to them)") from None
+        raise DataError(
+            f"{spec}: no readable shard index at {where} ({type(e).__name__}: {e}); prepare the "
+            f"shards with `vidiff prepare SRC OUT` (it writes {INDEX} next to them)"
+        ) from None
     if index.get("format") != FORMAT or index.get("version", 0) > VERSION:
         raise DataError(f"{where}: not an index of vidiff shards (format {FORMAT} version <= {VERSION})")
     by_name = {s["name"]: s for s in index["shards"]}
     odd = [name for name in by_name if not _SHARD_NAME.fullmatch(str(name))]
     if odd:  # an index names files next to itself only: no folders, no commands
-        raise DataError(f"{where}: shard name {str(odd[0])[:80]!r} is not a plain file name (like shards-000000.tar); "
-                        f"this index was not written by `vidiff prepare`: prepare the videos again")
+        raise DataError(
+            f"{where}: shard name {str(odd[0])[:80]!r} is not a plain file name (like shards-000000.tar); "
+            f"this index was not written by `vidiff prepare`: prepare the videos again"
+        )
     if pattern is None:
         return index, [_JSON.sub(lambda _, name=s["name"]: name, where, count=1) for s in index["shards"]]
     missing = [p for p in pattern if _TAR.search(p).group(0) not in by_name]
@@ -239,7 +261,7 @@ def _parse_members(block: bytes) -> dict:
     """The members of one sample (consecutive tar entries KEY.ext): {ext: bytes}; ValueError if damaged."""
     out, pos = {}, 0
     while pos + 512 <= len(block):
-        header = block[pos: pos + 512]
+        header = block[pos : pos + 512]
         stored = header[148:156].strip(b" \0")
         # the tar header checksum: the sum of its bytes with the checksum field read as spaces
         if not stored or int(stored, 8) != sum(header[:148]) + 8 * 32 + sum(header[156:]):
@@ -248,7 +270,7 @@ def _parse_members(block: bytes) -> dict:
         size = int(header[124:136].strip(b" \0") or b"0", 8)
         if "." not in name or pos + 512 + size > len(block):
             raise ValueError(f"tar member {name!r} does not fit the sample")
-        out[name.split(".", 1)[1]] = block[pos + 512: pos + 512 + size]
+        out[name.split(".", 1)[1]] = block[pos + 512 : pos + 512 + size]
         pos += 512 + -(-size // 512) * 512
     if "npy" not in out or "json" not in out:
         raise ValueError(f"the sample has {sorted(out)} but not its .npy clip and .json metadata")
@@ -263,8 +285,10 @@ def _decode(members: dict) -> tuple:
     except (ValueError, OSError, EOFError) as e:  # a bad npy header, a truncated array, bad JSON
         raise ValueError(f"{type(e).__name__}: {e}") from None
     if clip.dtype != np.uint8 or clip.ndim != 4 or not isinstance(meta, dict):
-        raise ValueError(f"the clip is {clip.dtype} {clip.shape} and its metadata a {type(meta).__name__}, "
-                         f"not uint8 (c f h w) and an object")
+        raise ValueError(
+            f"the clip is {clip.dtype} {clip.shape} and its metadata a {type(meta).__name__}, "
+            f"not uint8 (c f h w) and an object"
+        )
     try:
         return clip, int(meta.get("label", -1)), str(meta.get("caption", ""))
     except (TypeError, ValueError):
@@ -272,7 +296,7 @@ def _decode(members: dict) -> tuple:
 
 
 def _cache_path(location: str, cache_dir: Optional[str]) -> Path:
-    root = Path(cache_dir or os.environ.get("VIDIFF_SHARD_CACHE", "~/.cache/vidiff/shards")).expanduser()
+    root = Path(cache_dir or os.environ.get("VIDIFF_SHARD_CACHE") or files.cache_dir("shards")).expanduser()
     digest = hashlib.sha1(location.encode()).hexdigest()[:16]
     return root / f"{digest}-{_TAR.search(location).group(0)}"
 
@@ -301,16 +325,26 @@ class ShardDataset(Dataset):
     items_are_cheap = True  # no decoding (vidiff.train.loader.num_workers)
     max_open_shards = 64  # open files kept per process; the least recently read is closed beyond that
 
-    def __init__(self, spec: str, frames: int, size, flip: bool = False, cache_dir: Optional[str] = None,
-                 window: int = SHUFFLE_WINDOW, skip_bad_files: bool = False):
+    def __init__(
+        self,
+        spec: str,
+        frames: int,
+        size,
+        flip: bool = False,
+        cache_dir: Optional[str] = None,
+        window: int = SHUFFLE_WINDOW,
+        skip_bad_files: bool = False,
+    ):
         index, self.locations = load_index(spec)
         self.spec, self.flip, self.cache_dir, self.window = spec, flip, cache_dir, int(window)
         self.skip_bad_files, self.skipped_bad = skip_bad_files, 0
         have = (index["frames"], *index["size"])
         if (frames, *parse_size(size)) != have:
-            raise DataError(f"{spec}: the shards hold clips of {have[0]} frames of {have[1]}×{have[2]}, not "
-                            f"{frames} of {parse_size(size)[0]}×{parse_size(size)[1]}; train with data.frames="
-                            f"{have[0]} data.size={have[1]}, or prepare the videos again at this size")
+            raise DataError(
+                f"{spec}: the shards hold clips of {have[0]} frames of {have[1]}×{have[2]}, not "
+                f"{frames} of {parse_size(size)[0]}×{parse_size(size)[1]}; train with data.frames="
+                f"{have[0]} data.size={have[1]}, or prepare the videos again at this size"
+            )
         self.fps = index.get("fps")
         self.classes = tuple(index.get("classes", ()))
         self.counts = np.array([s["clips"] for s in index["shards"]], dtype=np.int64)
@@ -359,8 +393,10 @@ class ShardDataset(Dataset):
         start, end = self.offsets[shard][j], self.offsets[shard][j + 1]
         block = os.pread(fd, end - start, start)
         if len(block) != end - start:
-            raise DataError(f"{self.locations[shard]}: the shard is shorter than its index says; it was truncated "
-                            f"or replaced: prepare it again")
+            raise DataError(
+                f"{self.locations[shard]}: the shard is shorter than its index says; it was truncated "
+                f"or replaced: prepare it again"
+            )
         return block
 
     def _shard_fd(self, shard: int) -> int:
@@ -393,8 +429,9 @@ class ShardDataset(Dataset):
                 if not self.skip_bad_files:
                     raise
                 self.skipped_bad += 1
-                logger.warning("skipping a damaged clip (%d so far in this process), using the next one: %s",
-                               self.skipped_bad, e)
+                logger.warning(
+                    "skipping a damaged clip (%d so far in this process), using the next one: %s", self.skipped_bad, e
+                )
         else:
             raise DataError(f"{self.spec}: every clip of the shards is damaged; prepare the videos again")
         if self.flip and coin < 0.5:
@@ -410,8 +447,10 @@ class ShardDataset(Dataset):
         except ValueError as e:
             shard, j = self.locate(index)
             key = block[:100].split(b"\0", 1)[0].decode(errors="replace").split(".", 1)[0]
-            raise DataError(f"{self.locations[shard]}: sample {key!r} (number {j} in the shard) is damaged ({e}); "
-                            f"prepare the shards again, or pass --skip-bad-files to skip damaged clips") from None
+            raise DataError(
+                f"{self.locations[shard]}: sample {key!r} (number {j} in the shard) is damaged ({e}); "
+                f"prepare the shards again, or pass --skip-bad-files to skip damaged clips"
+            ) from None
 
     def epoch_length(self, world: int) -> int:
         """Clips each of ``world`` processes takes in an epoch."""
@@ -426,7 +465,7 @@ class ShardDataset(Dataset):
         shards = rng.permutation(len(self.counts))
         order = np.concatenate([np.arange(self.starts[s], self.starts[s + 1]) for s in shards])
         n = self.epoch_length(world)
-        mine = order[rank * n: (rank + 1) * n]
+        mine = order[rank * n : (rank + 1) * n]
         local = np.random.default_rng([seed, epoch, rank, world])
         jitter = np.arange(n) + self.window * local.random(n)
         return mine[np.argsort(jitter, kind="stable")]

@@ -33,6 +33,7 @@ _MASK_DELTA = 0xA282EAD8
 def masked_crc32c(data: bytes) -> int:
     """The TFRecord checksum of ``data``: CRC-32C, rotated right by 15 bits, plus a constant."""
     import google_crc32c
+
     crc = google_crc32c.value(bytes(data))
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
@@ -51,8 +52,10 @@ def read_records(path) -> Iterator[bytes]:
                 raise DataError(f"{where}: the file ends inside a record's header; it is truncated: download it again")
             length, length_crc = struct.unpack("<QI", head)
             if masked_crc32c(head[:8]) != length_crc:
-                raise DataError(f"{where}: the record's length fails its checksum; the file is damaged or not a "
-                                f"TFRecord file: download it again")
+                raise DataError(
+                    f"{where}: the record's length fails its checksum; the file is damaged or not a "
+                    f"TFRecord file: download it again"
+                )
             data, tail = f.read(length), f.read(4)
             if len(data) < length or len(tail) < 4:
                 raise DataError(f"{where}: the file ends inside the record; it is truncated: download it again")
@@ -84,10 +87,10 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
             value, pos = _varint(buf, pos)
         elif wire in (1, 5):
             size = 8 if wire == 1 else 4
-            value, pos = buf[pos: pos + size], pos + size
+            value, pos = buf[pos : pos + size], pos + size
         elif wire == 2:
             size, pos = _varint(buf, pos)
-            value, pos = buf[pos: pos + size], pos + size
+            value, pos = buf[pos : pos + size], pos + size
         else:
             raise ValueError(f"wire type {wire} (field {number}) is not used by tf.train.Example")
         if pos > len(buf):

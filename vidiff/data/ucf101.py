@@ -23,13 +23,18 @@ SPLITS = ("train1", "test1", "train2", "test2", "train3", "test3", "all")
 def _folders(src) -> tuple[Path, Path]:
     """(the UCF-101 video folder, the ucfTrainTestlist folder) under or beside ``src``."""
     src = Path(src)
-    for videos, lists in ((src / "UCF-101", src / "ucfTrainTestlist"), (src, src / "ucfTrainTestlist"),
-                          (src, src.parent / "ucfTrainTestlist")):
+    for videos, lists in (
+        (src / "UCF-101", src / "ucfTrainTestlist"),
+        (src, src / "ucfTrainTestlist"),
+        (src, src.parent / "ucfTrainTestlist"),
+    ):
         if videos.is_dir() and (lists / "classInd.txt").is_file():
             return videos, lists
-    raise DataError(f"{src}: not UCF-101 as published; give the folder holding UCF-101/ (the class folders of .avi) "
-                    f"and ucfTrainTestlist/ (classInd.txt and the split lists, from UCF101TrainTestSplits-"
-                    f"RecognitionTask.zip)")
+    raise DataError(
+        f"{src}: not UCF-101 as published; give the folder holding UCF-101/ (the class folders of .avi) "
+        f"and ucfTrainTestlist/ (classInd.txt and the split lists, from UCF101TrainTestSplits-"
+        f"RecognitionTask.zip)"
+    )
 
 
 def read_classes(lists: Path) -> tuple:
@@ -58,13 +63,17 @@ def listing(src, split: str = "train1", fps=None, skip_errors: bool = False) -> 
     videos, lists = _folders(src)
     classes = read_classes(lists)
     index = {name: i for i, name in enumerate(classes)}
-    files = ([p.relative_to(videos).as_posix() for p in find_videos(videos)] if split == "all"
-             else read_split(lists, split))
+    files = (
+        [p.relative_to(videos).as_posix() for p in find_videos(videos)] if split == "all" else read_split(lists, split)
+    )
     missing = [f for f in files if not (videos / f).is_file()]
     unknown = [f for f in files if f.split("/")[0] not in index]
     if (missing or unknown) and not skip_errors:
-        what = (f"{len(missing)} listed videos are missing, e.g. {videos / missing[0]}" if missing
-                else f"{unknown[0]}: its folder is not a class of classInd.txt")
+        what = (
+            f"{len(missing)} listed videos are missing, e.g. {videos / missing[0]}"
+            if missing
+            else f"{unknown[0]}: its folder is not a class of classInd.txt"
+        )
         raise DataError(f"{videos}: {what}; download UCF-101 again, or pass --skip-errors to leave them out")
     bad = set(missing) | set(unknown)
     jobs = [VideoJob(str(videos / f), f, index[f.split("/")[0]], fps=fps) for f in files if f not in bad]

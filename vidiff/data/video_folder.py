@@ -59,6 +59,7 @@ __all__ = ["ShortVideoError", "VideoFolder", "VideoInfo", "decode_frames", "prob
 
 logger = logging.getLogger("vidiff.data")
 
+
 class VideoFolder(Dataset):
     """Fixed-length clips from a folder of videos, one item per usable file (see module docstring).
 
@@ -105,7 +106,13 @@ class VideoFolder(Dataset):
             logger.warning(
                 "skipping %d of %d videos under %s shorter than one clip of %d frames (frames=%d, frame_stride=%d, "
                 "fps=%s), e.g. %s",
-                len(short), len(files), self.root, self.clip_length, frames, frame_stride, fps or "nominal",
+                len(short),
+                len(files),
+                self.root,
+                self.clip_length,
+                frames,
+                frame_stride,
+                fps or "nominal",
                 ", ".join(short[:3]),
             )
         self.skipped_short = short

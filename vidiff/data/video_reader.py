@@ -30,6 +30,7 @@ import av
 import numpy as np
 
 from vidiff.data.errors import DataError
+from vidiff.errors import ShortVideoError
 
 SKIP_ADVICE = "pass --skip-bad-files (skip_bad_files=True in Python)"
 ADVICE = f"re-encode it (e.g. `ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`), remove it, or {SKIP_ADVICE}"
@@ -56,14 +57,6 @@ class VideoInfo:
 def frame_margin(rate: Fraction, fps: Fraction) -> Fraction:
     """How late a frame may start and still count as shown at a slot (see the module docstring)."""
     return min(1 / rate, 1 / fps) / 2
-
-
-class ShortVideoError(DataError):
-    """A video decoded to fewer frames (slots) than its index promised."""
-
-    def __init__(self, message: str, frames_decoded: int):
-        super().__init__(message)
-        self.frames_decoded = frames_decoded
 
 
 class _NeedSequential(Exception):
@@ -281,7 +274,10 @@ def _decode_from_start(info: VideoInfo, indices: list[int], targets: list[Fracti
 
 
 def decode_frames(
-    info: VideoInfo, indices: list[int], hw: tuple[int, int] | None = None, seek: bool = True,
+    info: VideoInfo,
+    indices: list[int],
+    hw: tuple[int, int] | None = None,
+    seek: bool = True,
     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
 ) -> np.ndarray:
     """The frames shown at the sorted slot ``indices`` of a video (slot k at k / info.fps seconds after

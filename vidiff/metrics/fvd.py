@@ -21,12 +21,11 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from vidiff import spread
+from vidiff.metrics.errors import MetricsError
 from vidiff.metrics.frechet import frechet_distance_from_feats
 from vidiff.metrics.i3d import I3D_MIN_FRAMES, I3D_SIZE, check_i3d_input, i3d_weights_path, load_i3d
 from vidiff.metrics.scores import kernel_distance
 from vidiff.metrics.videos import as_float_videos, iter_batches
-
-from .errors import MetricsError
 
 
 def preprocess_for_i3d(videos) -> torch.Tensor:
@@ -82,10 +81,12 @@ def extract_i3d_features(
     model = get_i3d(i3d_weights, device)
     device = next(model.parameters()).device
     with tqdm(total=num, desc=desc, unit="clip", disable=not (progress and spread.is_main())) as bar:
+
         def logits(chunk: torch.Tensor) -> np.ndarray:
             out = i3d_logits(preprocess_for_i3d(chunk.to(device)), model=model).double().numpy()
             bar.update(len(chunk) * spread.world())
             return out
+
         clips = (chunk for batch in iter_batches(source, num) for chunk in torch.as_tensor(batch).split(batch_size))
         feats = spread.map_ordered(clips, logits)  # over torchrun's processes, if any
     if not feats:

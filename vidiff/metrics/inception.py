@@ -28,9 +28,8 @@ from einops import rearrange
 from torch import nn
 
 from vidiff import spread
+from vidiff.metrics.errors import MetricsError, MissingWeightsError
 from vidiff.metrics.videos import as_float_videos, iter_batches
-
-from .errors import MetricsError, MissingWeightsError
 
 INCEPTION_SIZE = 299
 INCEPTION_HINT = (
@@ -190,8 +189,19 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, 3, stride=2)  # (n, 64, 73, 73)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))  # (n, 192, 71, 71)
         x = F.max_pool2d(x, 3, stride=2)  # (n, 192, 35, 35)
-        for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-                     "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"):
+        for name in (
+            "Mixed_5b",
+            "Mixed_5c",
+            "Mixed_5d",
+            "Mixed_6a",
+            "Mixed_6b",
+            "Mixed_6c",
+            "Mixed_6d",
+            "Mixed_6e",
+            "Mixed_7a",
+            "Mixed_7b",
+            "Mixed_7c",
+        ):
             x = getattr(self, name)(x)  # (n, 2048, 8, 8) at the end
         pool = x.mean(dim=(2, 3))  # (n, 2048)
         return pool, self.fc(pool)  # (n, 2048), (n, 1008)
@@ -214,11 +224,14 @@ def load_inception_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"Inception weights not found at {path}. {INCEPTION_HINT}")
-    not_weights = (f"{path} is not FID InceptionV3 weights: {{}}; give pt_inception-2015-12-05-6726825d.pth or its "
-                   f"safetensors conversion")
+    not_weights = (
+        f"{path} is not FID InceptionV3 weights: {{}}; give pt_inception-2015-12-05-6726825d.pth or its "
+        f"safetensors conversion"
+    )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
+
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as e:
@@ -227,8 +240,9 @@ def load_inception_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no arbitrary objects
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
-        raise MetricsError(not_weights.format(f"torch.load reads no state dict of tensors from it "
-                                              f"({type(e).__name__})")) from None
+        raise MetricsError(
+            not_weights.format(f"torch.load reads no state dict of tensors from it ({type(e).__name__})")
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MetricsError(not_weights.format("it does not hold a state dict of tensors"))
     return state
@@ -242,8 +256,10 @@ def load_inception(inception_weights: str | os.PathLike | None, device="cpu") ->
     missing, unexpected = model.load_state_dict(load_inception_state_dict(inception_weights), strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]  # absent in old state dicts
     if missing or unexpected:
-        raise MetricsError(f"{inception_weights} is not an FID InceptionV3 state dict: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise MetricsError(
+            f"{inception_weights} is not an FID InceptionV3 state dict: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return model.eval().requires_grad_(False).to(device)
 
 
@@ -282,6 +298,7 @@ def extract_inception_features(
 
     model = get_inception(inception_weights) if model is None else model
     with tqdm(total=num, desc=desc, unit="clip", disable=not (progress and spread.is_main())) as bar:
+
         def features(item) -> tuple:
             clips, frames = item
             pool, logit = inception_features(frames, model)
@@ -293,6 +310,7 @@ def extract_inception_features(
                 frames = rearrange(as_float_videos(batch), "b c f h w -> (b f) c h w").split(batch_size)
                 for i, chunk in enumerate(frames):
                     yield (len(batch) if i == 0 else 0), chunk
+
         results = spread.map_ordered(frame_chunks(), features)  # over torchrun's processes, if any
     pools, logits = [r[0] for r in results], [r[1] for r in results]
     if not pools:

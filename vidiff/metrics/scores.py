@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vidiff.metrics.errors import MetricsError
 from vidiff.metrics.frechet import _as_float64
-
-from .errors import MetricsError
 
 
 def inception_score(logits, splits: int = 10) -> tuple[float, float]:
@@ -59,8 +58,9 @@ def kernel_distance(
         raise MetricsError("kernel distance needs at least 2 samples in each set")
     rng = np.random.default_rng(seed)
     values = [
-        mmd2_unbiased(x[rng.choice(x.shape[0], size, replace=False)], y[rng.choice(y.shape[0], size, replace=False)],
-                      degree)
+        mmd2_unbiased(
+            x[rng.choice(x.shape[0], size, replace=False)], y[rng.choice(y.shape[0], size, replace=False)], degree
+        )
         for _ in range(num_subsets)
     ]
     return float(np.mean(values)), float(np.std(values))

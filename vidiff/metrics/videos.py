@@ -10,9 +10,8 @@ import torch
 from einops import rearrange
 
 from vidiff.errors import DataError
+from vidiff.metrics.errors import MetricsError
 from vidiff.videoio import read_video
-
-from .errors import MetricsError
 
 
 def as_float_videos(videos) -> torch.Tensor:

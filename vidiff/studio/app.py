@@ -1,5 +1,6 @@
 """The studio's requests, as methods of :class:`Studio` (plain dicts in, dicts out, StudioError for a
 refused request), and the HTTP server that routes the page's calls to them."""
+
 from __future__ import annotations
 
 import atexit
@@ -13,17 +14,17 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..errors import VidiffError
-from ..evaluate import METRICS
-from ..files import VIDEO_EXTENSIONS, atomic_write, find_videos
-from ..sampling import SAMPLERS
-from ..tasks import METHODS
-from . import media
-from .commands import TASKS, eval_argv, sample_argv, shell_line, task_argv
-from .jobs import JobQueue
-from .paths import StudioError, is_inside, resolve_inside
-from .plots import line_plot_svg
-from .runs import list_runs, read_config, run_details, run_folder, run_summary
+from vidiff.errors import VidiffError
+from vidiff.evaluate import METRICS
+from vidiff.files import VIDEO_EXTENSIONS, atomic_write, find_videos
+from vidiff.sampling import SAMPLERS
+from vidiff.studio import media
+from vidiff.studio.commands import TASKS, eval_argv, sample_argv, shell_line, task_argv
+from vidiff.studio.jobs import JobQueue
+from vidiff.studio.paths import StudioError, is_inside, resolve_inside
+from vidiff.studio.plots import line_plot_svg
+from vidiff.studio.runs import list_runs, read_config, run_details, run_folder, run_summary
+from vidiff.tasks import METHODS
 
 log = logging.getLogger("vidiff.studio")
 MAX_CLIPS = 200  # real clips of a run's data offered in the condition tab
@@ -42,8 +43,14 @@ class Studio:
     Inception weights). `serve` allows it on a loopback address only; served to the network, Evaluate
     reads built-in data, the runs' own data sources and what lies inside the runs folder."""
 
-    def __init__(self, runs, outputs=None, workers: int = 1, max_upload_bytes: int = media.MAX_UPLOAD_BYTES,
-                 any_folder: bool = True):
+    def __init__(
+        self,
+        runs,
+        outputs=None,
+        workers: int = 1,
+        max_upload_bytes: int = media.MAX_UPLOAD_BYTES,
+        any_folder: bool = True,
+    ):
         self.any_folder = any_folder
         self.runs = Path(runs).resolve()
         self.outputs = Path(outputs or self.runs / ".studio").resolve()
@@ -60,10 +67,16 @@ class Studio:
 
     # ---- reading ----------------------------------------------------------------------------------
     def info(self) -> dict:
-        return {"samplers": [{"name": n, "description": s.description} for n, s in sorted(SAMPLERS.items())],
-                "methods": list(METHODS), "tasks": list(TASKS), "metrics": list(METRICS),
-                "max_upload_bytes": self.max_upload_bytes, "max_upload_frames": media.MAX_UPLOAD_FRAMES,
-                "video_extensions": list(VIDEO_EXTENSIONS), "runs_folder": display_path(self.runs)}
+        return {
+            "samplers": [{"name": n, "description": s.description} for n, s in sorted(SAMPLERS.items())],
+            "methods": list(METHODS),
+            "tasks": list(TASKS),
+            "metrics": list(METRICS),
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_upload_frames": media.MAX_UPLOAD_FRAMES,
+            "video_extensions": list(VIDEO_EXTENSIONS),
+            "runs_folder": display_path(self.runs),
+        }
 
     def runs_list(self) -> list:
         """A row per run; a folder that cannot be shown (another tool's, damaged) gets a row that says
@@ -82,8 +95,10 @@ class Studio:
 
     def run(self, name: str) -> dict:
         d = run_details(self.runs, name)
-        d["plots"] = {"loss": line_plot_svg(d["curves"]["loss"], "training loss", "loss", log_y=True),
-                      "fvd": line_plot_svg(d["curves"]["fvd"], "FVD (EMA samples)", "fvd")}
+        d["plots"] = {
+            "loss": line_plot_svg(d["curves"]["loss"], "training loss", "loss", log_y=True),
+            "fvd": line_plot_svg(d["curves"]["fvd"], "FVD (EMA samples)", "fvd"),
+        }
         return d
 
     def clips(self, name: str) -> list:
@@ -98,6 +113,7 @@ class Studio:
     def outputs_list(self) -> list:
         """Sample folders the studio wrote, newest first: the fake side of an evaluation."""
         from safetensors import safe_open
+
         out = []
         for f in (self.outputs / kind / "*" / "samples.safetensors" for kind in ("generate", "condition")):
             for path in self.outputs.glob(str(f.relative_to(self.outputs))):
@@ -105,8 +121,15 @@ class Studio:
                 request = json.loads(meta.read_text()) if meta.is_file() else {}
                 with safe_open(str(path), "pt") as st:
                     shape = st.get_slice("videos").get_shape()  # b c f h w
-                out.append({"id": path.parent.relative_to(self.outputs).as_posix(), "run": request.get("run"),
-                            "videos": shape[0], "frames": shape[2], "time": path.stat().st_mtime})
+                out.append(
+                    {
+                        "id": path.parent.relative_to(self.outputs).as_posix(),
+                        "run": request.get("run"),
+                        "videos": shape[0],
+                        "frames": shape[2],
+                        "time": path.stat().st_mtime,
+                    }
+                )
         return sorted(out, key=lambda o: -o["time"])
 
     # ---- jobs -------------------------------------------------------------------------------------
@@ -134,10 +157,20 @@ class Studio:
         def finish(job) -> dict:
             videos = media.load_samples(out)
             views = media.write_previews(out, videos)
-            return {"videos": [{"view": self.out_url(out / v), "mp4": self.out_url(out / f"sample_{i:03d}.mp4"),
-                                "gif": self.out_url(out / f"sample_{i:03d}.gif")} for i, v in enumerate(views)],
-                    "frames_png": self.out_url(out / "frames.png"), "shape": list(videos.shape[1:]),
-                    "output": out.relative_to(self.outputs).as_posix()}
+            return {
+                "videos": [
+                    {
+                        "view": self.out_url(out / v),
+                        "mp4": self.out_url(out / f"sample_{i:03d}.mp4"),
+                        "gif": self.out_url(out / f"sample_{i:03d}.gif"),
+                    }
+                    for i, v in enumerate(views)
+                ],
+                "frames_png": self.out_url(out / "frames.png"),
+                "shape": list(videos.shape[1:]),
+                "output": out.relative_to(self.outputs).as_posix(),
+            }
+
         return self._submit("generate", argv, out, req, finish)
 
     def _clip(self, req: dict) -> Path:
@@ -156,13 +189,16 @@ class Studio:
         return self._builtin_clip(run, source, int(clip.rsplit("#", 1)[1]))
 
     def _builtin_clip(self, run: str, source: str, index: int) -> Path:
-        from ..data import build_dataset
-        from ..videoio import write_mp4
-        d = run_details(self.runs, run)
-        path = self.outputs / "clips" / f"{source.split(':')[1]}-{d['frames']}x{d['size']}-{index}.mp4"
+        from vidiff.config import Config
+        from vidiff.data import dataset_from_config
+        from vidiff.videoio import write_mp4
+
+        cfg = Config.from_dict(run_details(self.runs, run)["config"])  # the clips the run trained on
+        d = cfg.data
+        name = f"{source.split(':')[1]}-{d.frames}x{d.size}-seed{cfg.train.seed}-{index}.mp4"
+        path = self.outputs / "clips" / name
         if not path.is_file():
-            ds = build_dataset(source, frames=d["frames"], size=d["size"])
-            write_mp4(path, ds[index]["video"], fps=8)
+            write_mp4(path, dataset_from_config(d, seed=cfg.train.seed)[index]["video"], fps=8)
         return path
 
     def condition(self, req: dict) -> dict:
@@ -176,14 +212,25 @@ class Studio:
             videos = media.load_samples(out)
             given = media.input_preview(clip, out, max_frames=videos.shape[2])
             flag = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
-            known = media.known_frames(task, videos.shape[2], context=int(flag.get("--context", 0)),
-                                       given=given, factor=int(flag.get("--factor", 1)))
+            known = media.known_frames(
+                task,
+                videos.shape[2],
+                context=int(flag.get("--context", 0)),
+                given=given,
+                factor=int(flag.get("--factor", 1)),
+            )
             media.marked_filmstrip(out / "known.png", videos, known)
             views = media.write_previews(out, videos)
-            return {"input": self.out_url(out / "input.mp4"), "outputs": [self.out_url(out / v) for v in views],
-                    "mp4": [self.out_url(out / f"sample_{i:03d}.mp4") for i in range(len(views))],
-                    "filmstrip": self.out_url(out / "known.png"), "known": known, "task": task,
-                    "output": out.relative_to(self.outputs).as_posix()}
+            return {
+                "input": self.out_url(out / "input.mp4"),
+                "outputs": [self.out_url(out / v) for v in views],
+                "mp4": [self.out_url(out / f"sample_{i:03d}.mp4") for i in range(len(views))],
+                "filmstrip": self.out_url(out / "known.png"),
+                "known": known,
+                "task": task,
+                "output": out.relative_to(self.outputs).as_posix(),
+            }
+
         return self._submit("condition", argv, out, req, finish)
 
     def _data_sources(self) -> set:
@@ -205,9 +252,12 @@ class Studio:
             return
         if key == "real" and path in self._data_sources():
             return
-        raise StudioError(f"{key}: {value} is outside the runs folder; this studio is served to the network, so "
-                          f"Evaluate reads only built-in data, the runs' data sources and files inside "
-                          f"{display_path(self.runs)}", 403)
+        raise StudioError(
+            f"{key}: {value} is outside the runs folder; this studio is served to the network, so "
+            f"Evaluate reads only built-in data, the runs' data sources and files inside "
+            f"{display_path(self.runs)}",
+            403,
+        )
 
     def evaluate(self, req: dict) -> dict:
         real = str(req.get("real") or "").strip()
@@ -222,12 +272,19 @@ class Studio:
         if not (fake / "samples.safetensors").is_file():
             raise StudioError("fake: choose a folder of samples the studio generated")
         out = self._new_folder("evaluate")
-        argv = eval_argv(real if real.startswith("builtin:") else display_path(Path(real)), display_path(fake),
-                         display_path(out / "report.json"), req)
+        argv = eval_argv(
+            real if real.startswith("builtin:") else display_path(Path(real)),
+            display_path(fake),
+            display_path(out / "report.json"),
+            req,
+        )
 
         def finish(job) -> dict:
-            return {"report": json.loads((out / "report.json").read_text()),
-                    "report_url": self.out_url(out / "report.json")}
+            return {
+                "report": json.loads((out / "report.json").read_text()),
+                "report_url": self.out_url(out / "report.json"),
+            }
+
         return self._submit("evaluate", argv, out, req, finish)
 
     # ---- uploads ----------------------------------------------------------------------------------
@@ -253,27 +310,39 @@ class Studio:
 def _stop_on_signals() -> None:
     """SIGTERM and SIGHUP end the studio as Ctrl+C does, so that its `finally` stops the running jobs
     (a signal ignored, as under nohup, stays ignored)."""
+
     def stop(signum, frame):
         raise SystemExit(128 + signum)
+
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(sig) is signal.SIG_DFL:
                 signal.signal(sig, stop)
 
 
-def serve(runs, host: str = "127.0.0.1", port: int = 7860, outputs=None, workers: int = 1,
-          ready: Optional[callable] = None, token: Optional[str] = None, allow_hosts=()) -> None:
+def serve(
+    runs,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    outputs=None,
+    workers: int = 1,
+    ready: Optional[callable] = None,
+    token: Optional[str] = None,
+    allow_hosts=(),
+) -> None:
     """Run the studio until interrupted (Ctrl+C, SIGTERM, SIGHUP); its running jobs are stopped with it.
     `ready(url)` is called once it listens, with the URL to open (the token in it, if there is one)."""
-    from .server import is_loopback, make_server, studio_url
+    from vidiff.studio.server import is_loopback, make_server, studio_url
+
     studio = Studio(runs, outputs, workers, any_folder=is_loopback(host))
     atexit.register(studio.close)  # also when the interpreter ends some other way
     try:
         server = make_server(studio, host, port, token, allow_hosts)
     except OSError as e:  # the port is taken, the address is not this machine's
         studio.close()
-        raise VidiffError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port (or check "
-                          f"--host)") from e
+        raise VidiffError(
+            f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port (or check --host)"
+        ) from e
     _stop_on_signals()
     if ready:
         ready(studio_url(host, server.server_address[1], server.token))

@@ -5,6 +5,7 @@ bar (tqdm on stderr), the error from its one-line `vidiff CMD: error: …`. Two 
 once both get their result; with one worker the second job waits, and the page says so. Closing the
 queue stops the running commands (terminate, then kill after a grace period) and starts no other.
 """
+
 from __future__ import annotations
 
 import collections
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .paths import StudioError
+from vidiff.studio.paths import StudioError
 
 _BAR = re.compile(r"(?:(?P<desc>[^:|]{1,60}):\s*)?(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)")
 _COUNT = re.compile(r"^\s*(?P<desc>[^:|]{1,60}):\s*(?P<n>\d+)[a-z/]*\s*\[")  # a bar without a total
@@ -45,7 +46,7 @@ def error_line(lines) -> str:
     for line in reversed(lines):
         m = _ERROR.search(line)  # also after a progress bar left without its newline
         if m:
-            return line[m.end():]
+            return line[m.end() :]
     return "\n".join(lines[-8:]) or "the command failed without a message"
 
 
@@ -54,8 +55,8 @@ def read_line(job, line: str) -> None:
     A vidiff error printed after an unfinished bar (same line) is split off and logged."""
     m = _ERROR.search(line)
     if m and m.start() > 0:
-        read_line(job, line[:m.start()])
-        line = line[m.start():]
+        read_line(job, line[: m.start()])
+        line = line[m.start() :]
     bar = None if m else parse_progress(line)
     if bar:
         job.stage, job.done, job.total = bar
@@ -84,10 +85,20 @@ class Job:
 
     def view(self, ahead: int = 0) -> dict:
         now = self.finished or time.time()
-        return {"id": self.id, "kind": self.kind, "status": self.status, "command": self.command,
-                "stage": self.stage, "done": self.done, "total": self.total, "queued_ahead": ahead,
-                "progress": self.done / self.total if self.total else None, "error": self.error,
-                "result": self.result, "seconds": round(now - (self.started or now), 1)}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "command": self.command,
+            "stage": self.stage,
+            "done": self.done,
+            "total": self.total,
+            "queued_ahead": ahead,
+            "progress": self.done / self.total if self.total else None,
+            "error": self.error,
+            "result": self.result,
+            "seconds": round(now - (self.started or now), 1),
+        }
 
 
 class JobQueue:
@@ -101,10 +112,14 @@ class JobQueue:
         self.processes: dict = {}
         self.closed = False
         package_root = str(Path(__file__).resolve().parents[2])  # the vidiff that runs the studio runs the jobs
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
-                    "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
-        self.threads = [threading.Thread(target=self._work, daemon=True, name=f"studio-job-{i}")
-                        for i in range(max(1, workers))]
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p),
+        }
+        self.threads = [
+            threading.Thread(target=self._work, daemon=True, name=f"studio-job-{i}") for i in range(max(1, workers))
+        ]
         for t in self.threads:
             t.start()
 
@@ -113,7 +128,7 @@ class JobQueue:
         with self.lock:
             self.jobs[job.id] = job
             old = [j for j in self.jobs.values() if j.finished]
-            for j in sorted(old, key=lambda j: j.finished)[:max(0, len(self.jobs) - MAX_JOBS)]:
+            for j in sorted(old, key=lambda j: j.finished)[: max(0, len(self.jobs) - MAX_JOBS)]:
                 del self.jobs[j.id]
         self.pending.put(job)
         return job
@@ -164,8 +179,14 @@ class JobQueue:
             if self.closed:
                 job.status, job.error = "error", "the studio stopped before the job started"
                 return
-            proc = subprocess.Popen([sys.executable, "-m", "vidiff.cli", *job.argv], cwd=self.cwd, env=self.env,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vidiff.cli", *job.argv],
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             self.processes[job.id] = proc
         try:
             self._follow(job, proc)

@@ -1,5 +1,6 @@
 """What the studio writes for the page: enlarged H.264 previews of a command's videos, a filmstrip
 with the known frames of a conditional task marked, and checked uploads."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,11 +10,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from PIL import Image
 
-from ..data.video_reader import probe_video
-from ..errors import VidiffError
-from ..files import VIDEO_EXTENSIONS, atomic_write
-from ..videoio import read_video, to_uint8, write_mp4
-from .paths import StudioError
+from vidiff.data.video_reader import probe_video
+from vidiff.errors import VidiffError
+from vidiff.files import VIDEO_EXTENSIONS, atomic_write
+from vidiff.studio.paths import StudioError
+from vidiff.videoio import read_video, to_uint8, write_mp4
 
 PREVIEW_SIZE = 256  # previews are enlarged with nearest neighbours to at least this many pixels
 MAX_UPLOAD_BYTES = 64 * 2**20
@@ -34,6 +35,7 @@ def enlarge(videos: torch.Tensor, min_size: int = PREVIEW_SIZE) -> torch.Tensor:
 def load_samples(folder: Path) -> torch.Tensor:
     """The videos (b c f h w) in [−1, 1] a vidiff command wrote to `folder` (samples.safetensors)."""
     from safetensors.torch import load_file
+
     return load_file(str(folder / "samples.safetensors"))["videos"]
 
 
@@ -63,8 +65,9 @@ def marked_filmstrip(path: Path, videos: torch.Tensor, known: list, frame_size: 
     """A PNG, one row per video (b c f h w), one column per frame; known frames get a green border."""
     b, _, f, h, w = videos.shape
     k = max(1, -(-frame_size // min(h, w)))
-    tiles = rearrange(to_uint8(rearrange(enlarge(videos, k * min(h, w)), "b c f h w -> c (b f) h w")),
-                      "(b f) h w c -> b f h w c", b=b)
+    tiles = rearrange(
+        to_uint8(rearrange(enlarge(videos, k * min(h, w)), "b c f h w -> c (b f) h w")), "(b f) h w c -> b f h w c", b=b
+    )
     th, tw = tiles.shape[2:4]
     canvas = torch.full((b * (th + 2 * border), f * (tw + 2 * border), 3), 255, dtype=torch.uint8)
     for j in range(f):
@@ -72,8 +75,8 @@ def marked_filmstrip(path: Path, videos: torch.Tensor, known: list, frame_size: 
         x = j * (tw + 2 * border)
         for i in range(b):
             y = i * (th + 2 * border)
-            canvas[y:y + th + 2 * border, x:x + tw + 2 * border] = colour
-            canvas[y + border:y + border + th, x + border:x + border + tw] = tiles[i, j]
+            canvas[y : y + th + 2 * border, x : x + tw + 2 * border] = colour
+            canvas[y + border : y + border + th, x + border : x + border + tw] = tiles[i, j]
     image = Image.fromarray(canvas.numpy())
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
@@ -94,10 +97,14 @@ def check_upload(path: Path, name: str, max_frames: int = MAX_UPLOAD_FRAMES) -> 
     try:
         info = probe_video(path)
     except VidiffError:
-        raise StudioError(f"{name}: cannot be read as a video; the file is corrupt, truncated or not a video "
-                          f"(re-encode it, e.g. `ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`)") from None
+        raise StudioError(
+            f"{name}: cannot be read as a video; the file is corrupt, truncated or not a video "
+            f"(re-encode it, e.g. `ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`)"
+        ) from None
     if info.num_frames > max_frames:
         seconds = float(info.num_frames / info.fps) if info.fps else 0
-        raise StudioError(f"{name}: the clip is too long ({info.num_frames} frames, {seconds:.0f} s); the studio "
-                          f"takes clips of up to {max_frames} frames: trim it first")
+        raise StudioError(
+            f"{name}: the clip is too long ({info.num_frames} frames, {seconds:.0f} s); the studio "
+            f"takes clips of up to {max_frames} frames: trim it first"
+        )
     return {"frames": info.num_frames, "height": info.height, "width": info.width, "fps": float(info.fps)}

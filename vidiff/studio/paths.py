@@ -1,22 +1,23 @@
 """Which files the studio may read and serve: only those inside a given root, named by a relative path."""
+
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from ..errors import VidiffError
+from vidiff.errors import StudioError
 
 # what the file routes serve, by suffix; anything else (weights, locks, configs of other tools) is refused
-CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".gif": "image/gif", ".png": "image/png",
-                 ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".json": "application/json",
-                 ".jsonl": "text/plain; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
-
-
-class StudioError(VidiffError):
-    """A request the studio refuses; its message is shown in the page. `status` is the HTTP status."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".gif": "image/gif",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".json": "application/json",
+    ".jsonl": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+}
 
 
 def is_inside(root: Path, path: Path) -> bool:
@@ -30,8 +31,11 @@ def resolve_inside(root, relative: str, *, hidden: bool = False) -> Path:
     if not isinstance(relative, str) or not relative or "\x00" in relative or "\\" in relative:
         raise StudioError(f"refused path {relative!r}", 403)
     parts = PurePosixPath(relative).parts
-    if PurePosixPath(relative).is_absolute() or any(p in ("..", ".") for p in parts) or \
-            (not hidden and any(p.startswith(".") for p in parts)):
+    if (
+        PurePosixPath(relative).is_absolute()
+        or any(p in ("..", ".") for p in parts)
+        or (not hidden and any(p.startswith(".") for p in parts))
+    ):
         raise StudioError(f"refused path {relative!r}: only paths inside the folder are served", 403)
     base = Path(root).resolve()
     path = (base / Path(*parts)).resolve()

@@ -1,4 +1,5 @@
 """Curves as inline SVG, drawn here so the page needs no plotting library."""
+
 from __future__ import annotations
 
 import html
@@ -21,9 +22,11 @@ def _ticks(lo: float, hi: float, n: int = 4, integer: bool = False) -> list:
 def line_plot_svg(points: list, title: str, css_class: str = "", log_y: bool = False) -> str:
     """An SVG line plot of [(step, value)] with axes and ticks; `log_y` plots log10 of positive values."""
     esc = html.escape
-    head = (f'<svg class="plot {esc(css_class)}" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
-            f'role="img" aria-label="{esc(title)}"><text x="{WIDTH / 2}" y="16" text-anchor="middle" '
-            f'class="title">{esc(title)}</text>')
+    head = (
+        f'<svg class="plot {esc(css_class)}" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+        f'role="img" aria-label="{esc(title)}"><text x="{WIDTH / 2}" y="16" text-anchor="middle" '
+        f'class="title">{esc(title)}</text>'
+    )
     pts = [(x, math.log10(y) if log_y else y) for x, y in points if not log_y or y > 0]
     if not pts:
         return head + f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">no data yet</text></svg>'
@@ -35,7 +38,7 @@ def line_plot_svg(points: list, title: str, css_class: str = "", log_y: bool = F
     path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(pts))
     parts = [head, f'<path class="axis" d="M{PAD},{sy(y1)} V{sy(y0)} H{sx(x1)}" fill="none"/>']
     for t in _ticks(y0, y1):
-        label = f"{10 ** t:.3g}" if log_y else f"{t:.4g}"
+        label = f"{10**t:.3g}" if log_y else f"{t:.4g}"
         parts.append(f'<text x="{PAD - 4}" y="{sy(t) + 4:.1f}" text-anchor="end" class="tick">{label}</text>')
     for t in _ticks(x0, x1, integer=True):
         parts.append(f'<text x="{sx(t):.1f}" y="{HEIGHT - PAD + 24}" text-anchor="middle" class="tick">{t:g}</text>')

@@ -1,5 +1,6 @@
 """Run folders as the studio shows them: the list with each run's preset, steps, last loss and FVD,
 and one run's curves, sample grids over training, checkpoints and configuration."""
+
 from __future__ import annotations
 
 import errno
@@ -11,9 +12,9 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..checkpoint import list_checkpoints
-from ..files import read_metrics
-from .paths import StudioError, resolve_inside
+from vidiff.checkpoint import list_checkpoints
+from vidiff.files import read_metrics
+from vidiff.studio.paths import StudioError, resolve_inside
 
 MAX_POINTS = 1000  # a curve is thinned to about this many points for the page
 SECTIONS = ("model", "conditioning", "diffusion", "data", "train", "sample")  # of a vidiff config.json
@@ -22,8 +23,11 @@ SECTIONS = ("model", "conditioning", "diffusion", "data", "train", "sample")  # 
 def series(rows: list, key: str, max_points: int = MAX_POINTS) -> list:
     """[(step, value)] of the rows that hold a finite number under `key`, thinned evenly to at most
     `max_points` (the last point is always kept)."""
-    points = [(int(r["step"]), float(r[key])) for r in rows
-              if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and math.isfinite(r["step"])]
+    points = [
+        (int(r["step"]), float(r[key]))
+        for r in rows
+        if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and math.isfinite(r["step"])
+    ]
     if len(points) > max_points:
         stride = -(-len(points) // max_points)
         points = points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
@@ -31,8 +35,9 @@ def series(rows: list, key: str, max_points: int = MAX_POINTS) -> list:
 
 
 def is_run(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and ((folder / "checkpoints").is_dir()
-                                                   or (folder / "metrics.jsonl").is_file())
+    return (folder / "config.json").is_file() and (
+        (folder / "checkpoints").is_dir() or (folder / "metrics.jsonl").is_file()
+    )
 
 
 def list_runs(root, depth: int = 2) -> list:
@@ -71,14 +76,19 @@ def read_config(run: Path) -> dict:
     bad = [s for s in SECTIONS if not isinstance(config.get(s, {}), dict)]
     missing = [s for s in ("model", "data") if s not in config]
     if bad or missing or not isinstance(config["data"].get("source", ""), str):
-        why = (f"its {bad[0]} is {json.dumps(config[bad[0]])[:60]}, not a section" if bad else
-               f"it has no {missing[0]} section" if missing else "its data.source is not a path")
+        why = (
+            f"its {bad[0]} is {json.dumps(config[bad[0]])[:60]}, not a section"
+            if bad
+            else f"it has no {missing[0]} section"
+            if missing
+            else "its data.source is not a path"
+        )
         raise StudioError(f"{run.name}/config.json is not a vidiff configuration ({why}): not a vidiff run")
     return config
 
 
 def training_state(run: Path) -> str:
-    """"training" while a process holds the run's lock, "interrupted" when the lock names a holder
+    """ "training" while a process holds the run's lock, "interrupted" when the lock names a holder
     that is gone (killed: it had no chance to clear the file; the OS released its lock), else ""."""
     try:
         fd = os.open(run / ".lock", os.O_RDONLY)
@@ -97,14 +107,20 @@ def training_state(run: Path) -> str:
 
 def preset_of(config: dict) -> str:
     """The preset whose network, diffusion, conditioning kind and clip shape the run has, else "custom"."""
-    from ..presets import PRESETS
+    from vidiff.presets import PRESETS
+
     derived = ("num_classes", "text_dim")
 
     def key(d: dict) -> tuple:
         model = {k: v for k, v in d.get("model", {}).items() if k not in derived}
         data = d.get("data", {})
-        return (json.dumps(model, sort_keys=True), json.dumps(d.get("diffusion", {}), sort_keys=True),
-                d.get("conditioning", {}).get("kind", "none"), data.get("frames"), data.get("size"))
+        return (
+            json.dumps(model, sort_keys=True),
+            json.dumps(d.get("diffusion", {}), sort_keys=True),
+            d.get("conditioning", {}).get("kind", "none"),
+            data.get("frames"),
+            data.get("size"),
+        )
 
     mine = key(config)
     for name, preset in PRESETS.items():
@@ -138,11 +154,18 @@ def run_summary(root, name: str) -> dict:
     if checkpoints:
         steps = max(steps, int(checkpoints[-1].name.split("_")[-1]))
     state = training_state(run)
-    return {"name": name, "preset": preset_of(config), "steps": steps,
-            "target_steps": config.get("train", {}).get("steps"),
-            "loss": _last(rows, "loss"), "fvd": _last(rows, "fvd"), "checkpoints": len(checkpoints),
-            "conditioning": config.get("conditioning", {}).get("kind", "none"), "training": state == "training",
-            "state": state}
+    return {
+        "name": name,
+        "preset": preset_of(config),
+        "steps": steps,
+        "target_steps": config.get("train", {}).get("steps"),
+        "loss": _last(rows, "loss"),
+        "fvd": _last(rows, "fvd"),
+        "checkpoints": len(checkpoints),
+        "conditioning": config.get("conditioning", {}).get("kind", "none"),
+        "training": state == "training",
+        "state": state,
+    }
 
 
 def run_details(root, name: str) -> dict:
@@ -151,10 +174,15 @@ def run_details(root, name: str) -> dict:
     config = read_config(run)
     rows = read_metrics(run / "metrics.jsonl")
     cond = config.get("conditioning", {})
-    return {**run_summary(root, name), "config": config,
-            "curves": {"loss": series(rows, "loss"), "fvd": series(rows, "fvd")},
-            "grids": [{"step": s, "path": f"{name}/{p}"} for s, p in sample_grids(run)],
-            "checkpoint_names": [c.name for c in list_checkpoints(run)],
-            "classes": list(cond.get("classes", [])), "sample": config.get("sample", {}),
-            "frames": config.get("data", {}).get("frames"), "size": config.get("data", {}).get("size"),
-            "data_source": config.get("data", {}).get("source", "")}
+    return {
+        **run_summary(root, name),
+        "config": config,
+        "curves": {"loss": series(rows, "loss"), "fvd": series(rows, "fvd")},
+        "grids": [{"step": s, "path": f"{name}/{p}"} for s, p in sample_grids(run)],
+        "checkpoint_names": [c.name for c in list_checkpoints(run)],
+        "classes": list(cond.get("classes", [])),
+        "sample": config.get("sample", {}),
+        "frames": config.get("data", {}).get("frames"),
+        "size": config.get("data", {}).get("size"),
+        "data_source": config.get("data", {}).get("source", ""),
+    }

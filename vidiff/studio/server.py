@@ -10,6 +10,7 @@ Requests that change anything are POSTs that need a JSON body (or, for an upload
 header), which a page of another site cannot send without the browser asking first; the studio does
 not answer such questions, and it refuses any POST whose Origin is not its own.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -25,12 +26,15 @@ from importlib import resources
 from typing import Optional
 from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
-from ..errors import VidiffError
-from .paths import StudioError, servable
+from vidiff.errors import VidiffError
+from vidiff.studio.paths import StudioError, servable
 
 log = logging.getLogger("vidiff.studio")
-STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/static/app.js": ("app.js", "text/javascript"),
-          "/static/style.css": ("style.css", "text/css")}
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript"),
+    "/static/style.css": ("style.css", "text/css"),
+}
 CHUNK = 1 << 16
 MAX_DRAIN = 1 << 30  # an upload over the limit is read and dropped up to this size, so the page gets the message
 MAX_JSON = 1 << 20
@@ -66,8 +70,10 @@ def split_host(value: str) -> Optional[tuple]:
 def check_token(token: str) -> str:
     """A token given with --token or VIDIFF_STUDIO_TOKEN, refused when short or unfit for a cookie."""
     if not re.fullmatch(r"[A-Za-z0-9._~-]{16,}", token):
-        raise VidiffError(f"--token (or {TOKEN_ENV}) must be at least 16 letters, digits or - _ . ~; leave it out "
-                          f"and the studio makes one up")
+        raise VidiffError(
+            f"--token (or {TOKEN_ENV}) must be at least 16 letters, digits or - _ . ~; leave it out "
+            f"and the studio makes one up"
+        )
     return token
 
 
@@ -137,8 +143,11 @@ class Handler(BaseHTTPRequestHandler):
         True when that answer was sent."""
         host = split_host(self.headers.get("Host"))
         if host is None or not self.server.host_allowed(host[0]):
-            raise StudioError(f"Host {self.headers.get('Host')!r} is not a name this studio answers to; open it by "
-                              f"its address, or start it with --allow-host NAME", 403)
+            raise StudioError(
+                f"Host {self.headers.get('Host')!r} is not a name this studio answers to; open it by "
+                f"its address, or start it with --allow-host NAME",
+                403,
+            )
         if self.command == "POST":
             self._check_origin(host)
         token = self.server.token
@@ -154,11 +163,15 @@ class Handler(BaseHTTPRequestHandler):
             self._send(303, b"", "text/plain", {"Location": location, "Set-Cookie": self.server.cookie()})
             return True
         scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
-        if (scheme.lower() == "token" and same(given.strip(), token)) or \
-                any(same(v, token) for v in self._cookies(self.server.cookie_name)):
+        if (scheme.lower() == "token" and same(given.strip(), token)) or any(
+            same(v, token) for v in self._cookies(self.server.cookie_name)
+        ):
             return False
-        raise StudioError("this studio needs its token: open the URL it printed at start (http://…/?token=…), "
-                          "or send the header Authorization: token TOKEN", 403)
+        raise StudioError(
+            "this studio needs its token: open the URL it printed at start (http://…/?token=…), "
+            "or send the header Authorization: token TOKEN",
+            403,
+        )
 
     def _check_origin(self, host: tuple) -> None:
         """A POST that names its Origin must come from the studio's own page (the Host it was sent to)."""
@@ -167,11 +180,17 @@ class Handler(BaseHTTPRequestHandler):
             return
         u = urlsplit(origin.strip())
         theirs = split_host(u.netloc) if u.scheme in ("http", "https") else None
-        ok = theirs is not None and theirs[0] == host[0] and \
-            (host[1] is None or (theirs[1] or {"http": 80, "https": 443}[u.scheme]) == host[1])
+        ok = (
+            theirs is not None
+            and theirs[0] == host[0]
+            and (host[1] is None or (theirs[1] or {"http": 80, "https": 443}[u.scheme]) == host[1])
+        )
         if not ok:
-            raise StudioError(f"refused a request sent by the page of another site (Origin {origin}); the studio "
-                              f"takes actions from its own page only", 403)
+            raise StudioError(
+                f"refused a request sent by the page of another site (Origin {origin}); the studio "
+                f"takes actions from its own page only",
+                403,
+            )
 
     def _cookies(self, name: str) -> list:
         values = []
@@ -214,16 +233,20 @@ class Handler(BaseHTTPRequestHandler):
             name, kind = STATIC[url.path]
             return self._send(200, resources.files("vidiff.studio").joinpath("static", name).read_bytes(), kind)
         if url.path.startswith("/files/runs/"):
-            return self._file(s.runs, url.path[len("/files/runs/"):])
+            return self._file(s.runs, url.path[len("/files/runs/") :])
         if url.path.startswith("/files/out/"):
-            return self._file(s.outputs, url.path[len("/files/out/"):])
-        routes = {"/api/info": s.info, "/api/runs": s.runs_list, "/api/outputs": s.outputs_list,
-                  "/api/run": lambda: s.run(query.get("name", "")),
-                  "/api/clips": lambda: s.clips(query.get("run", ""))}
+            return self._file(s.outputs, url.path[len("/files/out/") :])
+        routes = {
+            "/api/info": s.info,
+            "/api/runs": s.runs_list,
+            "/api/outputs": s.outputs_list,
+            "/api/run": lambda: s.run(query.get("name", "")),
+            "/api/clips": lambda: s.clips(query.get("run", "")),
+        }
         if url.path in routes:
             return self._json(routes[url.path]())
         if url.path.startswith("/api/jobs/"):
-            return self._json(s.queue.view(url.path[len("/api/jobs/"):]))
+            return self._json(s.queue.view(url.path[len("/api/jobs/") :]))
         raise StudioError(f"{url.path}: no such page", 404)
 
     def _length(self) -> int:
@@ -249,8 +272,9 @@ class Handler(BaseHTTPRequestHandler):
                 remaining -= len(got)
             if length > MAX_DRAIN:
                 self.close_connection = True
-            raise StudioError(f"the file is too large ({length / 2**20:.1f} MiB); the studio takes up to "
-                              f"{limit / 2**20:.0f} MiB", 413)
+            raise StudioError(
+                f"the file is too large ({length / 2**20:.1f} MiB); the studio takes up to {limit / 2**20:.0f} MiB", 413
+            )
         return self.rfile.read(length)
 
     def _post(self) -> None:
@@ -286,6 +310,7 @@ class StudioServer(ThreadingHTTPServer):
     """The studio's HTTP server. `token`: what every request must carry (made up when the studio is
     served beyond loopback and none is given); `allow_hosts`: Host names it answers to besides
     localhost, IP addresses (DNS rebinding needs a name) and this machine's name."""
+
     daemon_threads = True
 
     def __init__(self, studio, host: str, port: int, token: Optional[str] = None, allow_hosts=()):
@@ -305,6 +330,7 @@ class StudioServer(ThreadingHTTPServer):
         return f"{self.cookie_name}={self.token}; HttpOnly; SameSite=Strict; Path=/"
 
 
-def make_server(studio, host: str = "127.0.0.1", port: int = 7860, token: Optional[str] = None,
-                allow_hosts=()) -> StudioServer:
+def make_server(
+    studio, host: str = "127.0.0.1", port: int = 7860, token: Optional[str] = None, allow_hosts=()
+) -> StudioServer:
     return StudioServer(studio, host, port, token, allow_hosts)

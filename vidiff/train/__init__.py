@@ -16,7 +16,8 @@ processes compute what one process computes with the same global batch.
     tracking.py     TensorBoard / Weights & Biases (train.logger)
     distill.py      progressive distillation: rounds of runs that halve the sampling steps
 """
-from .loader import JointImageVideo, StepBatchSampler, collate
-from .loop import train
+
+from vidiff.train.loader import JointImageVideo, StepBatchSampler, collate
+from vidiff.train.loop import train
 
 __all__ = ["JointImageVideo", "StepBatchSampler", "collate", "train"]

@@ -1,12 +1,13 @@
 """Data parallelism through torchrun + DistributedDataParallel: the process group, and the checks and
 reductions the trainer needs across processes. Each reduces a tensor on `spread.collective_device()`
 (the process's GPU under NCCL); who this process is, `vidiff.spread` says."""
+
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 
-from .. import spread
+from vidiff import spread
 
 
 def setup_distributed(device: torch.device) -> None:

@@ -11,6 +11,7 @@ Datasets read in epochs (prepared shards: an `epoch_order(seed, epoch, rank, wor
 their indices from that order instead of drawing them: each process takes the next positions of its
 share of the epoch, which a step fixes, so every clip is seen once an epoch and resume stays exact.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,7 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .. import spread
+from vidiff import spread
 
 log = logging.getLogger("vidiff.train")
 MAX_AUTO_WORKERS = 8
@@ -74,7 +75,7 @@ class EpochBatchSampler(Sampler):
         while True:
             g = step_generator(self.seed, step, 1)
             torch.randint(2**31, (self.batch,), generator=g)  # the draw StepBatchSampler makes for its indices
-            seeds = torch.randint(2**62, (self.batch,), generator=g)[self.rank * per:(self.rank + 1) * per]
+            seeds = torch.randint(2**62, (self.batch,), generator=g)[self.rank * per : (self.rank + 1) * per]
             idx = []
             for p in range(step * per, (step + 1) * per):
                 epoch, q = divmod(p, self.length)
@@ -128,9 +129,11 @@ class JointImageVideo(Dataset):
 
 
 def collate(items: list) -> dict:
-    return {"video": torch.stack([it["video"] for it in items]),
-            "label": torch.tensor([int(it.get("label", -1)) for it in items]),
-            "caption": [it.get("caption", "") for it in items]}
+    return {
+        "video": torch.stack([it["video"] for it in items]),
+        "label": torch.tensor([int(it.get("label", -1)) for it in items]),
+        "caption": [it.get("caption", "") for it in items],
+    }
 
 
 def num_workers(setting, dataset: Dataset, local_world: int = 1, device: str = "cpu") -> tuple[int, str]:
@@ -148,8 +151,16 @@ def num_workers(setting, dataset: Dataset, local_world: int = 1, device: str = "
     return n, f"data.num_workers=auto: {cores} core{'s' if cores > 1 else ''} for this process, one kept for training"
 
 
-def build_loader(dataset: Dataset, batch_size: int, seed: int, start_step: int, rank: int, world: int,
-                 workers: int, prefetch_factor: int = 4) -> DataLoader:
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    start_step: int,
+    rank: int,
+    world: int,
+    workers: int,
+    prefetch_factor: int = 4,
+) -> DataLoader:
     """Batches of `dataset` from step `start_step` on, made by `workers` processes (0: this one), each
     keeping `prefetch_factor` batches ready."""
     base = getattr(dataset, "videos", dataset)  # joint image-video training wraps the clips

@@ -1,5 +1,6 @@
 """The training loop: set up (or resume) a run folder, then steps, logs, checkpoints, samples and
 periodic FVD until `train.steps` or `train.max_minutes`."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,15 +13,15 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from .. import spread
-from ..checkpoint import has_checkpoints, load_config, load_json, resolve_checkpoint
-from ..config import Config, ConfigError
-from ..errors import VidiffError
-from ..files import RunLockedError, atomic_write, run_lock
-from . import distributed
-from .callbacks import MetricsLog, PeriodicFVD, save_sample_grid
-from .loader import build_loader, num_workers
-from .setup import (
+from vidiff import spread
+from vidiff.checkpoint import has_checkpoints, load_config, load_json, resolve_checkpoint
+from vidiff.config import Config, ConfigError
+from vidiff.errors import VidiffError
+from vidiff.files import RunLockedError, atomic_write, run_lock
+from vidiff.train import distributed
+from vidiff.train.callbacks import MetricsLog, PeriodicFVD, save_sample_grid
+from vidiff.train.loader import build_loader, num_workers
+from vidiff.train.setup import (
     Trainer,
     build_data,
     build_trainer,
@@ -31,8 +32,8 @@ from .setup import (
     save_state,
     with_images,
 )
-from .step import train_step
-from .tracking import open_tracker
+from vidiff.train.step import train_step
+from vidiff.train.tracking import open_tracker
 
 log = logging.getLogger("vidiff.train")
 
@@ -41,8 +42,10 @@ def _start(cfg: Config, out_dir: Path, resume: bool):
     """(the run's configuration, its start step, the checkpoint to resume from or None)."""
     if not resume:
         if has_checkpoints(out_dir):
-            raise ConfigError(f"run folder {str(out_dir)!r} already holds checkpoints: pass --resume to continue "
-                              f"it, or choose another --out")
+            raise ConfigError(
+                f"run folder {str(out_dir)!r} already holds checkpoints: pass --resume to continue "
+                f"it, or choose another --out"
+            )
         return cfg, 0, None
     ck = resolve_checkpoint(out_dir)
     return resume_config(load_config(ck), cfg), load_json(ck / "state.json")["step"], ck
@@ -64,8 +67,9 @@ class _Run:
         lr = self.t.opt.param_groups[0]["lr"]
         self.metrics.log(step, loss=loss, lr=lr)
         if step % self.t.cfg.train.log_every == 0 or step == self.t.cfg.train.steps:
-            self.tracker.scalars(step, train_loss=loss, train_lr=lr,
-                                 train_grad_norm=None if grad_norm is None else float(grad_norm))
+            self.tracker.scalars(
+                step, train_loss=loss, train_lr=lr, train_grad_norm=None if grad_norm is None else float(grad_norm)
+            )
 
     def sample(self, step: int, progress: bool = False):
         if not self.t.cfg.train.num_samples:
@@ -73,9 +77,15 @@ class _Run:
         model = ema_model(self.t)  # every process: a sharded EMA is gathered
         if not self.main:
             return None
-        return save_sample_grid(model, self.out_dir / "samples" / f"step_{step:07d}.gif",
-                                self.t.cfg.train.num_samples, self.grid_request,
-                                tracker=self.tracker, step=step, progress=progress)
+        return save_sample_grid(
+            model,
+            self.out_dir / "samples" / f"step_{step:07d}.gif",
+            self.t.cfg.train.num_samples,
+            self.grid_request,
+            tracker=self.tracker,
+            step=step,
+            progress=progress,
+        )
 
     def measure_fvd(self, step: int) -> None:
         model = ema_model(self.t)
@@ -115,8 +125,9 @@ def _check_finite(t: Trainer, out_dir: Path, step: int, loss: float, grad_norm) 
 def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tuple[int, Optional[float]]:
     tr = t.cfg.train
     t0 = time.time()
-    bar = tqdm(total=tr.steps, initial=start_step, desc="training", disable=not (progress and run.main),
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=tr.steps, initial=start_step, desc="training", disable=not (progress and run.main), dynamic_ncols=True
+    )
     step, loss = start_step, None
     batches = iter(loader)
     t.net.train()
@@ -141,8 +152,9 @@ def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tup
     return step, loss
 
 
-def train(cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, device=None,
-          tensorboard: bool = True) -> dict:
+def train(
+    cfg: Config, out_dir, *, resume: bool = False, progress: bool = True, device=None, tensorboard: bool = True
+) -> dict:
     """Train `cfg` into the run folder `out_dir`. With `resume`, continue from its latest checkpoint:
     the run's saved configuration, with the `train` and `sample` settings of `cfg` that differ from it
     applied (and logged); a change to anything the weights depend on is refused with a clear error. A
@@ -190,8 +202,10 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
     if resume and start_step >= tr.steps:  # the run is left as it is: no save, no samples
         return {"run_dir": str(out_dir), "step": start_step, "loss": None, "minutes": 0.0, "samples": None}
     if tr.batch_size % (world * tr.grad_accum):
-        raise ConfigError(f"train.batch_size={tr.batch_size} (the global batch) must be divisible by the number of "
-                          f"processes ({world}) × train.grad_accum ({tr.grad_accum})")
+        raise ConfigError(
+            f"train.batch_size={tr.batch_size} (the global batch) must be divisible by the number of "
+            f"processes ({world}) × train.grad_accum ({tr.grad_accum})"
+        )
     data = build_data(cfg)
     cfg = derive_config(cfg, data)
     grid_items = [{k: v for k, v in data[i % len(data)].items() if k != "video"} for i in range(cfg.train.num_samples)]
@@ -199,16 +213,27 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
     t = build_trainer(cfg, device, start_step, ck)
     if rank == 0:
         atomic_write(out_dir / "config.json", cfg.to_json())
-        log.info("training %s parameters on %s into %s: batch %d = %d per process × %d accumulation step%s × %d "
-                 "process%s (%s)", f"{sum(p.numel() for p in t.net.parameters()):,}", device, out_dir, tr.batch_size,
-                 tr.batch_size // (world * tr.grad_accum), tr.grad_accum, "s" if tr.grad_accum > 1 else "", world,
-                 "es" if world > 1 else "", t.parallel)
+        log.info(
+            "training %s parameters on %s into %s: batch %d = %d per process × %d accumulation step%s × %d "
+            "process%s (%s)",
+            f"{sum(p.numel() for p in t.net.parameters()):,}",
+            device,
+            out_dir,
+            tr.batch_size,
+            tr.batch_size // (world * tr.grad_accum),
+            tr.grad_accum,
+            "s" if tr.grad_accum > 1 else "",
+            world,
+            "es" if world > 1 else "",
+            t.parallel,
+        )
     run = _Run(t, out_dir, start_step, tracker, t.model.conditioning.like(grid_items))
     workers, why = num_workers(cfg.data.num_workers, data, spread.local_world(), device.type)
     if rank == 0:
         log.info("reading the data with %d loader worker%s (%s)", workers, "" if workers == 1 else "s", why)
-    loader = build_loader(with_images(data, cfg), cfg.train.batch_size, cfg.train.seed, start_step, rank, world,
-                          workers)
+    loader = build_loader(
+        with_images(data, cfg), cfg.train.batch_size, cfg.train.seed, start_step, rank, world, workers
+    )
     t0 = time.time()
     try:  # a run that stops (diverged, interrupted) still closes its trackers: their last values are kept
         step, loss = _loop(t, run, loader, start_step, progress)
@@ -216,5 +241,10 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
         videos = run.sample(step, progress=progress)
     finally:
         run.close()
-    return {"run_dir": str(out_dir), "step": step, "loss": loss, "minutes": (time.time() - t0) / 60,
-            "samples": videos}  # the final EMA samples (train.num_samples, seed 0) on rank 0, or None
+    return {
+        "run_dir": str(out_dir),
+        "step": step,
+        "loss": loss,
+        "minutes": (time.time() - t0) / 60,
+        "samples": videos,
+    }  # the final EMA samples (train.num_samples, seed 0) on rank 0, or None

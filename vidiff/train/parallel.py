@@ -7,6 +7,7 @@ Under FSDP the EMA copy is sharded like the network, so its update stays a local
 Gathering a sharded module's state is a collective: every process calls it; rank 0 gets the tensors
 (on the CPU), the others an empty dict.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,9 +15,9 @@ import logging
 import torch
 import torch.distributed as dist
 
-from .. import spread
-from ..config import Config, ConfigError
-from ..layers import CrossAttention, Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample
+from vidiff import spread
+from vidiff.config import Config, ConfigError
+from vidiff.layers import CrossAttention, Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample
 
 log = logging.getLogger("vidiff.train")
 # train.parallel=auto shards models at least this large on GPUs: from here on a full fp32 copy of the
@@ -26,25 +27,37 @@ BLOCKS = (ResBlock, SpatialAttention, TemporalAttention, CrossAttention, Downsam
 
 
 def choose(cfg: Config, num_params: int, device: torch.device) -> str:
-    """"ddp" or "fsdp" for this run, logged with the reason."""
+    """ "ddp" or "fsdp" for this run, logged with the reason."""
     world = spread.world()
     choice = cfg.train.parallel
     if choice == "auto":
         big = device.type == "cuda" and world > 1 and num_params >= FSDP_AUTO_PARAMS
         choice = "fsdp" if big else "ddp"
-        log.info("train.parallel=auto → %s (%s parameters, %d process%s, %s; FSDP from %s parameters on GPUs)",
-                 choice, f"{num_params:,}", world, "es" if world > 1 else "", device.type, f"{FSDP_AUTO_PARAMS:,}")
+        log.info(
+            "train.parallel=auto → %s (%s parameters, %d process%s, %s; FSDP from %s parameters on GPUs)",
+            choice,
+            f"{num_params:,}",
+            world,
+            "es" if world > 1 else "",
+            device.type,
+            f"{FSDP_AUTO_PARAMS:,}",
+        )
     if choice == "fsdp" and cfg.train.mixed_precision == "fp16":
-        raise ConfigError("train.mixed_precision=fp16 needs a gradient scaler that sees every shard; with "
-                          "train.parallel=fsdp use bf16 (the default on GPUs)")
+        raise ConfigError(
+            "train.mixed_precision=fp16 needs a gradient scaler that sees every shard; with "
+            "train.parallel=fsdp use bf16 (the default on GPUs)"
+        )
     if choice == "fsdp" and not dist.is_initialized():
-        raise ConfigError("train.parallel=fsdp shards the model across processes: launch with torchrun "
-                          "(e.g. torchrun --nproc-per-node 8 -m vidiff.cli train ...), or use train.parallel=ddp")
+        raise ConfigError(
+            "train.parallel=fsdp shards the model across processes: launch with torchrun "
+            "(e.g. torchrun --nproc-per-node 8 -m vidiff.cli train ...), or use train.parallel=ddp"
+        )
     return choice
 
 
 def _shard(net: torch.nn.Module) -> None:
     from torch.distributed.fsdp import fully_shard
+
     for module in net.modules():
         if isinstance(module, BLOCKS):  # each gathered just before its forward, freed after
             fully_shard(module)
@@ -59,18 +72,21 @@ def wrap(net: torch.nn.Module, ema: torch.nn.Module, choice: str, device: torch.
         _shard(ema)
         return net
     if dist.is_initialized():
-        return torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
-                                                         else None)
+        return torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
     return net
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
     from torch.distributed.tensor import DTensor
+
     return any(isinstance(p, DTensor) for p in module.parameters())
 
 
 def _full():
     from torch.distributed.checkpoint.state_dict import StateDictOptions
+
     return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -78,16 +94,8 @@ def full_state_dict(module: torch.nn.Module) -> dict:
     if not is_sharded(module):
         return module.state_dict()
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
     return get_model_state_dict(module, options=_full())
-
-
-def load_full_state_dict(module: torch.nn.Module, state: dict) -> None:
-    """Every process passes the whole state; each keeps its shard."""
-    if not is_sharded(module):
-        module.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-    set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
 
 
 def full_optimizer_state(net: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
@@ -95,12 +103,15 @@ def full_optimizer_state(net: torch.nn.Module, opt: torch.optim.Optimizer) -> di
     if not is_sharded(net):
         return opt.state_dict()
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
     state = get_optimizer_state_dict(net, opt, options=_full())  # keyed by parameter name
     if not state:
         return {}
     index = {name: i for i, (name, _) in enumerate(net.named_parameters())}
-    return {"state": {index[name]: value for name, value in state["state"].items()},
-            "param_groups": [{**g, "params": [index[name] for name in g["params"]]} for g in state["param_groups"]]}
+    return {
+        "state": {index[name]: value for name, value in state["state"].items()},
+        "param_groups": [{**g, "params": [index[name] for name in g["params"]]} for g in state["param_groups"]],
+    }
 
 
 def load_optimizer_state(net: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
@@ -108,7 +119,10 @@ def load_optimizer_state(net: torch.nn.Module, opt: torch.optim.Optimizer, state
         opt.load_state_dict(state)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
     names = [name for name, _ in net.named_parameters()]
-    by_name = {"state": {names[i]: value for i, value in state["state"].items()},
-               "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+    by_name = {
+        "state": {names[i]: value for i, value in state["state"].items()},
+        "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
+    }
     set_optimizer_state_dict(net, opt, by_name, options=StateDictOptions(full_state_dict=True))

@@ -41,14 +41,11 @@ RESUMABLE = ("data.source", "data.num_workers", "data.skip_bad_files", "conditio
 # ---- data and configuration --------------------------------------------------------------------
 def build_data(cfg: Config) -> Dataset:
     """The training clips named by `data.source` (without the images of joint training)."""
-    from ..data import build_dataset
-    d = cfg.data
-    if not d.source:
+    from ..data import dataset_from_config
+    if not cfg.data.source:
         raise ConfigError("data.source is empty: pass --data DIR (a folder of videos, prepared shards) or "
                           "builtin:moving-shapes")
-    kw = {"num_videos": d.num_videos} if d.source.startswith("builtin:") else {}
-    return build_dataset(d.source, frames=d.frames, size=d.size, frame_stride=d.frame_stride, flip=d.flip,
-                         fps=d.fps or None, skip_bad_files=d.skip_bad_files, seed=cfg.train.seed, **kw)
+    return dataset_from_config(cfg.data, seed=cfg.train.seed)
 
 
 def with_images(dataset: Dataset, cfg: Config) -> Dataset:

@@ -1,6 +1,7 @@
 """One training step: the global batch's diffusion times and condition dropout drawn from (seed, step),
 this process's shard of them, each of its samples' noise drawn from (seed, step, sample), the loss, the
 update and the EMA."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,10 +9,10 @@ import contextlib
 import numpy as np
 import torch
 
-from ..layers import joint_attention_mask
-from . import distributed
-from .loader import step_generator
-from .setup import Trainer
+from vidiff.layers import joint_attention_mask
+from vidiff.train import distributed
+from vidiff.train.loader import step_generator
+from vidiff.train.setup import Trainer
 
 
 @torch.no_grad()
@@ -110,8 +111,10 @@ def train_step(t: Trainer, batch: dict, step: int) -> tuple[float, object]:
         with _gradient_sync(t, last=i == tr.grad_accum - 1):
             cond = _condition(t, part, keep[shard])
             with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
-                loss = t.loss_fn(t.denoiser, part["video"].to(t.device), cond, t=time[shard].to(t.device),
-                                 eps=eps).mean() / tr.grad_accum
+                loss = (
+                    t.loss_fn(t.denoiser, part["video"].to(t.device), cond, t=time[shard].to(t.device), eps=eps).mean()
+                    / tr.grad_accum
+                )
             (t.scaler.scale(loss) if t.scaler is not None else loss).backward()
         total += loss.detach()
     grad_norm = _update(t)

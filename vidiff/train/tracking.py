@@ -11,6 +11,7 @@ W&B runs follow `WANDB_PROJECT` (default "vidiff"), `WANDB_ENTITY` and `WANDB_MO
 run's files only; upload them later with `wandb sync RUN/wandb/offline-run-*`). The W&B run id is kept
 in RUN/wandb_run.json, so a resumed run continues the same W&B run.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,9 @@ from typing import Optional
 
 import torch
 
-from ..config import Config, ConfigError
-from ..files import atomic_write
-from ..publish import without_credentials
+from vidiff.config import Config, ConfigError
+from vidiff.files import atomic_write
+from vidiff.publish import without_credentials
 
 WANDB_RUN_FILE = "wandb_run.json"
 
@@ -52,6 +53,7 @@ class TensorBoardTracker(Tracker):
 
     def __init__(self, out_dir: Path, cfg: Config, start_step: int = 0):
         from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_step + 1 if start_step else None)
         config = json.dumps(without_credentials(cfg.to_dict()), indent=2)  # TensorBoard logs get shared
         self.writer.add_text("config", f"```json\n{config}\n```", start_step)
@@ -62,7 +64,8 @@ class TensorBoardTracker(Tracker):
                 self.writer.add_scalar(_key(key), float(value), step)
 
     def video(self, step: int, videos: torch.Tensor, path: Path) -> None:
-        from ..videoio import make_grid
+        from vidiff.videoio import make_grid
+
         grid = make_grid(videos, nrow=min(len(videos), 4))  # c f H W
         self.writer.add_images("samples/frames", ((grid.permute(1, 0, 2, 3) + 1) / 2).clamp(0, 1), step)
 
@@ -79,8 +82,10 @@ class WandbTracker(Tracker):
         try:
             import wandb
         except ImportError:
-            raise ConfigError('train.logger=wandb needs the wandb package: pip install "vidiff[wandb]" (or set '
-                              'train.logger=tensorboard)') from None
+            raise ConfigError(
+                'train.logger=wandb needs the wandb package: pip install "vidiff[wandb]" (or set '
+                "train.logger=tensorboard)"
+            ) from None
         self.wandb = wandb
         record = out_dir / WANDB_RUN_FILE
         run_id = json.loads(record.read_text())["id"] if start_step and record.is_file() else None
@@ -88,13 +93,21 @@ class WandbTracker(Tracker):
             run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
             atomic_write(record, json.dumps({"id": run_id}) + "\n")
         try:
-            self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "vidiff", name=out_dir.name, id=run_id,
-                                  resume="allow", dir=str(out_dir), config=without_credentials(cfg.to_dict()),
-                                  allow_val_change=True)
+            self.run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT") or "vidiff",
+                name=out_dir.name,
+                id=run_id,
+                resume="allow",
+                dir=str(out_dir),
+                config=without_credentials(cfg.to_dict()),
+                allow_val_change=True,
+            )
         except wandb.errors.Error as e:  # not logged in, no network, a bad entity or project
-            raise ConfigError(f"Weights & Biases could not start a run: {str(e).rstrip('.')}; log in with `wandb "
-                              f"login` (or set WANDB_API_KEY), set WANDB_MODE=offline to write the run's files only, "
-                              f"or set train.logger=tensorboard") from None
+            raise ConfigError(
+                f"Weights & Biases could not start a run: {str(e).rstrip('.')}; log in with `wandb "
+                f"login` (or set WANDB_API_KEY), set WANDB_MODE=offline to write the run's files only, "
+                f"or set train.logger=tensorboard"
+            ) from None
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
 
@@ -133,8 +146,9 @@ class Trackers(Tracker):
             t.close()
 
 
-def open_tracker(cfg: Config, out_dir: Path, start_step: int = 0, tensorboard: bool = True,
-                 kind: Optional[str] = None) -> Tracker:
+def open_tracker(
+    cfg: Config, out_dir: Path, start_step: int = 0, tensorboard: bool = True, kind: Optional[str] = None
+) -> Tracker:
     """The trackers `train.logger` (or `kind`) names; `tensorboard=False` leaves TensorBoard out."""
     kind = kind or cfg.train.logger
     trackers: list = []

@@ -8,8 +8,9 @@ guidance on the same seeds (paper §3.1; the paper's 64-frame extension: FVD 136
   (relative to real clips'), its worst value, and the consistency of `describe_video` (colour, shape,
   direction) of each window with the context's description.
 
-    python bench/conditional_model.py --checkpoint runs/demo [--num 8] [--context 2] [--steps 50]
+    python -m experiments.conditional_model --checkpoint runs/demo [--num 8] [--context 2] [--steps 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ import os
 import time
 
 import torch
-from common import step_mse
 
+from experiments.common import step_mse
 from vidiff.data import MovingShapes, describe_video
 from vidiff.pipeline import VideoDiffusion
 from vidiff.sampling import SAMPLERS
@@ -27,7 +28,7 @@ from vidiff.tasks import extend, predict
 
 def consistency(video: torch.Tensor, ref: dict, window: int) -> dict:
     """Fraction of the windows of one video whose colour / shape / direction match `ref`."""
-    wins = [describe_video(video[:, s:s + window]) for s in range(0, video.shape[1] - window + 1, window)]
+    wins = [describe_video(video[:, s : s + window]) for s in range(0, video.shape[1] - window + 1, window)]
     return {k: sum(w[k] == ref[k] for w in wins) / len(wins) for k in ("color", "shape", "direction")}
 
 
@@ -53,26 +54,35 @@ def main():
     real = torch.stack([data[i]["video"] for i in range(args.num)])  # (b c 4f h w)
     ctx = real[:, :, :k]
     real_step = step_mse(real).mean().item()
-    real_seam = step_mse(real[:, :, k - 1:k + 1]).mean().item()
-    print(f"{args.checkpoint}: window {window}×{size}×{size}, k={k} context frames, {args.num} clips, "
-          f"extension to {long} frames; real frame-to-frame MSE {real_step:.4f}")
-    print(f"{'method':16s} {'seam / real':>11s} {'ext step / real':>15s} {'worst step / real':>17s} "
-          f"{'colour':>7s} {'shape':>6s} {'direction':>9s} {'s':>6s}")
-    common = dict(sampler=args.sampler, steps=args.steps, seed=args.seed,
-                  reconstruction_weight=args.reconstruction_weight)
+    real_seam = step_mse(real[:, :, k - 1 : k + 1]).mean().item()
+    print(
+        f"{args.checkpoint}: window {window}×{size}×{size}, k={k} context frames, {args.num} clips, "
+        f"extension to {long} frames; real frame-to-frame MSE {real_step:.4f}"
+    )
+    print(
+        f"{'method':16s} {'seam / real':>11s} {'ext step / real':>15s} {'worst step / real':>17s} "
+        f"{'colour':>7s} {'shape':>6s} {'direction':>9s} {'s':>6s}"
+    )
+    common = dict(
+        sampler=args.sampler, steps=args.steps, seed=args.seed, reconstruction_weight=args.reconstruction_weight
+    )
     for method in ("replacement", "reconstruction"):
         t = time.perf_counter()
         pred = predict(model, ctx, window, method=method, **common)
-        seam = step_mse(pred[:, :, k - 1:k + 1]).mean().item() / max(real_seam, 1e-8)
+        seam = step_mse(pred[:, :, k - 1 : k + 1]).mean().item() / max(real_seam, 1e-8)
         ext = extend(model, ctx, long, overlap=args.overlap or k, method=method, **common)
         steps = step_mse(ext)
         cons = [consistency(ext[i], describe_video(real[i, :, :window]), window) for i in range(args.num)]
         mean = {key: sum(c[key] for c in cons) / len(cons) for key in ("color", "shape", "direction")}
-        print(f"{method:16s} {seam:11.2f} {steps.mean().item() / real_step:15.2f} "
-              f"{steps.max(dim=1).values.mean().item() / real_step:17.2f} {mean['color']:7.2f} "
-              f"{mean['shape']:6.2f} {mean['direction']:9.2f} {time.perf_counter() - t:6.1f}")
-    print("(colour/shape/direction: fraction of extension windows that describe_video reads as the real clip's "
-          "first window)")
+        print(
+            f"{method:16s} {seam:11.2f} {steps.mean().item() / real_step:15.2f} "
+            f"{steps.max(dim=1).values.mean().item() / real_step:17.2f} {mean['color']:7.2f} "
+            f"{mean['shape']:6.2f} {mean['direction']:9.2f} {time.perf_counter() - t:6.1f}"
+        )
+    print(
+        "(colour/shape/direction: fraction of extension windows that describe_video reads as the real clip's "
+        "first window)"
+    )
 
 
 if __name__ == "__main__":

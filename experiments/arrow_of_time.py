@@ -1,5 +1,5 @@
 """Where the arrow of time is lost: two controls for the text models' direction problem (they learn
-the axis of a motion from the caption but not its sign; bench/text_guidance.py).
+the axis of a motion from the caption but not its sign; experiments/text_guidance.py).
 
 * `always-right`: the unconditional cpu-demo model trained on clips that all move right. If its
   samples move right, the network can represent a time-asymmetric distribution (the relative
@@ -18,12 +18,14 @@ the axis of a motion from the caption but not its sign; bench/text_guidance.py).
   direction's mean is decided: on clips that all move right, how fast the always-right model's x̂
   drifts right (and, with `--text-run`, a text model's under "right" and "left"), against the ideal.
 
-    python bench/arrow_of_time.py --minutes 5 --out runs/arrow [--only always-right,direction-class,tokens,ideal,drift]
+    python -m experiments.arrow_of_time --minutes 5 --out runs/arrow
+        [--only always-right,direction-class,tokens,ideal,drift]
         [--text-run RUN] [--set model.frame_index_embedding=true ...]
 
 Each model is sampled with DDIM 50 (8 samples per direction, w = 0 and 1 for the class model) and
 read back with `describe_video`; results go to OUT/arrow_of_time.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +34,8 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from common import train_once
 
+from experiments.common import train_once
 from vidiff import VideoDiffusion, get_preset
 from vidiff.data import MovingShapes, describe_video
 from vidiff.data.moving_shapes import BACKGROUND, DIRECTIONS
@@ -43,8 +45,15 @@ from vidiff.schedule import alpha_sigma
 def trained(preset: str, source: str, folder: Path, args) -> VideoDiffusion:
     """Train `preset` for args.minutes on the built-in data with `source`'s options and the --set
     overrides (once)."""
-    cfg = get_preset(preset).override([f"train.max_minutes={args.minutes}", "train.save_every=0",
-                                       "train.num_samples=0", f"data.source={source}", *args.set])
+    cfg = get_preset(preset).override(
+        [
+            f"train.max_minutes={args.minutes}",
+            "train.save_every=0",
+            "train.num_samples=0",
+            f"data.source={source}",
+            *args.set,
+        ]
+    )
     return VideoDiffusion.from_pretrained(train_once(cfg, folder, progress=False))
 
 
@@ -61,8 +70,10 @@ def direction_class(out: Path, args) -> dict:
     model = trained("cpu-demo-class", "builtin:moving-shapes?label=direction", out / "direction-class", args)
     report = {}
     for w in (0.0, 1.0):
-        table = {d: dict(moved(model, args.num, class_label=d, guidance=w, seed=100 * i, batch_size=args.num))
-                 for i, d in enumerate(DIRECTIONS)}
+        table = {
+            d: dict(moved(model, args.num, class_label=d, guidance=w, seed=100 * i, batch_size=args.num))
+            for i, d in enumerate(DIRECTIONS)
+        }
         report[f"w={w:g}"] = {"moved": table, "match": sum(t.get(d, 0) for d, t in table.items()) / (4 * args.num)}
     x = _right_clips(128, seed=4321)
     g = torch.Generator().manual_seed(0)
@@ -70,9 +81,13 @@ def direction_class(out: Path, args) -> dict:
         z = _noise(x, lam, g)
         with torch.no_grad():
             report[f"x̂ drift at logsnr {lam:+d}"] = {
-                d: _drift(model.denoiser.predict(z, torch.full((len(z),), float(lam)),
-                                                 class_labels=torch.full((len(z),), DIRECTIONS.index(d)))[0])
-                for d in ("right", "left")}
+                d: _drift(
+                    model.denoiser.predict(
+                        z, torch.full((len(z),), float(lam)), class_labels=torch.full((len(z),), DIRECTIONS.index(d))
+                    )[0]
+                )
+                for d in ("right", "left")
+            }
     return report
 
 
@@ -80,14 +95,21 @@ def tokens(out: Path, args) -> dict:
     from vidiff.text import TextEncoder
 
     encoder = TextEncoder()  # the text models' encoder (MiniLM-L6 from its package)
-    captions = {w: f"a red circle moving {w}" for w in DIRECTIONS} | {"green": "a green circle moving left",
-                                                                       "blue": "a blue circle moving left"}
+    captions = {w: f"a red circle moving {w}" for w in DIRECTIONS} | {
+        "green": "a green circle moving left",
+        "blue": "a blue circle moving left",
+    }
     tok, mask = encoder.encode(list(captions.values()))
     mean = (tok * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     ref = 0  # "a red circle moving left"
-    return {f"left vs {k}": {"largest token distance": (tok[ref] - tok[i]).norm(dim=-1).max().item(),
-                             "pooled cosine": torch.cosine_similarity(mean[ref], mean[i], dim=0).item()}
-            for i, k in enumerate(captions) if i != ref}
+    return {
+        f"left vs {k}": {
+            "largest token distance": (tok[ref] - tok[i]).norm(dim=-1).max().item(),
+            "pooled cosine": torch.cosine_similarity(mean[ref], mean[i], dim=0).item(),
+        }
+        for i, k in enumerate(captions)
+        if i != ref
+    }
 
 
 _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
@@ -104,7 +126,7 @@ def _noised(x_test: torch.Tensor, x: torch.Tensor, lam: float, g: torch.Generato
     (num_test, n): the weights of the ideal denoiser's estimate."""
     a, s = (v.item() for v in alpha_sigma(torch.tensor(float(lam))))
     z = _noise(x_test, lam, g)
-    return z, -torch.cdist(z.flatten(1), a * x.flatten(1)) ** 2 / (2 * s * s)
+    return z, -(torch.cdist(z.flatten(1), a * x.flatten(1)) ** 2) / (2 * s * s)
 
 
 def _right_clips(num: int, seed: int) -> torch.Tensor:
@@ -114,8 +136,7 @@ def _right_clips(num: int, seed: int) -> torch.Tensor:
     return torch.stack([clips[i]["video"] for i in range(num)])
 
 
-def ideal_gain(out: Path, args, num_train: int = 16_000, num_test: int = 256,
-               logsnrs=(-10, -8, -6, -4, -2, 0)) -> dict:
+def ideal_gain(out: Path, args, num_train: int = 16_000, num_test: int = 256, logsnrs=(-10, -8, -6, -4, -2, 0)) -> dict:
     """What each word is worth to the Bayes-optimal denoiser: E[x | z_t, condition] estimated by weighting
     `num_train` clips by q(z_t | x_i) (exact as num_train grows; `ess` is the effective number of clips
     behind an estimate, trustworthy where it is large), with the condition the clip's direction, that
@@ -132,11 +153,13 @@ def ideal_gain(out: Path, args, num_train: int = 16_000, num_test: int = 256,
     def allowed(key: str, value) -> torch.Tensor:  # (num_test, n): which training clips fit each test condition
         return torch.tensor([[a[key] == value(w) for a in attrs] for w in want])
 
-    conditions = {"none": torch.ones(num_test, num_train, dtype=torch.bool),
-                  "direction": allowed("direction", lambda w: w["direction"]),
-                  "opposite direction": allowed("direction", lambda w: _OPPOSITE[w["direction"]]),
-                  "other axis": allowed("direction", lambda w: _OTHER_AXIS[w["direction"]]),
-                  "colour": allowed("color", lambda w: w["color"])}
+    conditions = {
+        "none": torch.ones(num_test, num_train, dtype=torch.bool),
+        "direction": allowed("direction", lambda w: w["direction"]),
+        "opposite direction": allowed("direction", lambda w: _OPPOSITE[w["direction"]]),
+        "other axis": allowed("direction", lambda w: _OTHER_AXIS[w["direction"]]),
+        "colour": allowed("color", lambda w: w["color"]),
+    }
     g = torch.Generator().manual_seed(0)
     report = {}
     for lam in logsnrs:
@@ -144,10 +167,12 @@ def ideal_gain(out: Path, args, num_train: int = 16_000, num_test: int = 256,
         row = {}
         for name, mask in conditions.items():
             w = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)
-            row[name] = {"x_mse": ((w @ x - x_test) ** 2).mean().item(), "ess": (1 / (w ** 2).sum(1)).median().item()}
+            row[name] = {"x_mse": ((w @ x - x_test) ** 2).mean().item(), "ess": (1 / (w**2).sum(1)).median().item()}
         report[f"logsnr {lam:+d}"] = row
-        print(f"  λ={lam:+d}: " + "  ".join(f"{k} {v['x_mse']:.4f} (ess {v['ess']:.0f})" for k, v in row.items()),
-              flush=True)
+        print(
+            f"  λ={lam:+d}: " + "  ".join(f"{k} {v['x_mse']:.4f} (ess {v['ess']:.0f})" for k, v in row.items()),
+            flush=True,
+        )
     return report
 
 
@@ -168,8 +193,7 @@ def drift(out: Path, args, num_train: int = 16_000, num_test: int = 128, logsnrs
     cfg = get_preset("cpu-demo").data
     test_set = MovingShapes(num_videos=num_test, frames=cfg.frames, size=cfg.size, directions=("right",), seed=4321)
     x, x_test = _right_clips(num_train, seed=0), _right_clips(num_test, seed=4321)
-    models = {"always-right": trained("cpu-demo", "builtin:moving-shapes?directions=right", out / "always-right",
-                                      args)}
+    models = {"always-right": trained("cpu-demo", "builtin:moving-shapes?directions=right", out / "always-right", args)}
     if args.text_run:
         models["text"] = VideoDiffusion.from_pretrained(args.text_run)
     g = torch.Generator().manual_seed(0)
@@ -183,15 +207,21 @@ def drift(out: Path, args, num_train: int = 16_000, num_test: int = 128, logsnrs
             for word in ("right", "left") if "text" in models else ():
                 captions = [test_set[i]["caption"].rsplit(" ", 1)[0] + f" {word}" for i in range(num_test)]
                 tok, mask = models["text"].conditioning.encoder.encode(captions)
-                row[f"text '{word}'"] = _drift(models["text"].denoiser.predict(z, logsnr, text_tokens=tok,
-                                                                               text_mask=mask)[0])
+                row[f"text '{word}'"] = _drift(
+                    models["text"].denoiser.predict(z, logsnr, text_tokens=tok, text_mask=mask)[0]
+                )
         report[f"logsnr {lam:+d}"] = row
         print(f"  λ={lam:+d}: " + "  ".join(f"{k} {v:+.3f}" for k, v in row.items()), flush=True)
     return report
 
 
-PROBES = {"always-right": always_right, "direction-class": direction_class, "tokens": tokens, "ideal": ideal_gain,
-          "drift": drift}
+PROBES = {
+    "always-right": always_right,
+    "direction-class": direction_class,
+    "tokens": tokens,
+    "ideal": ideal_gain,
+    "drift": drift,
+}
 
 
 def main():

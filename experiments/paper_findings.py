@@ -12,7 +12,7 @@ FVD applies), each with the same seeds and two seed sets to show the noise:
    generated frames against real frames 5–16, and the seam (last given → first generated frame
    difference over the real one).
 
-    python bench/paper_findings.py --out runs/paper-findings [--minutes 6] [--num 64] [--real 256]
+    python -m experiments.paper_findings --out runs/paper-findings [--minutes 6] [--num 64] [--real 256]
         [--seeds 0,1] [--only joint,guidance,conditioning] [--sampler dpmpp-2m --steps 20] [--quick]
 
 Every stage is cached in --out (each trained model, the real clips' I3D features, each measurement
@@ -20,6 +20,7 @@ in findings.json), so an interrupted run continues where it stopped. Writes find
 joint.png, guidance.png, conditioning.png; prints a table per experiment. About an hour on 2 CPU
 cores with the defaults (4 models × --minutes of training, then sampling and I3D).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,11 +28,11 @@ import json
 import time
 from pathlib import Path
 
-import common
 import numpy as np
 import torch
-from plots import draw_series, save_panels
 
+from experiments import common
+from experiments.plots import draw_series, save_panels
 from vidiff.data import describe_video
 from vidiff.metrics.fvd import extract_i3d_features, fvd, kvd
 from vidiff.pipeline import VideoDiffusion
@@ -49,9 +50,17 @@ CONTEXT_SEED = 777  # clips the models never saw in training (their data start a
 def trained(out: Path, name: str, preset: str, overrides: list, args) -> VideoDiffusion:
     """Train `preset` at 16 frames for --minutes into out/name (once: a finished run is reused; an
     unfinished one is started again) and load its EMA weights."""
-    cfg = get_preset(preset).override([f"data.frames={FRAMES}", f"train.max_minutes={args.minutes}",
-                                       "train.steps=1000000", "train.num_samples=0", "train.save_every=0",
-                                       *overrides, *args.set])
+    cfg = get_preset(preset).override(
+        [
+            f"data.frames={FRAMES}",
+            f"train.max_minutes={args.minutes}",
+            "train.steps=1000000",
+            "train.num_samples=0",
+            "train.save_every=0",
+            *overrides,
+            *args.set,
+        ]
+    )
     return VideoDiffusion.from_pretrained(common.train_once(cfg, out / name, progress=not args.quiet))
 
 
@@ -60,8 +69,9 @@ def i3d(videos: torch.Tensor, args) -> np.ndarray:
 
 
 def real_features(out: Path, args, frames: slice = slice(None)) -> np.ndarray:
-    return common.real_features(out / f"real_i3d_{args.real}_{frames.start or 0}.npy", args.real, FRAMES, 16,
-                                args.i3d_batch, frames)
+    return common.real_features(
+        out / f"real_i3d_{args.real}_{frames.start or 0}.npy", args.real, FRAMES, 16, args.i3d_batch, frames
+    )
 
 
 def spread(feats: np.ndarray, real: np.ndarray) -> float:
@@ -71,15 +81,18 @@ def spread(feats: np.ndarray, real: np.ndarray) -> float:
 
 def seam(videos: torch.Tensor, real: torch.Tensor) -> float:
     """Mean squared difference between the last given and the first generated frame, over the real one."""
+
     def step(v):
         return common.step_mse(v)[:, CONTEXT - 1].mean().item()
+
     return step(videos) / max(step(real), 1e-8)
 
 
 def joint(out: Path, args, seed: int, images: int) -> dict:
     model = trained(out, f"joint-{images}", "cpu-demo", [f"data.image_frames={images}"], args)
-    videos = model.sample(args.num, frames=FRAMES, sampler=args.sampler, steps=args.steps, seed=seed * 100_000,
-                          batch_size=args.batch)
+    videos = model.sample(
+        args.num, frames=FRAMES, sampler=args.sampler, steps=args.steps, seed=seed * 100_000, batch_size=args.batch
+    )
     feats, real = i3d(videos, args), real_features(out, args)
     steps = json.loads((out / f"joint-{images}" / "finished.json").read_text())["steps"]
     return {"fvd": fvd(real, feats), "kvd": kvd(real, feats)[0], "train_steps": steps}
@@ -89,8 +102,16 @@ def guidance(out: Path, args, seed: int, w: float) -> dict:
     model = trained(out, "class", "cpu-demo-class", [], args)
     classes = list(model.config.conditioning.classes)
     labels = [i % len(classes) for i in range(args.num)]
-    videos = model.sample(args.num, frames=FRAMES, class_label=labels, guidance=w, sampler=args.sampler,
-                          steps=args.steps, seed=seed * 100_000, batch_size=args.batch)
+    videos = model.sample(
+        args.num,
+        frames=FRAMES,
+        class_label=labels,
+        guidance=w,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=seed * 100_000,
+        batch_size=args.batch,
+    )
     colour = shape = 0
     for v, label in zip(videos, labels):
         want_colour, want_shape = classes[label].split()
@@ -98,16 +119,32 @@ def guidance(out: Path, args, seed: int, w: float) -> dict:
         colour += got["color"] == want_colour
         shape += got["shape"] == want_shape
     feats, real = i3d(videos, args), real_features(out, args)
-    return {"fvd": fvd(real, feats), "feature_spread": spread(feats, real), "colour_match": colour / args.num,
-            "shape_match": shape / args.num}
+    return {
+        "fvd": fvd(real, feats),
+        "feature_spread": spread(feats, real),
+        "colour_match": colour / args.num,
+        "shape_match": shape / args.num,
+    }
 
 
 def conditioning(out: Path, args, seed: int, method: str, weight: float) -> dict:
     model = trained(out, "joint-0", "cpu-demo", ["data.image_frames=0"], args)
     clips = common.real_clips(args.num, FRAMES, 16, CONTEXT_SEED + seed)
-    videos = torch.cat([predict(model, clips[i:i + args.batch, :, :CONTEXT], FRAMES, method=method,
-                                reconstruction_weight=weight or None, sampler=args.sampler, steps=args.steps,
-                                seed=seed * 100_000 + i) for i in range(0, args.num, args.batch)])
+    videos = torch.cat(
+        [
+            predict(
+                model,
+                clips[i : i + args.batch, :, :CONTEXT],
+                FRAMES,
+                method=method,
+                reconstruction_weight=weight or None,
+                sampler=args.sampler,
+                steps=args.steps,
+                seed=seed * 100_000 + i,
+            )
+            for i in range(0, args.num, args.batch)
+        ]
+    )
     feats = i3d(videos[:, :, CONTEXT:], args)
     return {"fvd": fvd(real_features(out, args, slice(CONTEXT, None)), feats), "seam": seam(videos, clips)}
 
@@ -118,8 +155,15 @@ def conditions(name: str) -> list:
         return [(f"{n} images", n, "joint", lambda o, a, s, n=n: joint(o, a, s, n)) for n in JOINT_IMAGES]
     if name == "guidance":
         return [(f"w={w:g}", w, "guidance", lambda o, a, s, w=w: guidance(o, a, s, w)) for w in WEIGHTS]
-    return [("replacement" if m == "replacement" else f"reconstruction w_r={w:g}", w, m,
-             lambda o, a, s, m=m, w=w: conditioning(o, a, s, m, w)) for m, w in METHODS]
+    return [
+        (
+            "replacement" if m == "replacement" else f"reconstruction w_r={w:g}",
+            w,
+            m,
+            lambda o, a, s, m=m, w=w: conditioning(o, a, s, m, w),
+        )
+        for m, w in METHODS
+    ]
 
 
 def run_experiment(name: str, out: Path, args, results: dict) -> None:
@@ -132,12 +176,18 @@ def run_experiment(name: str, out: Path, args, results: dict) -> None:
             t = time.perf_counter()
             runs.append({"seed_set": seed, **measure(out, args, seed), "seconds": time.perf_counter() - t})
             (out / "findings.json").write_text(json.dumps(results, indent=2))
-            print(f"{name:12s} {label:26s} seed set {seed}: " + "  ".join(
-                f"{k} {v:.4g}" for k, v in runs[-1].items() if k not in ("seed_set", "seconds")), flush=True)
+            print(
+                f"{name:12s} {label:26s} seed set {seed}: "
+                + "  ".join(f"{k} {v:.4g}" for k, v in runs[-1].items() if k not in ("seed_set", "seconds")),
+                flush=True,
+            )
 
 
-PLOTS = {"joint": (["fvd", "kvd"], "image frames per video"), "guidance": (["fvd", "shape_match", "feature_spread"],
-         "guidance weight w"), "conditioning": (["fvd", "seam"], "reconstruction weight w_r (replacement at 0)")}
+PLOTS = {
+    "joint": (["fvd", "kvd"], "image frames per video"),
+    "guidance": (["fvd", "shape_match", "feature_spread"], "guidance weight w"),
+    "conditioning": (["fvd", "seam"], "reconstruction weight w_r (replacement at 0)"),
+}
 
 
 def table(name: str, rows: dict) -> str:
@@ -160,8 +210,15 @@ def report(name: str, out: Path, results: dict) -> None:
         series: dict = {}
         for label, x, group, _ in conditions(name):
             series.setdefault(group, []).extend((x, r[metric]) for r in rows.get(label, []))
-        panels.append(draw_series({k: v for k, v in series.items() if v}, x_title, metric, size=(600, 420),
-                                  title=f"{name}: {metric} (a dot per seed set; the line joins the means)"))
+        panels.append(
+            draw_series(
+                {k: v for k, v in series.items() if v},
+                x_title,
+                metric,
+                size=(600, 420),
+                title=f"{name}: {metric} (a dot per seed set; the line joins the means)",
+            )
+        )
     save_panels(panels, out / f"{name}.png")
 
 

@@ -8,7 +8,7 @@
 3. Peak memory of plain, replacement and guided sampling on a tiny UNet (each in a fresh process:
    ru_maxrss above the baseline after building the model, and the bytes autograd saves for backward).
 
-    OMP_NUM_THREADS=1 python bench/conditional_gaussian.py [--n 4000] [--steps 128] [--skip-memory]
+    OMP_NUM_THREADS=1 python -m experiments.conditional_gaussian [--n 4000] [--steps 128] [--skip-memory]
 """
 from __future__ import annotations
 
@@ -131,8 +131,8 @@ def memory():
     print("\n## Peak memory, tiny UNet (cpu-tiny at 8×32×32), batch 8, 4 DDIM steps, each in a fresh process")
     print(f"{'mode':32s} {'Δ maxrss MiB':>13s} {'saved for backward MiB':>23s} {'s':>6s}")
     for mode in ["plain", "replacement", "guidance", "guidance, weights frozen"]:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", mode], capture_output=True, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        out = subprocess.run([sys.executable, "-m", __spec__.name, "--memory-child", mode], capture_output=True,
+                             text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         if out.returncode:
             print(out.stderr)
             continue

@@ -5,7 +5,7 @@ found, it moves, and it keeps one colour and one shape through the clip (the fir
 half of the frames are described separately and compared). Real clips from the built-in dataset are
 measured the same way as the reference.
 
-    python bench/demo_quality.py --checkpoint runs/demo [--num 32] [--samplers ancestral:100,ddim:50]
+    python -m experiments.demo_quality --checkpoint runs/demo [--num 32] [--samplers ancestral:100,ddim:50]
         [--samplers pc:200:corrector_steps=1,pc:200:corrector_steps=3:delta=0.2]
 
 `--samplers` lists sampler:steps pairs, each with the sampler's own options after further colons
@@ -14,6 +14,7 @@ samples are also written as a filmstrip PNG (a row per video) next to the checkp
 unless `--no-png`, and the clips whose colour changes as another (`..._colour_changes.png`; the JSON
 lists them with the colours of both halves).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,16 +43,24 @@ def coherence(videos: torch.Tensor, palette) -> dict:
         if a["color"] == "none" or a["color"] != b["color"]:
             changes.append((i, a["color"], b["color"]))
     n = len(videos)
-    return dict(found=found / n, moving=moving / n, same_color=1 - len(changes) / n, same_shape=same_shape / n, n=n,
-                colour_changes=changes)
+    return dict(
+        found=found / n,
+        moving=moving / n,
+        same_color=1 - len(changes) / n,
+        same_shape=same_shape / n,
+        n=n,
+        colour_changes=changes,
+    )
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--num", type=int, default=32)
-    ap.add_argument("--samplers", help="sampler:steps[:option=value...],... e.g. pc:200:corrector_steps=1 "
-                                       "(default: the model's sample config)")
+    ap.add_argument(
+        "--samplers",
+        help="sampler:steps[:option=value...],... e.g. pc:200:corrector_steps=1 (default: the model's sample config)",
+    )
     ap.add_argument("--gamma", type=float)
     ap.add_argument("--no-png", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
@@ -76,8 +85,10 @@ def main():
             if changed:  # the clips that lose their colour, a row each
                 write_filmstrip(png.with_name(png.stem + "_colour_changes.png"), videos[changed[:16]])
     for k, r in report.items():
-        print(f"{k:12s} n={r['n']}: shape found {r['found']:.0%}  moving {r['moving']:.0%}  "
-              f"same colour in both halves {r['same_color']:.0%}  same shape {r['same_shape']:.0%}")
+        print(
+            f"{k:12s} n={r['n']}: shape found {r['found']:.0%}  moving {r['moving']:.0%}  "
+            f"same colour in both halves {r['same_color']:.0%}  same shape {r['same_shape']:.0%}"
+        )
     print(json.dumps(report))
 
 

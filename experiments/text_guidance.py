@@ -3,12 +3,14 @@ guidance (issue: conditioning). Trains `cpu-demo-text` on the built-in moving sh
 --checkpoint), samples each prompt for each guidance weight, and analyses the frames with
 `vidiff.data.describe_video` (colour and kind of the shape, direction of motion).
 
-    python bench/text_guidance.py --minutes 10 --out runs/text-bench [--checkpoint RUN] [--num 8] [--weights 0,1,3,5]
+    python -m experiments.text_guidance --minutes 10 --out runs/text-bench [--checkpoint RUN] [--num 8]
+        [--weights 0,1,3,5]
         [--set section.key=value ...] [--sampler ddim --steps 50] [--seed 0]
 
 (`--set model.text_cross_attention=true` trains with cross-attention to the caption's tokens.) Before
 sampling it prints how much the denoiser uses each word of the caption (`caption_sensitivity`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +36,11 @@ def caption_sensitivity(model, clips: torch.Tensor, captions: list, logsnrs=(-8,
 
     opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
     other = {"red": "green", "green": "blue", "blue": "yellow", "yellow": "red"}
-    variants = {"true": captions,
-                "direction swapped": [" ".join(c.split()[:-1] + [opposite[c.split()[-1]]]) for c in captions],
-                "colour swapped": [c.replace(c.split()[1], other[c.split()[1]]) for c in captions]}
+    variants = {
+        "true": captions,
+        "direction swapped": [" ".join(c.split()[:-1] + [opposite[c.split()[-1]]]) for c in captions],
+        "colour swapped": [c.replace(c.split()[1], other[c.split()[1]]) for c in captions],
+    }
     encoded = {k: model.conditioning.encoder.encode(v) for k, v in variants.items()}
     g = torch.Generator().manual_seed(0)
     table = {}
@@ -45,8 +49,10 @@ def caption_sensitivity(model, clips: torch.Tensor, captions: list, logsnrs=(-8,
         a, s = (v.view(-1, 1, 1, 1, 1) for v in alpha_sigma(logsnr))
         z = a * clips + s * torch.randn(clips.shape, generator=g)
         with torch.no_grad():
-            table[lam] = {k: ((model.denoiser.predict(z, logsnr, text_tokens=tok, text_mask=mask)[0] - clips) ** 2)
-                          .mean().item() for k, (tok, mask) in encoded.items()}
+            table[lam] = {
+                k: ((model.denoiser.predict(z, logsnr, text_tokens=tok, text_mask=mask)[0] - clips) ** 2).mean().item()
+                for k, (tok, mask) in encoded.items()
+            }
         print(f"  λ={lam:+d}: x-MSE " + "  ".join(f"{k} {v:.4f}" for k, v in table[lam].items()), flush=True)
     return table
 
@@ -82,14 +88,17 @@ def main():
     args = ap.parse_args()
     run = args.checkpoint
     if run is None:
-        cfg = get_preset("cpu-demo-text").override([f"train.max_minutes={args.minutes}", "train.save_every=0",
-                                                    *args.set])
+        cfg = get_preset("cpu-demo-text").override(
+            [f"train.max_minutes={args.minutes}", "train.save_every=0", *args.set]
+        )
         train(cfg, args.out)
         run = args.out
     model = VideoDiffusion.from_pretrained(run)
     colors, directions = ["red", "green", "blue", "yellow"], ["left", "right", "up", "down"]
-    prompts = [f"a {c} {s} moving {d}" for (c, d), s in zip(itertools.product(colors, directions),
-                                                                itertools.cycle(["circle", "square", "triangle"]))]
+    prompts = [
+        f"a {c} {s} moving {d}"
+        for (c, d), s in zip(itertools.product(colors, directions), itertools.cycle(["circle", "square", "triangle"]))
+    ]
     # the measure itself, on real clips of the model's size: how often describe_video reads back the
     # caption's colour and direction (the ceiling of the numbers below)
     real = MovingShapes(num_videos=64, frames=model.config.data.frames, size=model.config.data.size, seed=4321)
@@ -101,14 +110,16 @@ def main():
     print(f"real clips: {_fmt(report['real'])}  ({len(real)} clips)", flush=True)
     print("does the denoiser use the caption's words? (x-MSE on the real clips)")
     report["caption_sensitivity"] = caption_sensitivity(
-        model, torch.stack([it["video"] for it in items]), [it["caption"] for it in items])
+        model, torch.stack([it["video"] for it in items]), [it["caption"] for it in items]
+    )
     for w in [float(x) for x in args.weights.split(",")]:
         hits, total, strip = Counter(), 0, []
         moved = {d: Counter() for d in directions}  # prompted direction -> directions read back
         for p_i, prompt in enumerate(prompts):
             want = dict(color=prompt.split()[1], shape=prompt.split()[2], direction=prompt.split()[-1])
-            videos = model.sample(args.num, prompt=prompt, guidance=w, sampler=args.sampler, steps=args.steps,
-                                  seed=args.seed + 1000 * p_i)
+            videos = model.sample(
+                args.num, prompt=prompt, guidance=w, sampler=args.sampler, steps=args.steps, seed=args.seed + 1000 * p_i
+            )
             for v in videos:
                 got = describe_video(v)
                 _tally(hits, got, want)
@@ -116,11 +127,15 @@ def main():
                 total += 1
             strip.append(videos[0])
         report[w] = _rates(hits, total)
-        print(f"w={w:g}: {_fmt(report[w])}  ({total} samples; chance: colour 25%, shape 33%, direction 25%)",
-              flush=True)
+        print(
+            f"w={w:g}: {_fmt(report[w])}  ({total} samples; chance: colour 25%, shape 33%, direction 25%)", flush=True
+        )
         # which way the samples of each prompted direction moved: tells a learned axis from a learned sign
-        print("  prompted -> moved: " + "; ".join(f"{d}: " + " ".join(f"{k} {n}" for k, n in c.most_common())
-                                                   for d, c in moved.items()), flush=True)
+        print(
+            "  prompted -> moved: "
+            + "; ".join(f"{d}: " + " ".join(f"{k} {n}" for k, n in c.most_common()) for d, c in moved.items()),
+            flush=True,
+        )
         report[w]["moved"] = {d: dict(c) for d, c in moved.items()}
         write_filmstrip(Path(args.out) / f"frames_w{w:g}.png", torch.stack(strip))  # a row per prompt
     Path(args.out).mkdir(parents=True, exist_ok=True)

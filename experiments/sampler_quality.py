@@ -2,13 +2,14 @@
 built-in moving shapes at 16 frames (so that FVD applies), with the same seeds for every sampler and
 a second seed set to show the noise. Also the progressively distilled student at 8 and 4 steps.
 
-    python bench/sampler_quality.py --run runs/sampler-quality [--minutes 20] [--num 256] [--seeds 0,1]
+    python -m experiments.sampler_quality --run runs/sampler-quality [--minutes 20] [--num 256] [--seeds 0,1]
 
 Each stage is cached in the run folder (the teacher run, the distillation rounds, the real clips'
 I3D features, each sampler's result in results.json), so an interrupted run continues. It writes
 results.json, a table on stdout (FVD per seed set, network evaluations and seconds per sample) and
 fvd_vs_evaluations.png. `--quick` shrinks everything to check that the bench runs (minutes, not hours).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import matmul_peak, real_features, train_once
-from plots import draw_series, save_panels
 
+from bench.common import matmul_peak
+from experiments.common import real_features, train_once
+from experiments.plots import draw_series, save_panels
 from vidiff.metrics.fvd import extract_i3d_features, fvd
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
@@ -28,11 +30,21 @@ from vidiff.sampling import sampler_spec
 from vidiff.train.distill import distill
 
 # (label, sampler, steps, options): the paper's PC sampler (the reference) first, then the fast ones
-SAMPLERS = [("pc 256", "pc", 256, {}), ("dpm++ 2m 10", "dpmpp-2m", 10, {}), ("dpm++ 2m 15", "dpmpp-2m", 15, {}),
-            ("dpm++ 2m 20", "dpmpp-2m", 20, {}), ("dpm++ 2m 25", "dpmpp-2m", 25, {}), ("ddim 25", "ddim", 25, {}),
-            ("ddim 50", "ddim", 50, {}), ("ddim 100", "ddim", 100, {}), ("dpm++ 2m sde 20", "dpmpp-2m-sde", 20, {}),
-            ("dpm++ 2m sde 25", "dpmpp-2m-sde", 25, {}), ("ancestral 256", "ancestral", 256, {"gamma": 0.1}),
-            ("ddim 8", "ddim", 8, {}), ("ddim 4", "ddim", 4, {})]  # the teacher at the students' step counts
+SAMPLERS = [
+    ("pc 256", "pc", 256, {}),
+    ("dpm++ 2m 10", "dpmpp-2m", 10, {}),
+    ("dpm++ 2m 15", "dpmpp-2m", 15, {}),
+    ("dpm++ 2m 20", "dpmpp-2m", 20, {}),
+    ("dpm++ 2m 25", "dpmpp-2m", 25, {}),
+    ("ddim 25", "ddim", 25, {}),
+    ("ddim 50", "ddim", 50, {}),
+    ("ddim 100", "ddim", 100, {}),
+    ("dpm++ 2m sde 20", "dpmpp-2m-sde", 20, {}),
+    ("dpm++ 2m sde 25", "dpmpp-2m-sde", 25, {}),
+    ("ancestral 256", "ancestral", 256, {"gamma": 0.1}),
+    ("ddim 8", "ddim", 8, {}),
+    ("ddim 4", "ddim", 4, {}),
+]  # the teacher at the students' step counts
 STUDENTS = [("distilled 8", 8), ("distilled 4", 4)]
 
 
@@ -40,19 +52,26 @@ def teacher(run: Path, args) -> Path:
     """The teacher's run folder: --teacher, or one trained at 16 frames for --minutes (once)."""
     if args.teacher:
         return Path(args.teacher)
-    cfg = get_preset(args.preset).override(["data.frames=16", f"train.max_minutes={args.minutes}",
-                                            "train.steps=1000000", "train.num_samples=0", "train.save_every=500",
-                                            *args.set])
+    cfg = get_preset(args.preset).override(
+        [
+            "data.frames=16",
+            f"train.max_minutes={args.minutes}",
+            "train.steps=1000000",
+            "train.num_samples=0",
+            "train.save_every=500",
+            *args.set,
+        ]
+    )
     return train_once(cfg, run / "teacher")
 
 
-def measure(model: VideoDiffusion, sampler: str, steps: int, options: dict, num: int, seed: int, real,
-            args) -> dict:
+def measure(model: VideoDiffusion, sampler: str, steps: int, options: dict, num: int, seed: int, real, args) -> dict:
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     sync()
     t = time.perf_counter()
-    videos = model.sample(num, frames=16, sampler=sampler, steps=steps, options=options, seed=seed * 100_000,
-                          batch_size=args.batch)
+    videos = model.sample(
+        num, frames=16, sampler=sampler, steps=steps, options=options, seed=seed * 100_000, batch_size=args.batch
+    )
     sync()
     seconds = (time.perf_counter() - t) / num
     call = model.sampling(sampler=sampler, steps=steps, options=options)
@@ -62,12 +81,26 @@ def measure(model: VideoDiffusion, sampler: str, steps: int, options: dict, num:
 
 def distilled(run: Path, teacher_run: Path, args, device) -> dict:
     """The teacher progressively distilled to 8 DDIM steps (--from-steps → … → 8), then to 4."""
-    distill(teacher_run, run / "student8", from_steps=args.from_steps, to_steps=8,
-            steps_per_round=args.steps_per_round, overrides=["train.num_samples=0"])
-    distill(run / "student8", run / "student4", from_steps=8, to_steps=4, steps_per_round=args.steps_per_round,
-            overrides=["train.num_samples=0"])
-    return {"distilled 8": VideoDiffusion.from_pretrained(run / "student8", device=device),
-            "distilled 4": VideoDiffusion.from_pretrained(run / "student4", device=device)}
+    distill(
+        teacher_run,
+        run / "student8",
+        from_steps=args.from_steps,
+        to_steps=8,
+        steps_per_round=args.steps_per_round,
+        overrides=["train.num_samples=0"],
+    )
+    distill(
+        run / "student8",
+        run / "student4",
+        from_steps=8,
+        to_steps=4,
+        steps_per_round=args.steps_per_round,
+        overrides=["train.num_samples=0"],
+    )
+    return {
+        "distilled 8": VideoDiffusion.from_pretrained(run / "student8", device=device),
+        "distilled 4": VideoDiffusion.from_pretrained(run / "student4", device=device),
+    }
 
 
 def plot(results: dict, path: Path) -> None:
@@ -75,8 +108,18 @@ def plot(results: dict, path: Path) -> None:
     families: dict = {}
     for label, runs in results.items():
         families.setdefault(label.rsplit(" ", 1)[0], []).extend((r["evaluations"], r["fvd"]) for r in runs)
-    save_panels([draw_series(families, "network evaluations per sample (log)", "FVD (lower is better)",
-                             log_x=True, title="FVD against network evaluations")], path)
+    save_panels(
+        [
+            draw_series(
+                families,
+                "network evaluations per sample (log)",
+                "FVD (lower is better)",
+                log_x=True,
+                title="FVD against network evaluations",
+            )
+        ],
+        path,
+    )
 
 
 def main():
@@ -100,8 +143,10 @@ def main():
         args.preset, args.minutes, args.num, args.steps_per_round = "cpu-tiny", 0.2, 16, 4
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
-    print(f"fp32 matmul peak (CPU): {matmul_peak():.0f} GFLOP/s; torch threads {torch.get_num_threads()}; "
-          f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    print(
+        f"fp32 matmul peak (CPU): {matmul_peak():.0f} GFLOP/s; torch threads {torch.get_num_threads()}; "
+        f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}"
+    )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teacher_run = teacher(run, args)
     model = VideoDiffusion.from_pretrained(teacher_run, device=device)
@@ -120,14 +165,21 @@ def main():
             results.setdefault(label, []).append(measure(m, name, steps, opts, args.num, seed, real, args))
             results_path.write_text(json.dumps(results, indent=2))
             r = results[label][-1]
-            print(f"{label:18s} seed set {seed}: FVD {r['fvd']:8.2f}  {r['evaluations']:4d} evaluations  "
-                  f"{r['seconds_per_sample']:.3f} s/sample", flush=True)
-    print(f"\n{'sampler':18s} {'FVD':>19s} {'evaluations':>12s} {'s/sample':>9s}   ({args.num} samples, "
-          f"{args.num} real clips, 16 frames, seed sets {args.seeds})")
+            print(
+                f"{label:18s} seed set {seed}: FVD {r['fvd']:8.2f}  {r['evaluations']:4d} evaluations  "
+                f"{r['seconds_per_sample']:.3f} s/sample",
+                flush=True,
+            )
+    print(
+        f"\n{'sampler':18s} {'FVD':>19s} {'evaluations':>12s} {'s/sample':>9s}   ({args.num} samples, "
+        f"{args.num} real clips, 16 frames, seed sets {args.seeds})"
+    )
     for label, runs in results.items():
         fvds = " / ".join(f"{r['fvd']:.1f}" for r in runs)
-        print(f"{label:18s} {fvds:>19s} {runs[0]['evaluations']:12d} "
-              f"{np.mean([r['seconds_per_sample'] for r in runs]):9.3f}")
+        print(
+            f"{label:18s} {fvds:>19s} {runs[0]['evaluations']:12d} "
+            f"{np.mean([r['seconds_per_sample'] for r in runs]):9.3f}"
+        )
     plot(results, run / "fvd_vs_evaluations.png")
     print(f"wrote {run / 'fvd_vs_evaluations.png'} and {results_path}")
 

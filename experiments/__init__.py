@@ -1,0 +1,2 @@
+"""Findings: experiments that measure a choice and write its results (`python -m experiments.NAME` from the
+repository root)."""
