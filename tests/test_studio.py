@@ -404,6 +404,18 @@ def test_a_bad_content_length_is_refused(server, length, status):
     assert b"Content-Length" in answer.split(b"\r\n\r\n", 1)[1]  # the message names the header
 
 
+@pytest.mark.parametrize("extra,body", [
+    (b"\r\nOrigin: http://[::1", b"{}"),  # an Origin urlsplit cannot read
+    (b"", b"\xff"),  # a body that is not UTF-8
+    (b"", b"[" * 100_000),  # nested past Python's recursion limit
+], ids=["origin", "not-utf8", "deep"])
+def test_odd_requests_are_refused_not_a_server_error(server, extra, body):
+    head = (b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json" + extra
+            + b"\r\nContent-Length: " + str(len(body)).encode())
+    answer = raw(server, head, body)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+
+
 def test_content_length_minus_one_is_refused_before_the_body_is_read(server, tmp_path):
     """Content-Length: -1 made the server read until the client closed (64 MiB kept in memory and
     stored): the answer must come while the client is still sending, and the body must not be read."""

@@ -151,20 +151,26 @@ def _part(folder: Path, model, protocol, real, part, seed, request, i3d_weights,
     return feats
 
 
-def _settings_key(protocol, checkpoint, data, num, seed, request) -> str:
-    key = json.dumps(
-        {
-            "protocol": protocol.name,
-            "checkpoint": str(Path(checkpoint).resolve()),
-            "data": data,
-            "num": num,
-            "seed": seed,
-            "request": request,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+def _stamp(path) -> str:
+    """A file or folder as it is now: its path, size and modification time (a retrained checkpoint differs)."""
+    if path is None or not Path(str(path)).exists():
+        return str(path)
+    files = [Path(path)] if Path(path).is_file() else sorted(Path(path).rglob("*.safetensors"))
+    return ";".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
+
+def _settings_key(protocol, checkpoint, data, num, seed, request, use_ema, i3d_weights) -> str:
+    key = {
+        "protocol": protocol.name,
+        "checkpoint": _stamp(checkpoint),
+        "data": data,
+        "num": num,
+        "seed": seed,
+        "request": request,
+        "ema": use_ema,
+        "i3d": _stamp(i3d_weights),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def run_protocol(
@@ -198,7 +204,7 @@ def run_protocol(
             f"{protocol.size} clips; this model's window is {window.frames}×{window.size}×{window.size}"
         )
     out = Path(out)
-    parts_folder = out / "parts" / _settings_key(protocol, checkpoint, data, num, seed, request)
+    parts_folder = out / "parts" / _settings_key(protocol, checkpoint, data, num, seed, request, use_ema, i3d_weights)
     parts_folder.mkdir(parents=True, exist_ok=True)
     real = _real_clips(data, protocol)
     real_feats = _real_features(out, data, real, i3d_weights, batch_size)
@@ -219,7 +225,7 @@ def run_protocol(
 
 
 def _real_features(out: Path, data: str, real: torch.Tensor, i3d_weights, batch_size: int) -> np.ndarray:
-    digest = hashlib.sha256(real.numpy().tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256(real.numpy().tobytes() + _stamp(i3d_weights).encode()).hexdigest()[:16]
     path = out / f"real-{digest}.npz"
     if path.is_file():
         with np.load(path) as f:

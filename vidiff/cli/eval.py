@@ -47,6 +47,9 @@ def run_protocol_command(args) -> None:
             f"--protocol {args.protocol} takes {', '.join(missing) or '--checkpoint, --data and --out'}"
             f"{' (and no --real/--fake: it makes both)' if args.real or args.fake else ''}"
         )
+    from vidiff.data.shards import trust_command
+
+    trust_command(args.data)  # a pipe: source typed here is the user's own command
     request = {
         "sampler": args.sampler,
         "steps": args.steps,

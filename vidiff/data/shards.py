@@ -157,7 +157,7 @@ _TRUSTED_COMMANDS: set = set()
 
 def runs_command(spec: str) -> bool:
     """Whether reading the data source ``spec`` runs a shell command (a ``pipe:`` source)."""
-    return spec.strip().startswith("pipe:")
+    return spec.strip().lower().startswith("pipe:")
 
 
 def trust_command(spec: str) -> None:
@@ -282,7 +282,7 @@ def _decode(members: dict) -> tuple:
     try:
         clip = np.load(io.BytesIO(members["npy"]), allow_pickle=False)
         meta = json.loads(members["json"])
-    except (ValueError, OSError, EOFError) as e:  # a bad npy header, a truncated array, bad JSON
+    except (ValueError, OSError, EOFError, MemoryError) as e:  # a bad npy header or shape, a short array, bad JSON
         raise ValueError(f"{type(e).__name__}: {e}") from None
     if clip.dtype != np.uint8 or clip.ndim != 4 or not isinstance(meta, dict):
         raise ValueError(
@@ -291,7 +291,7 @@ def _decode(members: dict) -> tuple:
         )
     try:
         return clip, int(meta.get("label", -1)), str(meta.get("caption", ""))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"the metadata's label {meta.get('label')!r} is not a whole number") from None
 
 

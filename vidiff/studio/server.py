@@ -58,6 +58,14 @@ def is_ip(name: str) -> bool:
         return False
 
 
+def split_url(text: str):
+    """urlsplit, with a URL it cannot split refused as a bad request (not a 500)."""
+    try:
+        return urlsplit(text)
+    except ValueError:
+        raise StudioError(f"{text[:100]!r} is not a URL this studio can read", 400) from None
+
+
 def split_host(value: str) -> Optional[tuple]:
     """(name, port or None) of a Host header (`studio.lan:7860`, `[::1]:7860`), the name lowercased
     without brackets or a trailing dot; None when it is not a host name at all."""
@@ -86,6 +94,7 @@ def studio_url(host: str, port: int, token: Optional[str]) -> str:
 
 
 class Handler(BaseHTTPRequestHandler):
+    timeout = 60  # seconds a connection may wait for a request's next bytes: a stalled client frees its thread
     server_version = "vidiff-studio"
     protocol_version = "HTTP/1.1"
 
@@ -153,7 +162,7 @@ class Handler(BaseHTTPRequestHandler):
         token = self.server.token
         if token is None:
             return False
-        url = urlsplit(self.path)
+        url = split_url(self.path)
         query = parse_qsl(url.query, keep_blank_values=True)
         if any(k == "token" and same(v, token) for k, v in query):
             if self.command == "POST":
@@ -178,7 +187,7 @@ class Handler(BaseHTTPRequestHandler):
         origin = self.headers.get("Origin")
         if origin is None:
             return
-        u = urlsplit(origin.strip())
+        u = split_url(origin.strip())
         theirs = split_host(u.netloc) if u.scheme in ("http", "https") else None
         ok = (
             theirs is not None
@@ -213,6 +222,8 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
         except Exception as e:  # a bug: say so in the page, keep serving
+            if self.command == "POST":
+                self.close_connection = True
             log.error("%s %s failed:\n%s", self.command, self.path, traceback.format_exc())
             self._error(500, f"internal error ({type(e).__name__}: {e}); see the studio's terminal")
 
@@ -226,7 +237,7 @@ class Handler(BaseHTTPRequestHandler):
         self._guard(self._post)
 
     def _get(self) -> None:
-        url = urlsplit(self.path)
+        url = split_url(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         s = self.studio
         if url.path in STATIC:
@@ -278,7 +289,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _post(self) -> None:
-        path = urlsplit(self.path).path
+        path = split_url(self.path).path
         s = self.studio
         if path == "/api/upload":
             name = self.headers.get("X-Filename")
@@ -295,8 +306,8 @@ class Handler(BaseHTTPRequestHandler):
             raise StudioError("send the request as JSON (Content-Type: application/json)", 415)
         try:
             req = json.loads(self._body(MAX_JSON) or b"{}")
-        except json.JSONDecodeError as e:
-            raise StudioError(f"the request is not JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested past Python's limit
+            raise StudioError(f"the request is not JSON: {type(e).__name__}: {str(e)[:200]}") from None
         if not isinstance(req, dict):
             raise StudioError("the request must be a JSON object")
         self._json(routes[path](req))

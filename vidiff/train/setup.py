@@ -156,7 +156,7 @@ def build_trainer(cfg: Config, device: torch.device, start_step: int = 0, ck: Op
     choice = parallel.choose(cfg, sum(p.numel() for p in net.parameters()), device)
     train_net = parallel.wrap(net, ema, choice, device)
     if tr.compile:
-        train_net = torch.compile(train_net, mode=compile_mode(device, train_net is net))
+        train_net = torch.compile(train_net, mode=compile_mode(device, train_net is net and spread.world() == 1))
     opt = torch.optim.AdamW(net.parameters(), lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2),  # fused: ~3× faster
                             weight_decay=tr.weight_decay, fused=device.type in ("cpu", "cuda"))
     for g in opt.param_groups:
