@@ -2,7 +2,10 @@
 session (`tiny_run`), and training in the test process without TensorBoard event files (slow to open
 and never read; a test that reads them asks for `tensorboard_on`). The library's own defaults stay."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -49,3 +52,16 @@ def tensorboard_on(monkeypatch, _open_tracker_with_tensorboard):
     from vidiff.train import loop
 
     monkeypatch.setattr(loop, "open_tracker", _open_tracker_with_tensorboard)
+
+
+def torchrun(*args, port: int, nproc: int = 2, env=None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node NPROC --master-port PORT ARGS…` (a script and its arguments, or "-m",
+    a module, …), one thread a process unless `env` says otherwise, its output captured."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(port)]
+    return subprocess.run(
+        [*cmd, *map(str, args)],
+        env=env or {**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun
 from safetensors.torch import load_file
 
 from vidiff.checkpoint import resolve_checkpoint
@@ -85,23 +86,7 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
     loads as an ordinary model, and 2 + 2 resumed steps give bit for bit the weights of 4."""
     script = tmp_path / "fsdp.py"
     script.write_text(textwrap.dedent(SCRIPT))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29541",
-            str(script),
-            str(tmp_path),
-        ],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = torchrun(str(script), str(tmp_path), port=29541, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     ddp, fsdp, resumed = (weights(tmp_path / name) for name in ("ddp", "fsdp", "fsdp-resumed"))
     for k in ddp:
@@ -306,23 +291,7 @@ def test_every_collective_of_a_training_run_is_on_its_device(tmp_path):
     comes from a function whose devices the test above checks with a device that is not the CPU."""
     script = tmp_path / "record.py"
     script.write_text(TRAIN_RECORDED)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29543",
-            str(script),
-            str(tmp_path),
-        ],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = torchrun(str(script), str(tmp_path), port=29543)
     assert run.returncode == 0, run.stderr[-4000:]
     for rank in (0, 1):
         calls = json.loads((tmp_path / f"calls{rank}.json").read_text())

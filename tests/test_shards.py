@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import torchrun
 from test_data import make_bad, write_video
 
 from vidiff.cli import main
@@ -219,30 +220,10 @@ spread.finish()
 
 def test_two_processes_with_workers_see_every_clip_once_an_epoch(shards, tmp_path):
     """A real 2-process run (torchrun, gloo), 2 loader workers each: every epoch's 10 clips, each once."""
-    import os
-    import subprocess
-    import sys
 
     script = tmp_path / "epoch.py"
     script.write_text(DDP_EPOCH)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29571",
-            str(script),
-            str(shards[0]),
-            str(tmp_path / "seen.json"),
-        ],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = torchrun(str(script), str(shards[0]), str(tmp_path / "seen.json"), port=29571)
     assert run.returncode == 0, run.stderr[-3000:]
     seen = json.loads((tmp_path / "seen.json").read_text())
     ds = build_dataset(str(shards[0]), frames=FRAMES, size=SIZE)

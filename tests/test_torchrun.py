@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun
 from safetensors.torch import load_file
 from torch.distributed.run import get_args_parser
 
@@ -44,26 +45,7 @@ def one_and_two(tmp_path, args: list, port: int):
         timeout=300,
     )
     assert plain.returncode == 0, plain.stderr[-3000:]
-    spread = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(port),
-            "-m",
-            "vidiff.cli",
-            *args,
-            "--out",
-            str(two),
-        ],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    spread = torchrun("-m", "vidiff.cli", *args, "--out", str(two), port=port, env=ENV)
     assert spread.returncode == 0, spread.stderr[-3000:]
     return one, two, spread
 
@@ -143,26 +125,7 @@ def test_eval_under_torchrun_equals_one_process(run_dir, tmp_path):
         timeout=300,
     )
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29563",
-            "-m",
-            "vidiff.cli",
-            *args,
-            "--out",
-            str(tmp_path / "two.json"),
-        ],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    two = torchrun("-m", "vidiff.cli", *args, "--out", str(tmp_path / "two.json"), port=29563, env=ENV)
     assert two.returncode == 0, two.stderr[-3000:]
     r1, r2 = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     fvd_key = next(k for k in r1 if k.startswith("fvd"))
@@ -221,23 +184,7 @@ spread.finish()
 def test_map_ordered_spreads_items_and_rank0_can_work_alone(tmp_path):
     script = tmp_path / "spread.py"
     script.write_text(SPREAD)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29564",
-            str(script),
-            str(tmp_path / "out.json"),
-        ],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = torchrun(str(script), str(tmp_path / "out.json"), port=29564, env=ENV, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["done"] == [[i, i % 2] for i in range(5)] and out["alone"] == [0, 1, 4]

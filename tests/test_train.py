@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun
 from safetensors.torch import load_file
 
 from vidiff.checkpoint import CheckpointError, resolve_checkpoint
@@ -139,24 +140,7 @@ def test_ddp_two_processes_match_one(tmp_path, nproc):
     )
     assert one.returncode == 0, one.stderr[-3000:]
     (tmp_path / "rank0.safetensors").rename(tmp_path / "single.safetensors")
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            str(nproc),
-            "--master-port",
-            "29533",
-            str(script),
-            str(tmp_path / "run2"),
-            str(tmp_path),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    two = torchrun(str(script), str(tmp_path / "run2"), str(tmp_path), port=29533, nproc=nproc, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     single = load_file(tmp_path / "single.safetensors")
     r0, r1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
@@ -299,14 +283,7 @@ def test_divergence_stops_every_ddp_process_together(tmp_path):
     """Under torchrun the processes agree on a divergence (the weights check before a save is reduced
     over them): all stop with the error, none waits for the others in a collective."""
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        "29547",
+    args = [
         "-m",
         "vidiff.cli",
         "train",
@@ -325,9 +302,7 @@ def test_divergence_stops_every_ddp_process_together(tmp_path):
             for a in ("--set", s)
         ],
     ]
-    result = subprocess.run(
-        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
-    )
+    result = torchrun(*args, port=29547)
     assert result.returncode != 0
     assert result.stderr.count("vidiff train: error: training diverged at step 1: the weights are not finite") == 2, (
         result.stderr[-3000:]
