@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 from vidiff.data.errors import DataError
-from vidiff.evaluate import _save_npz_atomic, _Source, add_eval_arguments, evaluate, run_eval
+from vidiff.evaluate import _Source, add_eval_arguments, evaluate, run_eval
+from vidiff.files import save_npz
 from vidiff.metrics import i3d as i3d_mod
 from vidiff.metrics.frechet import frechet_distance, frechet_distance_from_feats, gaussian_stats, trace_sqrt_product
 from vidiff.metrics.fvd import fvd, i3d_logits, preprocess_for_i3d
@@ -373,7 +374,7 @@ def test_video_dirs_missing_empty_short_or_too_few(tmp_path):
 def test_feature_cache_and_report_are_written_atomically(tmp_path):
     old = os.umask(0o022)
     try:
-        _save_npz_atomic(tmp_path / "cache" / "real-i3d-abc.npz", feats=np.ones((2, 3)))
+        save_npz(tmp_path / "cache" / "real-i3d-abc.npz", feats=np.ones((2, 3)))
         assert os.listdir(tmp_path / "cache") == ["real-i3d-abc.npz"]  # the name kept, no temp left
         assert (tmp_path / "cache" / "real-i3d-abc.npz").stat().st_mode & 0o777 == 0o644
         with np.load(tmp_path / "cache" / "real-i3d-abc.npz") as f:

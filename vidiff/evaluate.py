@@ -22,7 +22,7 @@ import torch
 
 from vidiff import files, spread
 from vidiff.errors import DataError
-from vidiff.files import atomic_write, find_videos, writable
+from vidiff.files import atomic_write, find_videos, save_npz, writable
 from vidiff.metrics.errors import MetricsError
 from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats
 from vidiff.metrics.i3d import I3D_PICKLE_SHA256
@@ -151,14 +151,6 @@ class _Source:
             yield batch
 
 
-def _save_npz_atomic(path: Path, **arrays) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object: given a name, np.savez would append ".npz" to it
-            np.savez(f, **arrays)
-
-    atomic_write(path, write)
-
-
 def _features(source: _Source, kind: str, extract: Callable, cache: Path | None, settings: dict):
     """Features of `kind` ("i3d" or "inception") of a source, from the cache when it has them.
     Returns (dict of arrays, whether they came from the cache)."""
@@ -176,7 +168,7 @@ def _features(source: _Source, kind: str, extract: Callable, cache: Path | None,
     mu, sigma = gaussian_stats(feats["feats"])
     feats = {**feats, "mu": mu, "sigma": sigma, "resolution": np.array(sorted(source.resolutions))}
     if path is not None and spread.is_main():
-        _save_npz_atomic(path, **feats)
+        save_npz(path, **feats)
     return feats, False
 
 

@@ -100,6 +100,17 @@ def atomic_write(path: PathLike, content: Union[bytes, str, Callable[[str], None
     return path
 
 
+def save_npz(path: PathLike, **arrays) -> Path:
+    """Numpy arrays in one .npz file, written atomically."""
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, np.savez would append ".npz" to it
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
+
+
 def writable(path: PathLike, flag: str = "--out", *, folder: bool = True) -> Path:
     """Check, before any work, that the output `path` given by `flag` can be written: a folder (created
     later if missing) or, with `folder=False`, a file whose folder can hold it. Creates nothing; raises

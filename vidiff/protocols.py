@@ -31,7 +31,7 @@ import torch
 
 from vidiff import spread
 from vidiff.errors import ConfigError, DataError
-from vidiff.files import atomic_write
+from vidiff.files import atomic_write, save_npz
 
 __all__ = ["PROTOCOLS", "Protocol", "run_protocol"]
 
@@ -143,11 +143,7 @@ def _part(folder: Path, model, protocol, real, part, seed, request, i3d_weights,
         videos = _generate(model, protocol, real, start, count, seed, request).clamp(-1, 1).cpu()
         feats = _features(videos, i3d_weights, batch_size)
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, feats=feats)
-
-    atomic_write(path, write)
+    save_npz(path, feats=feats)
     return feats
 
 
@@ -232,12 +228,7 @@ def _real_features(out: Path, data: str, real: torch.Tensor, i3d_weights, batch_
             return f["feats"]
     feats = _features(real, i3d_weights, batch_size)
     if spread.is_main():
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                np.savez(f, feats=feats)
-
-        atomic_write(path, write)
+        save_npz(path, feats=feats)
     return feats
 
 
