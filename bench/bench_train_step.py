@@ -41,10 +41,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import matmul_peak
-from vidiff.diffusion import Denoiser, DiffusionLoss
-from vidiff.layers import Upsample
+from vidiff.diffusion.process import Denoiser, DiffusionLoss
+from vidiff.nn.layers import Upsample
+from vidiff.nn.unet import UNet3D, UNetConfig
 from vidiff.presets import get_preset
-from vidiff.unet import UNet3D, UNetConfig
 
 REFERENCE = UNetConfig(
     base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2), emb_dim=256

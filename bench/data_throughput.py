@@ -93,7 +93,7 @@ def step_gflops(preset: str) -> tuple[float, int]:
     """(GFLOPs of a training step per clip, the preset's batch)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vidiff.unet import UNet3D
+    from vidiff.nn.unet import UNet3D
 
     cfg = get_preset(preset)
     f = cfg.data.frames + cfg.data.image_frames

@@ -33,12 +33,12 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vidiff.diffusion import Denoiser, DiffusionLoss
-from vidiff.layers import ResBlock, joint_attention_mask
+from vidiff.diffusion.process import Denoiser, DiffusionLoss
+from vidiff.diffusion.sampling import Noise, initial_noise
+from vidiff.nn.layers import ResBlock, joint_attention_mask
+from vidiff.nn.unet import UNet3D
 from vidiff.presets import PRESETS, get_preset
-from vidiff.sampling import Noise, initial_noise
-from vidiff.sampling_setup import resolve_sampling
-from vidiff.unet import UNet3D
+from vidiff.request import resolve_sampling
 
 PAPER = [name for name in PRESETS if not name.startswith("cpu-")]
 TEXT_WIDTH, TEXT_TOKENS = 384, 16  # MiniLM-L6's width; a caption's tokens

@@ -39,7 +39,7 @@ from experiments.common import train_once
 from vidiff import VideoDiffusion, get_preset
 from vidiff.data import MovingShapes, describe_video
 from vidiff.data.moving_shapes import BACKGROUND, DIRECTIONS
-from vidiff.schedule import alpha_sigma
+from vidiff.diffusion.schedule import alpha_sigma
 
 
 def trained(preset: str, source: str, folder: Path, args) -> VideoDiffusion:
@@ -92,7 +92,7 @@ def direction_class(out: Path, args) -> dict:
 
 
 def tokens(out: Path, args) -> dict:
-    from vidiff.text import TextEncoder
+    from vidiff.nn.text import TextEncoder
 
     encoder = TextEncoder()  # the text models' encoder (MiniLM-L6 from its package)
     captions = {w: f"a red circle moving {w}" for w in DIRECTIONS} | {

@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from vidiff.gaussian import GaussianData
-from vidiff.guidance import downsample, reconstruction_guidance, replacement
-from vidiff.sampling import SAMPLERS, initial_noise, logsnr_grid
+from vidiff.diffusion.gaussian import GaussianData
+from vidiff.diffusion.guidance import downsample, reconstruction_guidance, replacement
+from vidiff.diffusion.sampling import SAMPLERS, initial_noise, logsnr_grid
 
 
 def sampler_budget():

@@ -21,8 +21,8 @@ import torch
 
 from experiments.common import step_mse
 from vidiff.data import MovingShapes, describe_video
+from vidiff.diffusion.sampling import SAMPLERS
 from vidiff.pipeline import VideoDiffusion
-from vidiff.sampling import SAMPLERS
 from vidiff.tasks import extend, predict
 
 

@@ -25,7 +25,7 @@ import torch
 
 from vidiff import VideoDiffusion
 from vidiff.data import MovingShapes, describe_video
-from vidiff.videoio import write_filmstrip
+from vidiff.io.video import write_filmstrip
 
 
 def coherence(videos: torch.Tensor, palette) -> dict:

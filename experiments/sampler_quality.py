@@ -23,10 +23,10 @@ import torch
 from bench.common import matmul_peak
 from experiments.common import real_features, train_once
 from experiments.plots import draw_series, save_panels
+from vidiff.diffusion.sampling import sampler_spec
 from vidiff.metrics.fvd import extract_i3d_features, fvd
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
-from vidiff.sampling import sampler_spec
 from vidiff.train.distill import distill
 
 # (label, sampler, steps, options): the paper's PC sampler (the reference) first, then the fast ones

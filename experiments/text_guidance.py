@@ -23,16 +23,16 @@ import torch
 
 from vidiff import VideoDiffusion, get_preset
 from vidiff.data import MovingShapes, describe_video
-from vidiff.sampling import SAMPLERS
+from vidiff.diffusion.sampling import SAMPLERS
+from vidiff.io.video import write_filmstrip
 from vidiff.train import train
-from vidiff.videoio import write_filmstrip
 
 
 def caption_sensitivity(model, clips: torch.Tensor, captions: list, logsnrs=(-8, -6, -4, -2, 0, 2)) -> dict:
     """How much the denoiser uses each word: the x-MSE of x̂ on real clips under their own caption,
     with the direction word replaced by its opposite, and with the colour word replaced by another
     colour (same z and noise for all three). A model that ignores a word gives the same error."""
-    from vidiff.schedule import alpha_sigma
+    from vidiff.diffusion.schedule import alpha_sigma
 
     opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
     other = {"red": "green", "green": "blue", "blue": "yellow", "yellow": "red"}

@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from vidiff.cli import main
-from vidiff.videoio import read_video, write_mp4
+from vidiff.io.video import read_video, write_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--preset", "cpu-tiny", "--set", "train.num_samples=1", "--set", "sample.steps=2", "--quiet"]
@@ -410,7 +410,7 @@ def test_a_full_disk_while_writing_samples_names_the_file_and_leaves_no_half_fil
 
     import av
 
-    import vidiff.videoio
+    import vidiff.io.video
 
     opened, real_open = [], av.open
 
@@ -422,7 +422,7 @@ def test_a_full_disk_while_writing_samples_names_the_file_and_leaves_no_half_fil
             raise av.error.OSError(errno.ENOSPC, "No space left on device", path)
         return container
 
-    monkeypatch.setattr(vidiff.videoio.av, "open", full_disk_open)
+    monkeypatch.setattr(vidiff.io.video.av, "open", full_disk_open)
     out = tmp_path / "samples"
     assert run_cli("sample", "--checkpoint", tiny_model, "--num", 8, "--steps", 1, "--out", out) == 2
     captured = capsys.readouterr().err

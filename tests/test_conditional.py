@@ -3,12 +3,12 @@ conditional distribution are both exact; the applications and the CLI on a tiny 
 import pytest
 import torch
 
-from vidiff.diffusion import Denoiser, prediction_target
+from vidiff.diffusion.gaussian import GaussianData
+from vidiff.diffusion.guidance import classifier_free_guidance, downsample, reconstruction_guidance, replacement
+from vidiff.diffusion.process import Denoiser, prediction_target
+from vidiff.diffusion.sampling import get_sampler, initial_noise, logsnr_grid, sample_ancestral, sample_ddim, sample_pc
+from vidiff.diffusion.schedule import alpha_sigma
 from vidiff.errors import ConditioningError
-from vidiff.gaussian import GaussianData
-from vidiff.guidance import classifier_free_guidance, downsample, reconstruction_guidance, replacement
-from vidiff.sampling import get_sampler, initial_noise, logsnr_grid, sample_ancestral, sample_ddim, sample_pc
-from vidiff.schedule import alpha_sigma
 from vidiff.tasks import Window, extend, interpolate, predict, upsample
 
 N = 4000  # std of a sample mean ≈ 0.3/sqrt(N) ≈ 0.005 per element
@@ -244,9 +244,9 @@ def test_interpolate_and_upsample(tiny):
 def test_cli_predict_on_a_trained_checkpoint(tmp_path, capsys):
     from vidiff.cli import main
     from vidiff.data import MovingShapes
+    from vidiff.io.video import write_mp4
     from vidiff.presets import get_preset
     from vidiff.train import train
-    from vidiff.videoio import write_mp4
     cfg = get_preset("cpu-tiny").override(["train.steps=2", "train.save_every=2", "train.num_samples=1",
                                            "sample.steps=2"])
     train(cfg, tmp_path / "run", progress=False)

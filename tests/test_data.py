@@ -1,4 +1,4 @@
-"""Tests for vidiff.data and vidiff.videoio. Video fixtures are written with PyAV into tmp_path."""
+"""Tests for vidiff.data and vidiff.io.video. Video fixtures are written with PyAV into tmp_path."""
 
 import csv
 import importlib.util
@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-import vidiff.data.video_reader as video_reader
+import vidiff.io.decode as video_reader
 from vidiff.data import DataError, ImageFolder, MovingShapes, VideoFolder, build_dataset, describe_video
-from vidiff.videoio import make_grid, read_video, save_video, to_uint8, write_gif, write_mp4
+from vidiff.io.video import make_grid, read_video, save_video, to_uint8, write_gif, write_mp4
 
 
 def frame_value(i: int) -> int:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from vidiff.diffusion import (
+from vidiff.diffusion.process import (
     PREDICTIONS,
     Denoiser,
     DiffusionLoss,
@@ -13,7 +13,7 @@ from vidiff.diffusion import (
     q_sample,
     q_transition,
 )
-from vidiff.schedule import alpha_sigma, logsnr_cosine, t_from_logsnr, time_grid
+from vidiff.diffusion.schedule import alpha_sigma, logsnr_cosine, t_from_logsnr, time_grid
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vidiff.cli import main
-from vidiff.diffusion import DistillationLoss, ddim_step
-from vidiff.gaussian import GaussianData
+from vidiff.diffusion.gaussian import GaussianData
+from vidiff.diffusion.process import DistillationLoss, ddim_step
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
 from vidiff.train import train
@@ -131,7 +131,7 @@ def test_guided_teacher_with_joint_image_video_masks():
     """The guided teacher doubles the batch: the joint-training temporal mask is per sample, so it
     doubles with it."""
     from vidiff.config import Config
-    from vidiff.layers import joint_attention_mask
+    from vidiff.nn.layers import joint_attention_mask
 
     cfg = get_preset("cpu-tiny").override(["conditioning.kind=class", "data.image_frames=2"]).to_dict()
     cfg["model"]["num_classes"] = 3

@@ -11,16 +11,16 @@ from vidiff import errors
 
 PACKAGE = Path(vidiff.__file__).parent
 OLD_HOMES = [
-    ("vidiff.sampling", "SamplerError"),
-    ("vidiff.publish", "PublishError"),
-    ("vidiff.text", "TextEncoderError"),
-    ("vidiff.files", "RunLockedError"),
-    ("vidiff.hub", "HubError"),
+    ("vidiff.diffusion.sampling", "SamplerError"),
+    ("vidiff.hub.publish", "PublishError"),
+    ("vidiff.nn.text", "TextEncoderError"),
+    ("vidiff.io.files", "RunLockedError"),
+    ("vidiff.hub.download", "HubError"),
     ("vidiff.checkpoint", "CheckpointError"),
-    ("vidiff.data.video_reader", "ShortVideoError"),
-    ("vidiff.data.errors", "DataError"),
-    ("vidiff.metrics.errors", "MetricsError"),
-    ("vidiff.metrics.errors", "MissingWeightsError"),
+    ("vidiff.io.decode", "ShortVideoError"),
+    ("vidiff.errors", "DataError"),
+    ("vidiff.errors", "MetricsError"),
+    ("vidiff.errors", "MissingWeightsError"),
     ("vidiff.studio.paths", "StudioError"),
 ]
 

@@ -1,4 +1,4 @@
-"""Tests for vidiff.files (atomic writes, finding files) and vidiff.videoio.read_video."""
+"""Tests for vidiff.io.files (atomic writes, finding files) and vidiff.io.video.read_video."""
 
 import os
 import stat
@@ -6,10 +6,10 @@ import stat
 import pytest
 import torch
 
-from vidiff import files
-from vidiff.data.errors import DataError
-from vidiff.files import VIDEO_EXTENSIONS, atomic_write, find_files, find_videos
-from vidiff.videoio import read_video, write_filmstrip, write_gif, write_mp4
+from vidiff.errors import DataError
+from vidiff.io import files
+from vidiff.io.files import VIDEO_EXTENSIONS, atomic_write, find_files, find_videos
+from vidiff.io.video import read_video, write_filmstrip, write_gif, write_mp4
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_read_video_max_frames_and_stride(tmp_path):
 def test_read_video_takes_frames_by_presentation_time(tmp_path):
     """As training reads clips: a GIF that stores a held frame once (Pillow merges repeats into one
     longer frame) reads back with every frame that was written."""
-    from vidiff.videoio import read_video, write_gif
+    from vidiff.io.video import read_video, write_gif
 
     colours = torch.tensor([-1.0, 1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 0.0])  # frames 2–4 identical
     video = colours[None, :, None, None].expand(3, 8, 8, 8).clone()

@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from vidiff.conditioning import ClassConditioning, ConditioningConfig, TextConditioning
-from vidiff.diffusion import Denoiser, eps_from_x
-from vidiff.gaussian import GaussianData
-from vidiff.guidance import classifier_free_guidance
+from vidiff.diffusion.gaussian import GaussianData
+from vidiff.diffusion.guidance import classifier_free_guidance
+from vidiff.diffusion.process import Denoiser, eps_from_x
+from vidiff.diffusion.sampling import initial_noise, logsnr_grid, sample_ancestral, sample_ddim, sample_pc
+from vidiff.diffusion.schedule import alpha_sigma
 from vidiff.presets import get_preset
-from vidiff.sampling import initial_noise, logsnr_grid, sample_ancestral, sample_ddim, sample_pc
-from vidiff.schedule import alpha_sigma
 from vidiff.train import JointImageVideo, train
 
 NULL_CLASS = ClassConditioning(ConditioningConfig(kind="class"), num_classes=2).null

@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 from vidiff.checkpoint import CheckpointError, resolve_checkpoint
 from vidiff.cli import main
-from vidiff.hub import CHECKPOINT_FILES, HubError, parse_reference
+from vidiff.hub.download import CHECKPOINT_FILES, HubError, parse_reference
+from vidiff.hub.publish import PublishError, prepare_upload, public_name
 from vidiff.pipeline import VideoDiffusion
-from vidiff.publish import PublishError, prepare_upload, public_name
 
 hf = pytest.importorskip("huggingface_hub")
 from huggingface_hub.file_download import repo_folder_name  # noqa: E402

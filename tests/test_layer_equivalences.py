@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidiff.layers import ResBlock, SpatialAttention, TemporalAttention, Upsample
+from vidiff.nn.layers import ResBlock, SpatialAttention, TemporalAttention, Upsample
 
 
 def test_upsample_is_nearest_then_convolution():
@@ -107,7 +107,7 @@ def test_the_network_compiles_to_one_graph():
     (every option that changes the graph on) as one graph, without breaks or a recompile per width."""
     import torch._dynamo as dynamo
 
-    from vidiff.unet import UNet3D, UNetConfig
+    from vidiff.nn.unet import UNet3D, UNetConfig
     cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), head_dim=8,
                      emb_dim=32, recompute_norms=True, recompute_attention=True, gradient_checkpointing=True,
                      frame_index_embedding=True, frame_condition_product=True, num_classes=3)

@@ -16,10 +16,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vidiff.data.errors import DataError
-from vidiff.evaluate import _Source, add_eval_arguments, evaluate, run_eval
-from vidiff.files import save_npz
+from vidiff.cli.eval import add_eval_arguments, run_eval
+from vidiff.errors import DataError
+from vidiff.io.files import save_npz
 from vidiff.metrics import i3d as i3d_mod
+from vidiff.metrics.evaluate import _Source, evaluate
 from vidiff.metrics.frechet import frechet_distance, frechet_distance_from_feats, gaussian_stats, trace_sqrt_product
 from vidiff.metrics.fvd import fvd, i3d_logits, preprocess_for_i3d
 from vidiff.metrics.i3d import (

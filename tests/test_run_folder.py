@@ -19,7 +19,7 @@ from conftest import TINY
 
 from vidiff.checkpoint import CheckpointError
 from vidiff.cli import main
-from vidiff.files import RunLockedError, run_lock
+from vidiff.io.files import RunLockedError, run_lock
 from vidiff.pipeline import VideoDiffusion
 from vidiff.train import train
 
@@ -48,7 +48,7 @@ def test_the_os_releases_the_lock_of_a_killed_process(tmp_path):
             "-c",
             textwrap.dedent(f"""
         import time
-        from vidiff.files import run_lock
+        from vidiff.io.files import run_lock
         with run_lock({str(run)!r}):
             print("locked", flush=True)
             time.sleep(60)
@@ -241,7 +241,7 @@ def test_no_samples_asked_is_a_successful_run(tmp_path, capsys):
 
 
 def test_text_conditioning_on_data_without_captions_is_refused(tmp_path, capsys):
-    from vidiff.videoio import write_mp4
+    from vidiff.io.video import write_mp4
 
     for i in range(2):
         write_mp4(tmp_path / "videos" / f"v{i}.mp4", torch.rand(3, 6, 16, 16) * 2 - 1)

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from vidiff.cli import main
-from vidiff.gaussian import GaussianData
+from vidiff.diffusion.gaussian import GaussianData
+from vidiff.diffusion.sampling import SAMPLERS, SamplerError, get_sampler, initial_noise, logsnr_grid, register_sampler
+from vidiff.diffusion.schedule import LOGSNR_MAX, LOGSNR_MIN, logsnr_cosine, time_grid
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
-from vidiff.sampling import SAMPLERS, SamplerError, get_sampler, initial_noise, logsnr_grid, register_sampler
-from vidiff.sampling_setup import resolve_sampling
-from vidiff.schedule import LOGSNR_MAX, LOGSNR_MIN, logsnr_cosine, time_grid
+from vidiff.request import resolve_sampling
 
 CALLS = []
 
@@ -52,7 +52,7 @@ def test_toy_sampler_from_sample_and_predict_commands(toy, checkpoint, tmp_path)
     rc = main(["sample", "--checkpoint", str(checkpoint), "--sampler", "toy", "--steps", "2", "--shrink", "0.25",
                "--num", "1", "--out", str(tmp_path / "s")])
     assert rc == 0 and CALLS[-1] == {"steps": 2, "shrink": 0.25, "cond": []}
-    from vidiff.videoio import write_mp4
+    from vidiff.io.video import write_mp4
     write_mp4(tmp_path / "in.mp4", torch.rand(3, 4, 16, 16) * 2 - 1)
     rc = main(["predict", "--checkpoint", str(checkpoint), "--sampler", "toy", "--steps", "2", "--video",
                str(tmp_path / "in.mp4"), "--context", "2", "--num", "1", "--out", str(tmp_path / "p")])

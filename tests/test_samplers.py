@@ -1,13 +1,21 @@
-"""Every sampler against Gaussian data, where the optimal denoiser is exact (vidiff.gaussian)."""
+"""Every sampler against Gaussian data, where the optimal denoiser is exact (vidiff.diffusion.gaussian)."""
 from functools import partial
 
 import pytest
 import torch
 
-from vidiff.gaussian import GaussianData
-from vidiff.guidance import clipped
-from vidiff.sampling import Noise, get_sampler, initial_noise, logsnr_grid, sample_ancestral, sample_ddim, sample_pc
-from vidiff.schedule import logsnr_cosine
+from vidiff.diffusion.gaussian import GaussianData
+from vidiff.diffusion.guidance import clipped
+from vidiff.diffusion.sampling import (
+    Noise,
+    get_sampler,
+    initial_noise,
+    logsnr_grid,
+    sample_ancestral,
+    sample_ddim,
+    sample_pc,
+)
+from vidiff.diffusion.schedule import logsnr_cosine
 
 N = 8000
 

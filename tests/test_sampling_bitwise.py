@@ -44,7 +44,7 @@ def tiny_model():
 
 
 def draw(model, sampler: str, steps: int, grid, task: str) -> torch.Tensor:
-    from vidiff.sampling import SAMPLERS
+    from vidiff.diffusion.sampling import SAMPLERS
 
     request = dict(sampler=sampler, steps=steps, seed=7)
     if grid is not None:  # an option of the DPM-Solver++ samplers before the grid was every sampler's

@@ -24,8 +24,9 @@ from PIL import Image
 
 from vidiff.cli import build_parser, main
 from vidiff.cli.common import sampling_request
+from vidiff.io.video import write_mp4
 from vidiff.presets import get_preset
-from vidiff.sampling_setup import SampleRequest
+from vidiff.request import SampleRequest
 from vidiff.studio import media
 from vidiff.studio.app import Studio
 from vidiff.studio.commands import eval_argv, sample_argv, shell_line, task_argv
@@ -34,7 +35,6 @@ from vidiff.studio.paths import StudioError, resolve_inside, servable
 from vidiff.studio.plots import line_plot_svg
 from vidiff.studio.runs import list_runs, preset_of, read_metrics, run_details, run_summary, series
 from vidiff.studio.server import make_server
-from vidiff.videoio import write_mp4
 
 
 def fake_run(root, name="tiny", preset="cpu-tiny", steps=(2, 4)):
@@ -446,7 +446,7 @@ def test_content_length_minus_one_is_refused_before_the_body_is_read(server, tmp
 
 def test_a_run_killed_while_training_shows_as_interrupted(server, tmp_path):
     run = tmp_path / "runs" / "tiny"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom vidiff.files import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom vidiff.io.files import run_lock\n"
                                "with run_lock(sys.argv[1]):\n print('locked', flush=True); time.sleep(60)", str(run)],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -11,9 +11,9 @@ import threading
 import pytest
 import torch
 
+from vidiff.io.video import write_mp4
 from vidiff.presets import get_preset
 from vidiff.train import train
-from vidiff.videoio import write_mp4
 
 pytestmark = pytest.mark.browser
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -132,7 +132,7 @@ def test_generate_in_two_browsers_condition_runs_and_evaluate(studio_url, browse
     open_studio(b, studio_url)
     assert Select(a.find_element(By.ID, "gen-run")).first_selected_option.text == "tiny"
     samplers = [o.get_attribute("value") for o in Select(a.find_element(By.ID, "gen-sampler")).options]
-    from vidiff.sampling import SAMPLERS
+    from vidiff.diffusion.sampling import SAMPLERS
 
     assert samplers == ["", *sorted(SAMPLERS)]  # the model's default, then the one registry
     generate(a, 0, num=2)

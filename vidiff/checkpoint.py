@@ -21,9 +21,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .errors import CheckpointError, RemovedOptionError
-from .files import atomic_write, save_tensors
-from .hub import PREFIX, HubError, download_checkpoint, parse_reference
+from vidiff.errors import CheckpointError, RemovedOptionError
+from vidiff.hub.download import PREFIX, HubError, download_checkpoint, parse_reference
+from vidiff.io.files import atomic_write, save_tensors
 
 T = TypeVar("T")
 READERS = ".readers"  # in each checkpoint folder: the file readers lock
@@ -268,7 +268,7 @@ def load_json(path: Path) -> dict:
 
 def load_config(ck: Path):
     """The Config of a checkpoint (a config.json of an earlier vidiff is converted on load)."""
-    from .config import Config, ConfigError
+    from vidiff.config import Config, ConfigError
     path = Path(ck) / "config.json"
     try:
         return Config.from_dict(load_json(path), trained=True)

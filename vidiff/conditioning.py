@@ -163,7 +163,7 @@ class TextConditioning(Conditioning):
     @property
     def encoder(self):
         if self._encoder is None:
-            from vidiff.text import TextEncoder
+            from vidiff.nn.text import TextEncoder
 
             self._encoder = TextEncoder(self.config.text_encoder or None, max_length=self.config.text_max_length)
         return self._encoder
@@ -179,7 +179,7 @@ class TextConditioning(Conditioning):
         return self.network_fields(), {}
 
     def network_fields(self) -> dict:
-        from vidiff.text import text_encoder_dim
+        from vidiff.nn.text import text_encoder_dim
 
         return {"text_dim": text_encoder_dim(self.config.text_encoder or None)}
 
@@ -189,7 +189,7 @@ class TextConditioning(Conditioning):
     def training(self, batch: dict, keep: torch.Tensor, device) -> dict:
         device = torch.device(device)
         if self._cache is None or self._cache_device != device:
-            from vidiff.text import EmbeddingCache
+            from vidiff.nn.text import EmbeddingCache
 
             self.encoder.model.to(device)
             self._cache = EmbeddingCache(self.encoder, max_captions=self.config.text_cache_captions)

@@ -12,10 +12,10 @@ import warnings
 from dataclasses import dataclass, field, fields
 from functools import partial
 
-from .conditioning import KINDS, ConditioningConfig, build_conditioning
-from .errors import ConfigError, RemovedOptionError
-from .schedule import logsnr_cosine
-from .unet import UNetConfig
+from vidiff.conditioning import KINDS, ConditioningConfig, build_conditioning
+from vidiff.diffusion.schedule import logsnr_cosine
+from vidiff.errors import ConfigError, RemovedOptionError
+from vidiff.nn.unet import UNetConfig
 
 REMOVED_AFTER = "0.1.0"  # the last vidiff with the model options that upgrade() drops
 REMOVED = (  # (model key, the value removed, whether a trained model's weights need it)
@@ -36,7 +36,7 @@ class DiffusionConfig:
     loss_weighting: str = "epsilon"  # "epsilon" | "v" | "x"
     logsnr_min: float = -20.0
     logsnr_max: float = 20.0
-    logsnr_shift: float = 0.0  # shifted cosine schedule (beyond the paper; see vidiff.schedule.logsnr_cosine)
+    logsnr_shift: float = 0.0  # shifted cosine schedule (beyond the paper; see vidiff.diffusion.schedule.logsnr_cosine)
 
     def schedule(self) -> dict:
         """The noise schedule as keywords of the loss and of the samplers."""
@@ -91,9 +91,9 @@ PARALLEL = ("auto", "ddp", "fsdp")
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Defaults of sampling requests (vidiff.sampling_setup.SampleRequest). `options` are samplers'
-    own options (vidiff.sampling's registry); a sampler takes those of them it has."""
-    sampler: str = "ancestral"  # a name in vidiff.sampling.SAMPLERS
+    """Defaults of sampling requests (vidiff.request.SampleRequest). `options` are samplers'
+    own options (vidiff.diffusion.sampling's registry); a sampler takes those of them it has."""
+    sampler: str = "ancestral"  # a name in vidiff.diffusion.sampling.SAMPLERS
     steps: int = 256
     grid: str = "t"  # the λ grid every sampler walks: uniform in "t" (the paper's) or in "lambda"
     options: dict = field(default_factory=lambda: {"gamma": 0.1})
@@ -254,7 +254,7 @@ def _coerce(cls, name, value, key):
 
 def sampler_option_defaults() -> dict:
     """Every option of every registered sampler: name → its default (whose type the option takes)."""
-    from .sampling import SAMPLERS
+    from vidiff.diffusion.sampling import SAMPLERS
     return {name: default for spec in SAMPLERS.values() for name, default in spec.options.items()}
 
 
@@ -309,7 +309,7 @@ def _parse_option(name: str, text: str, key: str) -> dict:
 def validate(cfg: Config) -> Config:
     problems = []
     m, d, data, tr, s = cfg.model, cfg.diffusion, cfg.data, cfg.train, cfg.sample
-    from .diffusion import PREDICTIONS, WEIGHTINGS
+    from vidiff.diffusion.process import PREDICTIONS, WEIGHTINGS
     if d.prediction not in PREDICTIONS:
         problems.append(f"diffusion.prediction must be one of {PREDICTIONS}, got {d.prediction!r}")
     if d.loss_weighting not in WEIGHTINGS:
@@ -363,7 +363,7 @@ def validate(cfg: Config) -> Config:
 
 
 def _sample_problems(s: SampleConfig) -> list:
-    from .sampling import GRIDS, SAMPLERS
+    from vidiff.diffusion.sampling import GRIDS, SAMPLERS
     problems = []
     if s.sampler not in SAMPLERS:
         problems.append(f"sample.sampler must be one of {', '.join(sorted(SAMPLERS))}, got {s.sampler!r}")
@@ -400,7 +400,7 @@ def _condition_problems(cfg: Config) -> list:
         return ["model.frame_condition_product multiplies time by the clip's class or caption: it needs "
                 "conditioning.kind=class or text"]
     if kind == "text" and not m.text_dim:  # the width the data will give: the text encoder's
-        from .text import text_encoder_dim
+        from vidiff.nn.text import text_encoder_dim
         try:
             width = text_encoder_dim(cfg.conditioning.text_encoder or None)
         except (OSError, ValueError):  # a missing or broken encoder is named where it is loaded

@@ -16,17 +16,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_config, load_weights, read_checkpoint
-from .conditioning import build_conditioning
-from .config import Config
-from .data.transforms import parse_size
-from .diffusion import Denoiser
-from .errors import VidiffError
-from .files import atomic_write, save_tensors
-from .guidance import classifier_free_guidance
-from .sampling import Noise, initial_noise
-from .sampling_setup import SamplerCall, SampleRequest, resolve_sampling
-from .unet import UNet3D
+from vidiff.checkpoint import load_config, load_weights, read_checkpoint
+from vidiff.conditioning import build_conditioning
+from vidiff.config import Config
+from vidiff.diffusion.guidance import classifier_free_guidance
+from vidiff.diffusion.process import Denoiser
+from vidiff.diffusion.sampling import Noise, initial_noise
+from vidiff.errors import VidiffError
+from vidiff.io.files import atomic_write, save_tensors
+from vidiff.io.frames import parse_size
+from vidiff.nn.unet import UNet3D
+from vidiff.request import SamplerCall, SampleRequest, resolve_sampling
 
 
 @contextlib.contextmanager
@@ -86,7 +86,7 @@ class VideoDiffusion(nn.Module):
         """Draw `num` videos (b, c, f, h, w) in [−1, 1] for a :class:`SampleRequest` (or its fields as
         keywords: `sampler`, `steps`, `grid`, `options`, `guidance`, `prompt`, `class_label`, `seed`, `clip`).
         Sample i uses seed `seed + i`, so it does not depend on the batch it was drawn in. `options` are
-        the sampler's own (e.g. {"gamma": 0.3}; see `vidiff.sampling.SAMPLERS`); every default comes from
+        the sampler's own (e.g. {"gamma": 0.3}; see `vidiff.diffusion.sampling.SAMPLERS`); every default comes from
         the model's `sample` config. `progress`: True for a bar over this call's steps, or a tqdm bar to
         advance (one bar over a whole command)."""
         request = SampleRequest.of(request, **changes)
@@ -150,7 +150,7 @@ class VideoDiffusion(nn.Module):
         Face Hub as `repo_id` in one commit; returns the commit's URL. `folder`: where the upload is
         built (default a temporary folder); `upload=False` builds it only and returns its path. A run
         folder publishes more (steps, samples, evaluation): `vidiff push RUN org/name`."""
-        from .publish import publish
+        from vidiff.hub.publish import publish
         with tempfile.TemporaryDirectory() as tmp:
             return publish(self.save_pretrained(Path(tmp) / "weights"), repo_id, folder=folder, private=private,
                            token=token, license=license, commit_message=commit_message, upload=upload)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .conditioning import ConditioningConfig
-from .config import Config, ConfigError, DataConfig, DiffusionConfig, SampleConfig, TrainConfig
-from .unet import UNetConfig
+from vidiff.conditioning import ConditioningConfig
+from vidiff.config import Config, ConfigError, DataConfig, DiffusionConfig, SampleConfig, TrainConfig
+from vidiff.nn.unet import UNetConfig
 
 _EPS = DiffusionConfig(prediction="epsilon", loss_weighting="epsilon")
 _V = DiffusionConfig(prediction="v_prediction", loss_weighting="v")

@@ -31,7 +31,8 @@ import torch
 
 from vidiff import spread
 from vidiff.errors import ConfigError, DataError
-from vidiff.files import atomic_write, save_npz
+from vidiff.io.files import atomic_write, save_npz
+from vidiff.request import SampleRequest
 
 __all__ = ["PROTOCOLS", "Protocol", "run_protocol"]
 
@@ -118,18 +119,18 @@ def _features(videos, i3d_weights, batch_size: int) -> np.ndarray:
 
 
 def _generate(
-    model, protocol: Protocol, real: torch.Tensor, start: int, count: int, seed: int, request: dict
+    model, protocol: Protocol, real: torch.Tensor, start: int, count: int, seed: int, request: SampleRequest
 ) -> torch.Tensor:
     """Generated clips ``start .. start+count`` (float b c f h w): clip g continues real clip
     g // samples_per_clip (taken in turn), or is drawn unconditionally."""
     if protocol.context == 0:
-        sampling = {k: v for k, v in request.items() if k in ("sampler", "steps", "options", "guidance")}
-        return model.sample(count, frames=protocol.frames, seed=seed + start, batch_size=count, **sampling)
+        return model.sample(count, request, frames=protocol.frames, seed=seed + start, batch_size=count)
     from vidiff.tasks import predict
 
     which = [(g // protocol.samples_per_clip) % len(real) for g in range(start, start + count)]
     context = real[which, : protocol.context].permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (b c k h w)
-    return predict(model, context.to(next(model.parameters()).device), protocol.frames, seed=seed + start, **request)
+    context = context.to(next(model.parameters()).device)
+    return predict(model, context, protocol.frames, request=request, seed=seed + start)
 
 
 def _part(folder: Path, model, protocol, real, part, seed, request, i3d_weights, batch_size) -> np.ndarray:
@@ -155,6 +156,11 @@ def _stamp(path) -> str:
     return ";".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
 
 
+def _request_key(request: SampleRequest) -> dict:
+    """The request's fields that change the clips (the seed is the protocol's own)."""
+    return {k: v for k, v in asdict(request).items() if k != "seed" and v is not None}
+
+
 def _settings_key(protocol, checkpoint, data, num, seed, request, use_ema, i3d_weights) -> str:
     key = {
         "protocol": protocol.name,
@@ -162,7 +168,7 @@ def _settings_key(protocol, checkpoint, data, num, seed, request, use_ema, i3d_w
         "data": data,
         "num": num,
         "seed": seed,
-        "request": request,
+        "request": _request_key(request),
         "ema": use_ema,
         "i3d": _stamp(i3d_weights),
     }
@@ -179,7 +185,7 @@ def run_protocol(
     seed: int = 0,
     batch_size: int = 16,
     i3d_weights=None,
-    request: Optional[dict] = None,
+    request: Optional[SampleRequest] = None,
     use_ema: bool = True,
 ) -> dict:
     """Run protocol ``name`` for the model at ``checkpoint`` with the prepared clips ``data`` of the
@@ -189,7 +195,7 @@ def run_protocol(
 
     if name not in PROTOCOLS:
         raise ConfigError(f"--protocol {name}: the protocols are {', '.join(PROTOCOLS)}")
-    protocol, request = PROTOCOLS[name], dict(request or {})
+    protocol, request = PROTOCOLS[name], SampleRequest.of(request)
     if num is not None and num < 2:
         raise ConfigError(f"--num-videos {num}: an FVD needs at least 2 generated clips")
     model = VideoDiffusion.from_pretrained(checkpoint, use_ema=use_ema, device=spread.local_device())
@@ -233,13 +239,11 @@ def _real_features(out: Path, data: str, real: torch.Tensor, i3d_weights, batch_
 
 
 def _describe(
-    protocol: Protocol, model, real: torch.Tensor, total: int, request: dict, seed: int, checkpoint, data
+    protocol: Protocol, model, real: torch.Tensor, total: int, request: SampleRequest, seed: int, checkpoint, data
 ) -> dict:
     """What the report says about how the number was made."""
-    call = model.sampling(
-        **{k: v for k, v in request.items() if k in ("sampler", "steps", "options", "reconstruction_weight")}
-    )
-    method = request.get("method", "reconstruction") if protocol.context else "unconditional"
+    call = model.sampling(request)
+    method = request.method if protocol.context else "unconditional"
     return {
         **asdict(protocol),
         "num_fake": total,

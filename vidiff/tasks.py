@@ -3,9 +3,9 @@ extension, temporal interpolation and spatial super-resolution.
 
 Each task takes a :class:`~vidiff.pipeline.VideoDiffusion` (or a plain denoiser in a :class:`Window`),
 conditions windows of the model's length on known frames and/or a low-resolution video with the
-replacement method or reconstruction guidance (:mod:`vidiff.guidance`), and slides the window over
-longer videos. Each takes one :class:`~vidiff.sampling_setup.SampleRequest` (or its fields as
-keywords), resolved by :func:`vidiff.sampling_setup.resolve_sampling`, so every registered sampler,
+replacement method or reconstruction guidance (:mod:`vidiff.diffusion.guidance`), and slides the window over
+longer videos. Each takes one :class:`~vidiff.request.SampleRequest` (or its fields as
+keywords), resolved by :func:`vidiff.request.resolve_sampling`, so every registered sampler,
 classifier-free guidance and class/text conditioning compose with every task.
 """
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from .config import DiffusionConfig, SampleConfig
-from .data.transforms import parse_size
-from .errors import ConditioningError
-from .guidance import DOWNSAMPLE_MODES, reconstruction_guidance, replacement
-from .pipeline import evaluating
-from .sampling import Noise, initial_noise
-from .sampling_setup import SamplerCall, SampleRequest, resolve_sampling
+from vidiff.config import DiffusionConfig, SampleConfig
+from vidiff.diffusion.guidance import DOWNSAMPLE_MODES, reconstruction_guidance, replacement
+from vidiff.diffusion.sampling import Noise, initial_noise
+from vidiff.errors import ConditioningError
+from vidiff.io.frames import parse_size
+from vidiff.pipeline import evaluating
+from vidiff.request import SamplerCall, SampleRequest, resolve_sampling
 
 METHODS = ("reconstruction", "replacement")
 
@@ -68,7 +68,7 @@ def _prepare(model, n: int, request: SampleRequest, *, mode: str = "area", frame
         call = resolve_sampling(model.sample, model.diffusion, request)
         return _Setup(model.denoise, None, model.channels, frames or model.frames,
                       parse_size(model.size), call, {}, torch.device("cpu"), request.method, request.seed, mode)
-    from .pipeline import VideoDiffusion
+    from vidiff.pipeline import VideoDiffusion
     if not isinstance(model, VideoDiffusion):
         raise ConditioningError(f"model must be a VideoDiffusion or a Window around a denoiser, "
                                 f"got {type(model).__name__}")

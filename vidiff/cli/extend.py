@@ -3,7 +3,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, sampling_request, save_results
+from vidiff.cli.common import (
+    add_task_arguments,
+    in_batches,
+    load_model,
+    read_clip,
+    repeat,
+    sampling_request,
+    save_results,
+)
 
 
 def register(sub) -> None:
@@ -16,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..tasks import extend
+    from vidiff.tasks import extend
     model = load_model(args)
     clip = read_clip(args.video, model.config.data.size, max_frames=args.length) if args.video else None
     request = sampling_request(args)

@@ -4,7 +4,15 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
-from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, sampling_request, save_results
+from vidiff.cli.common import (
+    add_task_arguments,
+    in_batches,
+    load_model,
+    read_clip,
+    repeat,
+    sampling_request,
+    save_results,
+)
 
 # frames read without --max-frames: each becomes K frames to sample, in windows of the model's length, so a
 # long file (minutes) means hours of sampling and its frames held in memory; past this, the user says how many
@@ -22,9 +30,9 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..errors import ConditioningError
-    from ..tasks import interpolate
-    from ..videoio import probe
+    from vidiff.errors import ConditioningError
+    from vidiff.io.video import probe
+    from vidiff.tasks import interpolate
     if args.max_frames is not None and args.max_frames < 2:
         raise ConditioningError(f"--max-frames {args.max_frames}: interpolation needs at least 2 frames")
     model = load_model(args)

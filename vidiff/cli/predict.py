@@ -3,7 +3,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .common import add_task_arguments, in_batches, load_model, read_clip, repeat, sampling_request, save_results
+from vidiff.cli.common import (
+    add_task_arguments,
+    in_batches,
+    load_model,
+    read_clip,
+    repeat,
+    sampling_request,
+    save_results,
+)
 
 
 def register(sub) -> None:
@@ -16,8 +24,8 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..errors import ConditioningError
-    from ..tasks import predict
+    from vidiff.errors import ConditioningError
+    from vidiff.tasks import predict
     model = load_model(args)
     window = model.config.data.frames
     if args.context < 1 or args.context >= window:

@@ -56,7 +56,7 @@ def run(args) -> None:
     from vidiff import spread
     from vidiff.data.prepare import parse_bytes, prepare_shards
     from vidiff.errors import VidiffError
-    from vidiff.files import atomic_write, writable
+    from vidiff.io.files import atomic_write, writable
 
     if args.frames < 1 or args.size < 1:
         raise VidiffError(f"--frames {args.frames} --size {args.size}: both must be positive")

@@ -14,8 +14,8 @@ def run(args) -> None:
     import torch
 
     from vidiff.conditioning import build_conditioning
+    from vidiff.nn.unet import UNet3D
     from vidiff.presets import DESCRIPTIONS, PRESETS
-    from vidiff.unet import UNet3D
 
     print(f"{'preset':22s} {'params':>9s}  {'input':>12s}  description")
     for name, cfg in PRESETS.items():

@@ -31,8 +31,8 @@ def register(sub) -> None:
 
 def run(args) -> None:
     one_process("push")
-    from vidiff.files import writable
-    from vidiff.publish import publish
+    from vidiff.hub.publish import publish
+    from vidiff.io.files import writable
 
     folder = args.folder or (str(Path(args.run) / "hub") if args.dry_run else None)
     if folder is not None:

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .common import add_sampling_arguments, command_bar, in_batches, load_model, sampling_request, save_results
+from vidiff.cli.common import (
+    add_sampling_arguments,
+    command_bar,
+    in_batches,
+    load_model,
+    sampling_request,
+    save_results,
+)
 
 
 def register(sub) -> None:

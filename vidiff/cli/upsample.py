@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .common import add_task_arguments, in_batches, load_model, repeat, sampling_request, save_results
+from vidiff.cli.common import add_task_arguments, in_batches, load_model, repeat, sampling_request, save_results
 
 
 def register(sub) -> None:
@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("--video", required=True, help="low-resolution video")
     p.add_argument("--overlap", type=int, help="frames each new window is conditioned on (default half)")
     p.add_argument("--spatial-weight", type=float, help="weight of the low-resolution term (default 2·s_h·s_w)")
-    from ..guidance import DOWNSAMPLE_MODES
+    from vidiff.diffusion.guidance import DOWNSAMPLE_MODES
     p.add_argument("--downsample", choices=DOWNSAMPLE_MODES, default="area", help="the observation model D")
     p.add_argument("--max-frames", type=int, help="read at most this many frames of the video")
     p.set_defaults(func=run)
@@ -21,8 +21,8 @@ def register(sub) -> None:
 def run(args) -> None:
     from einops import rearrange
 
-    from ..tasks import upsample
-    from ..videoio import read_video
+    from vidiff.io.video import read_video
+    from vidiff.tasks import upsample
     model = load_model(args)
     frames = read_video(args.video, max_frames=args.max_frames)  # (f h w c) uint8, kept at its resolution
     low = rearrange(frames, "f h w c -> 1 c f h w").float() / 127.5 - 1

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vidiff.data.errors import DataError
 from vidiff.data.image_folder import ImageFolder
 from vidiff.data.moving_shapes import COLORS, DIRECTIONS, PALETTE, SHAPES, MovingShapes, describe_video
 from vidiff.data.shards import ShardDataset, is_shard_spec
 from vidiff.data.video_folder import VideoFolder
-from vidiff.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, find_files, find_videos
+from vidiff.errors import DataError
+from vidiff.io.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, find_files, find_videos
 
 __all__ = [
     "BUILTIN_DATASETS",

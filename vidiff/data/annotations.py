@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from vidiff.data.errors import DataError
+from vidiff.errors import DataError
 
 METADATA_FILES = ("captions.csv", "metadata.jsonl")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vidiff.data.errors import DataError
 from vidiff.data.listing import Listing, Video, frames_to_clips
 from vidiff.data.tfrecord import parse_features, read_records
+from vidiff.errors import DataError
 
 __all__ = ["CAMERAS", "FPS", "SIZE", "STEPS", "listing", "read_trajectory"]
 

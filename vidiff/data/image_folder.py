@@ -21,9 +21,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vidiff.data.annotations import load_annotations
-from vidiff.data.errors import DataError
-from vidiff.data.transforms import center_crop, cover_shape, parse_size, to_model_video
-from vidiff.files import IMAGE_EXTENSIONS, find_files
+from vidiff.errors import DataError
+from vidiff.io.files import IMAGE_EXTENSIONS, find_files
+from vidiff.io.frames import center_crop, cover_shape, parse_size, to_model_video
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -14,9 +14,9 @@ import csv
 from pathlib import Path
 from typing import Optional
 
-from vidiff.data.errors import DataError
 from vidiff.data.listing import Listing, VideoJob
-from vidiff.files import find_videos
+from vidiff.errors import DataError
+from vidiff.io.files import find_videos
 
 __all__ = ["listing", "read_annotations"]
 

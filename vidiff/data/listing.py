@@ -15,8 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-from vidiff.data.transforms import center_crop, cover_shape, parse_size
-from vidiff.data.video_reader import ShortVideoError, VideoInfo, decode_frames, probe_video
+from vidiff.io.decode import ShortVideoError, VideoInfo, decode_frames, probe_video
+from vidiff.io.frames import center_crop, cover_shape, parse_size
 
 __all__ = ["Listing", "Video", "VideoJob", "frames_to_clips", "video_clips"]
 

@@ -22,11 +22,11 @@ from typing import Optional
 from tqdm import tqdm
 
 from vidiff.data import bair, kinetics, ucf101
-from vidiff.data.errors import DataError
 from vidiff.data.listing import Listing, VideoJob, video_clips
 from vidiff.data.shards import INDEX, ShardWriter, encode_clip
-from vidiff.data.transforms import parse_size
 from vidiff.data.video_folder import VideoFolder
+from vidiff.errors import DataError
+from vidiff.io.frames import parse_size
 
 __all__ = ["FORMATS", "parse_bytes", "prepare_shards", "video_clips"]
 
@@ -72,7 +72,14 @@ def folder_listing(src, frames: int, size, fps: Optional[float] = None, skip_err
     return Listing(jobs, tuple(folder.classes), [*folder.skipped_bad, *folder.skipped_short])
 
 
-FORMATS = ("folder", "bair", "ucf101", "kinetics")
+# A published layout is one module that lists its videos, and one entry here: (src, the options of
+# dataset_listing) -> Listing. `vidiff prepare --format` offers these names.
+FORMATS = {
+    "folder": lambda src, o: folder_listing(src, o["frames"], o["size"], o["fps"], o["skip_errors"]),
+    "bair": lambda src, o: bair.listing(src, o["split"] or "train", o["camera"]),
+    "ucf101": lambda src, o: ucf101.listing(src, o["split"] or "train1", o["fps"], o["skip_errors"]),
+    "kinetics": lambda src, o: kinetics.listing(src, o["split"] or "train", o["fps"], o["annotations"]),
+}
 
 
 def dataset_listing(
@@ -87,15 +94,12 @@ def dataset_listing(
     annotations=None,
 ) -> Listing:
     """The videos of ``src`` as the published layout ``frmt`` (one of :data:`FORMATS`) lists them."""
-    if frmt == "folder":
-        return folder_listing(src, frames, size, fps, skip_errors)
-    if frmt == "bair":
-        return bair.listing(src, split or "train", camera)
-    if frmt == "ucf101":
-        return ucf101.listing(src, split or "train1", fps, skip_errors)
-    if frmt == "kinetics":
-        return kinetics.listing(src, split or "train", fps, annotations)
-    raise DataError(f"--format {frmt}: the formats are {', '.join(FORMATS)}")
+    if frmt not in FORMATS:
+        raise DataError(f"--format {frmt}: the formats are {', '.join(FORMATS)}")
+    options = dict(
+        frames=frames, size=size, fps=fps, skip_errors=skip_errors, split=split, camera=camera, annotations=annotations
+    )
+    return FORMATS[frmt](src, options)
 
 
 def _decode_job(job):

@@ -42,10 +42,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vidiff import files
-from vidiff.data.errors import DataError
-from vidiff.data.transforms import parse_size
-from vidiff.files import atomic_write
+from vidiff.errors import DataError
+from vidiff.io import files
+from vidiff.io.files import atomic_write
+from vidiff.io.frames import parse_size
 
 __all__ = [
     "INDEX",

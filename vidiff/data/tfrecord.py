@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from vidiff.data.errors import DataError
+from vidiff.errors import DataError
 
 __all__ = ["masked_crc32c", "parse_features", "read_records"]
 

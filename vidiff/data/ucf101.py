@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vidiff.data.errors import DataError
 from vidiff.data.listing import Listing, VideoJob
-from vidiff.files import find_videos
+from vidiff.errors import DataError
+from vidiff.io.files import find_videos
 
 __all__ = ["SPLITS", "listing", "read_classes", "read_split"]
 

@@ -1,11 +1,11 @@
 """A folder of video files as a dataset of fixed-length clips.
 
-Every video file under the root (:func:`vidiff.files.find_videos`: recursively, sorted, hidden files
-skipped; extensions :data:`vidiff.files.VIDEO_EXTENSIONS`) is probed once at construction with PyAV
-(:func:`vidiff.data.video_reader.probe_video`): its timing and size; the first frame is decoded to check
+Every video file under the root (:func:`vidiff.io.files.find_videos`: recursively, sorted, hidden files
+skipped; extensions :data:`vidiff.io.files.VIDEO_EXTENSIONS`) is probed once at construction with PyAV
+(:func:`vidiff.io.decode.probe_video`): its timing and size; the first frame is decoded to check
 that the file is usable. An item is one clip per file: ``frames`` frames ``frame_stride`` apart from a
 random start, on a clock of ``fps`` frames per second (default: each file's nominal rate). Frames are
-taken by presentation time (see :mod:`vidiff.data.video_reader`): each clip frame is the frame shown at
+taken by presentation time (see :mod:`vidiff.io.decode`): each clip frame is the frame shown at
 its time, so held frames (GIF) repeat and variable-frame-rate video plays at its real speed; a
 constant-frame-rate file at its nominal rate gives its frames one by one. Only the clip is decoded: the
 reader seeks to the keyframe before the clip start and decodes forward, falling back to decoding from
@@ -50,10 +50,10 @@ import torch
 from torch.utils.data import Dataset
 
 from vidiff.data.annotations import load_annotations
-from vidiff.data.errors import DataError
-from vidiff.data.transforms import center_crop, cover_shape, parse_size, to_model_video
-from vidiff.data.video_reader import ShortVideoError, VideoInfo, as_fps, decode_frames, probe_video
-from vidiff.files import find_videos
+from vidiff.errors import DataError
+from vidiff.io.decode import ShortVideoError, VideoInfo, as_fps, decode_frames, probe_video
+from vidiff.io.files import find_videos
+from vidiff.io.frames import center_crop, cover_shape, parse_size, to_model_video
 
 __all__ = ["ShortVideoError", "VideoFolder", "VideoInfo", "decode_frames", "probe_video"]
 

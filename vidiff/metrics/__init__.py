@@ -1,5 +1,5 @@
 """Evaluation metrics: FVD / KVD on Kinetics-400 I3D logits, frame-level FID / KID / IS on the
-FID InceptionV3. The driver over files and tensors is `vidiff.evaluate`."""
+FID InceptionV3. The driver over files and tensors is `vidiff.metrics.evaluate`."""
 
 from vidiff.metrics.frechet import frechet_distance, frechet_distance_from_feats, gaussian_stats
 from vidiff.metrics.fvd import extract_i3d_features, fvd, i3d_logits, kvd, preprocess_for_i3d

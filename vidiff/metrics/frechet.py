@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vidiff.metrics.errors import MetricsError
+from vidiff.errors import MetricsError
 
 
 def _as_float64(x) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from vidiff import spread
-from vidiff.metrics.errors import MetricsError
+from vidiff.errors import MetricsError
 from vidiff.metrics.frechet import frechet_distance_from_feats
 from vidiff.metrics.i3d import I3D_MIN_FRAMES, I3D_SIZE, check_i3d_input, i3d_weights_path, load_i3d
 from vidiff.metrics.scores import kernel_distance

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidiff.files import cache_dir, save_tensors
-from vidiff.metrics.errors import MetricsError, MissingWeightsError
+from vidiff.errors import MetricsError, MissingWeightsError
+from vidiff.io.files import cache_dir, save_tensors
 
 I3D_PICKLE_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
 I3D_PICKLE_RELPATH = "weights/i3d-kinetics-400.ckpt"

@@ -28,7 +28,7 @@ from einops import rearrange
 from torch import nn
 
 from vidiff import spread
-from vidiff.metrics.errors import MetricsError, MissingWeightsError
+from vidiff.errors import MetricsError, MissingWeightsError
 from vidiff.metrics.videos import as_float_videos, iter_batches
 
 INCEPTION_SIZE = 299

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vidiff.metrics.errors import MetricsError
+from vidiff.errors import MetricsError
 from vidiff.metrics.frechet import _as_float64
 
 

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from vidiff.errors import DataError
-from vidiff.metrics.errors import MetricsError
-from vidiff.videoio import read_video
+from vidiff.errors import DataError, MetricsError
+from vidiff.io.video import read_video
 
 
 def as_float_videos(videos) -> torch.Tensor:

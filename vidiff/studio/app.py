@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from vidiff.diffusion.sampling import SAMPLERS
 from vidiff.errors import VidiffError
-from vidiff.evaluate import METRICS
-from vidiff.files import VIDEO_EXTENSIONS, atomic_write, find_videos
-from vidiff.sampling import SAMPLERS
+from vidiff.io.files import VIDEO_EXTENSIONS, atomic_write, find_videos
+from vidiff.metrics.evaluate import METRICS
 from vidiff.studio import media
 from vidiff.studio.commands import TASKS, eval_argv, sample_argv, shell_line, task_argv
 from vidiff.studio.jobs import JobQueue
@@ -191,7 +191,7 @@ class Studio:
     def _builtin_clip(self, run: str, source: str, index: int) -> Path:
         from vidiff.config import Config
         from vidiff.data import dataset_from_config
-        from vidiff.videoio import write_mp4
+        from vidiff.io.video import write_mp4
 
         cfg = Config.from_dict(run_details(self.runs, run)["config"])  # the clips the run trained on
         d = cfg.data

@@ -10,11 +10,11 @@ import shlex
 from dataclasses import fields
 from typing import Optional
 
-from ..evaluate import METRICS
-from ..sampling import GRIDS, SAMPLERS
-from ..sampling_setup import SampleRequest
-from ..tasks import METHODS
-from .paths import StudioError
+from vidiff.diffusion.sampling import GRIDS, SAMPLERS
+from vidiff.metrics.evaluate import METRICS
+from vidiff.request import SampleRequest
+from vidiff.studio.paths import StudioError
+from vidiff.tasks import METHODS
 
 TASKS = ("predict", "extend", "interpolate", "upsample")
 MAX_VIDEOS = 16

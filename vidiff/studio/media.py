@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from PIL import Image
 
-from vidiff.data.video_reader import probe_video
 from vidiff.errors import VidiffError
-from vidiff.files import VIDEO_EXTENSIONS, atomic_write
+from vidiff.io.decode import probe_video
+from vidiff.io.files import VIDEO_EXTENSIONS, atomic_write
+from vidiff.io.video import read_video, to_uint8, write_mp4
 from vidiff.studio.paths import StudioError
-from vidiff.videoio import read_video, to_uint8, write_mp4
 
 PREVIEW_SIZE = 256  # previews are enlarged with nearest neighbours to at least this many pixels
 MAX_UPLOAD_BYTES = 64 * 2**20

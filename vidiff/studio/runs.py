@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from vidiff.checkpoint import list_checkpoints
-from vidiff.files import read_metrics
+from vidiff.io.files import read_metrics
 from vidiff.studio.paths import StudioError, resolve_inside
 
 MAX_POINTS = 1000  # a curve is thinned to about this many points for the page

@@ -17,7 +17,20 @@ processes compute what one process computes with the same global batch.
     distill.py      progressive distillation: rounds of runs that halve the sampling steps
 """
 
+import sys
+
 from vidiff.train.loader import JointImageVideo, StepBatchSampler, collate
 from vidiff.train.loop import train
 
 __all__ = ["JointImageVideo", "StepBatchSampler", "collate", "train"]
+
+
+class _TrainPackage(type(sys)):
+    """`vidiff.train(config)` runs :func:`~vidiff.train.loop.train`: the package is also the top-level
+    function (``from vidiff import train``), and its modules stay importable (``vidiff.train.loop``)."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _TrainPackage

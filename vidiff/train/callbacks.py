@@ -25,7 +25,7 @@ class MetricsLog:
             self._truncate(start_step)
 
     def _truncate(self, step: int) -> None:
-        from vidiff.files import atomic_write, read_metrics
+        from vidiff.io.files import atomic_write, read_metrics
 
         keep = [row for row in read_metrics(self.path) if row["step"] <= step]  # torn lines dropped
         atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in keep))
@@ -46,7 +46,7 @@ def save_sample_grid(
     progress: bool = False,
 ) -> Optional[torch.Tensor]:
     """`num` samples (seed 0) of `model` as one grid GIF (and to the tracker); returns the videos."""
-    from vidiff.videoio import make_grid, write_gif
+    from vidiff.io.video import make_grid, write_gif
 
     if num < 1:
         return None

@@ -1,6 +1,6 @@
 """Progressive distillation (Salimans & Ho 2022): halve a model's DDIM steps round by round, each
 round an ordinary, resumable training run whose student starts as its teacher and learns two of its
-teacher's DDIM steps in one (`vidiff.diffusion.DistillationLoss`)."""
+teacher's DDIM steps in one (`vidiff.diffusion.process.DistillationLoss`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from vidiff.checkpoint import (
     resolve_checkpoint,
 )
 from vidiff.config import Config, ConfigError, DistillConfig
-from vidiff.files import atomic_write
+from vidiff.io.files import atomic_write
 from vidiff.train.loop import train
 
 log = logging.getLogger("vidiff.train")

@@ -17,7 +17,7 @@ from vidiff import spread
 from vidiff.checkpoint import has_checkpoints, load_config, load_json, resolve_checkpoint
 from vidiff.config import Config, ConfigError
 from vidiff.errors import VidiffError
-from vidiff.files import RunLockedError, atomic_write, run_lock
+from vidiff.io.files import RunLockedError, atomic_write, run_lock
 from vidiff.train import distributed
 from vidiff.train.callbacks import MetricsLog, PeriodicFVD, save_sample_grid
 from vidiff.train.loader import build_loader, num_workers

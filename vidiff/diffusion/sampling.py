@@ -8,7 +8,7 @@ in t or in λ); a sampler steps λ_0 → λ_1 → … → λ_{N−1} and returns
 conditioning (a dict of tensors passed to every denoiser call), kept apart from the sampler's options
 so that a mistyped option is an error and never a network keyword. Randomness comes from `noise`, a
 :class:`Noise` (per-sample seeds, so that a sample does not depend on the batch it was drawn in) or a
-plain `torch.Generator`. Clipping x̂ is a denoiser wrapper (:func:`vidiff.guidance.clipped`).
+plain `torch.Generator`. Clipping x̂ is a denoiser wrapper (:func:`vidiff.diffusion.guidance.clipped`).
 
 Adding a sampler is one function and one :func:`register_sampler` call: the pipeline, the conditional
 tasks, the command line (`--sampler` and one flag per option) and the benchmarks read the registry.
@@ -23,9 +23,9 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from .diffusion import ddim_step, eps_from_x, posterior, q_transition
-from .errors import SamplerError
-from .schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine, time_grid
+from vidiff.diffusion.process import ddim_step, eps_from_x, posterior, q_transition
+from vidiff.diffusion.schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine, time_grid
+from vidiff.errors import SamplerError
 
 DenoiseFn = Callable[..., torch.Tensor]
 # The keywords every sampler takes; what a sampler takes beyond them are its options.
@@ -77,7 +77,7 @@ def _steps(lambdas: torch.Tensor) -> int:
     """N, the number of steps of a grid of N + 1 levels."""
     if lambdas.ndim != 1 or len(lambdas) < 2:
         raise ValueError(f"a λ grid of N steps has N + 1 ≥ 2 levels, got shape {tuple(lambdas.shape)} "
-                         f"(vidiff.sampling.logsnr_grid builds one)")
+                         f"(vidiff.diffusion.sampling.logsnr_grid builds one)")
     return len(lambdas) - 1
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from vidiff.schedule import alpha_sigma
+from vidiff.diffusion.schedule import alpha_sigma
 
 
 class GaussianData:

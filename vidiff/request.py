@@ -13,9 +13,9 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from .config import DiffusionConfig, SampleConfig
-from .guidance import compose
-from .sampling import GRIDS, SamplerError, SamplerSpec, logsnr_grid, sampler_spec
+from vidiff.config import DiffusionConfig, SampleConfig
+from vidiff.diffusion.guidance import compose
+from vidiff.diffusion.sampling import GRIDS, SamplerError, SamplerSpec, logsnr_grid, sampler_spec
 
 Labels = Union[int, str, Sequence, None]
 
@@ -31,7 +31,7 @@ class SampleRequest:
     interpolate, upsample), `vidiff sample|predict|…` and the studio. None: the model's `sample` config."""
     sampler: Optional[str] = field(default=None, metadata=_flag("--sampler"))  # a name in the registry
     steps: Optional[int] = field(default=None, metadata=_flag("--steps"))
-    grid: Optional[str] = field(default=None, metadata=_flag("--grid"))  # "t" | "lambda" (vidiff.sampling.GRIDS)
+    grid: Optional[str] = field(default=None, metadata=_flag("--grid"))  # "t" | "lambda" (sampling.GRIDS)
     options: dict = field(default_factory=dict)  # the sampler's own options, e.g. {"gamma": 0.3}
     clip: Optional[bool] = None  # clip x̂ to [−1, 1]
     guidance: Optional[float] = field(default=None, metadata=_flag("--guidance"))  # classifier-free w

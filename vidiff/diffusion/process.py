@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from vidiff.schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine
+from vidiff.diffusion.schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 WEIGHTINGS = ("epsilon", "v", "x")

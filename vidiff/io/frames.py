@@ -1,4 +1,5 @@
-"""Spatial preprocessing shared by the folder datasets: resize to cover, centre crop, flip, scale."""
+"""Frame geometry shared by every reader of videos and images: the size that covers a target, centre
+crop, flip, and frames as the model's tensor in [−1, 1]."""
 
 from __future__ import annotations
 

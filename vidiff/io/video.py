@@ -2,7 +2,7 @@
 
 Two layouts meet here: models work on float ``(c f h w)`` in [-1, 1]; files hold uint8 ``(f h w c)``
 RGB frames. Every writer accepts either and tells them apart by dtype. Writes go through
-:func:`vidiff.files.atomic_write`, so a reader never sees half a file; the temporary name it writes to
+:func:`vidiff.io.files.atomic_write`, so a reader never sees half a file; the temporary name it writes to
 does not end in the real suffix, so every writer names its format explicitly.
 """
 
@@ -20,9 +20,9 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from vidiff.data.video_reader import ShortVideoError, VideoInfo, decode_frames, probe_video
 from vidiff.errors import DataError
-from vidiff.files import atomic_write
+from vidiff.io.decode import ShortVideoError, VideoInfo, decode_frames, probe_video
+from vidiff.io.files import atomic_write
 
 
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def read_video(
     path: str | os.PathLike, max_frames: int | None = None, frame_stride: int = 1, fps: float | None = None
 ) -> torch.Tensor:
     """Decode a video file (any container/codec FFmpeg reads) to uint8 RGB frames (f h w c), by
-    presentation time as training reads it (:mod:`vidiff.data.video_reader`): the frames shown at
+    presentation time as training reads it (:mod:`vidiff.io.decode`): the frames shown at
     every ``frame_stride``-th instant k / fps from the first frame (``fps``: the file's nominal rate),
     at most ``max_frames`` of them. A video shorter than ``max_frames`` gives all it has; callers that
     need a length check it.
@@ -108,7 +108,7 @@ def read_clip(path: str | os.PathLike, size, max_frames: int | None = None, *, p
     holds the result and one frame at the file's size. `progress` shows a bar."""
     from tqdm.auto import tqdm
 
-    from vidiff.data.transforms import center_crop, cover_shape, parse_size, to_model_video
+    from vidiff.io.frames import center_crop, cover_shape, parse_size, to_model_video
 
     info = probe(path)
     slots = range(info.num_frames)[:max_frames]

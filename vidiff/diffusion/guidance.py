@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .diffusion import expand
-from .errors import ConditioningError
-from .sampling import noise_fn
-from .schedule import alpha_sigma
+from vidiff.diffusion.process import expand
+from vidiff.diffusion.sampling import noise_fn
+from vidiff.diffusion.schedule import alpha_sigma
+from vidiff.errors import ConditioningError
 
 DenoiseFn = Callable[..., torch.Tensor]
 DOWNSAMPLE_MODES = ("area", "bilinear")

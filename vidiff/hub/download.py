@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
-from vidiff import files
 from vidiff.errors import HubError
+from vidiff.io import files
 
 PREFIX = "hf://"
 # what a checkpoint is made of (resolve_checkpoint): the EMA weights are taken when a repo holds them
