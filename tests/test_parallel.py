@@ -189,7 +189,7 @@ class Handed(Exception):
 # Every function of vidiff that calls a collective, each checked by the test below; the torchrun test
 # fails on a collective called from anywhere else.
 COLLECTIVE_CALLERS = {
-    "vidiff.train.distributed.mean_over_processes",
+    "vidiff.train.distributed.mean_and_flag_from_rank0",
     "vidiff.train.distributed.flag_from_rank0",
     "vidiff.train.distributed.any_process",
     "vidiff.train.distributed.check_replicas_in_sync",
@@ -226,7 +226,7 @@ def test_per_step_collectives_hand_over_tensors_on_the_process_device(monkeypatc
     calls = [
         lambda: distributed.flag_from_rank0(True),
         lambda: distributed.any_process(False),
-        lambda: distributed.mean_over_processes(torch.ones((), device=gpu)),
+        lambda: distributed.mean_and_flag_from_rank0(torch.ones((), device=gpu), True),
         lambda: distributed.check_replicas_in_sync(net),
     ]
     for call in calls:
@@ -279,6 +279,9 @@ cfg = get_preset("cpu-tiny").override(["train.steps=3", "train.save_every=2", "t
                                        "train.batch_size=4", "sample.steps=2"])
 train(cfg, out + "/run", progress=False, tensorboard=False)
 spread.map_ordered(range(3), lambda i: i)
+from vidiff.train import distributed
+mean, flag = distributed.mean_and_flag_from_rank0(torch.tensor(float(spread.rank())), spread.rank() == 1)
+json.dump([mean.item(), flag.item()], open(out + f"/mean_flag{spread.rank()}.json", "w"))
 json.dump([c for c in calls if c["caller"] != "elsewhere"], open(out + f"/calls{spread.rank()}.json", "w"))
 spread.finish()
 """
@@ -299,6 +302,11 @@ def test_every_collective_of_a_training_run_is_on_its_device(tmp_path):
         assert {c["fn"] for c in calls} >= {"broadcast", "all_reduce", "all_gather", "all_gather_object"}
         tensor_calls = [c for c in calls if not c["fn"].endswith("_object")]
         assert all(c["devices"] == [c["expected"]] for c in tensor_calls), tensor_calls
+        # rank 0's per-step decision (out of time) travels with the step's loss: no collective of its own
+        callers = [c["caller"].rsplit(".", 1)[1] for c in calls]
+        assert callers.count("flag_from_rank0") == 2  # the lock, the trackers
+        assert callers.count("mean_and_flag_from_rank0") == 3 + 1  # 3 steps, and the call above
+        assert json.loads((tmp_path / f"mean_flag{rank}.json").read_text()) == [0.5, 0.0]  # rank 1's flag ignored
 
 
 def test_compile_uses_cuda_graphs_for_one_process_on_a_gpu():
