@@ -113,6 +113,12 @@ GPU_CHECK = [
     "2",
     "--pc-steps",
     "3",
+    "--peer-frames",
+    "2",
+    "--peer-size",
+    "16",
+    "--peer-batch",
+    "1",
 ]
 
 
@@ -152,6 +158,27 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
         "pc-3": (2, True),
     }
     assert "| cpu-tiny | 2 |" in run.stdout
+    peer = report["peer"]  # lucidrains' training step beside ours: run where installed, else the install command
+    if "skipped" in peer:
+        assert "pip install --no-deps --target /tmp/refpkgs video-diffusion-pytorch==0.7.0" in peer["skipped"]
+    else:
+        assert peer["peer"]["version"] == "0.7.0" and peer["speedup"] > 0
+    assert "Peer, the same training step on CPU, one run: " in run.stdout
+
+
+def test_gpu_check_peer_is_skipped_with_the_command_that_installs_it(monkeypatch, tmp_path):
+    import importlib.util
+
+    from bench import peer
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert peer.find_peer(None).startswith("skipped: video-diffusion-pytorch 0.7.0 is not installed; run `pip install")
+    assert "--peer-wheels" in peer.find_peer(None) and "pip download --no-deps -d WHEELS" in peer.find_peer(None)
+    empty = tmp_path / "wheels"
+    empty.mkdir()  # no wheels in it: pip cannot install offline
+    why = peer.find_peer(str(empty))
+    assert why.startswith(f"skipped: installing the peer from --peer-wheels {empty} failed (")
+    assert "pip download" in why
 
 
 def test_fp16_with_fsdp_is_refused():
