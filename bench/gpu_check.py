@@ -12,7 +12,9 @@ FlopCounterMode; the fraction of the card's dense bf16 peak, named in the report
 batch `--sample-batch` (videos/s, DPM-Solver++ 20 steps and PC `--pc-steps`). Then the fused
 normalisation's GPU path against the plain one under autocast, `vidiff train` through torchrun with
 one process under DDP, FSDP and torch.compile, and with 2 or more GPUs vidiff's training step in 2
-processes over NCCL against one process (the same batch per GPU). Writes a JSON report and prints the
+processes over NCCL against one process (the same batch per GPU), and lucidrains' video-diffusion-pytorch
+0.7.0's training step against vidiff's at a matched configuration (bench/peer.py: skipped with the install
+command where it is not installed, or installed offline from --peer-wheels). Writes a JSON report and prints the
 tables in the format of docs/training.md ("What fits"). No download: the data is built in and a text
 model gets random token embeddings of the text encoder's width.
 
@@ -306,7 +308,7 @@ def scaling_child(path: str, per_gpu: int, steps: int, preset: str = SCALING_PRE
     sync()
     t0 = time.perf_counter()
     for step in range(3, 3 + steps):
-        loss, _ = train_step(t, batch, step)  # the loss is read back every step, as training does
+        loss, _, _ = train_step(t, batch, step)  # the loss is read back every step, as training does
     sync()
     seconds = time.perf_counter() - t0
     if spread.is_main():
@@ -400,6 +402,11 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak (default: known cards by name)")
     p.add_argument("--per-gpu", type=int, default=8, help="clips per GPU in the NCCL scaling check")
     p.add_argument("--scaling-steps", type=int, default=10, help="timed steps of the NCCL scaling check")
+    p.add_argument("--peer-wheels", default=os.environ.get("VIDIFF_PEER_WHEELS"),
+                   help="folder of the peer's wheels, installed from when it does not import (bench/peer.py)")
+    p.add_argument("--peer-batch", type=int, default=8, help="clips per step of the peer comparison")
+    p.add_argument("--peer-frames", type=int, default=16, help="frames of the peer comparison's clips")
+    p.add_argument("--peer-size", type=int, default=64, help="frame size of the peer comparison's clips")
     p.add_argument("--scaling-child", help=argparse.SUPPRESS)  # one process of the scaling check
     p.add_argument("--scaling-preset", default=SCALING_PRESET, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -423,6 +430,10 @@ def main() -> None:
         report["presets"][preset] = check_preset(preset, device, device.type == "cuda", args, peak)
         torch.cuda.empty_cache() if device.type == "cuda" else None
         save()
+    from bench.peer import peer_check, summary
+    report["peer"] = peer_check(device, device.type == "cuda", args.peer_frames, args.peer_size, args.peer_batch,
+                                args.peer_wheels)
+    save()
     if not args.skip_launch:
         tmp = out.parent / "gpu-check-runs"
         report["launch"] = {
@@ -435,6 +446,8 @@ def main() -> None:
     print(table(report["presets"], name))
     print()
     print(throughput_table(report["presets"], peak_source))
+    print()
+    print(f"Peer, the same training step on {name}, one run: {summary(report['peer'])}")
     print(f"wrote {out}")
     failed = [k for k, v in report.get("launch", {}).items() if not v["ok"]] + ([] if report["fused_norm"]["ok"]
                                                                               else ["fused_norm"])

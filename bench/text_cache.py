@@ -1,11 +1,19 @@
-"""A text model's caption path in training, alone (no UNet): `--captions` distinct captions through
+"""A text model's caption path in training. Alone (no UNet): `--captions` distinct captions through
 `TextConditioning.training` in batches of `--batch`, with the real encoder (the packaged
 all-MiniLM-L6-v2, d = 384) on the CPU, one torch thread. It prints the process's resident memory
 (VmRSS) and the time per batch every 2,000 captions, then the time per batch of one caption repeated
 (every batch a cache hit), next to the fp32 matmul peak measured in the same run. `--cache 0` keeps
 every caption (the cache before it was bounded), to compare.
 
+With `--train`: whole training steps of a text model (cpu-tiny's network, `--batch` clips a step, data
+read from prepared shards, one torch thread) over `--captions` clips, each with its own caption, read
+from shards that store the captions' encodings (`vidiff prepare --text-encoder`), against the same
+model trained on shards whose clips all have one caption (encoded once, then cached); and, over
+`--before-steps` steps, the distinct captions encoded in the step (shards without stored encodings).
+It prints the time per step and VmRSS every 2,000 captions, and the fp32 matmul peak before and after.
+
     python -m bench.text_cache [--captions 20000] [--batch 32] [--cache 4096]
+    python -m bench.text_cache --train [--captions 20000] [--batch 32] [--before-steps 100]
 """
 
 from __future__ import annotations
@@ -39,9 +47,17 @@ def main() -> None:
     p.add_argument("--captions", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=32, help="captions per batch")
     p.add_argument("--cache", type=int, default=4096, help="conditioning.text_cache_captions; 0: keep every caption")
+    p.add_argument("--train", action="store_true", help="whole training steps from shards (see above)")
+    p.add_argument("--before-steps", type=int, default=100, help="--train: steps encoding captions in the step")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"fp32 matmul peak (1 thread): {matmul_peak():.0f} GFLOP/s")
+    if args.train:
+        from bench.text_steps import train_steps
+
+        train_steps(args.captions, args.batch, args.before_steps)
+        print(f"fp32 matmul peak after: {matmul_peak():.0f} GFLOP/s")
+        return
     cond = build_conditioning(ConditioningConfig(kind="text", text_cache_captions=max(1, args.cache)))
     keep = torch.ones(args.batch, dtype=torch.bool)
     cond.training({"caption": ["warm up"] * args.batch}, keep, "cpu")  # loads the encoder

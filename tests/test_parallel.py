@@ -113,6 +113,12 @@ GPU_CHECK = [
     "2",
     "--pc-steps",
     "3",
+    "--peer-frames",
+    "2",
+    "--peer-size",
+    "16",
+    "--peer-batch",
+    "1",
 ]
 
 
@@ -152,6 +158,27 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
         "pc-3": (2, True),
     }
     assert "| cpu-tiny | 2 |" in run.stdout
+    peer = report["peer"]  # lucidrains' training step beside ours: run where installed, else the install command
+    if "skipped" in peer:
+        assert "pip install --no-deps --target /tmp/refpkgs video-diffusion-pytorch==0.7.0" in peer["skipped"]
+    else:
+        assert peer["peer"]["version"] == "0.7.0" and peer["speedup"] > 0
+    assert "Peer, the same training step on CPU, one run: " in run.stdout
+
+
+def test_gpu_check_peer_is_skipped_with_the_command_that_installs_it(monkeypatch, tmp_path):
+    import importlib.util
+
+    from bench import peer
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert peer.find_peer(None).startswith("skipped: video-diffusion-pytorch 0.7.0 is not installed; run `pip install")
+    assert "--peer-wheels" in peer.find_peer(None) and "pip download --no-deps -d WHEELS" in peer.find_peer(None)
+    empty = tmp_path / "wheels"
+    empty.mkdir()  # no wheels in it: pip cannot install offline
+    why = peer.find_peer(str(empty))
+    assert why.startswith(f"skipped: installing the peer from --peer-wheels {empty} failed (")
+    assert "pip download" in why
 
 
 def test_fp16_with_fsdp_is_refused():
@@ -189,7 +216,7 @@ class Handed(Exception):
 # Every function of vidiff that calls a collective, each checked by the test below; the torchrun test
 # fails on a collective called from anywhere else.
 COLLECTIVE_CALLERS = {
-    "vidiff.train.distributed.mean_over_processes",
+    "vidiff.train.distributed.mean_and_flag_from_rank0",
     "vidiff.train.distributed.flag_from_rank0",
     "vidiff.train.distributed.any_process",
     "vidiff.train.distributed.check_replicas_in_sync",
@@ -226,7 +253,7 @@ def test_per_step_collectives_hand_over_tensors_on_the_process_device(monkeypatc
     calls = [
         lambda: distributed.flag_from_rank0(True),
         lambda: distributed.any_process(False),
-        lambda: distributed.mean_over_processes(torch.ones((), device=gpu)),
+        lambda: distributed.mean_and_flag_from_rank0(torch.ones((), device=gpu), True),
         lambda: distributed.check_replicas_in_sync(net),
     ]
     for call in calls:
@@ -279,6 +306,9 @@ cfg = get_preset("cpu-tiny").override(["train.steps=3", "train.save_every=2", "t
                                        "train.batch_size=4", "sample.steps=2"])
 train(cfg, out + "/run", progress=False, tensorboard=False)
 spread.map_ordered(range(3), lambda i: i)
+from vidiff.train import distributed
+mean, flag = distributed.mean_and_flag_from_rank0(torch.tensor(float(spread.rank())), spread.rank() == 1)
+json.dump([mean.item(), flag.item()], open(out + f"/mean_flag{spread.rank()}.json", "w"))
 json.dump([c for c in calls if c["caller"] != "elsewhere"], open(out + f"/calls{spread.rank()}.json", "w"))
 spread.finish()
 """
@@ -299,6 +329,11 @@ def test_every_collective_of_a_training_run_is_on_its_device(tmp_path):
         assert {c["fn"] for c in calls} >= {"broadcast", "all_reduce", "all_gather", "all_gather_object"}
         tensor_calls = [c for c in calls if not c["fn"].endswith("_object")]
         assert all(c["devices"] == [c["expected"]] for c in tensor_calls), tensor_calls
+        # rank 0's per-step decision (out of time) travels with the step's loss: no collective of its own
+        callers = [c["caller"].rsplit(".", 1)[1] for c in calls]
+        assert callers.count("flag_from_rank0") == 2  # the lock, the trackers
+        assert callers.count("mean_and_flag_from_rank0") == 3 + 1  # 3 steps, and the call above
+        assert json.loads((tmp_path / f"mean_flag{rank}.json").read_text()) == [0.5, 0.0]  # rank 1's flag ignored
 
 
 def test_compile_uses_cuda_graphs_for_one_process_on_a_gpu():

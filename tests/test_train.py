@@ -1,6 +1,7 @@
 """Training, resume, data parallelism and checkpoints on the tiny preset."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -333,3 +334,31 @@ def test_a_process_draws_only_its_own_rows_of_noise(monkeypatch):
     other = sample_noise(cfg.train.seed, 6, 0, 4, shape, "cpu")
     rows = torch.cat([whole, other]).flatten(1)
     assert len({tuple(r[:4].tolist()) for r in rows}) == 8  # every sample and step its own noise
+
+
+def test_noise_rows_are_drawn_into_the_batch_tensor(monkeypatch):
+    """Each sample's noise is drawn straight into its row of the returned tensor: the step's noise is
+    held once, not as rows and then a stacked copy."""
+    from vidiff.train.step import sample_noise
+
+    drawn, randn = [], torch.randn
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: drawn.append(randn(*a, **k)) or drawn[-1])
+    eps = sample_noise(0, 1, 0, 3, (2, 2, 4, 4), "cpu")
+    assert len(drawn) == 3 and all(d.data_ptr() == row.data_ptr() for d, row in zip(drawn, eps))
+
+
+def test_the_step_returns_rank_0_s_stop_decision():
+    """The loop's time limit is asked on rank 0 once the step's work is queued, and comes back with the loss."""
+    from vidiff.train.setup import build_trainer
+    from vidiff.train.step import train_step
+
+    t = build_trainer(TINY, torch.device("cpu"))
+    shape = (TINY.model.in_channels, TINY.data.frames, TINY.data.size, TINY.data.size)
+    batch = {"video": torch.zeros(4, *shape), "label": torch.zeros(4), "caption": [""] * 4}
+    asked = []
+    loss, _, stop = train_step(t, batch, 0, stop=lambda: asked.append(1) or True)
+    assert stop is True and asked == [1] and math.isfinite(loss)
+    assert train_step(t, batch, 1)[2] is False
+    t.rank, t.world = 1, 2  # only rank 0 decides: another process's answer is never asked
+    half = {k: v[:2] for k, v in batch.items()}
+    assert train_step(t, half, 2, stop=lambda: asked.append(2) or True)[2] is False and asked == [1]

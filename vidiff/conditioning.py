@@ -148,9 +148,10 @@ class ClassConditioning(Conditioning):
 
 class TextConditioning(Conditioning):
     """A caption per video, encoded by a frozen text encoder (loaded on first use); ∅ is the empty
-    mask. During training the encoder runs on the training device, and the encodings of the last
-    `text_cache_captions` captions used are kept there (a bounded cache: memory does not grow with
-    the number of distinct captions)."""
+    mask. During training a batch from shards prepared with the encoder carries the encodings
+    (`text_tokens`, `text_mask`); otherwise the encoder runs on the training device, and the encodings
+    of the last `text_cache_captions` captions used are kept there (a bounded cache: memory does not
+    grow with the number of distinct captions)."""
 
     kind = "text"
     guidable = True
@@ -176,7 +177,25 @@ class TextConditioning(Conditioning):
                 "metadata.jsonl with a caption column beside the videos, or use "
                 "conditioning.kind=none"
             )
+        stored = getattr(dataset, "text_embeddings", None)
+        if stored:
+            self.check_stored(stored, getattr(dataset, "spec", "the data"))
         return self.network_fields(), {}
+
+    def check_stored(self, stored: dict, where: str) -> None:
+        """ConditioningError unless captions encoded into the data (`stored`: a shard index's
+        text_embeddings) came from this model's text encoder at its max_length."""
+        enc = self.encoder
+        have = (stored.get("fingerprint"), stored.get("max_length"))
+        if have != (enc.fingerprint, enc.max_length):
+            raise ConditioningError(
+                f"{where}: its captions were encoded by {stored.get('encoder')!r} (fingerprint {have[0]}, "
+                f"max_length {have[1]}), but this model's text encoder is {enc.name!r} (fingerprint "
+                f"{enc.fingerprint}, max_length {enc.max_length}): prepare the shards again with "
+                f"--text-encoder{' ' + self.config.text_encoder if self.config.text_encoder else ''} "
+                f"--text-max-length {enc.max_length}, "
+                f"or set conditioning.text_encoder / text_max_length to the shards' encoder"
+            )
 
     def network_fields(self) -> dict:
         from vidiff.nn.text import text_encoder_dim
@@ -188,6 +207,9 @@ class TextConditioning(Conditioning):
 
     def training(self, batch: dict, keep: torch.Tensor, device) -> dict:
         device = torch.device(device)
+        if "text_tokens" in batch:  # encoded when the data was prepared (checked against the encoder in derive)
+            tokens, mask = batch["text_tokens"].to(device).float(), batch["text_mask"].to(device)
+            return {"text_tokens": tokens, "text_mask": mask & keep.to(device)[:, None]}
         if self._cache is None or self._cache_device != device:
             from vidiff.nn.text import EmbeddingCache
 

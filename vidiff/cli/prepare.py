@@ -42,6 +42,21 @@ def register(sub) -> None:
     p.add_argument("--shard-size", default="1GB", help="largest shard, e.g. 1GB, 500MB (default 1GB)")
     p.add_argument("--workers", default="auto", help="decoding processes (default auto: one per core but one)")
     p.add_argument(
+        "--text-encoder",
+        nargs="?",
+        const="default",
+        metavar="PATH",
+        help="also store each clip's caption encoded by this text encoder (a local Hugging Face model folder; "
+        "alone: the packaged all-MiniLM-L6-v2), so training a text model does not run the encoder in its steps; "
+        "it must be the model's conditioning.text_encoder",
+    )
+    p.add_argument(
+        "--text-max-length",
+        type=int,
+        default=32,
+        help="with --text-encoder: tokens per caption, the model's conditioning.text_max_length (default 32)",
+    )
+    p.add_argument(
         "--skip-errors",
         "--skip-bad-files",
         dest="skip_errors",
@@ -70,6 +85,11 @@ def run(args) -> None:
     options = (
         {"split": args.split, "camera": args.camera, "annotations": args.annotations} if args.format != "folder" else {}
     )
+    encoder = None
+    if args.text_encoder is not None:
+        from vidiff.text import TextEncoder
+
+        encoder = TextEncoder(None if args.text_encoder == "default" else args.text_encoder, args.text_max_length)
     s = prepare_shards(
         args.src,
         args.out,
@@ -80,6 +100,7 @@ def run(args) -> None:
         skip_errors=args.skip_errors,
         workers=workers,
         format=args.format,
+        text_encoder=encoder,
         **options,
     )
     print(
@@ -93,6 +114,11 @@ def run(args) -> None:
         listed = Path(s["out"]) / "missing.txt"
         atomic_write(listed, "".join(f"{m}\n" for m in s["missing"]))
         print(f"{len(s['missing'])} videos of the dataset's list are not in {args.src} (listed in {listed})")
+    text = ""
+    if encoder is not None:
+        text = f" --set conditioning.kind=text --set conditioning.text_max_length={args.text_max_length}"
+        text += "" if args.text_encoder == "default" else f" --set conditioning.text_encoder={args.text_encoder}"
     print(
-        f"train on them with: vidiff train --data {s['out']} --set data.frames={args.frames} --set data.size={size[0]}"
+        f"train on them with: vidiff train --data {s['out']} --set data.frames={args.frames} "
+        f"--set data.size={size[0]}{text}"
     )

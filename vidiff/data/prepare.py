@@ -8,7 +8,8 @@ folder of videos, annotated like a training folder: captions.csv / metadata.json
 ``k * frames`` of the file read at ``fps`` frames per second (default: its own rate) by presentation time,
 exactly as :class:`~vidiff.data.VideoFolder` reads a clip; frames are resized to just cover ``size`` and
 centre cropped. An unreadable video stops the run with one error naming it, or with ``skip_errors`` is
-skipped and listed in the summary.
+skipped and listed in the summary. Given a text encoder, each clip also stores its caption's encoder
+output (float16), so that training a text model reads it instead of running the encoder in every step.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from vidiff.data.video_folder import VideoFolder
 from vidiff.errors import DataError
 from vidiff.io.frames import parse_size
 
-__all__ = ["FORMATS", "parse_bytes", "prepare_shards", "video_clips"]
+__all__ = ["FORMATS", "caption_tokens", "parse_bytes", "prepare_shards", "text_embeddings_meta", "video_clips"]
 
 logger = logging.getLogger("vidiff.data")
 
@@ -102,6 +103,23 @@ def dataset_listing(
     return FORMATS[frmt](src, options)
 
 
+def text_embeddings_meta(encoder) -> dict:
+    """What the shard index records of the text encoder (a :class:`vidiff.text.TextEncoder`) that made
+    the stored caption encodings: the model checks it is its own."""
+    return {
+        "encoder": encoder.name,
+        "fingerprint": encoder.fingerprint,
+        "max_length": encoder.max_length,
+        "dim": encoder.dim,
+    }
+
+
+def caption_tokens(encoder, captions: list) -> list:
+    """Each caption's encoder output without its padding: float16 numpy arrays (n, d)."""
+    tokens, mask = encoder.encode(captions)  # (b, n, d) float32, (b, n)
+    return [t[:n].half().cpu().numpy() for t, n in zip(tokens, mask.sum(1).tolist())]
+
+
 def _decode_job(job):
     job, frames, size = job
     try:
@@ -129,10 +147,12 @@ def prepare_shards(
     workers: int = 0,
     progress: bool = True,
     format: str = "folder",
+    text_encoder=None,
     **options,
 ) -> dict:
     """Decode every video of ``src`` (read as the published layout ``format``; ``options``: split, camera,
-    annotations) once into clips in shards under ``out`` (see the module docstring). Returns the summary:
+    annotations) once into clips in shards under ``out`` (see the module docstring), with each clip's
+    caption encoded by ``text_encoder`` (a :class:`vidiff.text.TextEncoder`) where given. Returns the summary:
     clips, shards, bytes, seconds, videos, skipped (unreadable or short files), missing (listed by the
     dataset, not found), out."""
     t0 = time.time()
@@ -144,7 +164,9 @@ def prepare_shards(
     out.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(out, shard_bytes)
     try:
-        clips, captioned, videos, failed = _write(listing, writer, frames, (h, w), skip_errors, workers, progress)
+        clips, captioned, videos, failed = _write(
+            listing, writer, frames, (h, w), skip_errors, workers, progress, text_encoder
+        )
     except BaseException:
         writer.abort()
         raise
@@ -161,6 +183,7 @@ def prepare_shards(
             "source": str(src),
             "videos": videos,
             "dataset": meta,
+            **({"text_embeddings": text_embeddings_meta(text_encoder)} if text_encoder is not None else {}),
         }
     )
     return {
@@ -176,7 +199,14 @@ def prepare_shards(
 
 
 def _write(
-    listing: Listing, writer: ShardWriter, frames: int, size: tuple, skip_errors: bool, workers: int, progress: bool
+    listing: Listing,
+    writer: ShardWriter,
+    frames: int,
+    size: tuple,
+    skip_errors: bool,
+    workers: int,
+    progress: bool,
+    text_encoder=None,
 ) -> tuple[int, int, int, list]:
     """Every clip of every video of ``listing`` into ``writer``: (clips, captioned clips, videos, failed)."""
     clips = captioned = videos = 0
@@ -198,6 +228,8 @@ def _write(
             if not video.clips:
                 failed.append(video.name)  # shorter than one clip
             videos += bool(video.clips)
+            # a video's clips share its caption ("" too: the text conditioning encodes it like any other)
+            tokens = caption_tokens(text_encoder, [video.caption])[0] if text_encoder and video.clips else None
             for start, clip in video.clips:
                 meta = {
                     "file": video.name,
@@ -206,7 +238,7 @@ def _write(
                     "caption": video.caption,
                     "label": video.label,
                 }
-                writer.add(f"{clips:09d}", encode_clip(clip, meta))
+                writer.add(f"{clips:09d}", encode_clip(clip, meta, tokens))
                 clips += 1
                 captioned += bool(video.caption)
         bar.set_postfix(clips=clips, shards=len(writer.shards) + 1)

@@ -6,8 +6,11 @@
   ``KEY`` (the clip's number, 9 digits) is ``KEY.npy`` (uint8 array, c f h w), ``KEY.json``
   (``{"file", "start", "fps", "caption", "label"}``), and ``KEY.cls`` (label) / ``KEY.txt`` (caption)
   where the clip has one, so ``webdataset.WebDataset(urls).decode()`` reads them as any other shards;
-- ``index.json``: the clip shape, the class names, and for every shard its number of clips and the
-  byte offset of each sample in it (how training reads clips by random access and resumes exactly).
+  prepared with a text encoder (``vidiff prepare --text-encoder``), also ``KEY.text_tokens.npy``: the
+  encoder's output for the caption, float16 (tokens, d), its padding left out;
+- ``index.json``: the clip shape, the class names, the text encoder that made ``text_tokens`` (its name,
+  fingerprint, max_length and width, under ``text_embeddings``), and for every shard its number of clips
+  and the byte offset of each sample in it (how training reads clips by random access and resumes exactly).
 
 :class:`ShardDataset` reads them: ``--data OUT`` (a folder), a path or URL of the index, or a pattern
 of shards (``OUT/shards-{000000..000009}.tar``, ``https://host/data/shards-{000000..000099}.tar``,
@@ -70,16 +73,29 @@ _SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.tar")
 
 
 # ---- writing -----------------------------------------------------------------------------------
-def encode_clip(clip: np.ndarray, meta: dict) -> dict:
-    """The tar members of one sample: uint8 clip (c f h w) as .npy, its metadata as .json, and the
-    WebDataset conventions .cls (label) and .txt (caption) where it has them."""
+TEXT_TOKENS = "text_tokens.npy"  # a sample's member holding its caption's encoder output
+
+
+def _npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(clip, dtype=np.uint8), allow_pickle=False)
-    members = {"npy": buf.getvalue(), "json": json.dumps(meta, ensure_ascii=False).encode()}
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_clip(clip: np.ndarray, meta: dict, text_tokens: Optional[np.ndarray] = None) -> dict:
+    """The tar members of one sample: uint8 clip (c f h w) as .npy, its metadata as .json, the
+    WebDataset conventions .cls (label) and .txt (caption) where it has them, and the caption's
+    encoder output (float16 (n, d)) as text_tokens.npy where given."""
+    members = {
+        "npy": _npy(np.ascontiguousarray(clip, dtype=np.uint8)),
+        "json": json.dumps(meta, ensure_ascii=False).encode(),
+    }
     if meta.get("label", -1) >= 0:
         members["cls"] = str(meta["label"]).encode()
     if meta.get("caption"):
         members["txt"] = meta["caption"].encode()
+    if text_tokens is not None:
+        members[TEXT_TOKENS] = _npy(np.ascontiguousarray(text_tokens, dtype=np.float16))
     return members
 
 
@@ -295,6 +311,22 @@ def _decode(members: dict) -> tuple:
         raise ValueError(f"the metadata's label {meta.get('label')!r} is not a whole number") from None
 
 
+def _decode_text_tokens(members: dict, text: dict) -> np.ndarray:
+    """The caption's stored encoder output, float16 (n, d), as the index's ``text_embeddings`` describes
+    it; ValueError if missing or damaged."""
+    if TEXT_TOKENS not in members:
+        raise ValueError(f"the sample has no {TEXT_TOKENS}, but the index says every sample has one")
+    try:
+        tokens = np.load(io.BytesIO(members[TEXT_TOKENS]), allow_pickle=False)
+    except (ValueError, OSError, EOFError, MemoryError) as e:
+        raise ValueError(f"{TEXT_TOKENS}: {type(e).__name__}: {e}") from None
+    if tokens.dtype != np.float16 or tokens.ndim != 2 or tokens.shape[1] != text["dim"]:
+        raise ValueError(f"{TEXT_TOKENS} is {tokens.dtype} {tokens.shape}, not float16 (n, {text['dim']})")
+    if not 1 <= tokens.shape[0] <= text["max_length"] or not np.isfinite(tokens).all():
+        raise ValueError(f"{TEXT_TOKENS} has {tokens.shape[0]} tokens or values that are not finite")
+    return tokens
+
+
 def _cache_path(location: str, cache_dir: Optional[str]) -> Path:
     root = Path(cache_dir or os.environ.get("VIDIFF_SHARD_CACHE") or files.cache_dir("shards")).expanduser()
     digest = hashlib.sha1(location.encode()).hexdigest()[:16]
@@ -314,12 +346,29 @@ def _fetch(location: str, cache_dir: Optional[str]) -> str:
 
 
 # ---- reading -----------------------------------------------------------------------------------
+def _text_embeddings(index: dict, spec: str) -> Optional[dict]:
+    """The index's record of the text encoder that made the samples' text_tokens (None: no tokens)."""
+    text = index.get("text_embeddings")
+    if text is None:
+        return None
+    keys = ("encoder", "fingerprint", "max_length", "dim")
+    if (
+        not isinstance(text, dict)
+        or any(k not in text for k in keys)
+        or not all(isinstance(text[k], int) for k in ("max_length", "dim"))
+    ):
+        raise DataError(f"{spec}: the index's text_embeddings is not {{{', '.join(keys)}}}; prepare the shards again")
+    return text
+
+
 class ShardDataset(Dataset):
     """Clips of prepared shards (see the module docstring), read by random access.
 
     Items are ``{"video": float32 (c f h w) in [-1, 1], "label": int, "caption": str}`` like the other
     datasets; ``flip`` flips clips left-right at random (drawn from the generator of ``item``).
     ``frames`` and ``size`` must be those the shards were prepared at.
+    Shards prepared with a text encoder (``text_embeddings``: its identity) also give ``"text_tokens"``,
+    the caption's encoder output, float16 (n, d).
     """
 
     items_are_cheap = True  # no decoding (vidiff.train.loader.num_workers)
@@ -354,6 +403,7 @@ class ShardDataset(Dataset):
             raise DataError(f"{spec}: the shards hold no clips")
         # the text conditioning checks captions: None when some clips have one (not listed here)
         self.captions = None if index.get("captioned", 0) else ()
+        self.text_embeddings = _text_embeddings(index, spec)
         self._fds: OrderedDict = OrderedDict()  # shard -> file descriptor, least recently read first
 
     def __getstate__(self):  # loader workers open their own files
@@ -423,7 +473,7 @@ class ShardDataset(Dataset):
         coin = float(torch.rand((), generator=generator))  # drawn either way: the generator's use is fixed
         for attempt in range(len(self)):
             try:
-                clip, label, caption = self._clip((index + attempt) % len(self))
+                clip, label, caption, tokens = self._clip((index + attempt) % len(self))
                 break
             except DataError as e:
                 if not self.skip_bad_files:
@@ -438,12 +488,18 @@ class ShardDataset(Dataset):
             clip = clip[..., ::-1]
         # as to_model_video, bit for bit, in numpy: one thread (torch's threads cost more than they save here)
         video = torch.from_numpy(np.subtract(np.divide(clip, np.float32(127.5), dtype=np.float32), np.float32(1)))
-        return {"video": video, "label": label, "caption": caption}
+        item = {"video": video, "label": label, "caption": caption}
+        if tokens is not None:
+            item["text_tokens"] = torch.from_numpy(tokens)
+        return item
 
     def _clip(self, index: int) -> tuple:
+        """(clip, label, caption, stored text tokens or None) of clip ``index``; DataError if damaged."""
         block = self._block(index)
         try:
-            return _decode(_parse_members(block))
+            members = _parse_members(block)
+            tokens = _decode_text_tokens(members, self.text_embeddings) if self.text_embeddings else None
+            return (*_decode(members), tokens)
         except ValueError as e:
             shard, j = self.locate(index)
             key = block[:100].split(b"\0", 1)[0].decode(errors="replace").split(".", 1)[0]

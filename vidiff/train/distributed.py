@@ -14,13 +14,17 @@ def setup_distributed(device: torch.device) -> None:
     spread.init(device)
 
 
-def mean_over_processes(x: torch.Tensor) -> torch.Tensor:
-    """`x` (on the process's device) averaged over the processes."""
+def mean_and_flag_from_rank0(x: torch.Tensor, flag: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(`x` (a scalar on the process's device) averaged over the processes, rank 0's `flag` as 1.0 or 0.0)
+    from one all_reduce, with no host sync: a step's loss and rank 0's decision to stop (out of time)
+    cost one collective together. The other processes' flags are ignored."""
+    mine = torch.full((), float(flag and spread.rank() == 0), device=x.device)  # a fill: no copy from the host
+    both = torch.stack([x.float(), mine])
     if spread.world() > 1:
-        x = x.to(spread.collective_device(), copy=True)
-        dist.all_reduce(x)
-        x /= spread.world()
-    return x
+        both = both.to(spread.collective_device())
+        dist.all_reduce(both)
+        both = torch.cat([both[:1] / spread.world(), both[1:]])
+    return both[0], both[1]
 
 
 def _flag(flag: bool) -> torch.Tensor:

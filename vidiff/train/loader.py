@@ -129,11 +129,17 @@ class JointImageVideo(Dataset):
 
 
 def collate(items: list) -> dict:
-    return {
+    batch = {
         "video": torch.stack([it["video"] for it in items]),
         "label": torch.tensor([int(it.get("label", -1)) for it in items]),
         "caption": [it.get("caption", "") for it in items],
     }
+    if items and all("text_tokens" in it for it in items):  # the captions' encodings, stored with the clips
+        tokens = [it["text_tokens"] for it in items]  # each (n_i, d)
+        lengths = torch.tensor([len(t) for t in tokens])
+        batch["text_tokens"] = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True)  # (b, n, d), zero padded
+        batch["text_mask"] = torch.arange(batch["text_tokens"].shape[1]) < lengths[:, None]  # (b, n)
+    return batch
 
 
 def num_workers(setting, dataset: Dataset, local_world: int = 1, device: str = "cpu") -> tuple[int, str]:

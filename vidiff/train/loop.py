@@ -131,8 +131,13 @@ def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tup
     step, loss = start_step, None
     batches = iter(loader)
     t.net.train()
+    limit = 60 * tr.max_minutes
+
+    def out_of_time_on_rank0() -> bool:  # every process learns rank 0's answer with the step's loss
+        return limit > 0 and time.time() - t0 > limit
+
     while step < tr.steps:
-        loss, grad_norm = train_step(t, next(batches), step)
+        loss, grad_norm, out_of_time = train_step(t, next(batches), step, stop=out_of_time_on_rank0)
         step += 1
         _check_finite(t, run.out_dir, step, loss, grad_norm)
         run.log_step(step, loss, grad_norm)
@@ -142,7 +147,6 @@ def _loop(t: Trainer, run: _Run, loader, start_step: int, progress: bool) -> tup
                 rate = (step - start_step) / max(time.time() - t0, 1e-6)
                 bar.total = int(min(tr.steps, max(step + 1, start_step + rate * 60 * tr.max_minutes)))
         bar.update(1)
-        out_of_time = distributed.flag_from_rank0(tr.max_minutes > 0 and time.time() - t0 > 60 * tr.max_minutes)
         _after_step(run, step, out_of_time)
         if out_of_time:
             if run.main:

@@ -64,12 +64,11 @@ def sample_noise(seed: int, step: int, first: int, count: int, shape: tuple, dev
     from its own generator on `device`, seeded from (seed, step, index) by numpy's SeedSequence (well
     mixed: neighbouring steps and samples get unrelated streams). A process draws its rows only, and
     a sample's noise is the same whatever the number of processes and micro-batches."""
-    rows = []
-    for index in range(first, first + count):
+    eps = torch.empty((count, *shape), device=device)  # each row drawn in place: the noise is held once
+    for row, index in zip(eps, range(first, first + count)):
         key = int(np.random.SeedSequence([seed, step, index, NOISE_SALT]).generate_state(1, np.uint64)[0] >> 1)
-        g = torch.Generator(device=device).manual_seed(key)
-        rows.append(torch.randn(shape, generator=g, device=device))
-    return torch.stack(rows) if rows else torch.empty((0, *shape), device=device)
+        torch.randn(shape, generator=torch.Generator(device=device).manual_seed(key), out=row)
+    return eps
 
 
 def _rows(batch: dict, rows: slice) -> dict:
@@ -86,12 +85,13 @@ def _gradient_sync(t: Trainer, last: bool):
     return contextlib.nullcontext()
 
 
-def train_step(t: Trainer, batch: dict, step: int) -> tuple[float, object]:
+def train_step(t: Trainer, batch: dict, step: int, stop=None) -> tuple[float, object, bool]:
     """One update at `step` from `train.grad_accum` micro-batches of this process's shard of the
     global batch; returns (the loss averaged over processes, the gradient norm before clipping or None
-    without train.grad_clip), read from the device in one transfer: the step's only host sync. The
-    update is that of the whole global batch at once: the same draws, each micro-batch's mean loss
-    weighted by its share."""
+    without train.grad_clip, rank 0's answer to `stop()` (asked once the step's work is queued; e.g.
+    out of time) on every process), read from the device in one transfer after one collective: the
+    step's only host sync. The update is that of the whole global batch at once: the same draws,
+    each micro-batch's mean loss weighted by its share."""
     cfg, tr = t.cfg, t.cfg.train
     g = step_generator(tr.seed, step, 2)
     shape = (cfg.model.in_channels, cfg.data.frames + cfg.data.image_frames, cfg.data.size, cfg.data.size)  # c f h w
@@ -119,8 +119,7 @@ def train_step(t: Trainer, batch: dict, step: int) -> tuple[float, object]:
         total += loss.detach()
     grad_norm = _update(t)
     ema_update(t.ema, t.net, ema_decay(step, tr.ema_decay))
-    loss = distributed.mean_over_processes(total)
-    if grad_norm is None:
-        return loss.item(), None
-    loss, grad_norm = torch.stack([loss.float(), grad_norm.float().to(loss.device)]).tolist()  # one host sync
-    return loss, grad_norm
+    loss, stopping = distributed.mean_and_flag_from_rank0(total, t.rank == 0 and stop is not None and stop())
+    parts = [loss, stopping] + ([grad_norm.float().to(loss.device)] if grad_norm is not None else [])
+    values = torch.stack(parts).tolist()  # one host sync
+    return values[0], values[2] if grad_norm is not None else None, bool(values[1])
