@@ -28,8 +28,8 @@ from typing import Optional
 import torch
 
 from bench.bench_train_step import REFERENCE, reference
+from vidiff.nn.unet import UNet3D
 from vidiff.presets import get_preset
-from vidiff.unet import UNet3D
 
 PACKAGES = ("video-diffusion-pytorch==0.7.0", "einops-exts", "rotary-embedding-torch")
 DOWNLOAD = f"pip download --no-deps -d WHEELS {' '.join(PACKAGES)}"

@@ -14,8 +14,8 @@ import torch
 from bench.text_cache import caption, rss_mb
 from vidiff.data.prepare import caption_tokens, text_embeddings_meta
 from vidiff.data.shards import ShardWriter, encode_clip
+from vidiff.nn.text import TextEncoder
 from vidiff.presets import get_preset
-from vidiff.text import TextEncoder
 from vidiff.train.loader import build_loader
 from vidiff.train.setup import build_data, build_trainer, derive_config
 from vidiff.train.step import train_step

@@ -89,6 +89,9 @@ def upward_imports(root: Path) -> list:
             wrong.append(f"{here} has no layer: add it to LAYERS (and to the Design page)")
             continue
         for target in sorted(imports(f, root, modules)):
+            if target in vidiff.MOVED:
+                wrong.append(f"{here} imports {target}, a 0.1.0 path: import {vidiff.MOVED[target]}")
+                continue
             to = "faces" if target == "vidiff" else layer_of(target)
             if to != layer and to not in LAYERS[layer][1]:
                 wrong.append(f"{here} ({layer}) imports {target} ({to})")

@@ -23,7 +23,7 @@ CAPTIONS = {"a.mp4": "a dog, running", "b.mp4": "a cat sleeps on a long wall in 
 
 @pytest.fixture(scope="module")
 def encoder():
-    from vidiff.text import TextEncoder
+    from vidiff.nn.text import TextEncoder
 
     return TextEncoder(max_length=LENGTH)
 

@@ -87,7 +87,7 @@ def run(args) -> None:
     )
     encoder = None
     if args.text_encoder is not None:
-        from vidiff.text import TextEncoder
+        from vidiff.nn.text import TextEncoder
 
         encoder = TextEncoder(None if args.text_encoder == "default" else args.text_encoder, args.text_max_length)
     s = prepare_shards(

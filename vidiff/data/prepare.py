@@ -104,7 +104,7 @@ def dataset_listing(
 
 
 def text_embeddings_meta(encoder) -> dict:
-    """What the shard index records of the text encoder (a :class:`vidiff.text.TextEncoder`) that made
+    """What the shard index records of the text encoder (a :class:`vidiff.nn.text.TextEncoder`) that made
     the stored caption encodings: the model checks it is its own."""
     return {
         "encoder": encoder.name,
@@ -152,7 +152,7 @@ def prepare_shards(
 ) -> dict:
     """Decode every video of ``src`` (read as the published layout ``format``; ``options``: split, camera,
     annotations) once into clips in shards under ``out`` (see the module docstring), with each clip's
-    caption encoded by ``text_encoder`` (a :class:`vidiff.text.TextEncoder`) where given. Returns the summary:
+    caption encoded by ``text_encoder`` (a :class:`vidiff.nn.text.TextEncoder`) where given. Returns the summary:
     clips, shards, bytes, seconds, videos, skipped (unreadable or short files), missing (listed by the
     dataset, not found), out."""
     t0 = time.time()
