@@ -541,3 +541,14 @@ def test_one_progress_bar_over_the_whole_sample_command(tiny_model, tmp_path, ca
     err = capsys.readouterr().err
     starts = re.findall(r"sampling:\s+0%", err)
     assert len(starts) == 1 and "15/15" in err, err  # not one bar per batch, each restarting at 0%
+
+
+def test_one_progress_bar_over_the_whole_interpolate_command(tiny_model, tmp_path, capsys):
+    from vidiff.io.video import write_mp4
+
+    write_mp4(tmp_path / "clip.mp4", torch.zeros(3, 3, 16, 16))  # 3 frames × factor 2: 2 windows of 4
+    args = ["--checkpoint", tiny_model, "--video", tmp_path / "clip.mp4", "--factor", 2, "--steps", 1]
+    assert run_cli("interpolate", *args, "--num", 3, "--batch-size", 1, "--out", tmp_path / "i") == 0
+    err = capsys.readouterr().err
+    starts = re.findall(r"interpolating:\s+0%", err)
+    assert len(starts) == 1 and "6/6" in err, err  # 3 videos × 2 windows, not a bar per batch

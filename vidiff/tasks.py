@@ -210,8 +210,9 @@ def interpolate(model, video: torch.Tensor, factor: int, *, progress: bool = Fal
     """Temporal interpolation by `factor` k: frame i of `video` (b c n h w) becomes frame k·i of the
     result, (b c (n−1)k+1 h w), and the k−1 frames between are generated. Each window of the model
     conditions on the keyframes at 0, k, 2k, … in it; windows advance by the largest multiple of k
-    that fits, sharing one keyframe (frames after a window's last keyframe are dropped). `progress`
-    shows a bar over the windows."""
+    that fits, sharing one keyframe (frames after a window's last keyframe are dropped). `progress`:
+    True for a bar over the windows, or a tqdm bar to advance by b per window (one bar over a command:
+    :func:`interpolation_windows` windows per video)."""
     setup = _prepare(model, video.shape[0], SampleRequest.of(request, **changes))
     video = _as_video(video, "video", setup)
     n, window = video.shape[2], setup.frames
@@ -226,16 +227,28 @@ def interpolate(model, video: torch.Tensor, factor: int, *, progress: bool = Fal
         return _interpolate(setup, video, factor, progress)
 
 
-def _interpolate(setup: _Setup, video: torch.Tensor, factor: int, progress: bool = False) -> torch.Tensor:
+def _window_starts(frames: int, factor: int, window: int) -> range:
+    """The first frame of each window that interpolates `frames` keyframes by `factor` in windows of
+    `window` frames: windows advance by the frames between a window's first and last keyframe."""
+    return range(0, (frames - 1) * factor, factor * ((window - 1) // factor))
+
+
+def interpolation_windows(frames: int, factor: int, window: int) -> int:
+    """How many windows :func:`interpolate` samples for a video of `frames` frames."""
+    return len(_window_starts(frames, factor, window))
+
+
+def _interpolate(setup: _Setup, video: torch.Tensor, factor: int, progress=False) -> torch.Tensor:
     from tqdm.auto import tqdm
     b, c, n = video.shape[:3]
     window = setup.frames
-    stride = factor * ((window - 1) // factor)  # frames between a window's first and last keyframe
-    total = (n - 1) * factor + 1
+    starts = _window_starts(n, factor, window)
+    stride, total = starts.step, (n - 1) * factor + 1
     out = torch.zeros(b, c, total, *setup.size, device=setup.device)
     out[:, :, ::factor] = video
-    starts = range(0, total - 1, stride)
-    for j, start in enumerate(tqdm(starts, desc="interpolating", unit="window", disable=not progress)):
+    own = not hasattr(progress, "update")  # else the caller's bar, over more than this call
+    bar = tqdm(total=len(starts), desc="interpolating", unit="window", disable=not progress) if own else progress
+    for j, start in enumerate(starts):
         pos = torch.arange(window, device=setup.device)
         known = ((pos % factor == 0) & (start + pos < total)).reshape(1, 1, window, 1, 1)
         x_a = torch.zeros(b, c, window, *setup.size, device=setup.device)
@@ -244,6 +257,9 @@ def _interpolate(setup: _Setup, video: torch.Tensor, factor: int, progress: bool
         x = sample_window(setup, b, window, x_a=x_a, known=known, window_index=j)
         end = min(start + stride, total - 1)
         out[:, :, start:end + 1] = x[:, :, :end + 1 - start]
+        bar.update(1 if own else b)
+    if own:
+        bar.close()
     out[:, :, ::factor] = video  # the keyframes, exactly
     return out
 

@@ -175,13 +175,13 @@ def in_batches(args, make) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.empty(0)
 
 
-def command_bar(args, per_video: int, desc: str = "sampling"):
+def command_bar(args, per_video: int, desc: str = "sampling", unit: str = "step"):
     """One progress bar over a whole command: the videos of every batch this process draws (in_batches),
     `per_video` steps each; shown by the first process only under torchrun, over its share."""
     from tqdm.auto import tqdm
     batches = spread.chunks(args.num, args.batch_size)
     mine = sum(n for i, (_, n) in enumerate(batches) if i % spread.world() == spread.rank())  # as map_ordered
-    return tqdm(total=mine * per_video, desc=desc, unit="step", disable=not spread.is_main())
+    return tqdm(total=mine * per_video, desc=desc, unit=unit, disable=not spread.is_main())
 
 
 # ---- files -------------------------------------------------------------------------------------

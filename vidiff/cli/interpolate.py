@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from vidiff.cli.common import (
     add_task_arguments,
+    command_bar,
     in_batches,
     load_model,
     read_clip,
@@ -32,7 +33,7 @@ def register(sub) -> None:
 def run(args) -> None:
     from vidiff.errors import ConditioningError
     from vidiff.io.video import probe
-    from vidiff.tasks import interpolate
+    from vidiff.tasks import interpolate, interpolation_windows
     if args.max_frames is not None and args.max_frames < 2:
         raise ConditioningError(f"--max-frames {args.max_frames}: interpolation needs at least 2 frames")
     model = load_model(args)
@@ -48,6 +49,8 @@ def run(args) -> None:
           f"{float(info.fps):g} fps) at {size}×{size}", file=sys.stderr)
     clip = read_clip(args.video, size, max_frames=frames, progress=True)
     request = sampling_request(args)
-    videos = in_batches(args, lambda seed, n: interpolate(model, repeat(clip, n), args.factor, progress=True,
-                                                          request=replace(request, seed=seed)))
+    windows = interpolation_windows(clip.shape[2], args.factor, model.config.data.frames)
+    with command_bar(args, windows, "interpolating", unit="window") as bar:  # one bar over every batch
+        videos = in_batches(args, lambda seed, n: interpolate(model, repeat(clip, n), args.factor, progress=bar,
+                                                              request=replace(request, seed=seed)))
     save_results(videos, args, "interpolated")
