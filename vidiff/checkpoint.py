@@ -57,11 +57,13 @@ def _tensor_bytes(*states: Optional[dict]) -> int:
 
 
 def _write_checkpoint(tmp: Path, model: dict, ema: Optional[dict], optimizer: Optional[dict], config: dict,
-                      state: dict) -> None:
+                      state: dict, extra: Optional[dict] = None) -> None:
     (tmp / READERS).touch()  # readers hold a shared lock on it; the writer removes only unread checkpoints
     save_tensors(tmp / "model.safetensors", model)
     if ema is not None:
         save_tensors(tmp / "ema.safetensors", ema)
+    for name, (tensors, metadata) in (extra or {}).items():
+        save_tensors(tmp / name, tensors, metadata)
     if optimizer is not None:
         tensors, meta = optimizer_to_tensors(optimizer)
         save_tensors(tmp / "optimizer.safetensors", tensors)
@@ -71,9 +73,10 @@ def _write_checkpoint(tmp: Path, model: dict, ema: Optional[dict], optimizer: Op
 
 
 def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], optimizer: Optional[dict],
-                    config: dict, state: dict, keep: int = 3) -> Path:
+                    config: dict, state: dict, keep: int = 3, extra: Optional[dict] = None) -> Path:
     """Write checkpoint `step` as a `.tmp` folder, rename it, then point `latest` at it and remove all
-    but the newest `keep`. A failed write (a full disk) removes its `.tmp` and says what it needs."""
+    but the newest `keep`. A failed write (a full disk) removes its `.tmp` and says what it needs.
+    `extra`: more safetensors files of the checkpoint, file name → (tensors, metadata)."""
     ckdir = Path(run_dir) / "checkpoints"
     final = ckdir / f"step_{step:07d}"
     tmp = ckdir / f"step_{step:07d}.tmp"
@@ -81,7 +84,7 @@ def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], opt
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        _write_checkpoint(tmp, model, ema, optimizer, config, state)
+        _write_checkpoint(tmp, model, ema, optimizer, config, state, extra)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         name = getattr(e, "path", None) or e.filename  # an OutputError names the file it failed on as its path

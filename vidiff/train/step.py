@@ -118,7 +118,10 @@ def train_step(t: Trainer, batch: dict, step: int) -> tuple[float, object]:
             (t.scaler.scale(loss) if t.scaler is not None else loss).backward()
         total += loss.detach()
     grad_norm = _update(t)
-    ema_update(t.ema, t.net, ema_decay(step, tr.ema_decay))
+    if t.power is not None:
+        t.power.update(t.net, step)
+    else:
+        ema_update(t.ema, t.net, ema_decay(step, tr.ema_decay))
     loss = distributed.mean_over_processes(total)
     if grad_norm is None:
         return loss.item(), None
