@@ -6,6 +6,7 @@ The levers' variants run interleaved, `--rounds` times `--steps` steps each, so 
 processes on a shared machine falls on all of them alike; it prints the median seconds per step.
 
     python -m bench.lever_cost [--preset cpu-demo] [--threads 2] [--steps 10] [--rounds 3]
+        [--variants default,power_ema]
 """
 
 from __future__ import annotations
@@ -66,11 +67,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--variants", default=",".join(VARIANTS), help="the first is the reference")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    runs = {name: setup(args.preset, sets) for name, sets in VARIANTS.items()}
+    runs = {name: setup(args.preset, VARIANTS[name]) for name in args.variants.split(",")}
     steps = {name: [] for name in runs}
-    emas = {name: [] for name in ("default", "power_ema")}
+    emas = {name: [] for name in ("default", "power_ema") if name in runs}
     for t, batch in runs.values():
         time_steps(t, batch, 0, 2)  # warm-up
     for r in range(args.rounds):
@@ -78,15 +80,16 @@ def main() -> None:
             steps[name] += time_steps(t, batch, 2 + r * args.steps, args.steps)
         for name in emas:
             emas[name] += time_ema(runs[name][0], 5 * args.steps)
-    params = sum(p.numel() for p in runs["default"][0].net.parameters())
-    base = statistics.median(steps["default"])
+    first = next(iter(runs))
+    params = sum(p.numel() for p in runs[first][0].net.parameters())
+    base = statistics.median(steps[first])
     print(f"{args.preset}: {params:,} parameters, {args.threads} threads, median of {args.rounds}×{args.steps} steps")
     for name, values in steps.items():
         m = statistics.median(values)
-        print(f"  step  {name:10s} {m * 1e3:8.2f} ms  ({100 * (m / base - 1):+.1f}% vs default)")
+        print(f"  step  {name:10s} {m * 1e3:8.2f} ms  ({100 * (m / base - 1):+.1f}% vs {first})")
     for name, values in emas.items():
         m = statistics.median(values)
-        print(f"  EMA update alone, {name:10s} {m * 1e3:7.3f} ms  ({100 * m / base:.2f}% of a default step)")
+        print(f"  EMA update alone, {name:10s} {m * 1e3:7.3f} ms  ({100 * m / base:.2f}% of a {first} step)")
 
 
 if __name__ == "__main__":
