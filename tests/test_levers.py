@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from vidiff.checkpoint import CheckpointError, resolve_checkpoint
 from vidiff.config import ConfigError
 from vidiff.diffusion import Denoiser, DiffusionLoss, min_snr_weight
+from vidiff.errors import VidiffError
 from vidiff.files import save_tensors
 from vidiff.pipeline import VideoDiffusion
 from vidiff.posthoc_ema import PowerEMA, gamma_to_sigma_rel, power_beta, reconstruct, sigma_rel_to_gamma, snapshot_path
@@ -219,6 +220,10 @@ def test_power_ema_run_writes_snapshots_and_vidiff_ema_reconstructs(power_run, c
         for a, b in zip(VideoDiffusion.from_pretrained(run, ema=written).net.parameters(), model.net.parameters())
     )
     assert model.sample(1, steps=2).shape == (1, 3, 4, 16, 16)
+    args = ["sample", "--checkpoint", str(run), "--num-videos", "1", "--steps", "2", "--out", str(run / "s")]
+    assert main([*args, "--ema", "0.1"]) == 0 and (run / "s" / "sample_000.mp4").is_file()
+    assert main([*args, "--ema", "0.1", "--no-ema"]) == 2
+    assert "--ema 0.1 asks for a post-hoc EMA and --no-ema for the raw weights: give one" in capsys.readouterr().err
 
 
 def test_posthoc_ema_errors_name_the_fix(power_run, tiny_run, capsys):
@@ -231,6 +236,8 @@ def test_posthoc_ema_errors_name_the_fix(power_run, tiny_run, capsys):
         r"--sigma-rel 0.2 --step 6` first",
     ):
         VideoDiffusion.from_pretrained(run, ema=0.2)
+    with pytest.raises(VidiffError, match="use_ema=False for the raw weights: give one"):
+        VideoDiffusion.from_pretrained(run, ema=0.1, use_ema=False)
     assert main(["ema", str(run), "--sigma-rel", "0.1", "--step", "5"]) == 2
     assert "no EMA snapshot at step 5" in capsys.readouterr().err
     assert main(["ema", str(tiny_run), "--sigma-rel", "0.1"]) == 2

@@ -162,6 +162,8 @@ def load_model(args):
     frames = getattr(args, "frames", None)
     if frames is not None and frames < 1:  # 0 is not "the default": leave --frames out for that
         raise VidiffError(f"--frames {frames}: a video needs at least 1 frame; leave --frames out for the model's own")
+    if args.no_ema and getattr(args, "ema", None) is not None:
+        raise VidiffError(f"--ema {args.ema} asks for a post-hoc EMA and --no-ema for the raw weights: give one")
     writable(args.out)
     return VideoDiffusion.from_pretrained(args.checkpoint, use_ema=not args.no_ema, ema=getattr(args, "ema", None),
                                           device=spread.local_device())
