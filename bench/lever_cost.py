@@ -4,6 +4,9 @@ power-function profiles of train.ema=power), on one preset's model and batch.
 
 The levers' variants run interleaved, `--rounds` times `--steps` steps each, so that load from other
 processes on a shared machine falls on all of them alike; it prints the median seconds per step.
+The trainers share one process, and one built late can run its whole step slower for reasons of its
+own (seen: the fourth of four on cpu-demo, +50%, gone when built first): compare two variants in
+both orders; the EMA update alone is timed directly.
 
     python -m bench.lever_cost [--preset cpu-demo] [--threads 2] [--steps 10] [--rounds 3]
         [--variants default,power_ema]
