@@ -7,6 +7,7 @@ The model's raw output is converted to x̂ and ε̂ in one place, :func:`predict
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -179,7 +180,7 @@ def min_snr_weight(logsnr: torch.Tensor, gamma: float, prediction: str) -> torch
     squared error of the given parameterisation: ‖ε̂ − ε‖² = SNR‖x̂ − x‖² and ‖v̂ − v‖² = (SNR + 1)‖x̂ − x‖²,
     so ε: min(SNR, γ)/SNR, v: min(SNR, γ)/(SNR + 1), x: min(SNR, γ). Written in λ so that no SNR overflows."""
     lam = logsnr.double()
-    log_gamma = torch.log(torch.as_tensor(gamma, dtype=torch.float64))
+    log_gamma = math.log(gamma)
     if prediction == "epsilon":
         w = torch.exp(torch.clamp(log_gamma - lam, max=0.0))  # min(1, γ/SNR)
     elif prediction == "v_prediction":  # SNR/(SNR + 1) = sigmoid(λ) below γ, γ/(SNR + 1) = γ sigmoid(−λ) above
