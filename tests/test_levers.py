@@ -260,3 +260,16 @@ def test_power_ema_resumes_exactly(power_run, tmp_path):
             resume=True,
             progress=False,
         )
+
+
+def test_power_ema_is_refused_where_it_cannot_work(copy_of_tiny_run):
+    from conftest import TINY as TINY_RUN
+
+    from vidiff.train.setup import _power_ema
+
+    cfg = TINY_RUN.override(["train.ema=power", "train.steps=3"])
+    with pytest.raises(ConfigError, match="has no ema_power.safetensors: it was trained with train.ema=exponential"):
+        train(cfg, copy_of_tiny_run, resume=True, progress=False)
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(ConfigError, match="train.ema=power keeps whole copies of the network, not shards"):
+        _power_ema(cfg, net, net, "fsdp", None)
