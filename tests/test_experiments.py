@@ -17,3 +17,33 @@ def test_panels_are_drawn_side_by_side_at_their_size(tmp_path):
     path = save_panels(panels, tmp_path / "plots" / "fig.png")
     image = Image.open(path)
     assert image.size == (1900, 560) and len(image.getcolors(1 << 20)) > 10  # drawn, not blank
+
+
+def test_training_efficiency_steps_to_the_baselines_fvd():
+    from experiments.training_efficiency import checkpoint_steps, parse_args, run_config, summarise, table
+
+    def rows(lever, fvds, sets=(0, 1)):
+        return [
+            dict(dataset="shapes", lever=lever, seed=0, step=s, sample_set=k, fvd=f + k, train_minutes=0.0)
+            for s, f in zip((100, 200, 300, 400), fvds)
+            for k in sets
+        ]
+
+    summary = summarise(
+        rows("baseline", [90, 60, 45, 40]) + rows("fast", [60, 40, 30, 25]) + rows("slow", [95, 80, 70, 60])
+    )
+    fast = summary["shapes"]["fast"]
+    assert fast["steps_ratio"] == pytest.approx(200 / 400)  # reaches 40.5 (the baseline's mean) at step 200
+    assert fast["steps_ratio_by_sample_set"] == pytest.approx([200 / 400, 200 / 400])
+    assert summary["shapes"]["slow"]["steps_ratio"] is None
+    between = summarise(rows("baseline", [90, 60, 45, 40]) + rows("mid", [80, 50, 30, 25]))["shapes"]["mid"]
+    assert between["steps_ratio"] == pytest.approx((200 + 100 * (50.5 - 40.5) / (50.5 - 30.5)) / 400)
+    assert "| slow | 60.5 | not reached (sets: not reached, not reached) |" in table(summary)
+
+    args = parse_args(["--steps", "3000", "--checkpoints", "6"])
+    assert checkpoint_steps(args) == [500, 1000, 1500, 2000, 2500, 3000]
+    cosine = run_config("cosine", "builtin:moving-shapes", 1, 1000, args)  # one schedule over every segment
+    assert (cosine.train.steps, cosine.train.lr_decay_steps, cosine.train.seed) == (1000, 2900, 1)
+    assert run_config("inverse_sqrt", "builtin:moving-shapes", 0, 500, args).train.lr_decay_steps == 0
+    combined = run_config("combined", "builtin:moving-shapes", 0, 500, args)
+    assert (combined.diffusion.loss_weighting, combined.train.ema, combined.data.size) == ("min_snr", "power", 32)

@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from vidiff.errors import CheckpointError, RemovedOptionError
 from vidiff.hub.download import PREFIX, HubError, download_checkpoint, parse_reference
-from vidiff.io.files import atomic_write, save_tensors
+from vidiff.io.files import atomic_write, load_tensors, save_tensors
 
 T = TypeVar("T")
 READERS = ".readers"  # in each checkpoint folder: the file readers lock
@@ -57,11 +55,13 @@ def _tensor_bytes(*states: Optional[dict]) -> int:
 
 
 def _write_checkpoint(tmp: Path, model: dict, ema: Optional[dict], optimizer: Optional[dict], config: dict,
-                      state: dict) -> None:
+                      state: dict, extra: Optional[dict] = None) -> None:
     (tmp / READERS).touch()  # readers hold a shared lock on it; the writer removes only unread checkpoints
     save_tensors(tmp / "model.safetensors", model)
     if ema is not None:
         save_tensors(tmp / "ema.safetensors", ema)
+    for name, (tensors, metadata) in (extra or {}).items():
+        save_tensors(tmp / name, tensors, metadata)
     if optimizer is not None:
         tensors, meta = optimizer_to_tensors(optimizer)
         save_tensors(tmp / "optimizer.safetensors", tensors)
@@ -71,9 +71,10 @@ def _write_checkpoint(tmp: Path, model: dict, ema: Optional[dict], optimizer: Op
 
 
 def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], optimizer: Optional[dict],
-                    config: dict, state: dict, keep: int = 3) -> Path:
+                    config: dict, state: dict, keep: int = 3, extra: Optional[dict] = None) -> Path:
     """Write checkpoint `step` as a `.tmp` folder, rename it, then point `latest` at it and remove all
-    but the newest `keep`. A failed write (a full disk) removes its `.tmp` and says what it needs."""
+    but the newest `keep`. A failed write (a full disk) removes its `.tmp` and says what it needs.
+    `extra`: more safetensors files of the checkpoint, file name → (tensors, metadata)."""
     ckdir = Path(run_dir) / "checkpoints"
     final = ckdir / f"step_{step:07d}"
     tmp = ckdir / f"step_{step:07d}.tmp"
@@ -81,7 +82,7 @@ def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], opt
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        _write_checkpoint(tmp, model, ema, optimizer, config, state)
+        _write_checkpoint(tmp, model, ema, optimizer, config, state, extra)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         name = getattr(e, "path", None) or e.filename  # an OutputError names the file it failed on as its path
@@ -215,16 +216,6 @@ def read_checkpoint(path, read: Callable[[Path], T], attempts: int = 10, **hub) 
                 raise  # still there: the error is the file's own
     raise CheckpointError(f"{str(path)!r}: its checkpoints were replaced {attempts} times while being read; "
                           f"try again, or read a checkpoints/step_* folder that training keeps")
-
-
-def load_tensors(path: Path) -> dict:
-    try:
-        return load_file(str(path))
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{str(path)!r} not found") from e
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read {str(path)!r}: {e}; the file is damaged — use an earlier checkpoint "
-                              f"from the run's checkpoints/ folder") from e
 
 
 # The weight names of vidiff 0.1.0 (levels `down.level1`, each a list per kind of block; the

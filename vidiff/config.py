@@ -15,6 +15,7 @@ from functools import partial
 from vidiff.conditioning import KINDS, ConditioningConfig, build_conditioning
 from vidiff.diffusion.schedule import logsnr_cosine
 from vidiff.errors import ConfigError, RemovedOptionError
+from vidiff.nn.ema import SIGMA_REL_MAX
 from vidiff.nn.unet import UNetConfig
 
 REMOVED_AFTER = "0.1.0"  # the last vidiff with the model options that upgrade() drops
@@ -33,7 +34,8 @@ DERIVED = {"model.num_classes": "the number of classes in the data (conditioning
 @dataclass(frozen=True)
 class DiffusionConfig:
     prediction: str = "epsilon"  # "epsilon" | "v_prediction" | "sample"
-    loss_weighting: str = "epsilon"  # "epsilon" | "v" | "x"
+    loss_weighting: str = "epsilon"  # "epsilon" | "v" | "x" | "min_snr" (Hang et al. 2023, with min_snr_gamma)
+    min_snr_gamma: float = 5.0  # γ of loss_weighting=min_snr: the x-space weight is min(SNR, γ)
     logsnr_min: float = -20.0
     logsnr_max: float = 20.0
     logsnr_shift: float = 0.0  # shifted cosine schedule (beyond the paper; see vidiff.diffusion.schedule.logsnr_cosine)
@@ -66,11 +68,16 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop early after this long (0: no limit)
     lr: float = 3e-4
     warmup_steps: int = 100
+    lr_schedule: str = "constant"  # after the warm-up: one of LR_SCHEDULES (vidiff.train.lr_schedule)
+    lr_decay_steps: int = 0  # cosine: steps of the decay (0: to train.steps); inverse_sqrt: its t_ref (0: warm-up)
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.99
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    ema: str = "exponential"  # one of EMAS; "power": EDM2's post-hoc EMA (vidiff.train.power_ema, `vidiff ema`)
+    ema_sigma_rels: tuple[float, ...] = (0.05, 0.10)  # train.ema=power: the σ_rel of each tracked profile
+    ema_snapshot_every: int = 0  # train.ema=power: snapshot every N steps (0: save_every) and at each checkpoint
     cond_drop_prob: float = 0.1  # classifier-free guidance: probability of the null condition
     mixed_precision: str = "auto"  # "auto" (bf16 on a GPU, none on the CPU) | "no" | "bf16" | "fp16"
     compile: bool = False
@@ -87,6 +94,8 @@ class TrainConfig:
 
 
 PARALLEL = ("auto", "ddp", "fsdp")
+LR_SCHEDULES = ("constant", "inverse_sqrt", "cosine")
+EMAS = ("exponential", "power")
 
 
 @dataclass(frozen=True)
@@ -241,6 +250,9 @@ def _field_type(cls, name):
 def _coerce(cls, name, value, key):
     t = _field_type(cls, name)
     is_int = isinstance(value, int) and not isinstance(value, bool)
+    if t == tuple[float, ...] and isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return tuple(float(v) for v in value)
     if t is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, (int, str)) for v in value):
         return tuple(value)
     if t is dict and isinstance(value, dict):
@@ -249,7 +261,7 @@ def _coerce(cls, name, value, key):
         return float(value)
     if (t is int and is_int) or (t is bool and isinstance(value, bool)) or (t is str and isinstance(value, str)):
         return value
-    raise ConfigError(f"{key} must be of type {t.__name__}, got {value!r}")
+    raise ConfigError(f"{key} must be of type {getattr(t, '__name__', t)}, got {value!r}")
 
 
 def sampler_option_defaults() -> dict:
@@ -287,11 +299,12 @@ def _parse(cls, name, text, key):
     try:
         if t is bool:
             return parse_bool(text)
-        if t is tuple:
-            return tuple(int(v) for v in text.strip("()[] ").split(",") if v.strip())
+        if t is tuple or t == tuple[float, ...]:
+            kind = int if t is tuple else float
+            return tuple(kind(v) for v in text.strip("()[] ").split(",") if v.strip())
         return t(text)
     except ValueError:
-        raise ConfigError(f"{key}={text!r}: expected a value of type {t.__name__}") from None
+        raise ConfigError(f"{key}={text!r}: expected a value of type {getattr(t, '__name__', t)}") from None
 
 
 def _parse_option(name: str, text: str, key: str) -> dict:
@@ -314,6 +327,8 @@ def validate(cfg: Config) -> Config:
         problems.append(f"diffusion.prediction must be one of {PREDICTIONS}, got {d.prediction!r}")
     if d.loss_weighting not in WEIGHTINGS:
         problems.append(f"diffusion.loss_weighting must be one of {WEIGHTINGS}, got {d.loss_weighting!r}")
+    if not 0 < d.min_snr_gamma < math.inf:
+        problems.append(f"diffusion.min_snr_gamma must be a positive number, got {d.min_snr_gamma}")
     if not d.logsnr_min < d.logsnr_max:
         problems.append("diffusion.logsnr_min must be below diffusion.logsnr_max")
     if not d.logsnr_min < d.logsnr_shift < d.logsnr_max:
@@ -390,6 +405,27 @@ def _train_problems(tr: TrainConfig) -> list:
     for key in ("adam_beta1", "adam_beta2"):
         if not 0 <= getattr(tr, key) < 1:
             problems.append(f"train.{key} must be in [0, 1), got {getattr(tr, key)}")
+    return problems + _lever_problems(tr)
+
+
+def _lever_problems(tr: TrainConfig) -> list:
+    """The learning-rate schedule and the EMA."""
+    problems = []
+    if tr.lr_schedule not in LR_SCHEDULES:
+        problems.append(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {tr.lr_schedule!r}")
+    if tr.lr_decay_steps < 0:
+        problems.append(f"train.lr_decay_steps must be >= 0 (0: the schedule's default), got {tr.lr_decay_steps}")
+    if tr.ema not in EMAS:
+        problems.append(f"train.ema must be one of {', '.join(EMAS)}, got {tr.ema!r}")
+    if tr.ema_snapshot_every < 0:
+        problems.append(f"train.ema_snapshot_every must be >= 0, got {tr.ema_snapshot_every}")
+    if tr.ema == "power":
+        rels = tr.ema_sigma_rels
+        if len(rels) < 1 or any(not 0 < r < SIGMA_REL_MAX for r in rels) or len(set(rels)) < len(rels):
+            problems.append(f"train.ema_sigma_rels must be distinct numbers in (0, 0.2887) (σ_rel of a power EMA; EDM2 "
+                            f"tracks 0.05 and 0.10), got {list(rels)}")
+        if not (tr.ema_snapshot_every or tr.save_every):
+            problems.append("train.ema=power needs snapshots: set train.ema_snapshot_every (or train.save_every) >= 1")
     return problems
 
 

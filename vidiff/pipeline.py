@@ -25,6 +25,7 @@ from vidiff.diffusion.sampling import Noise, initial_noise
 from vidiff.errors import VidiffError
 from vidiff.io.files import atomic_write, save_tensors
 from vidiff.io.frames import parse_size
+from vidiff.nn.ema import weights_file
 from vidiff.nn.unet import UNet3D
 from vidiff.request import SamplerCall, SampleRequest, resolve_sampling
 
@@ -128,17 +129,22 @@ class VideoDiffusion(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path, use_ema: bool = True, device="cpu", *, revision: Optional[str] = None,
+    def from_pretrained(cls, path, use_ema: bool = True, device="cpu", *, ema=None, revision: Optional[str] = None,
                         cache_dir=None, local_files_only: bool = False, token=None) -> "VideoDiffusion":
         """Load from a run folder (latest checkpoint), a checkpoint folder, a `save_pretrained` folder, or
         a model on the Hugging Face Hub: `"org/name"` (when no such local path exists) or
         `"hf://org/name[@revision]"`, fetched once into the Hugging Face cache (`cache_dir`, default
         HF_HUB_CACHE) at `revision`; `local_files_only` (or HF_HUB_OFFLINE=1) reads the cache only.
-        Uses the EMA weights when the checkpoint has them and `use_ema`."""
+        Uses the EMA weights when the checkpoint has them and `use_ema`. `ema`: a post-hoc EMA of a run
+        trained with train.ema=power instead (`vidiff ema`): its σ_rel (a number: the reconstruction at
+        the checkpoint's step, in the run's ema/ folder) or its weights file."""
+        if ema is not None and not use_ema:
+            raise VidiffError(f"ema={ema!r} asks for a post-hoc EMA and use_ema=False for the raw weights: give one")
+
         def read(ck: Path) -> "VideoDiffusion":
             model = cls(load_config(ck))
             name = "ema.safetensors" if use_ema and (ck / "ema.safetensors").is_file() else "model.safetensors"
-            load_weights(model.net, ck / name)
+            load_weights(model.net, ck / name if ema is None else weights_file(ck, ema))
             return model
 
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)

@@ -18,6 +18,7 @@ from vidiff import spread
 from vidiff.cli import (
     demo,
     distill,
+    ema,
     eval,
     extend,
     interpolate,
@@ -32,7 +33,22 @@ from vidiff.cli import (
 )
 from vidiff.errors import VidiffError
 
-COMMANDS = (train, sample, demo, presets, eval, predict, extend, interpolate, upsample, distill, prepare, studio, push)
+COMMANDS = (
+    train,
+    sample,
+    demo,
+    presets,
+    eval,
+    predict,
+    extend,
+    interpolate,
+    upsample,
+    distill,
+    prepare,
+    studio,
+    push,
+    ema,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -130,8 +130,19 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     _request_argument(p, "class_label", help="class name or index (class-conditional models)")
     _request_argument(p, "guidance", type=float, help="classifier-free guidance weight w")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--ema", type=_ema_choice, metavar="SIGMA_REL|FILE",
+                   help="a post-hoc EMA instead (train.ema=power runs): the σ_rel of one `vidiff ema` reconstructed, "
+                        "or its weights file")
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--out", required=True, help="output folder")
+
+
+def _ema_choice(text: str):
+    """--ema: a number is a σ_rel, anything else a file."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def sampling_request(args) -> SampleRequest:
@@ -151,8 +162,11 @@ def load_model(args):
     frames = getattr(args, "frames", None)
     if frames is not None and frames < 1:  # 0 is not "the default": leave --frames out for that
         raise VidiffError(f"--frames {frames}: a video needs at least 1 frame; leave --frames out for the model's own")
+    if args.no_ema and getattr(args, "ema", None) is not None:
+        raise VidiffError(f"--ema {args.ema} asks for a post-hoc EMA and --no-ema for the raw weights: give one")
     writable(args.out)
-    return VideoDiffusion.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=spread.local_device())
+    return VideoDiffusion.from_pretrained(args.checkpoint, use_ema=not args.no_ema, ema=getattr(args, "ema", None),
+                                          device=spread.local_device())
 
 
 def one_process(command: str) -> None:

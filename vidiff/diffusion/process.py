@@ -7,6 +7,7 @@ The model's raw output is converted to x̂ and ε̂ in one place, :func:`predict
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from vidiff.diffusion.schedule import LOGSNR_MAX, LOGSNR_MIN, alpha_sigma, logsnr_cosine
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
-WEIGHTINGS = ("epsilon", "v", "x")
+WEIGHTINGS = ("epsilon", "v", "x", "min_snr")
 
 
 def expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -114,7 +115,8 @@ class DiffusionLoss:
     """Weighted MSE of the paper, E_{ε,t}[w(λ_t) ‖x̂_θ(z_t) − x‖²] with t ~ U[0, 1], returned per example.
 
     weighting: "epsilon" → ‖ε̂ − ε‖² = e^{λ}‖x̂ − x‖² (the paper's default), "v" → ‖v̂ − v‖² =
-    (1 + e^{λ})‖x̂ − x‖², "x" → ‖x̂ − x‖²."""
+    (1 + e^{λ})‖x̂ − x‖², "x" → ‖x̂ − x‖², "min_snr" → min(e^{λ}, γ)‖x̂ − x‖² (Hang et al. 2023),
+    written as the weighted error of the denoiser's own output (:func:`min_snr_weight`)."""
 
     def __init__(
         self,
@@ -122,10 +124,12 @@ class DiffusionLoss:
         logsnr_min: float = LOGSNR_MIN,
         logsnr_max: float = LOGSNR_MAX,
         logsnr_fn: Callable = logsnr_cosine,
+        min_snr_gamma: float = 5.0,
     ):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {WEIGHTINGS}")
         self.weighting, self.logsnr_min, self.logsnr_max, self.logsnr_fn = weighting, logsnr_min, logsnr_max, logsnr_fn
+        self.min_snr_gamma = min_snr_gamma
 
     def __call__(
         self,
@@ -145,6 +149,8 @@ class DiffusionLoss:
             eps = torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype)
         z = q_sample(x, logsnr, eps)
         x_hat, eps_hat = denoiser.predict(z, logsnr, **(cond or {}))
+        if self.weighting == "min_snr":
+            return self._min_snr(denoiser.prediction, x, eps, x_hat, eps_hat, logsnr)
         if self.weighting == "epsilon":
             err = eps_hat - eps
         elif self.weighting == "x":
@@ -154,6 +160,36 @@ class DiffusionLoss:
             err = (alpha * eps_hat - sigma * x_hat) - v_target(x, eps, logsnr)
         sq = err.to(torch.promote_types(err.dtype, torch.float32)) ** 2
         return sq.flatten(1).mean(1)
+
+    def _min_snr(self, prediction: str, x, eps, x_hat, eps_hat, logsnr) -> torch.Tensor:
+        """min(SNR, γ)‖x̂ − x‖², computed as w · ‖out − target‖² in the network's own output space, whose
+        error is O(1) at every λ (x-space errors are tiny at high noise)."""
+        if prediction == "epsilon":
+            err = eps_hat - eps
+        elif prediction == "sample":
+            err = x_hat - x
+        else:
+            alpha, sigma = alpha_sigma(expand(logsnr, x))
+            err = (alpha * eps_hat - sigma * x_hat) - v_target(x, eps, logsnr)
+        sq = err.to(torch.promote_types(err.dtype, torch.float32)) ** 2
+        return min_snr_weight(logsnr, self.min_snr_gamma, prediction).to(sq.dtype) * sq.flatten(1).mean(1)
+
+
+def min_snr_weight(logsnr: torch.Tensor, gamma: float, prediction: str) -> torch.Tensor:
+    """Min-SNR-γ (Hang et al. 2023): the x-space weight min(SNR, γ), SNR = e^{λ}, as the weight of the
+    squared error of the given parameterisation: ‖ε̂ − ε‖² = SNR‖x̂ − x‖² and ‖v̂ − v‖² = (SNR + 1)‖x̂ − x‖²,
+    so ε: min(SNR, γ)/SNR, v: min(SNR, γ)/(SNR + 1), x: min(SNR, γ). Written in λ so that no SNR overflows."""
+    lam = logsnr.double()
+    log_gamma = math.log(gamma)
+    if prediction == "epsilon":
+        w = torch.exp(torch.clamp(log_gamma - lam, max=0.0))  # min(1, γ/SNR)
+    elif prediction == "v_prediction":  # SNR/(SNR + 1) = sigmoid(λ) below γ, γ/(SNR + 1) = γ sigmoid(−λ) above
+        w = torch.where(lam <= log_gamma, torch.sigmoid(lam), gamma * torch.sigmoid(-lam))
+    elif prediction == "sample":
+        w = torch.exp(torch.clamp(lam, max=log_gamma))  # min(SNR, γ)
+    else:
+        raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
+    return w.to(logsnr.dtype)
 
 
 class DistillationLoss:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from vidiff.errors import DataError, OutputError, RunLockedError, VidiffError
+from vidiff.errors import CheckpointError, DataError, OutputError, RunLockedError, VidiffError
 
 PathLike = Union[str, os.PathLike]
 
@@ -196,6 +196,22 @@ def read_metrics(path) -> list:
         if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
             rows.append(row)
     return rows
+
+
+def load_tensors(path: PathLike) -> dict:
+    """The tensors of a safetensors file; a missing or damaged file is one CheckpointError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{str(path)!r} not found") from e
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(
+            f"cannot read {str(path)!r}: {e}; the file is damaged — use an earlier checkpoint "
+            f"from the run's checkpoints/ folder"
+        ) from e
 
 
 def save_tensors(path: PathLike, tensors: dict, metadata: Optional[dict] = None) -> Path:

@@ -1,4 +1,5 @@
-"""Training: AdamW with warm-up, gradient clipping, EMA, mixed precision on GPUs, atomic
+"""Training: AdamW with warm-up and an optional decay, gradient clipping, EMA (exponential, or EDM2's
+power-function profiles: vidiff.nn.ema), mixed precision on GPUs, atomic
 checkpoints with exact resume, TensorBoard and W&B logs, sample videos, and multi-GPU / multi-node data
 parallelism through torchrun + DistributedDataParallel.
 
@@ -8,6 +9,7 @@ by the step, and each process takes its shard. So a resumed run repeats an unint
 processes compute what one process computes with the same global batch.
 
     setup.py        data, the configuration the data completes, model / EMA / optimiser, saved state
+    lr_schedule.py  the learning rate of each step: warm-up, then constant, inverse square root or cosine
     step.py         one training step
     loop.py         the loop and `train()`
     loader.py       batch sampler, joint image-video dataset, collate

@@ -29,7 +29,9 @@ from vidiff.train.setup import (
     diverged,
     ema_model,
     resume_config,
+    save_snapshot,
     save_state,
+    snapshot_every,
     with_images,
 )
 from vidiff.train.step import train_step
@@ -103,8 +105,12 @@ class _Run:
 
 def _after_step(run: _Run, step: int, out_of_time: bool) -> None:
     tr = run.t.cfg.train
-    if tr.save_every and step % tr.save_every == 0 and step < tr.steps and not out_of_time:
+    saving = tr.save_every and step % tr.save_every == 0 and step < tr.steps and not out_of_time
+    if saving:
         save_state(run.t, run.out_dir, step)
+    snapshot = run.t.power is not None and step < tr.steps and not out_of_time
+    if snapshot and (saving or step % snapshot_every(tr) == 0):  # at each checkpoint too: `vidiff ema --step` there
+        save_snapshot(run.t, run.out_dir, step)
     if tr.sample_every and step % tr.sample_every == 0 and step < tr.steps:
         run.sample(step)
     if tr.fvd_every and step % tr.fvd_every == 0:
@@ -242,6 +248,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, device: tor
     try:  # a run that stops (diverged, interrupted) still closes its trackers: their last values are kept
         step, loss = _loop(t, run, loader, start_step, progress)
         save_state(t, out_dir, step)
+        save_snapshot(t, out_dir, step)  # the last step's profiles always: `vidiff ema` reconstructs there
         videos = run.sample(step, progress=progress)
     finally:
         run.close()

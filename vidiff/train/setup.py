@@ -7,6 +7,7 @@ import base64
 import copy
 import logging
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -17,6 +18,7 @@ from torch.utils.data import Dataset
 from vidiff import spread
 from vidiff.checkpoint import (
     list_checkpoints,
+    load_config,
     load_json,
     load_tensors,
     load_weights,
@@ -28,9 +30,12 @@ from vidiff.conditioning import build_conditioning
 from vidiff.config import DERIVED, Config, ConfigError
 from vidiff.diffusion.process import Denoiser, DiffusionLoss, DistillationLoss
 from vidiff.errors import DivergenceError
+from vidiff.io.files import save_tensors
+from vidiff.nn.ema import CHECKPOINT_FILE, PowerEMA, snapshot_path
 from vidiff.pipeline import VideoDiffusion
 from vidiff.train import distributed, parallel
 from vidiff.train.loader import JointImageVideo
+from vidiff.train.lr_schedule import lr_factor
 
 log = logging.getLogger("vidiff.train")
 # What a resumed run may change besides the train and sample sections: where the data lives and how
@@ -116,6 +121,7 @@ class Trainer:
     parallel: str = "ddp"  # or "fsdp"
     amp_dtype: Optional[torch.dtype] = None
     scaler: Optional[torch.amp.GradScaler] = None
+    power: Optional[PowerEMA] = None  # train.ema=power: the profiles, the first of them `ema`
 
     @property
     def net(self) -> torch.nn.Module:
@@ -154,6 +160,7 @@ def build_trainer(cfg: Config, device: torch.device, start_step: int = 0, ck: Op
     ema = copy.deepcopy(net).requires_grad_(False)
     _initial_weights(cfg, net, ema, ck)  # before sharding: every process reads the whole files
     choice = parallel.choose(cfg, sum(p.numel() for p in net.parameters()), device)
+    power = _power_ema(cfg, net, ema, choice, ck)
     train_net = parallel.wrap(net, ema, choice, device)
     if tr.compile:
         train_net = torch.compile(train_net, mode=compile_mode(device, train_net is net and spread.world() == 1))
@@ -161,14 +168,47 @@ def build_trainer(cfg: Config, device: torch.device, start_step: int = 0, ck: Op
                             weight_decay=tr.weight_decay, fused=device.type in ("cpu", "cuda"))
     for g in opt.param_groups:
         g.setdefault("initial_lr", tr.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tr.warmup_steps)),
-                                              last_epoch=start_step - 1)  # linear warm-up, then constant
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, tr), last_epoch=start_step - 1)
     t = Trainer(cfg, model, ema, opt, sched, train_net, Denoiser(train_net, cfg.diffusion.prediction),
                 _loss(cfg, device), device, rank, world, choice, _amp(tr, device),
-                torch.amp.GradScaler("cuda") if tr.mixed_precision == "fp16" else None)
+                torch.amp.GradScaler("cuda") if tr.mixed_precision == "fp16" else None, power)
     if ck is not None:
         _load_optimizer(t, ck)
     return t
+
+
+def _power_ema(cfg: Config, net, ema, choice: str, ck: Optional[Path]) -> Optional[PowerEMA]:
+    """train.ema=power: the profiles (the first held by `ema`), resumed from checkpoint `ck`."""
+    if cfg.train.ema != "power":
+        return None
+    if choice == "fsdp":
+        raise ConfigError("train.ema=power keeps whole copies of the network, not shards: train it with "
+                          "train.parallel=ddp, or use train.ema=exponential with train.parallel=fsdp")
+    power = PowerEMA(net, cfg.train.ema_sigma_rels, first=ema)
+    if ck is not None:
+        if not (ck / CHECKPOINT_FILE).is_file():
+            raise ConfigError(f"checkpoint {str(ck)!r} has no {CHECKPOINT_FILE}: it was trained with "
+                              f"train.ema={load_config(ck).train.ema}, which cannot change on --resume")
+        power.load(ck / CHECKPOINT_FILE)
+    return power
+
+
+def snapshot_every(tr) -> int:
+    """How often train.ema=power snapshots its profiles: train.ema_snapshot_every, else train.save_every."""
+    return tr.ema_snapshot_every or tr.save_every
+
+
+def save_snapshot(t: Trainer, out_dir: Path, step: int) -> None:
+    """The power-EMA profiles at `step` in the run's ema_snapshots/ folder (rank 0 writes; DDP replicas
+    agree). A collective when train.ema=power: every process calls it."""
+    if t.power is None:
+        return
+    if not _finite(t.power.modules):
+        raise diverged(out_dir, step, "the EMA profiles are not finite")
+    if t.rank != 0:
+        return
+    snapshot_path(out_dir, step).parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(snapshot_path(out_dir, step), t.power.state(), t.power.metadata(step))
 
 
 def compile_mode(device: torch.device, alone: bool) -> str:
@@ -184,7 +224,8 @@ def compile_mode(device: torch.device, alone: bool) -> str:
 def _loss(cfg: Config, device: torch.device):
     """The paper's weighted MSE, or for a distillation run the loss against its (guided) teacher."""
     if not cfg.distill.teacher:
-        return DiffusionLoss(cfg.diffusion.loss_weighting, **cfg.diffusion.schedule())
+        return DiffusionLoss(cfg.diffusion.loss_weighting, **cfg.diffusion.schedule(),
+                             min_snr_gamma=cfg.diffusion.min_snr_gamma)
     teacher = VideoDiffusion.from_pretrained(cfg.distill.teacher, device=device).requires_grad_(False)
     # the first round distils the guided output; later teachers are students that already give it
     w = 0.0 if teacher.config.distill.teacher else cfg.distill.guidance
@@ -238,15 +279,16 @@ def _finite(modules) -> bool:
 def save_state(t: Trainer, out_dir: Path, step: int) -> None:
     """A checkpoint of the whole state, gathered from every process (a collective: all call it). Weights
     that are not finite are never saved (a DivergenceError), so they never replace a good checkpoint."""
-    if not _finite((t.net, t.ema)):
+    if not _finite((t.net, t.ema, *(t.power.modules if t.power else ()))):
         raise diverged(out_dir, step, "the weights are not finite after its update")
     if t.parallel == "ddp":
         distributed.check_replicas_in_sync(t.net)
     model, ema = parallel.full_state_dict(t.net), parallel.full_state_dict(t.ema)
     optimizer = parallel.full_optimizer_state(t.net, t.opt)
+    extra = {CHECKPOINT_FILE: (t.power.state(), t.power.metadata(step))} if t.power else None
     if t.rank == 0:
         save_checkpoint(out_dir, step, model=model, ema=ema, optimizer=optimizer, config=t.cfg.to_dict(),
-                        state={"step": step, "rng": _rng_state()})
+                        state={"step": step, "rng": _rng_state()}, extra=extra)
 
 
 def ema_model(t: Trainer) -> Optional[VideoDiffusion]:

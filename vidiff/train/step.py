@@ -118,7 +118,10 @@ def train_step(t: Trainer, batch: dict, step: int, stop=None) -> tuple[float, ob
             (t.scaler.scale(loss) if t.scaler is not None else loss).backward()
         total += loss.detach()
     grad_norm = _update(t)
-    ema_update(t.ema, t.net, ema_decay(step, tr.ema_decay))
+    if t.power is not None:
+        t.power.update(t.net, step)
+    else:
+        ema_update(t.ema, t.net, ema_decay(step, tr.ema_decay))
     loss, stopping = distributed.mean_and_flag_from_rank0(total, t.rank == 0 and stop is not None and stop())
     parts = [loss, stopping] + ([grad_norm.float().to(loss.device)] if grad_norm is not None else [])
     values = torch.stack(parts).tolist()  # one host sync
