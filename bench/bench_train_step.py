@@ -41,7 +41,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import matmul_peak
-from vidiff.diffusion.process import Denoiser, DiffusionLoss
+from vidiff.diffusion.loss import DiffusionLoss
+from vidiff.diffusion.process import Denoiser
 from vidiff.nn.layers import Upsample
 from vidiff.nn.unet import UNet3D, UNetConfig
 from vidiff.presets import get_preset

@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vidiff.diffusion.process import Denoiser, DiffusionLoss
+from vidiff.diffusion.loss import DiffusionLoss
+from vidiff.diffusion.process import Denoiser
 from vidiff.diffusion.sampling import Noise, initial_noise
 from vidiff.nn.layers import ResBlock, joint_attention_mask
 from vidiff.nn.unet import UNet3D

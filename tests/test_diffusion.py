@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
+from vidiff.diffusion.loss import DiffusionLoss
 from vidiff.diffusion.process import (
     PREDICTIONS,
     Denoiser,
-    DiffusionLoss,
     posterior,
     prediction_target,
     prediction_to_x_eps,

@@ -8,7 +8,8 @@ import torch
 
 from vidiff.cli import main
 from vidiff.diffusion.gaussian import GaussianData
-from vidiff.diffusion.process import DistillationLoss, ddim_step
+from vidiff.diffusion.loss import DistillationLoss
+from vidiff.diffusion.process import ddim_step
 from vidiff.pipeline import VideoDiffusion
 from vidiff.presets import get_preset
 from vidiff.train import train

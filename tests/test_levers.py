@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from vidiff.checkpoint import CheckpointError, resolve_checkpoint
 from vidiff.config import ConfigError
-from vidiff.diffusion.process import Denoiser, DiffusionLoss, min_snr_weight
+from vidiff.diffusion.loss import DiffusionLoss, min_snr_weight
+from vidiff.diffusion.process import Denoiser
 from vidiff.errors import VidiffError
 from vidiff.io.files import save_tensors
 from vidiff.nn.ema import PowerEMA, gamma_to_sigma_rel, power_beta, reconstruct, sigma_rel_to_gamma, snapshot_path

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from vidiff.diffusion.process import Denoiser, DiffusionLoss
+from vidiff.diffusion.loss import DiffusionLoss
+from vidiff.diffusion.process import Denoiser
 from vidiff.errors import ConfigError
 from vidiff.nn.layers import joint_attention_mask
 from vidiff.nn.unet import UNet3D, UNetConfig

@@ -322,7 +322,8 @@ def _parse_option(name: str, text: str, key: str) -> dict:
 def validate(cfg: Config) -> Config:
     problems = []
     m, d, data, tr, s = cfg.model, cfg.diffusion, cfg.data, cfg.train, cfg.sample
-    from vidiff.diffusion.process import PREDICTIONS, WEIGHTINGS
+    from vidiff.diffusion.loss import WEIGHTINGS
+    from vidiff.diffusion.process import PREDICTIONS
     if d.prediction not in PREDICTIONS:
         problems.append(f"diffusion.prediction must be one of {PREDICTIONS}, got {d.prediction!r}")
     if d.loss_weighting not in WEIGHTINGS:

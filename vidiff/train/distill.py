@@ -1,6 +1,6 @@
 """Progressive distillation (Salimans & Ho 2022): halve a model's DDIM steps round by round, each
 round an ordinary, resumable training run whose student starts as its teacher and learns two of its
-teacher's DDIM steps in one (`vidiff.diffusion.process.DistillationLoss`)."""
+teacher's DDIM steps in one (`vidiff.diffusion.loss.DistillationLoss`)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ from vidiff.checkpoint import (
 )
 from vidiff.conditioning import build_conditioning
 from vidiff.config import DERIVED, Config, ConfigError
-from vidiff.diffusion.process import Denoiser, DiffusionLoss, DistillationLoss
+from vidiff.diffusion.loss import DiffusionLoss, DistillationLoss
+from vidiff.diffusion.process import Denoiser
 from vidiff.errors import DivergenceError
 from vidiff.io.files import save_tensors
 from vidiff.nn.ema import CHECKPOINT_FILE, PowerEMA, snapshot_path
