@@ -29,7 +29,7 @@ LAYERS = {
             "vidiff.hub.publish",
             "vidiff.hub.card",
         ],
-        ["base", "io", "maths", "samplers", "network", "conditioning", "data"],
+        ["base", "io", "maths", "samplers", "network", "conditioning", "data", "metrics"],
     ),
     "tasks": (
         ["vidiff.tasks", "vidiff.protocols"],

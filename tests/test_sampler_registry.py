@@ -221,3 +221,17 @@ def test_the_grid_is_every_samplers():
         resolve_sampling(sampler="dpmpp-2m", options={"grid": "lambda"})
     with pytest.raises(SamplerError, match="unknown grid 'log'; choose one of t, lambda"):
         resolve_sampling(grid="log")
+
+
+def test_the_docs_table_lists_every_registered_sampler_and_its_options():
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "sampling.md"
+    lines = [line for line in page.read_text().splitlines() if line.startswith("| `")]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in lines}
+    for name, spec in SAMPLERS.items():
+        if not spec.fn.__module__.startswith("vidiff."):  # registered by a test
+            continue
+        assert name in rows, f"docs/sampling.md: the table of samplers has no row for {name!r}"
+        for option in spec.options:
+            assert f"`{option}`" in rows[name], f"docs/sampling.md: the row of {name!r} does not name `{option}`"

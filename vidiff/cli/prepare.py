@@ -22,15 +22,9 @@ def register(sub) -> None:
         "--format",
         default="folder",
         choices=FORMATS,
-        help="how SRC is laid out: folder (default); bair (softmotion30_44k/{train,test}/*.tfrecords); "
-        "ucf101 (UCF-101/<Class>/*.avi + ucfTrainTestlist/); kinetics (annotation CSV + downloaded "
-        "youtube_id_start_end.mp4 videos)",
+        help="how SRC is laid out: " + "; ".join(f"{name} ({f.layout})" for name, f in FORMATS.items()),
     )
-    p.add_argument(
-        "--split",
-        help="bair: train | test; ucf101: train1 | test1 | train2 | test2 | train3 | test3 | "
-        "all; kinetics: train | val | test | all (the CSV's split column)",
-    )
+    p.add_argument("--split", help="; ".join(f"{name}: {f.splits}" for name, f in FORMATS.items() if f.splits))
     p.add_argument("--camera", default="aux1", help="bair: aux1 (default, what the literature uses) or main")
     p.add_argument("--annotations", help="kinetics: the annotation CSV (default: the CSV in SRC named for the split)")
     p.add_argument("out", help="new folder for the shards and their index.json")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from tqdm import tqdm
 
@@ -73,13 +74,37 @@ def folder_listing(src, frames: int, size, fps: Optional[float] = None, skip_err
     return Listing(jobs, tuple(folder.classes), [*folder.skipped_bad, *folder.skipped_short])
 
 
-# A published layout is one module that lists its videos, and one entry here: (src, the options of
-# dataset_listing) -> Listing. `vidiff prepare --format` offers these names.
+@dataclass(frozen=True)
+class Format:
+    """A published layout: how its videos are listed, (src, the options of dataset_listing) -> Listing,
+    and what `vidiff prepare --help` says of its folder and of its splits."""
+
+    listing: Callable
+    layout: str
+    splits: str = ""
+
+
+# A published layout is one module that lists its videos, and one entry here.
 FORMATS = {
-    "folder": lambda src, o: folder_listing(src, o["frames"], o["size"], o["fps"], o["skip_errors"]),
-    "bair": lambda src, o: bair.listing(src, o["split"] or "train", o["camera"]),
-    "ucf101": lambda src, o: ucf101.listing(src, o["split"] or "train1", o["fps"], o["skip_errors"]),
-    "kinetics": lambda src, o: kinetics.listing(src, o["split"] or "train", o["fps"], o["annotations"]),
+    "folder": Format(
+        lambda src, o: folder_listing(src, o["frames"], o["size"], o["fps"], o["skip_errors"]),
+        "videos, with captions.csv / metadata.jsonl or class sub-folders (the default)",
+    ),
+    "bair": Format(
+        lambda src, o: bair.listing(src, o["split"] or "train", o["camera"]),
+        "softmotion30_44k/{train,test}/*.tfrecords",
+        "train | test",
+    ),
+    "ucf101": Format(
+        lambda src, o: ucf101.listing(src, o["split"] or "train1", o["fps"], o["skip_errors"]),
+        "UCF-101/<Class>/*.avi + ucfTrainTestlist/",
+        "train1 | test1 | train2 | test2 | train3 | test3 | all",
+    ),
+    "kinetics": Format(
+        lambda src, o: kinetics.listing(src, o["split"] or "train", o["fps"], o["annotations"]),
+        "annotation CSV + downloaded youtube_id_start_end.mp4 videos",
+        "train | val | test | all (the CSV's split column)",
+    ),
 }
 
 
@@ -100,7 +125,7 @@ def dataset_listing(
     options = dict(
         frames=frames, size=size, fps=fps, skip_errors=skip_errors, split=split, camera=camera, annotations=annotations
     )
-    return FORMATS[frmt](src, options)
+    return FORMATS[frmt].listing(src, options)
 
 
 def text_embeddings_meta(encoder) -> dict:

@@ -12,6 +12,7 @@ from typing import Optional
 
 from vidiff.config import DERIVED, Config
 from vidiff.hub.download import PREFIX, hub_library
+from vidiff.metrics.evaluate import METRICS
 
 CITATION = """@article{ho2022video,
   title   = {Video Diffusion Models},
@@ -21,7 +22,7 @@ CITATION = """@article{ho2022video,
   year    = {2022}
 }"""
 PREDICTION_NAMES = {"epsilon": "ε-prediction", "v_prediction": "v-prediction", "sample": "x-prediction"}
-EVAL_METRICS = ("fvd", "kvd", "fid", "kid", "is")  # the keys of a `vidiff eval` report, in the card's order
+EVAL_METRICS = tuple(METRICS)  # the keys of a `vidiff eval` report, in the card's order: every registered metric
 MOVING_SHAPES = (
     "vidiff's built-in synthetic clips: one solid shape (circle, square or triangle) of one palette "
     "colour moving left, right, up or down over a dark background, generated on the fly (no files)"
@@ -144,7 +145,7 @@ def _eval_results(hf, facts: RunFacts) -> list:
             metric_type=m,
             metric_value=float(report[m]),
             metric_name=m.upper(),
-            metric_config=protocol.get("fvd_name") if m in ("fvd", "kvd") else None,
+            metric_config=protocol.get("fvd_name") if METRICS[m].features == "i3d" else None,
         )
         for m in EVAL_METRICS
         if isinstance(report.get(m), (int, float))
