@@ -21,6 +21,7 @@ model gets random token embeddings of the text encoder's width.
 It needs an NVIDIA GPU and stops with an error without one; `--device cpu --presets cpu-tiny
 --skip-launch` runs the same code in fp32 on the CPU to check the script itself (tests do).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,15 +47,24 @@ from vidiff.request import resolve_sampling
 PAPER = [name for name in PRESETS if not name.startswith("cpu-")]
 TEXT_WIDTH, TEXT_TOKENS = 384, 16  # MiniLM-L6's width; a caption's tokens
 # (label, model overrides): the preset's own setting is "norms"
-RECOMPUTE = [("none", dict(recompute_norms=False, recompute_attention=False, gradient_checkpointing=False)),
-             ("norms", dict(recompute_norms=True, recompute_attention=False, gradient_checkpointing=False)),
-             ("norms+attention", dict(recompute_norms=True, recompute_attention=True, gradient_checkpointing=False)),
-             ("checkpointing", dict(recompute_norms=False, recompute_attention=False, gradient_checkpointing=True))]
+RECOMPUTE = [
+    ("none", dict(recompute_norms=False, recompute_attention=False, gradient_checkpointing=False)),
+    ("norms", dict(recompute_norms=True, recompute_attention=False, gradient_checkpointing=False)),
+    ("norms+attention", dict(recompute_norms=True, recompute_attention=True, gradient_checkpointing=False)),
+    ("checkpointing", dict(recompute_norms=False, recompute_attention=False, gradient_checkpointing=True)),
+]
 CARDS_GB = (24, 40, 80)
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s, by a part of the
 # device's name (the first that matches); --peak-tflops for another card.
-BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
-                    ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0))
+BF16_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("H200", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+)
 
 
 def model_config(name: str):
@@ -67,8 +77,10 @@ def model_config(name: str):
 def condition(cfg, b: int, device) -> dict:
     cond = {}
     if cfg.model.text_dim:
-        cond = {"text_tokens": torch.randn(b, TEXT_TOKENS, cfg.model.text_dim, device=device),
-                "text_mask": torch.ones(b, TEXT_TOKENS, dtype=torch.bool, device=device)}
+        cond = {
+            "text_tokens": torch.randn(b, TEXT_TOKENS, cfg.model.text_dim, device=device),
+            "text_mask": torch.ones(b, TEXT_TOKENS, dtype=torch.bool, device=device),
+        }
     if cfg.data.image_frames:
         mask = joint_attention_mask(cfg.data.frames, cfg.data.image_frames, device)
         cond["temporal_mask"] = mask.expand(b, *mask.shape)
@@ -134,8 +146,11 @@ def largest_batches(points: list) -> dict:
         return {}
     per = max(two["peak_gb"] - one["peak_gb"], 1e-6)
     fixed = one["peak_gb"] - per
-    return {"per_sample_gb": per, "fixed_gb": fixed,
-            **{f"max_batch_{c}gb": max(0, int((0.95 * c - fixed) / per)) for c in CARDS_GB}}
+    return {
+        "per_sample_gb": per,
+        "fixed_gb": fixed,
+        **{f"max_batch_{c}gb": max(0, int((0.95 * c - fixed) / per)) for c in CARDS_GB},
+    }
 
 
 @torch.no_grad()
@@ -148,8 +163,15 @@ def sample_cost(cfg, net, device, amp, steps: int = 20, b: int = 1, sampler: str
     with Meter(device) as m, torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         x = call(denoiser, initial_noise(shape, noise, device=device), noise, cond=cond)
     net.train()
-    return {"sampler": sampler, "steps": steps, "batch": b, "seconds": m.seconds, "videos_per_second": b / m.seconds,
-            "peak_gb": m.peak_gb, "finite": bool(x.isfinite().all())}
+    return {
+        "sampler": sampler,
+        "steps": steps,
+        "batch": b,
+        "seconds": m.seconds,
+        "videos_per_second": b / m.seconds,
+        "peak_gb": m.peak_gb,
+        "finite": bool(x.isfinite().all()),
+    }
 
 
 def flops_per_clip(cfg, net, device, amp) -> int:
@@ -201,8 +223,13 @@ def train_throughput(cfg, net, opt, device, amp, fit: dict, flops: int, peak) ->
             b = max(1, b * 4 // 5)
     clips = b / r["seconds_per_step"]
     tflops = flops * clips / 1e12
-    return {**r, "clips_per_second": clips, "flops_per_clip": flops, "tflops": tflops,
-            "fraction_of_peak": tflops / peak if peak else None}
+    return {
+        **r,
+        "clips_per_second": clips,
+        "flops_per_clip": flops,
+        "tflops": tflops,
+        "fraction_of_peak": tflops / peak if peak else None,
+    }
 
 
 def throughput(cfg, net, opt, device, amp, fit: dict, peak, sample_batch: int, pc_steps: int) -> dict:
@@ -222,8 +249,13 @@ def check_preset(name: str, device, amp: bool, args, peak) -> dict:
         net = UNet3D(cfg.model)
     params = sum(p.numel() for p in net.parameters())
     opt = torch.optim.AdamW(net.parameters(), lr=1e-5, fused=True)
-    report = {"parameters": params, "frames": cfg.data.frames, "image_frames": cfg.data.image_frames,
-              "size": cfg.data.size, "train": {}}
+    report = {
+        "parameters": params,
+        "frames": cfg.data.frames,
+        "image_frames": cfg.data.image_frames,
+        "size": cfg.data.size,
+        "train": {},
+    }
     for label, options in RECOMPUTE:
         set_recompute(net, options)
         try:
@@ -231,10 +263,13 @@ def check_preset(name: str, device, amp: bool, args, peak) -> dict:
             report["train"][label] = {"points": points, **largest_batches(points)}
         except torch.OutOfMemoryError as e:
             report["train"][label] = {"error": f"out of memory: {str(e)[:200]}"}
-        print(f"{name:22s} {label:16s} {json.dumps(report['train'][label].get('points', report['train'][label]))}",
-              flush=True)
-    report["throughput"] = throughput(cfg, net, opt, device, amp, report["train"].get("norms", {}), peak,
-                                      args.sample_batch, args.pc_steps)
+        print(
+            f"{name:22s} {label:16s} {json.dumps(report['train'][label].get('points', report['train'][label]))}",
+            flush=True,
+        )
+    report["throughput"] = throughput(
+        cfg, net, opt, device, amp, report["train"].get("norms", {}), peak, args.sample_batch, args.pc_steps
+    )
     print(f"{name:22s} throughput       {json.dumps(report['throughput'])}", flush=True)
     del opt
     report["sample"] = sample_cost(cfg, net, device, amp)
@@ -259,16 +294,39 @@ def fused_norm_check(device) -> dict:
         y.float().square().mean().backward()
         out[recompute] = (y.float(), x.grad.clone(), block.conv1.weight.grad.clone())
     diffs = [((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(out[False], out[True])]
-    return {"relative_max_diff": {"output": diffs[0], "input_grad": diffs[1], "weight_grad": diffs[2]},
-            "ok": max(diffs) < 2e-2}
+    return {
+        "relative_max_diff": {"output": diffs[0], "input_grad": diffs[1], "weight_grad": diffs[2]},
+        "ok": max(diffs) < 2e-2,
+    }
 
 
 def launch(tmp: Path, label: str, preset: str, sets: list, timeout: int) -> dict:
     """`torchrun --nproc-per-node 1 -m vidiff.cli train …` on the built-in data: does it run, how fast."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "-m", "vidiff.cli", "train",
-           "--preset", preset, "--data", "builtin:moving-shapes", "--out", str(tmp / label), "--steps", "20",
-           "--set", "train.num_samples=0", "--set", "train.save_every=0", "--set", "train.log_every=5", *sum(
-               (["--set", s] for s in sets), [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "1",
+        "-m",
+        "vidiff.cli",
+        "train",
+        "--preset",
+        preset,
+        "--data",
+        "builtin:moving-shapes",
+        "--out",
+        str(tmp / label),
+        "--steps",
+        "20",
+        "--set",
+        "train.num_samples=0",
+        "--set",
+        "train.save_every=0",
+        "--set",
+        "train.log_every=5",
+        *sum((["--set", s] for s in sets), []),
+    ]
     t0 = time.perf_counter()
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -296,14 +354,18 @@ def scaling_child(path: str, per_gpu: int, steps: int, preset: str = SCALING_PRE
     from vidiff import spread
     from vidiff.train.setup import build_trainer
     from vidiff.train.step import train_step
+
     device = spread.local_device()
     spread.init(device)
     cfg = get_preset(preset).override([f"train.batch_size={per_gpu * spread.world()}"])
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     t = build_trainer(cfg, device)
     shape = (cfg.model.in_channels, cfg.data.frames, cfg.data.size, cfg.data.size)
-    batch = {"video": torch.rand(per_gpu, *shape) * 2 - 1, "label": torch.zeros(per_gpu, dtype=torch.long),
-             "caption": [""] * per_gpu}
+    batch = {
+        "video": torch.rand(per_gpu, *shape) * 2 - 1,
+        "label": torch.zeros(per_gpu, dtype=torch.long),
+        "caption": [""] * per_gpu,
+    }
     for step in range(3):
         train_step(t, batch, step)
     sync()
@@ -313,10 +375,18 @@ def scaling_child(path: str, per_gpu: int, steps: int, preset: str = SCALING_PRE
     sync()
     seconds = time.perf_counter() - t0
     if spread.is_main():
-        Path(path).write_text(json.dumps({"processes": spread.world(), "backend": str(dist.get_backend())
-                                          if dist.is_initialized() else "none", "batch_per_gpu": per_gpu,
-                                          "seconds_per_step": seconds / steps, "loss": loss,
-                                          "clips_per_second": per_gpu * spread.world() * steps / seconds}))
+        Path(path).write_text(
+            json.dumps(
+                {
+                    "processes": spread.world(),
+                    "backend": str(dist.get_backend()) if dist.is_initialized() else "none",
+                    "batch_per_gpu": per_gpu,
+                    "seconds_per_step": seconds / steps,
+                    "loss": loss,
+                    "clips_per_second": per_gpu * spread.world() * steps / seconds,
+                }
+            )
+        )
     if dist.is_initialized():
         dist.barrier()  # no process leaves the group while another still uses it
     spread.finish()
@@ -331,9 +401,22 @@ def nccl_scaling(tmp: Path, per_gpu: int, steps: int, timeout: int) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
     for n in (1, 2):
         path = tmp / f"scaling-{n}.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n), "--master-port",
-               str(29650 + n), __file__, "--scaling-child", str(path), "--per-gpu", str(per_gpu), "--scaling-steps",
-               str(steps)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(n),
+            "--master-port",
+            str(29650 + n),
+            __file__,
+            "--scaling-child",
+            str(path),
+            "--per-gpu",
+            str(per_gpu),
+            "--scaling-steps",
+            str(steps),
+        ]
         try:
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -342,36 +425,50 @@ def nccl_scaling(tmp: Path, per_gpu: int, steps: int, timeout: int) -> dict:
             return {"ok": False, "error": f"{n} process(es): {run.stderr[-1500:]}"}
         out[str(n)] = json.loads(path.read_text())
     efficiency = out["2"]["clips_per_second"] / (2 * out["1"]["clips_per_second"])
-    print(f"NCCL scaling ({SCALING_PRESET}, {per_gpu} clips per GPU): 1 process {out['1']['clips_per_second']:.1f} "
-          f"clips/s, 2 processes {out['2']['clips_per_second']:.1f} clips/s, efficiency {efficiency:.0%}", flush=True)
+    print(
+        f"NCCL scaling ({SCALING_PRESET}, {per_gpu} clips per GPU): 1 process {out['1']['clips_per_second']:.1f} "
+        f"clips/s, 2 processes {out['2']['clips_per_second']:.1f} clips/s, efficiency {efficiency:.0%}",
+        flush=True,
+    )
     return {"ok": True, "preset": SCALING_PRESET, **out, "efficiency": efficiency}
 
 
 def throughput_table(presets: dict, peak_source: str) -> str:
     """Training and sampling throughput per preset."""
-    rows = [f"Training at the largest batch that fits (the preset's recompute setting); TFLOP/s from the network's "
-            f"forward + backward FLOPs (FlopCounterMode); peak: {peak_source}.", "",
-            "| preset | batch | clips/s | TFLOP/s | of bf16 peak | sampling videos/s (batch, sampler) |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        f"Training at the largest batch that fits (the preset's recompute setting); TFLOP/s from the network's "
+        f"forward + backward FLOPs (FlopCounterMode); peak: {peak_source}.",
+        "",
+        "| preset | batch | clips/s | TFLOP/s | of bf16 peak | sampling videos/s (batch, sampler) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in presets.items():
         t = r["throughput"]["train"]
-        samples = ", ".join(f"{v['videos_per_second']:.2f} ({v['batch']}, {k})" if "error" not in v else f"{k}: OOM"
-                            for k, v in r["throughput"].items() if k != "train")
+        samples = ", ".join(
+            f"{v['videos_per_second']:.2f} ({v['batch']}, {k})" if "error" not in v else f"{k}: OOM"
+            for k, v in r["throughput"].items()
+            if k != "train"
+        )
         if "error" in t:
             rows.append(f"| {name} | {t['error']} |||| {samples} |")
             continue
         share = f"{t['fraction_of_peak']:.0%}" if t["fraction_of_peak"] is not None else "?"
-        rows.append(f"| {name} | {t['batch']} | {t['clips_per_second']:.2f} | {t['tflops']:.3g} | {share} | "
-                    f"{samples} |")
+        rows.append(
+            f"| {name} | {t['batch']} | {t['clips_per_second']:.2f} | {t['tflops']:.3g} | {share} | {samples} |"
+        )
     return "\n".join(rows)
 
 
 def table(presets: dict, device_name: str) -> str:
     """The memory table of docs/training.md: one row per preset and recompute setting."""
-    rows = [f"Measured on {device_name} (bf16 autocast, fused AdamW, fp32 weights; batch per GPU). Per sample and "
-            "fixed: measured at batch 1 and 2; largest batch: derived (fixed + b × per sample ≤ 95% of the card).",
-            "", "| preset | params | recompute | s/step b=1 | s/step b=2 | GB b=1 | GB/sample "
-            "| max batch 24 / 40 / 80 GB | 20-step sample b=1 (s, GB) |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        f"Measured on {device_name} (bf16 autocast, fused AdamW, fp32 weights; batch per GPU). Per sample and "
+        "fixed: measured at batch 1 and 2; largest batch: derived (fixed + b × per sample ≤ 95% of the card).",
+        "",
+        "| preset | params | recompute | s/step b=1 | s/step b=2 | GB b=1 | GB/sample "
+        "| max batch 24 / 40 / 80 GB | 20-step sample b=1 (s, GB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in presets.items():
         s = r["sample"]
         for label, t in r["train"].items():
@@ -380,13 +477,17 @@ def table(presets: dict, device_name: str) -> str:
                 continue
             one, two = t["points"]
             if "per_sample_gb" not in t:
-                rows.append(f"| {name} | {r['parameters'] / 1e6:.1f}M | {label} | {one['seconds_per_step']:.3f} | "
-                            f"{two['seconds_per_step']:.3f} | (memory is measured on GPUs) |||||")
+                rows.append(
+                    f"| {name} | {r['parameters'] / 1e6:.1f}M | {label} | {one['seconds_per_step']:.3f} | "
+                    f"{two['seconds_per_step']:.3f} | (memory is measured on GPUs) |||||"
+                )
                 continue
             batches = " / ".join(str(t[f"max_batch_{c}gb"]) for c in CARDS_GB)
-            rows.append(f"| {name} | {r['parameters'] / 1e6:.0f}M | {label} | {one['seconds_per_step']:.3f} | "
-                        f"{two['seconds_per_step']:.3f} | {one['peak_gb']:.1f} | {t['per_sample_gb']:.2f} | "
-                        f"{batches} | {s['seconds']:.1f} s, {s['peak_gb']:.1f} GB |")
+            rows.append(
+                f"| {name} | {r['parameters'] / 1e6:.0f}M | {label} | {one['seconds_per_step']:.3f} | "
+                f"{two['seconds_per_step']:.3f} | {one['peak_gb']:.1f} | {t['per_sample_gb']:.2f} | "
+                f"{batches} | {s['seconds']:.1f} s, {s['peak_gb']:.1f} GB |"
+            )
     return "\n".join(rows)
 
 
@@ -396,15 +497,22 @@ def main() -> None:
     p.add_argument("--presets", default=",".join(PAPER))
     p.add_argument("--device", default="cuda", help="cuda; cpu only checks the script itself (fp32)")
     p.add_argument("--skip-launch", action="store_true", help="leave out the torchrun runs")
-    p.add_argument("--launch-timeout", type=int, default=90,
-                   help="seconds for each torchrun run (3× for torch.compile's: an H200 ran < 2 steps in 75 s)")
+    p.add_argument(
+        "--launch-timeout",
+        type=int,
+        default=90,
+        help="seconds for each torchrun run (3× for torch.compile's: an H200 ran < 2 steps in 75 s)",
+    )
     p.add_argument("--sample-batch", type=int, default=64, help="batch of the sampling throughput")
     p.add_argument("--pc-steps", type=int, default=256, help="steps of the PC sampler's throughput")
     p.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak (default: known cards by name)")
     p.add_argument("--per-gpu", type=int, default=8, help="clips per GPU in the NCCL scaling check")
     p.add_argument("--scaling-steps", type=int, default=10, help="timed steps of the NCCL scaling check")
-    p.add_argument("--peer-wheels", default=os.environ.get("VIDIFF_PEER_WHEELS"),
-                   help="folder of the peer's wheels, installed from when it does not import (bench/peer.py)")
+    p.add_argument(
+        "--peer-wheels",
+        default=os.environ.get("VIDIFF_PEER_WHEELS"),
+        help="folder of the peer's wheels, installed from when it does not import (bench/peer.py)",
+    )
     p.add_argument("--peer-batch", type=int, default=8, help="clips per step of the peer comparison")
     p.add_argument("--peer-frames", type=int, default=16, help="frames of the peer comparison's clips")
     p.add_argument("--peer-size", type=int, default=64, help="frame size of the peer comparison's clips")
@@ -414,13 +522,20 @@ def main() -> None:
     if args.scaling_child:
         return scaling_child(args.scaling_child, args.per_gpu, args.scaling_steps, args.scaling_preset)
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("gpu-check: no CUDA GPU is visible (torch.cuda.is_available() is False; torch "
-                 f"{torch.__version__}); run it on a machine with an NVIDIA GPU and a CUDA build of torch")
+        sys.exit(
+            "gpu-check: no CUDA GPU is visible (torch.cuda.is_available() is False; torch "
+            f"{torch.__version__}); run it on a machine with an NVIDIA GPU and a CUDA build of torch"
+        )
     device = torch.device(args.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     peak, peak_source = bf16_peak_tflops(name, args.peak_tflops) if device.type == "cuda" else (None, "CPU")
-    report = {"device": name, "torch": torch.__version__, "bf16_peak_tflops": peak, "peak_source": peak_source,
-              "presets": {}}
+    report = {
+        "device": name,
+        "torch": torch.__version__,
+        "bf16_peak_tflops": peak,
+        "peak_source": peak_source,
+        "presets": {},
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save = lambda: out.write_text(json.dumps(report, indent=2))  # noqa: E731  after every stage
@@ -432,17 +547,21 @@ def main() -> None:
         torch.cuda.empty_cache() if device.type == "cuda" else None
         save()
     from bench.peer import peer_check, summary
-    report["peer"] = peer_check(device, device.type == "cuda", args.peer_frames, args.peer_size, args.peer_batch,
-                                args.peer_wheels)
+
+    report["peer"] = peer_check(
+        device, device.type == "cuda", args.peer_frames, args.peer_size, args.peer_batch, args.peer_wheels
+    )
     save()
     if not args.skip_launch:
         tmp = out.parent / "gpu-check-runs"
         report["launch"] = {
             "ddp": launch(tmp, "ddp", "bair-64x64", ["train.batch_size=2", "train.parallel=ddp"], args.launch_timeout),
-            "fsdp": launch(tmp, "fsdp", "bair-64x64", ["train.batch_size=2", "train.parallel=fsdp"],
-                           args.launch_timeout),
+            "fsdp": launch(
+                tmp, "fsdp", "bair-64x64", ["train.batch_size=2", "train.parallel=fsdp"], args.launch_timeout
+            ),
             "compile": launch(tmp, "compile", "cpu-demo", ["train.compile=true"], 3 * args.launch_timeout),
-            "nccl": nccl_scaling(tmp, args.per_gpu, args.scaling_steps, 3 * args.launch_timeout)}
+            "nccl": nccl_scaling(tmp, args.per_gpu, args.scaling_steps, 3 * args.launch_timeout),
+        }
         save()
     print(table(report["presets"], name))
     print()
@@ -450,8 +569,9 @@ def main() -> None:
     print()
     print(f"Peer, the same training step on {name}, one run: {summary(report['peer'])}")
     print(f"wrote {out}")
-    failed = [k for k, v in report.get("launch", {}).items() if not v["ok"]] + ([] if report["fused_norm"]["ok"]
-                                                                              else ["fused_norm"])
+    failed = [k for k, v in report.get("launch", {}).items() if not v["ok"]] + (
+        [] if report["fused_norm"]["ok"] else ["fused_norm"]
+    )
     if failed:
         sys.exit(f"gpu-check: FAILED {', '.join(failed)} (details in {out})")
 

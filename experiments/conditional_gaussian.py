@@ -10,6 +10,7 @@
 
     OMP_NUM_THREADS=1 python -m experiments.conditional_gaussian [--n 4000] [--steps 128] [--skip-memory]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,10 @@ from vidiff.diffusion.sampling import SAMPLERS, initial_noise, logsnr_grid
 
 def sampler_budget():
     """Every registered sampler with the step divisor that gives it the same network evaluations."""
-    return {name: (spec.fn, max(1, round(spec.evaluations(logsnr_grid(100), spec.options) / 100)))
-            for name, spec in sorted(SAMPLERS.items())}
+    return {
+        name: (spec.fn, max(1, round(spec.evaluations(logsnr_grid(100), spec.options) / 100)))
+        for name, spec in sorted(SAMPLERS.items())
+    }
 
 
 def draw(data, denoise, sampler, steps, n):
@@ -54,10 +57,18 @@ def temporal(n, steps, weights):
     print(f"(prior mean is {(data.mean[~ia] - mu).abs().max():.3f} from μ_b|a; cov err = ‖Ĉ − Σ_b|a‖_F / ‖Σ_b|a‖_F)")
     print(f"{'sampler':10s} {'method':16s} {'mean err':>9s} {'cov err':>8s} {'s':>6s}")
     for name, (sampler, div) in sampler_budget().items():
-        methods = [("replacement",
-                    lambda: replacement(data.denoise, x0, known, noise=torch.Generator().manual_seed(5)))]
-        methods += [(f"guidance w={w:g}", lambda w=w: reconstruction_guidance(
-            data.denoise, x0, known, weight=w, noise=torch.Generator().manual_seed(5))) for w in weights]
+        methods = [
+            ("replacement", lambda: replacement(data.denoise, x0, known, noise=torch.Generator().manual_seed(5)))
+        ]
+        methods += [
+            (
+                f"guidance w={w:g}",
+                lambda w=w: reconstruction_guidance(
+                    data.denoise, x0, known, weight=w, noise=torch.Generator().manual_seed(5)
+                ),
+            )
+            for w in weights
+        ]
         for label, make in methods:
             t = time.perf_counter()
             x = draw(data, make(), sampler, steps // div, n)
@@ -92,6 +103,7 @@ def memory_child(mode: str) -> dict:
     from vidiff.pipeline import VideoDiffusion
     from vidiff.presets import get_preset
     from vidiff.tasks import _inference
+
     torch.manual_seed(0)
     model = VideoDiffusion(get_preset("cpu-tiny").override(["data.frames=8", "data.size=32"])).eval()
     shape = (8, 3, 8, 32, 32)
@@ -123,23 +135,33 @@ def memory_child(mode: str) -> dict:
         model.requires_grad_(False)
     with _inference(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         SAMPLERS["ddim"].fn(den, z, logsnr_grid(4))
-    return dict(mode=mode, rss_mib=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
-                saved_mib=saved[1] / 2**20, seconds=time.perf_counter() - t)
+    return dict(
+        mode=mode,
+        rss_mib=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
+        saved_mib=saved[1] / 2**20,
+        seconds=time.perf_counter() - t,
+    )
 
 
 def memory():
     print("\n## Peak memory, tiny UNet (cpu-tiny at 8×32×32), batch 8, 4 DDIM steps, each in a fresh process")
     print(f"{'mode':32s} {'Δ maxrss MiB':>13s} {'saved for backward MiB':>23s} {'s':>6s}")
     for mode in ["plain", "replacement", "guidance", "guidance, weights frozen"]:
-        out = subprocess.run([sys.executable, "-m", __spec__.name, "--memory-child", mode], capture_output=True,
-                             text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        out = subprocess.run(
+            [sys.executable, "-m", __spec__.name, "--memory-child", mode],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+        )
         if out.returncode:
             print(out.stderr)
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{r['mode']:32s} {r['rss_mib']:13.1f} {r['saved_mib']:23.2f} {r['seconds']:6.1f}")
-    print("(Δ maxrss: peak resident memory above that after building the model and a one-frame warm-up pass;\n"
-          " saved for backward: what autograd keeps during one network pass)")
+    print(
+        "(Δ maxrss: peak resident memory above that after building the model and a one-frame warm-up pass;\n"
+        " saved for backward: what autograd keeps during one network pass)"
+    )
 
 
 def main():

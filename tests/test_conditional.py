@@ -1,5 +1,6 @@
 """Conditional sampling (paper §3.1) against Gaussian data, where the optimal denoiser and the true
 conditional distribution are both exact; the applications and the CLI on a tiny model."""
+
 import pytest
 import torch
 
@@ -59,19 +60,23 @@ def recon(temporal, w):
 # 0.31/0.79 (PC); reconstruction guidance (w_r = 3, DDIM 5) ≈ 0.06–0.10 / 0.05–0.3. The guidance is an
 # approximation (q(x^a | z_t) ≈ N(x̂^a, σ²/α² I)), so its error does not go to zero; the bounds below
 # leave ≈ 1.5× headroom over the measured values and demand ≥ 2.5× less error than replacement.
-SAMPLERS = [("ancestral", sample_ancestral, 128, 3.0, 0.12, 0.30),
-            ("pc", sample_pc, 64, 3.0, 0.15, 0.40),
-            ("ddim", sample_ddim, 128, 5.0, 0.15, 0.40),
-            ("dpmpp-2m", get_sampler("dpmpp-2m"), 25, 5.0, 0.15, 0.40),
-            ("dpmpp-2m-sde", get_sampler("dpmpp-2m-sde"), 25, 3.0, 0.12, 0.30)]
+SAMPLERS = [
+    ("ancestral", sample_ancestral, 128, 3.0, 0.12, 0.30),
+    ("pc", sample_pc, 64, 3.0, 0.15, 0.40),
+    ("ddim", sample_ddim, 128, 5.0, 0.15, 0.40),
+    ("dpmpp-2m", get_sampler("dpmpp-2m"), 25, 5.0, 0.15, 0.40),
+    ("dpmpp-2m-sde", get_sampler("dpmpp-2m-sde"), 25, 3.0, 0.12, 0.30),
+]
 
 
 @pytest.mark.parametrize("name,sampler,steps,w,mean_tol,cov_tol", SAMPLERS, ids=[s[0] for s in SAMPLERS])
 def test_reconstruction_guidance_beats_replacement(temporal, name, sampler, steps, w, mean_tol, cov_tol):
     rm, rc = temporal_errors(temporal, repl(temporal), sampler=sampler, steps=steps)
     gm, gc = temporal_errors(temporal, recon(temporal, w), sampler=sampler, steps=steps)
-    msg = (f"{name}: replacement mean err {rm:.3f}, cov err {rc:.3f}; "
-           f"reconstruction guidance (w_r={w:g}) mean err {gm:.3f}, cov err {gc:.3f}")
+    msg = (
+        f"{name}: replacement mean err {rm:.3f}, cov err {rc:.3f}; "
+        f"reconstruction guidance (w_r={w:g}) mean err {gm:.3f}, cov err {gc:.3f}"
+    )
     assert gm < mean_tol and gc < cov_tol, msg
     assert rm > 2.5 * gm and rc > 2.5 * gc, msg
     assert rm > 0.25 and rc > 0.6, "replacement should be visibly inconsistent here: " + msg
@@ -104,16 +109,21 @@ def test_every_parameterisation_and_cfg(temporal, prediction):
 
     def net(z, logsnr, **cond):
         x = data.denoise(z, logsnr)
-        return prediction_target(x, (z - alpha_sigma(logsnr.reshape(-1, 1, 1, 1, 1))[0] * x)
-                                 / alpha_sigma(logsnr.reshape(-1, 1, 1, 1, 1))[1], logsnr, prediction)
+        return prediction_target(
+            x,
+            (z - alpha_sigma(logsnr.reshape(-1, 1, 1, 1, 1))[0] * x) / alpha_sigma(logsnr.reshape(-1, 1, 1, 1, 1))[1],
+            logsnr,
+            prediction,
+        )
 
     ref = draw(data, recon(temporal, 3.0)(data.denoise), sample_ddim, 16, n=64)
     den = Denoiser(net, prediction)
     out = draw(data, recon(temporal, 3.0)(den), sample_ddim, 16, n=64)
     torch.testing.assert_close(out, ref, atol=2e-4, rtol=1e-3)
     cfg = classifier_free_guidance(den, 2.0, null=lambda c: {"class_labels": torch.full_like(c["class_labels"], -1)})
-    out = draw(data, recon(temporal, 3.0)(cfg), sample_ddim, 16, n=64,
-               cond={"class_labels": torch.zeros(64, dtype=torch.long)})
+    out = draw(
+        data, recon(temporal, 3.0)(cfg), sample_ddim, 16, n=64, cond={"class_labels": torch.zeros(64, dtype=torch.long)}
+    )
     torch.testing.assert_close(out, ref, atol=5e-4, rtol=1e-3)
 
 
@@ -142,8 +152,10 @@ def test_spatial_guidance_matches_linear_gaussian_conditional():
     mean_err = (x.reshape(N, -1).double().mean(0) - mu).abs().max().item()
     cov_err = ((torch.cov(x.reshape(N, -1).double().T) - cov).norm() / data.cov.norm()).item()
     prior_err = (data.mean - mu).abs().max().item()
-    msg = (f"spatial (w=8): max |D(x) − y| {obs_err:.4f}, mean err {mean_err:.4f} (prior mean is {prior_err:.3f} "
-           f"away), cov err {cov_err:.4f} relative to ‖Σ‖")
+    msg = (
+        f"spatial (w=8): max |D(x) − y| {obs_err:.4f}, mean err {mean_err:.4f} (prior mean is {prior_err:.3f} "
+        f"away), cov err {cov_err:.4f} relative to ‖Σ‖"
+    )
     assert obs_err < 0.1 and mean_err < 0.05 and cov_err < 0.03, msg
 
 
@@ -158,8 +170,9 @@ def test_temporal_and_spatial_at_once():
     sel = torch.eye(ia.numel(), dtype=torch.float64)[ia]
     obs = torch.cat([sel, area_matrix(data.shape, (2, 2))])
     mu, _ = linear_conditional(data, obs, torch.cat([x0.reshape(-1)[ia].double(), y.reshape(-1).double()]))
-    guided = reconstruction_guidance(data.denoise, x0, known, weight=3.0, low_res=y, spatial_weight=8.0,
-                                     noise=torch.Generator().manual_seed(5))
+    guided = reconstruction_guidance(
+        data.denoise, x0, known, weight=3.0, low_res=y, spatial_weight=8.0, noise=torch.Generator().manual_seed(5)
+    )
     x = draw(data, guided, n=2000)
     assert torch.equal(x[:, :, :1], x0[:, :, :1].expand(2000, -1, -1, -1, -1))
     obs_err = (downsample(x, (2, 2)) - y).abs().max().item()
@@ -182,6 +195,7 @@ def test_bad_wrapper_input(temporal):
 def tiny():
     from vidiff.pipeline import VideoDiffusion
     from vidiff.presets import get_preset
+
     torch.manual_seed(0)
     return VideoDiffusion(get_preset("cpu-tiny")).eval()  # window 4 frames, 16×16, 3 channels
 
@@ -194,8 +208,9 @@ def test_predict_shapes_and_context(tiny):
         assert torch.equal(out[:, :, :2], ctx)
     out = predict(tiny, ctx, 7, steps=2, sampler="ancestral")
     assert out.shape == (2, 3, 7, 16, 16) and torch.equal(out[:, :, :2], ctx)
-    assert torch.equal(predict(tiny, ctx[1:], 7, steps=2, sampler="ancestral", seed=1), out[1:]), \
+    assert torch.equal(predict(tiny, ctx[1:], 7, steps=2, sampler="ancestral", seed=1), out[1:]), (
         "a sample depends on the batch it was drawn in"
+    )
     with pytest.raises(ConditioningError, match="shorter than the model's window"):
         predict(tiny, torch.zeros(1, 3, 4, 16, 16))
     with pytest.raises(ConditioningError, match="16×16"):
@@ -204,6 +219,7 @@ def test_predict_shapes_and_context(tiny):
 
 def test_extend_four_windows(tiny, monkeypatch):
     import vidiff.tasks as C
+
     calls = []
     orig = C.sample_window
 
@@ -211,7 +227,7 @@ def test_extend_four_windows(tiny, monkeypatch):
         x = orig(setup, n, frames, **kw)
         calls.append(None if kw.get("known") is None else int(kw["known"].sum()))
         if kw.get("x_a") is not None:
-            assert torch.equal(x[:, :, :calls[-1]], kw["x_a"][:, :, :calls[-1]])
+            assert torch.equal(x[:, :, : calls[-1]], kw["x_a"][:, :, : calls[-1]])
         return x
 
     monkeypatch.setattr(C, "sample_window", spy)
@@ -247,31 +263,80 @@ def test_cli_predict_on_a_trained_checkpoint(tmp_path, capsys):
     from vidiff.io.video import write_mp4
     from vidiff.presets import get_preset
     from vidiff.train import train
-    cfg = get_preset("cpu-tiny").override(["train.steps=2", "train.save_every=2", "train.num_samples=1",
-                                           "sample.steps=2"])
+
+    cfg = get_preset("cpu-tiny").override(
+        ["train.steps=2", "train.save_every=2", "train.num_samples=1", "sample.steps=2"]
+    )
     train(cfg, tmp_path / "run", progress=False)
     video = MovingShapes(frames=6, size=24, seed=3)[0]["video"]  # (c f h w), resized to 16×16 on reading
     write_mp4(tmp_path / "in.mp4", video)
     out = tmp_path / "pred"
-    rc = main(["predict", "--checkpoint", str(tmp_path / "run"), "--video", str(tmp_path / "in.mp4"),
-               "--context", "2", "--frames", "6", "--num", "2", "--steps", "2", "--out", str(out)])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(tmp_path / "run"),
+            "--video",
+            str(tmp_path / "in.mp4"),
+            "--context",
+            "2",
+            "--frames",
+            "6",
+            "--num",
+            "2",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert (out / "sample_001.mp4").is_file() and (out / "grid.gif").is_file()
     from safetensors.torch import load_file
+
     assert load_file(out / "samples.safetensors")["videos"].shape == (2, 3, 6, 16, 16)
-    rc = main(["predict", "--checkpoint", str(tmp_path / "run"), "--video", str(tmp_path / "in.mp4"),
-               "--context", "4", "--steps", "2", "--out", str(out)])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(tmp_path / "run"),
+            "--video",
+            str(tmp_path / "in.mp4"),
+            "--context",
+            "4",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 2 and "--context 4" in capsys.readouterr().err
-    rc = main(["extend", "--checkpoint", str(tmp_path / "run"), "--length", "8", "--num", "1", "--steps", "2",
-               "--method", "replacement", "--out", str(tmp_path / "ext")])
+    rc = main(
+        [
+            "extend",
+            "--checkpoint",
+            str(tmp_path / "run"),
+            "--length",
+            "8",
+            "--num",
+            "1",
+            "--steps",
+            "2",
+            "--method",
+            "replacement",
+            "--out",
+            str(tmp_path / "ext"),
+        ]
+    )
     assert rc == 0
 
 
 def test_plain_denoiser_api(temporal):
     """The applications also take any denoiser with the window's shape."""
     data, x0, *_ = temporal
-    out = predict(Window(data.denoise, frames=F, size=2, channels=1), x0[:, :, :K].expand(3, -1, -1, -1, -1), 9,
-                  steps=16)
+    out = predict(
+        Window(data.denoise, frames=F, size=2, channels=1), x0[:, :, :K].expand(3, -1, -1, -1, -1), 9, steps=16
+    )
     assert out.shape == (3, 1, 9, 2, 2) and torch.equal(out[:, :, :K], x0[:, :, :K].expand(3, -1, -1, -1, -1))
     with pytest.raises(ConditioningError, match="VideoDiffusion or a Window"):
         predict(data.denoise, x0[:, :, :K])
@@ -288,6 +353,7 @@ def test_interpolate_reads_a_long_clip_frame_by_frame(tiny, tmp_path, capsys):
 
     from vidiff.cli import main
     from vidiff.cli.common import read_clip
+
     path = tmp_path / "long.mp4"
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=30)
@@ -306,8 +372,21 @@ def test_interpolate_reads_a_long_clip_frame_by_frame(tiny, tmp_path, capsys):
     assert peak < 3000 * 64 * 64 * 3 / 4, peak  # the frames at 64×64 take 37 MB; at 8×8, 0.6 MB
     model = tmp_path / "model"
     tiny.save_pretrained(model)
-    args = ["interpolate", "--checkpoint", str(model), "--video", str(path), "--factor", "2", "--steps", "1",
-            "--num", "1", "--out", str(tmp_path / "out")]
+    args = [
+        "interpolate",
+        "--checkpoint",
+        str(model),
+        "--video",
+        str(path),
+        "--factor",
+        "2",
+        "--steps",
+        "1",
+        "--num",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "3000 frames (100 s at 30 fps), more than the 512" in err, err
@@ -316,11 +395,13 @@ def test_interpolate_reads_a_long_clip_frame_by_frame(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "reading 5 of the 3000 frames of" in err and "reading long.mp4: 100%" in err and "interpolating" in err
     from safetensors.torch import load_file
+
     assert load_file(tmp_path / "out" / "samples.safetensors")["videos"].shape == (1, 3, 9, 16, 16)
 
 
-@pytest.mark.parametrize("draw", [lambda m: m.sample(1, steps=2), lambda m: predict(m, torch.zeros(1, 3, 2, 16, 16),
-                                                                                    steps=2)])
+@pytest.mark.parametrize(
+    "draw", [lambda m: m.sample(1, steps=2), lambda m: predict(m, torch.zeros(1, 3, 2, 16, 16), steps=2)]
+)
 def test_an_error_while_sampling_gives_back_the_training_mode(tiny, monkeypatch, draw):
     def broken(*args, **kwargs):
         raise RuntimeError("the network broke")

@@ -1,4 +1,5 @@
 """Classifier-free guidance and conditional training, checked on exact Gaussian denoisers."""
+
 import pytest
 import torch
 
@@ -22,8 +23,10 @@ class TwoClassGaussian:
         d = base.mean.numel()
         self.shape = base.shape
         direction = torch.linspace(-1, 1, d, dtype=torch.float64)
-        self.classes = [GaussianData(base.mean - 0.4 * direction, base.cov, base.shape),
-                        GaussianData(base.mean + 0.4 * direction, base.cov, base.shape)]
+        self.classes = [
+            GaussianData(base.mean - 0.4 * direction, base.cov, base.shape),
+            GaussianData(base.mean + 0.4 * direction, base.cov, base.shape),
+        ]
         self.direction = direction / direction.norm()
 
     def _log_lik(self, g, z, logsnr):
@@ -52,8 +55,14 @@ def test_guidance_zero_samples_the_conditional(mix):
     n = 4000
     g = torch.Generator().manual_seed(0)
     labels = torch.ones(n, dtype=torch.long)
-    x = sample_ancestral(classifier_free_guidance(mix.denoise, 0.0, NULL_CLASS), initial_noise((n, *mix.shape), g),
-                         logsnr_grid(128), gamma=0.3, noise=g, cond={"class_labels": labels})
+    x = sample_ancestral(
+        classifier_free_guidance(mix.denoise, 0.0, NULL_CLASS),
+        initial_noise((n, *mix.shape), g),
+        logsnr_grid(128),
+        gamma=0.3,
+        noise=g,
+        cond={"class_labels": labels},
+    )
     err = (x.reshape(n, -1).double().mean(0) - mix.classes[1].mean).abs().max()
     assert err < 0.04, f"w=0 mean error {err:.4f}"
 
@@ -64,8 +73,13 @@ def test_guidance_pushes_away_from_other_class(mix, sampler):
     proj = []
     for w in (0.0, 1.0, 3.0):
         g = torch.Generator().manual_seed(1)
-        x = sampler(classifier_free_guidance(mix.denoise, w, NULL_CLASS), initial_noise((n, *mix.shape), g),
-                    logsnr_grid(48), noise=g, cond={"class_labels": torch.ones(n, dtype=torch.long)})
+        x = sampler(
+            classifier_free_guidance(mix.denoise, w, NULL_CLASS),
+            initial_noise((n, *mix.shape), g),
+            logsnr_grid(48),
+            noise=g,
+            cond={"class_labels": torch.ones(n, dtype=torch.long)},
+        )
         proj.append((x.reshape(n, -1).double().mean(0) @ mix.direction).item())
     assert proj[0] < proj[1] < proj[2], f"class-1 projection should grow with w: {proj}"
 
@@ -99,10 +113,12 @@ def test_null_condition_of_each_kind():
 
 
 def test_class_conditional_training_and_guided_sampling(tmp_path):
-    cfg = get_preset("cpu-tiny").override(["conditioning.kind=class", "train.steps=3", "train.num_samples=2",
-                                           "sample.steps=2"])
+    cfg = get_preset("cpu-tiny").override(
+        ["conditioning.kind=class", "train.steps=3", "train.num_samples=2", "sample.steps=2"]
+    )
     train(cfg, tmp_path / "run", progress=False)
     from vidiff import VideoDiffusion
+
     model = VideoDiffusion.from_pretrained(tmp_path / "run")
     assert model.config.model.num_classes == 12 and model.classes[0] == "red circle"
     v = model.sample(2, class_label=[0, 5], guidance=2.0, steps=2)
@@ -115,22 +131,26 @@ def test_class_conditional_training_and_guided_sampling(tmp_path):
 
 def test_joint_image_video_items_and_training(tmp_path):
     from vidiff.data import MovingShapes
+
     ds = JointImageVideo(MovingShapes(num_videos=10, frames=4, size=16), 3)
     item = ds[0]
     assert item["video"].shape == (3, 7, 16, 16)
     assert torch.equal(item["video"][:, :4], MovingShapes(num_videos=10, frames=4, size=16)[0]["video"])
-    cfg = get_preset("cpu-tiny").override(["data.image_frames=2", "train.steps=2", "sample.steps=2",
-                                           "train.num_samples=1"])
+    cfg = get_preset("cpu-tiny").override(
+        ["data.image_frames=2", "train.steps=2", "sample.steps=2", "train.num_samples=1"]
+    )
     out = train(cfg, tmp_path / "joint", progress=False)
     assert out["step"] == 2
 
 
 def test_text_conditional_training_and_prompted_sampling(tmp_path):
     pytest.importorskip("transformers")
-    cfg = get_preset("cpu-tiny").override(["conditioning.kind=text", "train.steps=2", "train.num_samples=1",
-                                           "sample.steps=2", "train.save_every=0"])
+    cfg = get_preset("cpu-tiny").override(
+        ["conditioning.kind=text", "train.steps=2", "train.num_samples=1", "sample.steps=2", "train.save_every=0"]
+    )
     train(cfg, tmp_path / "run", progress=False)
     from vidiff import VideoDiffusion
+
     model = VideoDiffusion.from_pretrained(tmp_path / "run")
     assert model.config.model.text_dim == 384
     v = model.sample(2, prompt=["a red circle moving left", "a blue square moving up"], guidance=3.0, steps=2)

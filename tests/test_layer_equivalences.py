@@ -1,6 +1,7 @@
 """The CPU speed and memory savings compute exactly the paper's layers: the upsampling convolution
 as one transposed convolution, and normalisations (and the activations the convolutions read)
 recomputed in the backward pass."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,8 @@ def test_recomputed_norms_give_the_same_gradients_and_store_less(channels_last):
         block.recompute_norms = recompute
         stored = {}  # storage -> numbers, each storage once
         with torch.autograd.graph.saved_tensors_hooks(
-                lambda t, s=stored: s.setdefault(t.untyped_storage().data_ptr(), t.numel()) and t, lambda t: t):
+            lambda t, s=stored: s.setdefault(t.untyped_storage().data_ptr(), t.numel()) and t, lambda t: t
+        ):
             y = block(x, emb)
         grads = torch.autograd.grad(y, [x, emb, *block.parameters()], gy)
         results[recompute] = (y.detach(), grads, sum(stored.values()))
@@ -91,7 +93,8 @@ def test_recomputed_attention_gives_the_same_gradients_and_stores_its_input_only
             block.recompute = recompute
             stored = {}
             with torch.autograd.graph.saved_tensors_hooks(
-                    lambda t, s=stored: s.setdefault(t.untyped_storage().data_ptr(), t.numel()) and t, lambda t: t):
+                lambda t, s=stored: s.setdefault(t.untyped_storage().data_ptr(), t.numel()) and t, lambda t: t
+            ):
                 y = block(x, *args)
             grads = torch.autograd.grad(y.square().sum(), [x, *block.parameters()])
             results[recompute] = (y.detach(), grads, sum(stored.values()))
@@ -108,9 +111,21 @@ def test_the_network_compiles_to_one_graph():
     import torch._dynamo as dynamo
 
     from vidiff.nn.unet import UNet3D, UNetConfig
-    cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), head_dim=8,
-                     emb_dim=32, recompute_norms=True, recompute_attention=True, gradient_checkpointing=True,
-                     frame_index_embedding=True, frame_condition_product=True, num_classes=3)
+
+    cfg = UNetConfig(
+        base_channels=16,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attention_levels=(1,),
+        head_dim=8,
+        emb_dim=32,
+        recompute_norms=True,
+        recompute_attention=True,
+        gradient_checkpointing=True,
+        frame_index_embedding=True,
+        frame_condition_product=True,
+        num_classes=3,
+    )
     net = UNet3D(cfg)
     labels = torch.tensor([0, 2])
     explained = dynamo.explain(lambda x: net(x, torch.zeros(2), labels).square().mean())(torch.randn(2, 3, 4, 16, 16))

@@ -1,6 +1,7 @@
 """The one sampler registry: a sampler added here, in the test, is usable from the API, from
 `vidiff sample --sampler` (with a flag for its option) and from `vidiff predict`, and an option the
 chosen sampler does not take is an error that names it."""
+
 import pytest
 import torch
 
@@ -49,13 +50,46 @@ def test_toy_sampler_from_the_api(toy, checkpoint):
 
 
 def test_toy_sampler_from_sample_and_predict_commands(toy, checkpoint, tmp_path):
-    rc = main(["sample", "--checkpoint", str(checkpoint), "--sampler", "toy", "--steps", "2", "--shrink", "0.25",
-               "--num", "1", "--out", str(tmp_path / "s")])
+    rc = main(
+        [
+            "sample",
+            "--checkpoint",
+            str(checkpoint),
+            "--sampler",
+            "toy",
+            "--steps",
+            "2",
+            "--shrink",
+            "0.25",
+            "--num",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     assert rc == 0 and CALLS[-1] == {"steps": 2, "shrink": 0.25, "cond": []}
     from vidiff.io.video import write_mp4
+
     write_mp4(tmp_path / "in.mp4", torch.rand(3, 4, 16, 16) * 2 - 1)
-    rc = main(["predict", "--checkpoint", str(checkpoint), "--sampler", "toy", "--steps", "2", "--video",
-               str(tmp_path / "in.mp4"), "--context", "2", "--num", "1", "--out", str(tmp_path / "p")])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--sampler",
+            "toy",
+            "--steps",
+            "2",
+            "--video",
+            str(tmp_path / "in.mp4"),
+            "--context",
+            "2",
+            "--num",
+            "1",
+            "--out",
+            str(tmp_path / "p"),
+        ]
+    )
     assert rc == 0 and CALLS[-1]["steps"] == 2 and len(CALLS) == 2  # one window: 4 frames, 2 known
 
 
@@ -82,17 +116,38 @@ def test_unknown_option_is_named():
 
 
 def test_unknown_option_from_the_command_line(checkpoint, tmp_path, capsys):
-    rc = main(["sample", "--checkpoint", str(checkpoint), "--sampler", "ddim", "--gamma", "0.3", "--num", "1",
-               "--out", str(tmp_path / "s")])
+    rc = main(
+        [
+            "sample",
+            "--checkpoint",
+            str(checkpoint),
+            "--sampler",
+            "ddim",
+            "--gamma",
+            "0.3",
+            "--num",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     assert rc == 2 and "'ddim' takes no option 'gamma'" in capsys.readouterr().err
 
 
 def test_resolver_precedence_and_schedule():
     cfg = get_preset("cpu-demo")  # pc, 200 steps, γ 0.1, 10 corrector steps at λ ≥ −2, log-SNR shift −2
     call = resolve_sampling(cfg.sample, cfg.diffusion)
-    assert (call.name, call.steps, call.options) == ("pc", 200, {"gamma": 0.1, "corrector_steps": 10, "delta": 0.1,
-                                                                 "corrector_min_logsnr": -2.0,
-                                                                 "corrector_max_logsnr": LOGSNR_MAX})
+    assert (call.name, call.steps, call.options) == (
+        "pc",
+        200,
+        {
+            "gamma": 0.1,
+            "corrector_steps": 10,
+            "delta": 0.1,
+            "corrector_min_logsnr": -2.0,
+            "corrector_max_logsnr": LOGSNR_MAX,
+        },
+    )
     lam = logsnr_cosine(time_grid(200), -20, 20, shift=-2.0)[1:200]  # the levels the steps land on
     assert call.evaluations == 200 + 10 * int((lam >= -2.0).sum())
     call = resolve_sampling(cfg.sample, cfg.diffusion, sampler="ancestral", steps=10, options={"gamma": 0.5})
@@ -131,8 +186,20 @@ def test_corrections_only_within_the_given_log_snrs():
     assert counts[LOGSNR_MIN, -2.0] + counts[-2.0, LOGSNR_MAX] == 199 and counts[LOGSNR_MIN, -2.0] > 0
 
 
-def sample_toy_on_steps(denoise, z, steps, noise=None, *, cond=None, callback=None, clip=None,
-                        logsnr_fn=logsnr_cosine, logsnr_min=LOGSNR_MIN, logsnr_max=LOGSNR_MAX, shrink: float = 1.0):
+def sample_toy_on_steps(
+    denoise,
+    z,
+    steps,
+    noise=None,
+    *,
+    cond=None,
+    callback=None,
+    clip=None,
+    logsnr_fn=logsnr_cosine,
+    logsnr_min=LOGSNR_MIN,
+    logsnr_max=LOGSNR_MAX,
+    shrink: float = 1.0,
+):
     """The toy in the signature of vidiff 0.1: it builds its own t-grid from `steps` and the schedule."""
     lam = logsnr_fn(time_grid(steps), logsnr_min, logsnr_max)
     CALLS.append({"levels": lam, "clip": clip})
@@ -160,6 +227,7 @@ def test_a_sampler_on_steps_is_adapted_with_a_warning(checkpoint):
 def test_a_sampler_in_no_known_signature_is_named():
     def no_grid(denoise, z, noise=None, *, cond=None, callback=None):
         return z
+
     with pytest.raises(SamplerError, match=r"'no-grid': the function must be fn\(denoise, z, lambdas.* lacks lambdas"):
         register_sampler("no-grid", no_grid, "a sampler without a grid")
     assert "no-grid" not in SAMPLERS
@@ -172,26 +240,44 @@ def test_a_config_with_the_samplers_options_as_fields_loads(checkpoint, tmp_path
     import shutil
 
     from vidiff.config import Config
+
     old = tmp_path / "old"
     shutil.copytree(checkpoint, old)
     cfg = json.loads((old / "config.json").read_text())
-    cfg["sample"] = {"sampler": "pc", "steps": 3, "gamma": 0.2, "corrector_steps": 2, "delta": 0.05,
-                     "corrector_min_logsnr": -20.0, "corrector_max_logsnr": 20.0, "guidance": 0.0,
-                     "reconstruction_weight": 9.0, "clip": True}
+    cfg["sample"] = {
+        "sampler": "pc",
+        "steps": 3,
+        "gamma": 0.2,
+        "corrector_steps": 2,
+        "delta": 0.05,
+        "corrector_min_logsnr": -20.0,
+        "corrector_max_logsnr": 20.0,
+        "guidance": 0.0,
+        "reconstruction_weight": 9.0,
+        "clip": True,
+    }
     (old / "config.json").write_text(json.dumps(cfg))
     model = VideoDiffusion.from_pretrained(old)
-    assert model.config.sample.options == {"gamma": 0.2, "corrector_steps": 2, "delta": 0.05,
-                                           "corrector_min_logsnr": -20.0, "corrector_max_logsnr": 20.0}
+    assert model.config.sample.options == {
+        "gamma": 0.2,
+        "corrector_steps": 2,
+        "delta": 0.05,
+        "corrector_min_logsnr": -20.0,
+        "corrector_max_logsnr": 20.0,
+    }
     assert Config.from_dict(model.config.to_dict()) == model.config
     options = {k: cfg["sample"][k] for k in ("gamma", "corrector_steps", "delta")}
-    assert torch.equal(model.sample(1, seed=3), VideoDiffusion.from_pretrained(checkpoint).sample(
-        1, sampler="pc", steps=3, options=options, seed=3))
+    assert torch.equal(
+        model.sample(1, seed=3),
+        VideoDiffusion.from_pretrained(checkpoint).sample(1, sampler="pc", steps=3, options=options, seed=3),
+    )
 
 
 def test_sample_options_are_checked_against_the_registry():
     from dataclasses import replace
 
     from vidiff.config import Config, ConfigError, validate
+
     cfg = get_preset("cpu-tiny")
     assert cfg.override(["sample.options.corrector_steps=3"]).sample.options == {"gamma": 0.1, "corrector_steps": 3}
     assert cfg.override(["sample.gamma=0.5"]).sample.options == {"gamma": 0.5}  # the field's old name

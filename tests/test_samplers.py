@@ -1,4 +1,5 @@
 """Every sampler against Gaussian data, where the optimal denoiser is exact (vidiff.diffusion.gaussian)."""
+
 from functools import partial
 
 import pytest
@@ -72,10 +73,12 @@ def test_error_shrinks_with_steps(data, name, sampler, kw):
 
 def test_sample_does_not_depend_on_batch(data):
     """With per-sample seeds, sample i is the same whether drawn alone or in a batch."""
+
     def draw(seeds):
         noise = Noise(seeds)
         z = initial_noise((len(seeds), *data.shape), noise)
         return run(sample_ancestral, data.denoise, z, 16, gamma=0.3, noise=noise)
+
     batch = draw([5, 6, 7])
     alone = draw([6])
     assert torch.equal(batch[1], alone[0])
@@ -85,8 +88,15 @@ def test_sample_does_not_depend_on_batch(data):
 def test_clip_and_callback(data):
     seen = []
     z = initial_noise((4, *data.shape), torch.Generator().manual_seed(0))
-    x = run(sample_pc, data.denoise, z, 5, clip=0.1, noise=torch.Generator().manual_seed(0),
-            callback=lambda i, n, x: seen.append((i, n)))
+    x = run(
+        sample_pc,
+        data.denoise,
+        z,
+        5,
+        clip=0.1,
+        noise=torch.Generator().manual_seed(0),
+        callback=lambda i, n, x: seen.append((i, n)),
+    )
     assert x.abs().max() <= 0.1 + 1e-7
     assert seen == [(i, 5) for i in range(5)]
     with pytest.raises(ValueError, match="steps"):

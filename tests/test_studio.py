@@ -1,5 +1,6 @@
 """The studio's helpers and its HTTP server, without a browser: safe paths, run folders, the
 reproducing commands, the job queue, uploads, and the server's refusals."""
+
 import contextlib
 import fcntl
 import http.client
@@ -62,8 +63,16 @@ def test_only_paths_inside_the_root_resolve(tmp_path):
     (tmp_path / "secret.json").write_text("{}")
     os.symlink(tmp_path / "secret.json", root / "a" / "link.json")
     assert resolve_inside(root, "a/v.mp4") == (root / "a" / "v.mp4").resolve()
-    for bad in ["../secret.json", "a/../../secret.json", "/etc/passwd", "a/.lock", "a\\..\\x",
-                "a/link.json", "a/v.mp4\x00.png", ""]:
+    for bad in [
+        "../secret.json",
+        "a/../../secret.json",
+        "/etc/passwd",
+        "a/.lock",
+        "a\\..\\x",
+        "a/link.json",
+        "a/v.mp4\x00.png",
+        "",
+    ]:
         with pytest.raises(StudioError) as e:
             resolve_inside(root, bad)
         assert e.value.status == 403, bad
@@ -102,8 +111,9 @@ def test_runs_are_listed_with_preset_steps_loss_and_fvd(tmp_path):
 
 
 def test_metrics_reading_skips_torn_lines_and_thins_long_curves(tmp_path):
-    (tmp_path / "m.jsonl").write_text('{"step": 1, "loss": 2}\n[1]\n{"step": 2, "loss": NaN}\n'
-                                      '{"step": 3, "loss": 1}\n{"st')
+    (tmp_path / "m.jsonl").write_text(
+        '{"step": 1, "loss": 2}\n[1]\n{"step": 2, "loss": NaN}\n{"step": 3, "loss": 1}\n{"st'
+    )
     rows = read_metrics(tmp_path / "m.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert series(rows, "loss") == [(1, 2.0), (3, 1.0)]  # NaN left out
@@ -116,29 +126,47 @@ def test_metrics_reading_skips_torn_lines_and_thins_long_curves(tmp_path):
 
 # ---- commands ------------------------------------------------------------------------------------
 def test_the_shown_command_is_one_vidiff_parses_to_the_same_request():
-    req = {"num": "3", "seed": 7, "sampler": "ddim", "steps": "12", "guidance": "1.5", "class_label": "red circle",
-           "frames": 9, "prompt": ""}
+    req = {
+        "num": "3",
+        "seed": 7,
+        "sampler": "ddim",
+        "steps": "12",
+        "guidance": "1.5",
+        "class_label": "red circle",
+        "frames": 9,
+        "prompt": "",
+    }
     argv = sample_argv("runs/my run", "out dir", req)
     line = shell_line(argv)
     assert line.startswith("vidiff sample --checkpoint 'runs/my run' --num-videos 3 --seed 7 --sampler ddim --steps 12")
     assert "--class 'red circle'" in line and "--prompt" not in line
     args = build_parser().parse_args(argv)
-    assert sampling_request(args) == SampleRequest(sampler="ddim", steps=12, guidance=1.5, class_label="red circle",
-                                                   seed=7)
+    assert sampling_request(args) == SampleRequest(
+        sampler="ddim", steps=12, guidance=1.5, class_label="red circle", seed=7
+    )
     assert (args.checkpoint, args.num, args.frames, args.out) == ("runs/my run", 3, 9, "out dir")
-    for bad, match in [({"num": 0}, "num must be between 1"), ({"sampler": "magic"}, "sampler must be one of"),
-                       ({"steps": "ten"}, "steps must be a whole number"), ({"guidance": "-1"}, "guidance")]:
+    for bad, match in [
+        ({"num": 0}, "num must be between 1"),
+        ({"sampler": "magic"}, "sampler must be one of"),
+        ({"steps": "ten"}, "steps must be a whole number"),
+        ({"guidance": "-1"}, "guidance"),
+    ]:
         with pytest.raises(StudioError, match=match):
             sample_argv("r", "o", bad)
 
 
-@pytest.mark.parametrize("req,expect", [
-    ({"task": "predict", "context": 2, "total_frames": 6}, {"context": 2, "frames": 6}),
-    ({"task": "extend", "length": 12, "overlap": 2}, {"length": 12, "overlap": 2}),
-    ({"task": "interpolate", "factor": 3}, {"factor": 3}),
-    ({"task": "upsample", "method": "replacement", "reconstruction_weight": 5}, {"method": "replacement",
-                                                                              "reconstruction_weight": 5.0}),
-])
+@pytest.mark.parametrize(
+    "req,expect",
+    [
+        ({"task": "predict", "context": 2, "total_frames": 6}, {"context": 2, "frames": 6}),
+        ({"task": "extend", "length": 12, "overlap": 2}, {"length": 12, "overlap": 2}),
+        ({"task": "interpolate", "factor": 3}, {"factor": 3}),
+        (
+            {"task": "upsample", "method": "replacement", "reconstruction_weight": 5},
+            {"method": "replacement", "reconstruction_weight": 5.0},
+        ),
+    ],
+)
 def test_task_commands_parse(req, expect):
     args = build_parser().parse_args(task_argv("runs/r", "clip.mp4", "out", req))
     assert args.command == req["task"] and args.video == "clip.mp4"
@@ -162,8 +190,10 @@ def test_progress_and_errors_are_read_from_the_command_output():
     assert parse_progress("sampling:  40%|████      | 8/20 [00:01<00:02,  5.00step/s]") == ("sampling", 8, 20)
     assert parse_progress("I3D fake: 3clip [00:02,  1.5clip/s]") == ("I3D fake", 3, 0)
     assert parse_progress("wrote 2 videos to out") is None
-    assert error_line(["INFO x", "vidiff sample: error: checkpoint 'x' does not exist; pass a run folder"]) == \
-        "checkpoint 'x' does not exist; pass a run folder"
+    assert (
+        error_line(["INFO x", "vidiff sample: error: checkpoint 'x' does not exist; pass a run folder"])
+        == "checkpoint 'x' does not exist; pass a run folder"
+    )
     assert error_line(["Traceback", "ValueError: boom"]) == "Traceback\nValueError: boom"
 
 
@@ -205,8 +235,10 @@ def test_plots_are_svg_with_one_point_per_row():
 
 def test_an_error_printed_after_an_unfinished_progress_bar_reaches_the_page():
     """tqdm leaves its bar without a newline (`\r…bar`), then the command prints its error on that line."""
-    out = (b"sampling:  40%|####      | 8/20 [00:01<00:02]\rsampling:  45%|####5     | 9/20 [00:01<00:02]"
-           b"vidiff sample: error: not enough memory for 16 videos; lower --num-videos\n")
+    out = (
+        b"sampling:  40%|####      | 8/20 [00:01<00:02]\rsampling:  45%|####5     | 9/20 [00:01<00:02]"
+        b"vidiff sample: error: not enough memory for 16 videos; lower --num-videos\n"
+    )
     job = Job("j", "generate", [], "vidiff sample", Path("."))
     JobQueue._follow(job, SimpleNamespace(stdout=io.BufferedReader(io.BytesIO(out))))
     assert (job.done, job.total) == (9, 20)
@@ -258,15 +290,21 @@ def test_the_server_serves_the_page_runs_and_files_and_refuses_the_rest(server):
     assert status == 200 and '<svg class="plot loss"' in run["plots"]["loss"]
     status, gif = request(server, "GET", "/files/runs/tiny/samples/step_0000002.gif", headers={"Range": "bytes=0-5"})
     assert status == 206 and gif == b"GIF87a"
-    for path in ["/files/runs/../../etc/passwd", "/files/runs/tiny/../../../etc/passwd", "/files/runs/%2e%2e/x.json",
-                 "/files/out/../tiny/config.json", "/files/runs/tiny/checkpoints/step_0000002/model.safetensors",
-                 "/files/runs/tiny/config.json/..%2f..%2f..%2fetc%2fpasswd"]:
+    for path in [
+        "/files/runs/../../etc/passwd",
+        "/files/runs/tiny/../../../etc/passwd",
+        "/files/runs/%2e%2e/x.json",
+        "/files/out/../tiny/config.json",
+        "/files/runs/tiny/checkpoints/step_0000002/model.safetensors",
+        "/files/runs/tiny/config.json/..%2f..%2f..%2fetc%2fpasswd",
+    ]:
         status, body = request(server, "GET", path)
         assert status == 403 and "refused path" in body["error"], path
     assert request(server, "GET", "/api/runs", headers={"Host": "attacker.example:80"})[0] == 403
     assert request(server, "POST", "/api/generate", body="{}", headers={"Content-Type": "text/plain"})[0] == 415
-    status, body = request(server, "POST", "/api/generate", body='{"run": "../x"}',
-                           headers={"Content-Type": "application/json"})
+    status, body = request(
+        server, "POST", "/api/generate", body='{"run": "../x"}', headers={"Content-Type": "application/json"}
+    )
     assert status == 403 and "refused path" in body["error"]
 
 
@@ -275,12 +313,15 @@ def test_bad_uploads_get_a_message_and_the_server_goes_on(server, tmp_path):
     assert status == 400 and "a.mp4: cannot be read as a video" in body["error"]
     status, body = request(server, "POST", "/api/upload", body=b"x" * 60_000, headers={"X-Filename": "big.mp4"})
     assert status == 413 and "too large" in body["error"]
-    assert request(server, "POST", "/api/upload", body=b"x", headers={"X-Filename": "x.exe"})[1]["error"] == \
-        "x.exe: not a video file; upload one of .mp4 .avi .mov .mkv .webm .gif .m4v"
+    assert (
+        request(server, "POST", "/api/upload", body=b"x", headers={"X-Filename": "x.exe"})[1]["error"]
+        == "x.exe: not a video file; upload one of .mp4 .avi .mov .mkv .webm .gif .m4v"
+    )
     assert not list((tmp_path / "runs" / ".studio" / "uploads").glob("*"))  # refused files are not kept
     write_mp4(tmp_path / "c.mp4", torch.zeros(3, 5, 16, 16))
-    status, body = request(server, "POST", "/api/upload", body=(tmp_path / "c.mp4").read_bytes(),
-                           headers={"X-Filename": "my%20clip.mp4"})
+    status, body = request(
+        server, "POST", "/api/upload", body=(tmp_path / "c.mp4").read_bytes(), headers={"X-Filename": "my%20clip.mp4"}
+    )
     assert status == 200 and body["name"] == "my clip.mp4" and body["frames"] == 5
     assert request(server, "GET", "/api/runs")[0] == 200
 
@@ -288,8 +329,13 @@ def test_bad_uploads_get_a_message_and_the_server_goes_on(server, tmp_path):
 def test_jobs_queue_and_the_page_answers_meanwhile(server):
     """Two jobs at once (two browsers): both finish, the second waits its turn, the server stays responsive.
     The command fails (the fake run's weights are not weights): its one-line error reaches the page."""
-    post = lambda: request(server, "POST", "/api/generate", body=json.dumps({"run": "tiny", "steps": 1}),
-                           headers={"Content-Type": "application/json"})[1]
+    post = lambda: request(
+        server,
+        "POST",
+        "/api/generate",
+        body=json.dumps({"run": "tiny", "steps": 1}),
+        headers={"Content-Type": "application/json"},
+    )[1]
     first, second = post(), post()
     assert first["command"].startswith("vidiff sample --checkpoint ") and "--steps 1" in first["command"]
     t = time.time()
@@ -350,8 +396,12 @@ def test_served_to_the_network_every_request_needs_the_token_and_an_allowed_host
         status, headers, _ = respond(srv, "GET", f"/api/runs?x=1&token={token}")
         assert status == 303 and headers["Location"] == "/api/runs?x=1"
         cookie = headers["Set-Cookie"]
-        assert cookie.startswith(f"vidiff-studio-{port}={token};") and "HttpOnly" in cookie and \
-            "SameSite=Strict" in cookie and "Path=/" in cookie
+        assert (
+            cookie.startswith(f"vidiff-studio-{port}={token};")
+            and "HttpOnly" in cookie
+            and "SameSite=Strict" in cookie
+            and "Path=/" in cookie
+        )
         for path in ("//evil.example/", "/\\evil.example/"):  # the redirect stays on this site
             assert not re.match(r"/[/\\]", respond(srv, "GET", f"{path}?token={token}")[1]["Location"]), path
         jar = {"Cookie": f"other=1; {cookie.split(';')[0]}"}
@@ -373,10 +423,20 @@ def test_on_loopback_a_foreign_origin_is_refused_and_a_given_token_is_required(t
     with serving(tmp_path / "runs") as srv:
         assert srv.token is None and request(srv, "GET", "/api/runs")[0] == 200
         port = srv.server_address[1]
-        status, body = request(srv, "POST", "/api/generate", '{"run": "tiny"}', {**JSON, "Origin": "http://evil.example"})
+        status, body = request(
+            srv, "POST", "/api/generate", '{"run": "tiny"}', {**JSON, "Origin": "http://evil.example"}
+        )
         assert status == 403 and "another site" in body["error"]
-        assert request(srv, "POST", "/api/generate", '{"run": "nope"}', {**JSON, "Origin": f"http://localhost:{port}",
-                                                                          "Host": f"localhost:{port}"})[0] == 404
+        assert (
+            request(
+                srv,
+                "POST",
+                "/api/generate",
+                '{"run": "nope"}',
+                {**JSON, "Origin": f"http://localhost:{port}", "Host": f"localhost:{port}"},
+            )[0]
+            == 404
+        )
     with serving(tmp_path / "runs", token="a-token-of-16-chars") as srv:
         assert request(srv, "GET", "/api/runs")[0] == 403
         assert request(srv, "GET", "/api/runs", headers={"Authorization": "token a-token-of-16-chars"})[0] == 200
@@ -404,14 +464,22 @@ def test_a_bad_content_length_is_refused(server, length, status):
     assert b"Content-Length" in answer.split(b"\r\n\r\n", 1)[1]  # the message names the header
 
 
-@pytest.mark.parametrize("extra,body", [
-    (b"\r\nOrigin: http://[::1", b"{}"),  # an Origin urlsplit cannot read
-    (b"", b"\xff"),  # a body that is not UTF-8
-    (b"", b"[" * 100_000),  # nested past Python's recursion limit
-], ids=["origin", "not-utf8", "deep"])
+@pytest.mark.parametrize(
+    "extra,body",
+    [
+        (b"\r\nOrigin: http://[::1", b"{}"),  # an Origin urlsplit cannot read
+        (b"", b"\xff"),  # a body that is not UTF-8
+        (b"", b"[" * 100_000),  # nested past Python's recursion limit
+    ],
+    ids=["origin", "not-utf8", "deep"],
+)
 def test_odd_requests_are_refused_not_a_server_error(server, extra, body):
-    head = (b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json" + extra
-            + b"\r\nContent-Length: " + str(len(body)).encode())
+    head = (
+        b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+        + extra
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+    )
     answer = raw(server, head, body)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
 
@@ -446,9 +514,17 @@ def test_content_length_minus_one_is_refused_before_the_body_is_read(server, tmp
 
 def test_a_run_killed_while_training_shows_as_interrupted(server, tmp_path):
     run = tmp_path / "runs" / "tiny"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom vidiff.io.files import run_lock\n"
-                               "with run_lock(sys.argv[1]):\n print('locked', flush=True); time.sleep(60)", str(run)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom vidiff.io.files import run_lock\n"
+            "with run_lock(sys.argv[1]):\n print('locked', flush=True); time.sleep(60)",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         row = request(server, "GET", "/api/runs")[1][0]
@@ -489,16 +565,20 @@ def test_a_clip_named_with_a_hash_can_be_conditioned_on(server, tmp_path):
 def test_cli_refuses_a_bad_port_and_a_taken_one_in_one_line(tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     assert main(["studio", "--runs", str(tmp_path / "runs"), "--port", "99999"]) == 2
-    assert capsys.readouterr().err.strip() == \
-        "vidiff studio: error: --port 99999: a port is a number from 0 to 65535 (0 picks a free one)"
+    assert (
+        capsys.readouterr().err.strip()
+        == "vidiff studio: error: --port 99999: a port is a number from 0 to 65535 (0 picks a free one)"
+    )
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["studio", "--runs", str(tmp_path / "runs"), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"vidiff studio: error: cannot listen on 127.0.0.1:{port}: Address already in use; choose another " \
-                  f"--port (or check --host)"
+    assert (
+        err == f"vidiff studio: error: cannot listen on 127.0.0.1:{port}: Address already in use; choose another "
+        f"--port (or check --host)"
+    )
     assert main(["studio", "--runs", str(tmp_path / "runs"), "--token", "short"]) == 2
     assert "--token (or VIDIFF_STUDIO_TOKEN) must be at least 16" in capsys.readouterr().err
 
@@ -520,12 +600,19 @@ def test_sigterm_stops_the_studio_and_its_running_job(tmp_path):
     checkpoint = run / "checkpoints" / "step_0000004"
     (checkpoint / "config.json").write_text((run / "config.json").read_text())
     (checkpoint / ".readers").touch()
-    env = {**os.environ, "VIDIFF_STUDIO_TOKEN": "token-from-the-environment",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "VIDIFF_STUDIO_TOKEN": "token-from-the-environment",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
     with open(checkpoint / ".readers") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a training run that is replacing the checkpoint
-        studio = subprocess.Popen([sys.executable, "-m", "vidiff.cli", "studio", "--runs", str(tmp_path / "runs"),
-                                   "--port", "0"], stdout=subprocess.PIPE, env=env, text=True)
+        studio = subprocess.Popen(
+            [sys.executable, "-m", "vidiff.cli", "studio", "--runs", str(tmp_path / "runs"), "--port", "0"],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
         job = None
         try:
             line = studio.stdout.readline()
@@ -545,8 +632,11 @@ def test_sigterm_stops_the_studio_and_its_running_job(tmp_path):
             studio.send_signal(signal.SIGTERM)
             studio.wait(15)
             deadline = time.time() + 10
-            while Path(f"/proc/{job}").exists() and "Z" not in Path(f"/proc/{job}/stat").read_text().split()[2] \
-                    and time.time() < deadline:
+            while (
+                Path(f"/proc/{job}").exists()
+                and "Z" not in Path(f"/proc/{job}/stat").read_text().split()[2]
+                and time.time() < deadline
+            ):
                 time.sleep(0.1)
             assert not Path(f"/proc/{job}").exists() or Path(f"/proc/{job}/stat").read_text().split()[2] == "Z"
         finally:

@@ -7,8 +7,9 @@ from vidiff.errors import ConfigError
 from vidiff.nn.layers import joint_attention_mask
 from vidiff.nn.unet import UNet3D, UNetConfig
 
-TINY = UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(0, 1), head_dim=8,
-                  emb_dim=32)
+TINY = UNetConfig(
+    base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(0, 1), head_dim=8, emb_dim=32
+)
 
 
 def randomise(net):
@@ -33,7 +34,7 @@ def test_only_temporal_attention_mixes_frames():
     for temporal in (False, True):
         net = randomise(UNet3D(UNetConfig(**{**TINY.to_dict(), "temporal_attention": temporal}))).eval()
         out = net(x, torch.zeros(1))
-        grad, = torch.autograd.grad(out[:, :, 2].sum(), x)
+        (grad,) = torch.autograd.grad(out[:, :, 2].sum(), x)
         per_frame = grad.abs().sum(dim=(0, 1, 3, 4))
         others = per_frame[[0, 1, 3, 4]]
         if temporal:
@@ -78,6 +79,7 @@ def test_temporal_attention_is_shift_invariant():
     frame i − 1 of the same clip without its first frame see the same inputs at the same offsets, so
     they come out equal; an absolute position embedding would tell them apart."""
     from vidiff.nn.layers import TemporalAttention
+
     attn = randomise(TemporalAttention(16, head_dim=8)).eval()
     assert attn.rel_pos.bias.weight.abs().sum() > 0
     f = 8
@@ -118,8 +120,9 @@ def test_class_conditioning_and_null_class():
 def test_tiny_model_overfits_one_video():
     """A tiny model drives its training loss on one small video down by 10× (≈ 20 s here)."""
     torch.manual_seed(0)
-    cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), head_dim=16,
-                     emb_dim=64)
+    cfg = UNetConfig(
+        base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), head_dim=16, emb_dim=64
+    )
     den = Denoiser(UNet3D(cfg), "v_prediction")
     loss_fn = DiffusionLoss("v")
     t = torch.linspace(0, 1, 4)
@@ -182,7 +185,7 @@ def test_text_cross_attention_respects_padding_null_and_frames():
     none = net(x, torch.zeros(2), text_tokens=tokens[:, :0], text_mask=mask[:, :0])
     assert torch.allclose(null, none, atol=1e-5)
     assert not torch.allclose(null, y, atol=1e-4)
-    grad, = torch.autograd.grad(y[:, :, 1].sum(), x)
+    (grad,) = torch.autograd.grad(y[:, :, 1].sum(), x)
     per_frame = grad.abs().sum(dim=(0, 1, 3, 4))
     assert per_frame[1] > 0 and per_frame[[0, 2]].max() == 0, f"cross-attention mixed frames: {per_frame}"
     with pytest.raises(ValueError, match="text_cross_attention"):
@@ -217,7 +220,7 @@ def test_time_reversal_symmetry_is_broken_at_init():
 
 
 def test_relative_position_bias_inits():
-    """"zeros" leaves attention to content alone, and the network equivariant to reversing time."""
+    """ "zeros" leaves attention to content alone, and the network equivariant to reversing time."""
     zeros = UNetConfig(**{**TINY.to_dict(), "rel_pos_init": "zeros"})
     net, fresh = randomise(UNet3D(zeros)).eval(), UNet3D(zeros)
     for new, old in zip(fresh.modules(), net.modules()):
@@ -238,8 +241,9 @@ def test_frame_index_embedding_gives_absolute_time_but_not_to_images():
     assert torch.allclose(out, out[:, :, :1].expand_as(out), atol=1e-5)
     cfg = UNetConfig(**{**TINY.to_dict(), "frame_index_embedding": True})
     fresh = UNet3D(cfg)
-    fresh.load_state_dict({**plain.state_dict(), "extensions.frame_embed.weight": fresh.extensions.frame_embed.weight},
-                          strict=True)
+    fresh.load_state_dict(
+        {**plain.state_dict(), "extensions.frame_embed.weight": fresh.extensions.frame_embed.weight}, strict=True
+    )
     assert torch.allclose(fresh.eval()(x, torch.zeros(1)), out, atol=1e-6)
     timed = randomise(UNet3D(cfg)).eval()
     out = timed(x, torch.zeros(1))
@@ -271,8 +275,9 @@ def test_frame_condition_product_lets_a_condition_act_differently_at_each_time()
     plain = randomise(UNet3D(added)).eval()
     fresh = UNet3D(product)
     extra = {k: v for k, v in fresh.state_dict().items() if k.startswith("extensions.frame_time")}
-    fresh.load_state_dict({**plain.state_dict(), **extra, "extensions.frame_mix.weight":
-                           fresh.extensions.frame_mix.weight}, strict=True)
+    fresh.load_state_dict(
+        {**plain.state_dict(), **extra, "extensions.frame_mix.weight": fresh.extensions.frame_mix.weight}, strict=True
+    )
     x, labels = torch.randn(2, 3, 4, 8, 8), torch.tensor([0, 3])
     torch.testing.assert_close(fresh.eval()(x, torch.zeros(2), labels), plain(x, torch.zeros(2), labels))
     with pytest.raises(ValueError, match="frame_condition_product needs frame_index_embedding"):
@@ -294,8 +299,9 @@ def test_frame_condition_product_whitens_the_caption_on_its_own():
     a direction word counts as much as a colour), not the attention pool that conditions the clip.
     The first training batch sets the statistics, later ones move them, eval leaves them; the null
     caption (all tokens masked) reads as the mean caption."""
-    cfg = UNetConfig(**{**TINY.to_dict(), "text_dim": 8, "frame_index_embedding": True,
-                        "frame_condition_product": True})
+    cfg = UNetConfig(
+        **{**TINY.to_dict(), "text_dim": 8, "frame_index_embedding": True, "frame_condition_product": True}
+    )
     net = randomise(UNet3D(cfg))
     pool = net.extensions.time_pool
     torch.manual_seed(0)
@@ -334,6 +340,7 @@ def test_class_labels_are_not_read_back_from_the_device():
     to the host (a sync in every step); out-of-range labels are refused where they enter instead."""
     from vidiff.conditioning import ClassConditioning, ConditioningConfig
     from vidiff.errors import ConditioningError
+
     with torch.device("meta"), torch.no_grad():
         net = UNet3D(UNetConfig(**{**TINY.to_dict(), "num_classes": 3}))
         y = net(torch.zeros(2, 3, 4, 8, 8), torch.zeros(2), class_labels=torch.tensor([0, -1]))
@@ -348,7 +355,9 @@ def test_class_labels_are_not_read_back_from_the_device():
 def test_a_class_conditional_network_compiles_to_one_graph():
     """Reading the labels' maximum back broke the compiled graph (7 breaks in this tiny UNet)."""
     import torch._dynamo as dynamo
+
     net = UNet3D(UNetConfig(**{**TINY.to_dict(), "num_classes": 3}))
     explained = dynamo.explain(lambda x: net(x, torch.zeros(2), class_labels=torch.tensor([0, -1])).square().mean())(
-        torch.randn(2, 3, 4, 8, 8))
+        torch.randn(2, 3, 4, 8, 8)
+    )
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons[:2]

@@ -5,6 +5,7 @@ A checkpoint folder holds `model.safetensors`, `ema.safetensors`, `optimizer.saf
 `config.json` and `state.json` (step, RNG states). It is first written as `*.tmp`, then renamed, and
 `latest` is replaced last, so a crash while saving never leaves a broken latest checkpoint.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +55,15 @@ def _tensor_bytes(*states: Optional[dict]) -> int:
     return sum(v.numel() * v.element_size() for st in states if st for v in st.values() if torch.is_tensor(v))
 
 
-def _write_checkpoint(tmp: Path, model: dict, ema: Optional[dict], optimizer: Optional[dict], config: dict,
-                      state: dict, extra: Optional[dict] = None) -> None:
+def _write_checkpoint(
+    tmp: Path,
+    model: dict,
+    ema: Optional[dict],
+    optimizer: Optional[dict],
+    config: dict,
+    state: dict,
+    extra: Optional[dict] = None,
+) -> None:
     (tmp / READERS).touch()  # readers hold a shared lock on it; the writer removes only unread checkpoints
     save_tensors(tmp / "model.safetensors", model)
     if ema is not None:
@@ -70,8 +78,18 @@ def _write_checkpoint(tmp: Path, model: dict, ema: Optional[dict], optimizer: Op
     (tmp / "state.json").write_text(json.dumps(state))
 
 
-def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], optimizer: Optional[dict],
-                    config: dict, state: dict, keep: int = 3, extra: Optional[dict] = None) -> Path:
+def save_checkpoint(
+    run_dir,
+    step: int,
+    *,
+    model: dict,
+    ema: Optional[dict],
+    optimizer: Optional[dict],
+    config: dict,
+    state: dict,
+    keep: int = 3,
+    extra: Optional[dict] = None,
+) -> Path:
     """Write checkpoint `step` as a `.tmp` folder, rename it, then point `latest` at it and remove all
     but the newest `keep`. A failed write (a full disk) removes its `.tmp` and says what it needs.
     `extra`: more safetensors files of the checkpoint, file name → (tensors, metadata)."""
@@ -90,12 +108,15 @@ def save_checkpoint(run_dir, step: int, *, model: dict, ema: Optional[dict], opt
         if e.errno == errno.ENOSPC:
             need = _tensor_bytes(model, ema, *(optimizer or {}).get("state", {}).values())
             free = shutil.disk_usage(ckdir).free if ckdir.exists() else 0
-            raise CheckpointError(f"no space left on the device while writing {where}: it needs about "
-                                  f"{need / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free on the disk of "
-                                  f"{str(ckdir)!r}; free some space (older runs, other files) and continue with "
-                                  f"--resume") from e
-        raise CheckpointError(f"cannot write {where}: {e.strerror or e}; check that the run folder is writable, or "
-                              f"choose another --out") from e
+            raise CheckpointError(
+                f"no space left on the device while writing {where}: it needs about "
+                f"{need / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free on the disk of "
+                f"{str(ckdir)!r}; free some space (older runs, other files) and continue with "
+                f"--resume"
+            ) from e
+        raise CheckpointError(
+            f"cannot write {where}: {e.strerror or e}; check that the run folder is writable, or choose another --out"
+        ) from e
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -154,8 +175,11 @@ def list_checkpoints(run_dir) -> list:
 
 def _complete(ckdir: Path) -> list:
     """The finished checkpoints of a run, oldest first."""
-    return sorted(c for c in ckdir.glob("step_*") if c.is_dir() and not c.name.endswith(".tmp")
-                  and (c / "model.safetensors").is_file())
+    return sorted(
+        c
+        for c in ckdir.glob("step_*")
+        if c.is_dir() and not c.name.endswith(".tmp") and (c / "model.safetensors").is_file()
+    )
 
 
 def resolve_checkpoint(path, **hub) -> Path:
@@ -177,20 +201,25 @@ def resolve_checkpoint(path, **hub) -> Path:
         elif done:
             p = done[-1]
         else:
-            raise CheckpointError(f"run folder {str(path)!r} has no finished checkpoint yet; train longer or "
-                                  f"lower train.save_every")
+            raise CheckpointError(
+                f"run folder {str(path)!r} has no finished checkpoint yet; train longer or lower train.save_every"
+            )
     if not (p / "model.safetensors").is_file() or not (p / "config.json").is_file():
-        raise CheckpointError(f"{str(p)!r} is not a vidiff checkpoint: expected model.safetensors and config.json "
-                              f"in it (a run folder, a checkpoints/step_* folder, or a save_pretrained folder)")
+        raise CheckpointError(
+            f"{str(p)!r} is not a vidiff checkpoint: expected model.safetensors and config.json "
+            f"in it (a run folder, a checkpoints/step_* folder, or a save_pretrained folder)"
+        )
     return p
 
 
 def _from_hub(path, hub: dict) -> Path:
     """The Hub snapshot of `path`, or the error of a local path that does not exist."""
     if parse_reference(path) is None:  # (a malformed hf:// name is a HubError)
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass a run folder written by `vidiff train` "
-                              f"(e.g. runs/demo), one of its checkpoints/step_* folders, or a Hub model "
-                              f"(hf://org/name)")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist; pass a run folder written by `vidiff train` "
+            f"(e.g. runs/demo), one of its checkpoints/step_* folders, or a Hub model "
+            f"(hf://org/name)"
+        )
     if str(path).startswith(PREFIX):
         return download_checkpoint(path, **hub)
     try:
@@ -214,8 +243,10 @@ def read_checkpoint(path, read: Callable[[Path], T], attempts: int = 10, **hub) 
         except (CheckpointError, OSError):
             if (ck / "model.safetensors").is_file():
                 raise  # still there: the error is the file's own
-    raise CheckpointError(f"{str(path)!r}: its checkpoints were replaced {attempts} times while being read; "
-                          f"try again, or read a checkpoints/step_* folder that training keeps")
+    raise CheckpointError(
+        f"{str(path)!r}: its checkpoints were replaced {attempts} times while being read; "
+        f"try again, or read a checkpoints/step_* folder that training keeps"
+    )
 
 
 # The weight names of vidiff 0.1.0 (levels `down.level1`, each a list per kind of block; the
@@ -226,6 +257,8 @@ OLD_NAMES = (
     (re.compile(r"^middle\.(res|spatial|temporal|cross)\.(\d+)\."), r"middle.block\2.\1."),
     (re.compile(r"^(frame_embed|frame_time|frame_mix|time_pool)\."), r"extensions.\1."),
 )
+
+
 def renamed(name: str) -> str:
     """Today's name of a weight named `name` by any vidiff (vidiff 0.1.0's names are mapped)."""
     for pattern, new in OLD_NAMES:
@@ -242,12 +275,16 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as e:
         lines = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
-        raise CheckpointError(f"{str(path)!r} holds weights of another architecture than the config.json beside it "
-                              f"describes ({len(lines)} tensors differ, e.g. {lines[0] if lines else e}); the folder "
-                              f"mixes files of two runs: use a checkpoint written by one run") from None
+        raise CheckpointError(
+            f"{str(path)!r} holds weights of another architecture than the config.json beside it "
+            f"describes ({len(lines)} tensors differ, e.g. {lines[0] if lines else e}); the folder "
+            f"mixes files of two runs: use a checkpoint written by one run"
+        ) from None
     if missing or unexpected:
-        raise CheckpointError(f"{str(path)!r} does not fit the config.json beside it: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}; the folder mixes files of two runs")
+        raise CheckpointError(
+            f"{str(path)!r} does not fit the config.json beside it: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}; the folder mixes files of two runs"
+        )
 
 
 def load_json(path: Path) -> dict:
@@ -260,6 +297,7 @@ def load_json(path: Path) -> dict:
 def load_config(ck: Path):
     """The Config of a checkpoint (a config.json of an earlier vidiff is converted on load)."""
     from vidiff.config import Config, ConfigError
+
     path = Path(ck) / "config.json"
     try:
         return Config.from_dict(load_json(path), trained=True)

@@ -2,6 +2,7 @@
 
 The resolved configuration is saved with every run and inside every checkpoint.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,9 +27,11 @@ REMOVED = (  # (model key, the value removed, whether a trained model's weights 
 LOGGERS = ("tensorboard", "wandb", "both", "none")  # train.logger (vidiff.train.tracking)
 
 # Filled in from the data when training starts (and recorded with the run): never set by hand.
-DERIVED = {"model.num_classes": "the number of classes in the data (conditioning.kind=class)",
-           "model.text_dim": "the text encoder's width (conditioning.kind=text)",
-           "conditioning.classes": "the class names in the data (conditioning.kind=class)"}
+DERIVED = {
+    "model.num_classes": "the number of classes in the data (conditioning.kind=class)",
+    "model.text_dim": "the text encoder's width (conditioning.kind=text)",
+    "conditioning.classes": "the class names in the data (conditioning.kind=class)",
+}
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,11 @@ class DiffusionConfig:
 
     def schedule(self) -> dict:
         """The noise schedule as keywords of the loss and of the samplers."""
-        return dict(logsnr_fn=partial(logsnr_cosine, shift=self.logsnr_shift), logsnr_min=self.logsnr_min,
-                    logsnr_max=self.logsnr_max)
+        return dict(
+            logsnr_fn=partial(logsnr_cosine, shift=self.logsnr_shift),
+            logsnr_min=self.logsnr_min,
+            logsnr_max=self.logsnr_max,
+        )
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ EMAS = ("exponential", "power")
 class SampleConfig:
     """Defaults of sampling requests (vidiff.request.SampleRequest). `options` are samplers'
     own options (vidiff.diffusion.sampling's registry); a sampler takes those of them it has."""
+
     sampler: str = "ancestral"  # a name in vidiff.diffusion.sampling.SAMPLERS
     steps: int = 256
     grid: str = "t"  # the λ grid every sampler walks: uniform in "t" (the paper's) or in "lambda"
@@ -119,6 +126,7 @@ SAMPLE_OPTION_FIELDS = ("gamma", "corrector_steps", "delta", "corrector_min_logs
 class DistillConfig:
     """Progressive distillation (Salimans & Ho 2022): a run whose student learns two DDIM steps of its
     teacher in one; the student samples with `sample.steps` = teacher_steps / 2 DDIM steps."""
+
     teacher: str = ""  # the teacher's checkpoint; "" for an ordinary run
     teacher_steps: int = 0
     guidance: float = 0.0  # the classifier-free guidance weight w whose guided output the student gives
@@ -145,8 +153,10 @@ class Config:
         """The configuration `d` describes, of this vidiff or an earlier one (see upgrade); `trained`:
         it is a checkpoint's, whose weights are loaded with it."""
         if not isinstance(d, dict):
-            raise ConfigError("a configuration must be a JSON object of sections (model, data, train, ...), each "
-                              "an object of settings, like a run's config.json")
+            raise ConfigError(
+                "a configuration must be a JSON object of sections (model, data, train, ...), each "
+                "an object of settings, like a run's config.json"
+            )
         d = upgrade(d, trained=trained)
         sections = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(sections))
@@ -181,15 +191,24 @@ class Config:
             if name not in d[section]:
                 raise ConfigError(f"unknown key {key!r}; {section} has {sorted(d[section])}")
             if key in DERIVED:
-                raise ConfigError(f"{key} cannot be set: it is {DERIVED[key]}, read from the data when training "
-                                  f"starts and recorded in the run's config.json")
+                raise ConfigError(
+                    f"{key} cannot be set: it is {DERIVED[key]}, read from the data when training "
+                    f"starts and recorded in the run's config.json"
+                )
             d[section][name] = _parse(_section_types()[section], name, value, key)
         return Config.from_dict(d)
 
 
 def _section_types() -> dict:
-    return {"model": UNetConfig, "conditioning": ConditioningConfig, "diffusion": DiffusionConfig,
-            "data": DataConfig, "train": TrainConfig, "sample": SampleConfig, "distill": DistillConfig}
+    return {
+        "model": UNetConfig,
+        "conditioning": ConditioningConfig,
+        "diffusion": DiffusionConfig,
+        "data": DataConfig,
+        "train": TrainConfig,
+        "sample": SampleConfig,
+        "distill": DistillConfig,
+    }
 
 
 def upgrade(d: dict, trained: bool = False) -> dict:
@@ -228,16 +247,24 @@ def _removed_options(model: dict, trained: bool) -> None:
     for key, value, in_weights in REMOVED:
         if model.get(key) == value:
             setting = f"model.{key}={value if isinstance(value, str) else json.dumps(value)}"
-            why = (f"{setting} was removed after vidiff {REMOVED_AFTER} (measured not to help: "
-                   f"docs/findings/arrow-of-time.md)")
+            why = (
+                f"{setting} was removed after vidiff {REMOVED_AFTER} (measured not to help: "
+                f"docs/findings/arrow-of-time.md)"
+            )
             if trained and in_weights:
-                raise RemovedOptionError(f"{why}, and this checkpoint's weights use it: load it with vidiff "
-                                         f"{REMOVED_AFTER} (pip install vidiff=={REMOVED_AFTER})")
+                raise RemovedOptionError(
+                    f"{why}, and this checkpoint's weights use it: load it with vidiff "
+                    f"{REMOVED_AFTER} (pip install vidiff=={REMOVED_AFTER})"
+                )
             if not trained:
-                raise RemovedOptionError(f"{why}: remove model.{key} from the configuration (the default applies), "
-                                         f"or use vidiff {REMOVED_AFTER}")
-            warnings.warn(f"{why}; it only chose the starting weights, and this checkpoint's trained weights load as "
-                          f"they are", stacklevel=4)
+                raise RemovedOptionError(
+                    f"{why}: remove model.{key} from the configuration (the default applies), "
+                    f"or use vidiff {REMOVED_AFTER}"
+                )
+            warnings.warn(
+                f"{why}; it only chose the starting weights, and this checkpoint's trained weights load as they are",
+                stacklevel=4,
+            )
             model.pop(key)
         elif key not in known:
             model.pop(key, None)
@@ -250,8 +277,11 @@ def _field_type(cls, name):
 def _coerce(cls, name, value, key):
     t = _field_type(cls, name)
     is_int = isinstance(value, int) and not isinstance(value, bool)
-    if t == tuple[float, ...] and isinstance(value, (list, tuple)) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if (
+        t == tuple[float, ...]
+        and isinstance(value, (list, tuple))
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         return tuple(float(v) for v in value)
     if t is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, (int, str)) for v in value):
         return tuple(value)
@@ -267,6 +297,7 @@ def _coerce(cls, name, value, key):
 def sampler_option_defaults() -> dict:
     """Every option of every registered sampler: name → its default (whose type the option takes)."""
     from vidiff.diffusion.sampling import SAMPLERS
+
     return {name: default for spec in SAMPLERS.values() for name, default in spec.options.items()}
 
 
@@ -324,6 +355,7 @@ def validate(cfg: Config) -> Config:
     m, d, data, tr, s = cfg.model, cfg.diffusion, cfg.data, cfg.train, cfg.sample
     from vidiff.diffusion.loss import WEIGHTINGS
     from vidiff.diffusion.process import PREDICTIONS
+
     if d.prediction not in PREDICTIONS:
         problems.append(f"diffusion.prediction must be one of {PREDICTIONS}, got {d.prediction!r}")
     if d.loss_weighting not in WEIGHTINGS:
@@ -337,8 +369,10 @@ def validate(cfg: Config) -> Config:
     if data.size < 1:
         problems.append(f"data.size must be >= 1, got {data.size}")
     if data.size % m.downsample_factor:
-        problems.append(f"data.size={data.size} must be divisible by {m.downsample_factor} "
-                        f"(2^(levels−1) for model.channel_mults={m.channel_mults})")
+        problems.append(
+            f"data.size={data.size} must be divisible by {m.downsample_factor} "
+            f"(2^(levels−1) for model.channel_mults={m.channel_mults})"
+        )
     if data.fps < 0:
         problems.append(f"data.fps must be positive (or 0 for each file's own rate), got {data.fps}")
     if data.num_workers != "auto" and not data.num_workers.isdigit():
@@ -380,6 +414,7 @@ def validate(cfg: Config) -> Config:
 
 def _sample_problems(s: SampleConfig) -> list:
     from vidiff.diffusion.sampling import GRIDS, SAMPLERS
+
     problems = []
     if s.sampler not in SAMPLERS:
         problems.append(f"sample.sampler must be one of {', '.join(sorted(SAMPLERS))}, got {s.sampler!r}")
@@ -423,8 +458,10 @@ def _lever_problems(tr: TrainConfig) -> list:
     if tr.ema == "power":
         rels = tr.ema_sigma_rels
         if len(rels) < 1 or any(not 0 < r < SIGMA_REL_MAX for r in rels) or len(set(rels)) < len(rels):
-            problems.append(f"train.ema_sigma_rels must be distinct numbers in (0, 0.2887) (σ_rel of a power EMA; EDM2 "
-                            f"tracks 0.05 and 0.10), got {list(rels)}")
+            problems.append(
+                f"train.ema_sigma_rels must be distinct numbers in (0, 0.2887) (σ_rel of a power EMA; EDM2 "
+                f"tracks 0.05 and 0.10), got {list(rels)}"
+            )
         if not (tr.ema_snapshot_every or tr.save_every):
             problems.append("train.ema=power needs snapshots: set train.ema_snapshot_every (or train.save_every) >= 1")
     return problems
@@ -434,10 +471,13 @@ def _condition_problems(cfg: Config) -> list:
     """What the network checks about its condition, checked before the data fills the condition in."""
     m, kind = cfg.model, cfg.conditioning.kind
     if m.frame_condition_product and kind == "none":
-        return ["model.frame_condition_product multiplies time by the clip's class or caption: it needs "
-                "conditioning.kind=class or text"]
+        return [
+            "model.frame_condition_product multiplies time by the clip's class or caption: it needs "
+            "conditioning.kind=class or text"
+        ]
     if kind == "text" and not m.text_dim:  # the width the data will give: the text encoder's
         from vidiff.nn.text import text_encoder_dim
+
         try:
             width = text_encoder_dim(cfg.conditioning.text_encoder or None)
         except (OSError, ValueError):  # a missing or broken encoder is named where it is loaded

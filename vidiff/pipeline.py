@@ -5,6 +5,7 @@
     model = VideoDiffusion.from_pretrained("runs/demo")   # or a Hub model: "org/name"
     videos = model.sample(4, seed=0)             # (4, 3, f, h, w) in [−1, 1]
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,8 +65,13 @@ class VideoDiffusion(nn.Module):
     def classes(self) -> Optional[list]:
         return list(self.config.conditioning.classes) or None
 
-    def condition(self, num: int, prompt: Union[str, Sequence[str], None] = None,
-                  class_label: Union[int, str, Sequence, None] = None, device="cpu") -> dict:
+    def condition(
+        self,
+        num: int,
+        prompt: Union[str, Sequence[str], None] = None,
+        class_label: Union[int, str, Sequence, None] = None,
+        device="cpu",
+    ) -> dict:
         """The network's condition for a request; for an unconditional model, none."""
         return self.conditioning.request(num, prompt, class_label, device=device)
 
@@ -81,9 +87,18 @@ class VideoDiffusion(nn.Module):
         return classifier_free_guidance(self.denoiser, guidance, self.conditioning.null)
 
     @torch.no_grad()
-    def sample(self, num: int = 1, request: Optional[SampleRequest] = None, *, frames: Optional[int] = None,
-               size: Union[int, tuple, None] = None, batch_size: int = 16, progress=False, device=None,
-               **changes) -> torch.Tensor:
+    def sample(
+        self,
+        num: int = 1,
+        request: Optional[SampleRequest] = None,
+        *,
+        frames: Optional[int] = None,
+        size: Union[int, tuple, None] = None,
+        batch_size: int = 16,
+        progress=False,
+        device=None,
+        **changes,
+    ) -> torch.Tensor:
         """Draw `num` videos (b, c, f, h, w) in [−1, 1] for a :class:`SampleRequest` (or its fields as
         keywords: `sampler`, `steps`, `grid`, `options`, `guidance`, `prompt`, `class_label`, `seed`, `clip`).
         Sample i uses seed `seed + i`, so it does not depend on the batch it was drawn in. `options` are
@@ -108,8 +123,12 @@ class VideoDiffusion(nn.Module):
             for start in range(0, num, batch_size):
                 n = min(batch_size, num - start)
                 part = slice(start, start + n)
-                cond = self.condition(n, None if prompts is None else prompts[part],
-                                      None if labels is None else labels[part], device=device)
+                cond = self.condition(
+                    n,
+                    None if prompts is None else prompts[part],
+                    None if labels is None else labels[part],
+                    device=device,
+                )
                 noise = Noise(range(request.seed + start, request.seed + start + n), device=device)
                 z = initial_noise((n, *shape), noise, device=device)
                 x = call(denoise, z, noise, cond=cond, callback=lambda i, s, x, n=n: bar.update(n))
@@ -129,8 +148,18 @@ class VideoDiffusion(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path, use_ema: bool = True, device="cpu", *, ema=None, revision: Optional[str] = None,
-                        cache_dir=None, local_files_only: bool = False, token=None) -> "VideoDiffusion":
+    def from_pretrained(
+        cls,
+        path,
+        use_ema: bool = True,
+        device="cpu",
+        *,
+        ema=None,
+        revision: Optional[str] = None,
+        cache_dir=None,
+        local_files_only: bool = False,
+        token=None,
+    ) -> "VideoDiffusion":
         """Load from a run folder (latest checkpoint), a checkpoint folder, a `save_pretrained` folder, or
         a model on the Hugging Face Hub: `"org/name"` (when no such local path exists) or
         `"hf://org/name[@revision]"`, fetched once into the Hugging Face cache (`cache_dir`, default
@@ -150,13 +179,31 @@ class VideoDiffusion(nn.Module):
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         return read_checkpoint(path, read, **hub).to(device).eval()
 
-    def push_to_hub(self, repo_id: str, *, private: bool = False, token=None, license: str = "apache-2.0",
-                    commit_message: str = "Upload vidiff model", folder=None, upload: bool = True) -> str:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        token=None,
+        license: str = "apache-2.0",
+        commit_message: str = "Upload vidiff model",
+        folder=None,
+        upload: bool = True,
+    ) -> str:
         """Publish these weights (those in use, e.g. EMA), config.json and a model card on the Hugging
         Face Hub as `repo_id` in one commit; returns the commit's URL. `folder`: where the upload is
         built (default a temporary folder); `upload=False` builds it only and returns its path. A run
         folder publishes more (steps, samples, evaluation): `vidiff push RUN org/name`."""
         from vidiff.hub.publish import publish
+
         with tempfile.TemporaryDirectory() as tmp:
-            return publish(self.save_pretrained(Path(tmp) / "weights"), repo_id, folder=folder, private=private,
-                           token=token, license=license, commit_message=commit_message, upload=upload)
+            return publish(
+                self.save_pretrained(Path(tmp) / "weights"),
+                repo_id,
+                folder=folder,
+                private=private,
+                token=token,
+                license=license,
+                commit_message=commit_message,
+                upload=upload,
+            )

@@ -6,6 +6,7 @@ sampler call.
 an error that names it. Precedence, lowest first: the sampler function's own defaults, the `sample`
 section of the config (`sample.options`: those the chosen sampler takes), the request.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
@@ -29,6 +30,7 @@ def _flag(name: str) -> dict:
 class SampleRequest:
     """What to sample and how: the one request of `VideoDiffusion.sample`, the tasks (predict, extend,
     interpolate, upsample), `vidiff sample|predict|…` and the studio. None: the model's `sample` config."""
+
     sampler: Optional[str] = field(default=None, metadata=_flag("--sampler"))  # a name in the registry
     steps: Optional[int] = field(default=None, metadata=_flag("--steps"))
     grid: Optional[str] = field(default=None, metadata=_flag("--grid"))  # "t" | "lambda" (sampling.GRIDS)
@@ -50,8 +52,10 @@ class SampleRequest:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(changes) - names)
         if unknown:
-            raise TypeError(f"unknown sampling request field(s) {', '.join(unknown)}; a SampleRequest has "
-                            f"{', '.join(sorted(names))}")
+            raise TypeError(
+                f"unknown sampling request field(s) {', '.join(unknown)}; a SampleRequest has "
+                f"{', '.join(sorted(names))}"
+            )
         return replace(request or cls(), **changes)
 
 
@@ -59,6 +63,7 @@ class SampleRequest:
 class SamplerCall:
     """A sampler ready to run on a grid it builds once: `call(denoise, z, noise, cond=…, callback=…) -> x̂`,
     `denoise` being already composed (:meth:`denoiser`)."""
+
     spec: SamplerSpec
     steps: int
     grid: str
@@ -82,22 +87,30 @@ class SamplerCall:
         """Network evaluations of one sample."""
         return self.spec.evaluations(self.lambdas, self.options)
 
-    def denoiser(self, denoise: Callable, *, null: Optional[Callable] = None,
-                 condition: Optional[Callable] = None) -> Callable:
+    def denoiser(
+        self, denoise: Callable, *, null: Optional[Callable] = None, condition: Optional[Callable] = None
+    ) -> Callable:
         """`denoise` wrapped for this call: classifier-free guidance (when `null` is given, i.e. the model
         is conditional), `condition` (reconstruction guidance or replacement), clipping."""
-        return compose(denoise, guidance=self.guidance if null is not None else 0.0, null=null,
-                       condition=condition, clip=self.clip)
+        return compose(
+            denoise, guidance=self.guidance if null is not None else 0.0, null=null, condition=condition, clip=self.clip
+        )
 
-    def __call__(self, denoise: Callable, z: torch.Tensor, noise=None, *, cond: Optional[dict] = None,
-                 callback=None) -> torch.Tensor:
+    def __call__(
+        self, denoise: Callable, z: torch.Tensor, noise=None, *, cond: Optional[dict] = None, callback=None
+    ) -> torch.Tensor:
         """x̂ from z_1 = `z`; `denoise` as :meth:`denoiser` returns it (clipped when the request clips)."""
         return self.spec.fn(denoise, z, self.lambdas, noise, cond=cond, callback=callback, **self.options)
 
 
-def resolve_sampling(sample: Optional[SampleConfig] = None, diffusion: Optional[DiffusionConfig] = None,
-                     request: Optional[SampleRequest] = None, *, logsnr_shift: Optional[float] = None,
-                     **changes) -> SamplerCall:
+def resolve_sampling(
+    sample: Optional[SampleConfig] = None,
+    diffusion: Optional[DiffusionConfig] = None,
+    request: Optional[SampleRequest] = None,
+    *,
+    logsnr_shift: Optional[float] = None,
+    **changes,
+) -> SamplerCall:
     """Resolve a request (`request` and/or its fields as keywords) against a model's `sample` and
     `diffusion` config (their defaults when None)."""
     request = SampleRequest.of(request, **changes)
@@ -116,9 +129,16 @@ def resolve_sampling(sample: Optional[SampleConfig] = None, diffusion: Optional[
     if grid not in GRIDS:
         raise SamplerError(f"unknown grid {grid!r}; choose one of {', '.join(GRIDS)}")
     clip = sample.clip if request.clip is None else request.clip
-    return SamplerCall(spec, steps, grid, options, 1.0 if clip else None, diffusion.schedule(),
-                       _weight(request.guidance, sample.guidance),
-                       _weight(request.reconstruction_weight, sample.reconstruction_weight))
+    return SamplerCall(
+        spec,
+        steps,
+        grid,
+        options,
+        1.0 if clip else None,
+        diffusion.schedule(),
+        _weight(request.guidance, sample.guidance),
+        _weight(request.reconstruction_weight, sample.reconstruction_weight),
+    )
 
 
 def _weight(asked: Optional[float], configured: float) -> float:

@@ -1,4 +1,5 @@
 """`vidiff extend`: autoregressive extension beyond the model's window."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -25,9 +26,19 @@ def register(sub) -> None:
 
 def run(args) -> None:
     from vidiff.tasks import extend
+
     model = load_model(args)
     clip = read_clip(args.video, model.config.data.size, max_frames=args.length) if args.video else None
     request = sampling_request(args)
-    videos = in_batches(args, lambda seed, n: extend(model, None if clip is None else repeat(clip, n), args.length,
-                                                     overlap=args.overlap, num=n, request=replace(request, seed=seed)))
+    videos = in_batches(
+        args,
+        lambda seed, n: extend(
+            model,
+            None if clip is None else repeat(clip, n),
+            args.length,
+            overlap=args.overlap,
+            num=n,
+            request=replace(request, seed=seed),
+        ),
+    )
     save_results(videos, args, "extended")

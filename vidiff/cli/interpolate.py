@@ -1,4 +1,5 @@
 """`vidiff interpolate`: temporal interpolation, K−1 new frames between each pair of a video's frames."""
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,11 @@ def register(sub) -> None:
     add_task_arguments(p)
     p.add_argument("--video", required=True)
     p.add_argument("--factor", type=int, required=True, help="frame-rate factor K")
-    p.add_argument("--max-frames", type=int, help=f"read at most this many frames of the video (a video longer than "
-                   f"{DEFAULT_MAX_FRAMES} frames needs it)")
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        help=f"read at most this many frames of the video (a video longer than {DEFAULT_MAX_FRAMES} frames needs it)",
+    )
     p.set_defaults(func=run)
 
 
@@ -34,6 +38,7 @@ def run(args) -> None:
     from vidiff.errors import ConditioningError
     from vidiff.io.video import probe
     from vidiff.tasks import interpolate, interpolation_windows
+
     if args.max_frames is not None and args.max_frames < 2:
         raise ConditioningError(f"--max-frames {args.max_frames}: interpolation needs at least 2 frames")
     model = load_model(args)
@@ -43,14 +48,22 @@ def run(args) -> None:
         raise ConditioningError(
             f"{args.video}: {frames} frames ({frames / float(info.fps):.0f} s at {float(info.fps):g} fps), more than "
             f"the {DEFAULT_MAX_FRAMES} vidiff interpolate reads unless told: give --max-frames N to interpolate its "
-            f"first N frames into (N−1)×{args.factor}+1 (--max-frames {frames} for all of it)")
+            f"first N frames into (N−1)×{args.factor}+1 (--max-frames {frames} for all of it)"
+        )
     size = model.config.data.size
-    print(f"reading {frames} of the {info.num_frames} frames of {args.video} ({info.width}×{info.height}, "
-          f"{float(info.fps):g} fps) at {size}×{size}", file=sys.stderr)
+    print(
+        f"reading {frames} of the {info.num_frames} frames of {args.video} ({info.width}×{info.height}, "
+        f"{float(info.fps):g} fps) at {size}×{size}",
+        file=sys.stderr,
+    )
     clip = read_clip(args.video, size, max_frames=frames, progress=True)
     request = sampling_request(args)
     windows = interpolation_windows(clip.shape[2], args.factor, model.config.data.frames)
     with command_bar(args, windows, "interpolating", unit="window") as bar:  # one bar over every batch
-        videos = in_batches(args, lambda seed, n: interpolate(model, repeat(clip, n), args.factor, progress=bar,
-                                                              request=replace(request, seed=seed)))
+        videos = in_batches(
+            args,
+            lambda seed, n: interpolate(
+                model, repeat(clip, n), args.factor, progress=bar, request=replace(request, seed=seed)
+            ),
+        )
     save_results(videos, args, "interpolated")

@@ -1,4 +1,5 @@
 """`vidiff predict`: video prediction, continuing the first K frames of a video (paper §3.1)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -26,16 +27,21 @@ def register(sub) -> None:
 def run(args) -> None:
     from vidiff.errors import ConditioningError
     from vidiff.tasks import predict
+
     model = load_model(args)
     window = model.config.data.frames
     if args.context < 1 or args.context >= window:
-        raise ConditioningError(f"--context {args.context} must be between 1 and {window - 1}: shorter than the "
-                                f"model's window of {window} frames")
+        raise ConditioningError(
+            f"--context {args.context} must be between 1 and {window - 1}: shorter than the "
+            f"model's window of {window} frames"
+        )
     clip = read_clip(args.video, model.config.data.size, max_frames=args.context)
     if clip.shape[2] < args.context:
-        raise ConditioningError(f"{args.video}: the video has {clip.shape[2]} frames, fewer than --context "
-                                f"{args.context}")
+        raise ConditioningError(
+            f"{args.video}: the video has {clip.shape[2]} frames, fewer than --context {args.context}"
+        )
     request = sampling_request(args)
-    videos = in_batches(args, lambda seed, n: predict(model, repeat(clip, n), args.frames,
-                                                      request=replace(request, seed=seed)))
+    videos = in_batches(
+        args, lambda seed, n: predict(model, repeat(clip, n), args.frames, request=replace(request, seed=seed))
+    )
     save_results(videos, args, "predicted")

@@ -1,4 +1,5 @@
 """`vidiff sample`: videos from a checkpoint, with any registered sampler."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -25,6 +26,10 @@ def run(args) -> None:
     request = sampling_request(args)
     steps = model.sampling(request).steps
     with command_bar(args, steps) as bar:
-        videos = in_batches(args, lambda seed, n: model.sample(n, replace(request, seed=seed), frames=args.frames,
-                                                               batch_size=n, progress=bar))
+        videos = in_batches(
+            args,
+            lambda seed, n: model.sample(
+                n, replace(request, seed=seed), frames=args.frames, batch_size=n, progress=bar
+            ),
+        )
     save_results(videos, args)

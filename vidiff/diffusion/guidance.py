@@ -20,6 +20,7 @@ improved conditional generation"): x = [x^a, x^b], x^a given, x^b drawn from a m
   with D a differentiable per-frame downsampling. Both terms add when both are given. Only here does
   a gradient flow through the network (a forward pass under `torch.enable_grad()` with respect to z).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
@@ -69,8 +70,14 @@ def clipped(denoise: DenoiseFn, clip: Optional[float] = 1.0) -> DenoiseFn:
     return clamped
 
 
-def compose(denoise: DenoiseFn, *, guidance: float = 0.0, null: Optional[Callable[[dict], dict]] = None,
-            condition: Optional[Callable[[DenoiseFn], DenoiseFn]] = None, clip: Optional[float] = None) -> DenoiseFn:
+def compose(
+    denoise: DenoiseFn,
+    *,
+    guidance: float = 0.0,
+    null: Optional[Callable[[dict], dict]] = None,
+    condition: Optional[Callable[[DenoiseFn], DenoiseFn]] = None,
+    clip: Optional[float] = None,
+) -> DenoiseFn:
     """The denoiser a sampler walks with: classifier-free guidance innermost (it needs the network's
     condition and its null ∅), then `condition` (a wrapper such as :func:`replacement` or
     :func:`reconstruction_guidance` with its arguments bound: its gradient flows through the guided x̂),
@@ -105,8 +112,9 @@ def _check_known(x_a: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, 
     try:
         torch.broadcast_shapes(known.shape, x_a.shape)
     except RuntimeError:
-        raise ConditioningError(f"mask known {tuple(known.shape)} does not broadcast to x_a "
-                                f"{tuple(x_a.shape)}") from None
+        raise ConditioningError(
+            f"mask known {tuple(known.shape)} does not broadcast to x_a {tuple(x_a.shape)}"
+        ) from None
     return x_a, known
 
 
@@ -132,10 +140,18 @@ def replacement(denoise: DenoiseFn, x_a: torch.Tensor, known: torch.Tensor, *, n
     return conditioned
 
 
-def reconstruction_guidance(denoise: DenoiseFn, x_a: Optional[torch.Tensor] = None,
-                            known: Optional[torch.Tensor] = None, *, weight: float,
-                            low_res: Optional[torch.Tensor] = None, spatial_weight: Optional[float] = None,
-                            mode: str = "area", replace: bool = True, noise=None) -> DenoiseFn:
+def reconstruction_guidance(
+    denoise: DenoiseFn,
+    x_a: Optional[torch.Tensor] = None,
+    known: Optional[torch.Tensor] = None,
+    *,
+    weight: float,
+    low_res: Optional[torch.Tensor] = None,
+    spatial_weight: Optional[float] = None,
+    mode: str = "area",
+    replace: bool = True,
+    noise=None,
+) -> DenoiseFn:
     """Reconstruction guidance, temporal (`x_a`, `known`, weight w_r) and/or spatial (`low_res`, a
     (b c f h' w') video observed through :func:`downsample` with `mode`, weight `spatial_weight`,
     default w_r). With `x_a`, z^a is also replaced as in :func:`replacement` (unless `replace=False`)
@@ -157,8 +173,9 @@ def reconstruction_guidance(denoise: DenoiseFn, x_a: Optional[torch.Tensor] = No
         if x_a is not None and replace:
             z = _replace(z, logsnr, x_a, known, draw)
         if low_res is not None and (low_res.shape[2] != z.shape[2] or low_res.shape[1] != z.shape[1]):
-            raise ConditioningError(f"low_res {tuple(low_res.shape)} does not match the video {tuple(z.shape)} "
-                                    f"in channels and frames")
+            raise ConditioningError(
+                f"low_res {tuple(low_res.shape)} does not match the video {tuple(z.shape)} in channels and frames"
+            )
         alpha, _ = alpha_sigma(expand(logsnr, z))
         with torch.enable_grad():
             zg = z.detach().requires_grad_(True)

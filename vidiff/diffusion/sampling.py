@@ -13,6 +13,7 @@ plain `torch.Generator`. Clipping x̂ is a denoiser wrapper (:func:`vidiff.diffu
 Adding a sampler is one function and one :func:`register_sampler` call: the pipeline, the conditional
 tasks, the command line (`--sampler` and one flag per option) and the benchmarks read the registry.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -44,8 +45,9 @@ class Noise:
     def __call__(self, like: torch.Tensor) -> torch.Tensor:
         if like.shape[0] != len(self.generators):
             raise ValueError(f"batch of {like.shape[0]} but {len(self.generators)} seeds")
-        return torch.stack([torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype)
-                            for g in self.generators])
+        return torch.stack(
+            [torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in self.generators]
+        )
 
 
 def noise_fn(noise) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -60,8 +62,9 @@ def initial_noise(shape: Sequence[int], noise=None, device="cpu") -> torch.Tenso
     return noise_fn(noise)(torch.empty(tuple(shape), device=device))
 
 
-def logsnr_grid(steps: int, grid: str = "t", logsnr_fn=logsnr_cosine, logsnr_min: float = LOGSNR_MIN,
-                logsnr_max: float = LOGSNR_MAX) -> torch.Tensor:
+def logsnr_grid(
+    steps: int, grid: str = "t", logsnr_fn=logsnr_cosine, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX
+) -> torch.Tensor:
     """λ_0 = λ_min < … < λ_steps = λ_max (float64): the schedule at t uniform in [1, 0] (`grid="t"`, the
     paper's) or uniform in λ between the same ends (`grid="lambda"`, which spends fewer steps where
     the cosine schedule changes fast: measured in docs/sampling.md)."""
@@ -76,8 +79,10 @@ def logsnr_grid(steps: int, grid: str = "t", logsnr_fn=logsnr_cosine, logsnr_min
 def _steps(lambdas: torch.Tensor) -> int:
     """N, the number of steps of a grid of N + 1 levels."""
     if lambdas.ndim != 1 or len(lambdas) < 2:
-        raise ValueError(f"a λ grid of N steps has N + 1 ≥ 2 levels, got shape {tuple(lambdas.shape)} "
-                         f"(vidiff.diffusion.sampling.logsnr_grid builds one)")
+        raise ValueError(
+            f"a λ grid of N steps has N + 1 ≥ 2 levels, got shape {tuple(lambdas.shape)} "
+            f"(vidiff.diffusion.sampling.logsnr_grid builds one)"
+        )
     return len(lambdas) - 1
 
 
@@ -91,7 +96,7 @@ def ancestral_step(denoise: DenoiseFn, z: torch.Tensor, logsnr_t, logsnr_s, *, g
     x = _denoise(denoise, z, logsnr_t, cond)
     mean, var_post = posterior(z, x, logsnr_t, logsnr_s)
     _, var_fwd = q_transition(z, logsnr_s, logsnr_t)
-    std = (var_post ** (1.0 - gamma) * var_fwd ** gamma).sqrt()
+    std = (var_post ** (1.0 - gamma) * var_fwd**gamma).sqrt()
     return mean + std * noise(z), x
 
 
@@ -102,7 +107,7 @@ def langevin_step(denoise: DenoiseFn, z: torch.Tensor, logsnr, *, delta: float, 
     lam = torch.tensor(float(logsnr))
     eps = eps_from_x(z, x, lam)
     sigma = float(alpha_sigma(lam)[1])
-    return z - 0.5 * delta * sigma * eps + (delta ** 0.5) * sigma * noise(z)
+    return z - 0.5 * delta * sigma * eps + (delta**0.5) * sigma * noise(z)
 
 
 def _last(denoise: DenoiseFn, z: torch.Tensor, lam: torch.Tensor, cond, callback) -> torch.Tensor:
@@ -115,10 +120,20 @@ def _last(denoise: DenoiseFn, z: torch.Tensor, lam: torch.Tensor, cond, callback
     return x
 
 
-def sample_pc(denoise: DenoiseFn, z: torch.Tensor, lambdas: torch.Tensor, noise=None, *,
-              cond: Optional[dict] = None, callback=None, gamma: float = 0.0, corrector_steps: int = 1,
-              delta: float = 0.1, corrector_min_logsnr: float = LOGSNR_MIN,
-              corrector_max_logsnr: float = LOGSNR_MAX) -> torch.Tensor:
+def sample_pc(
+    denoise: DenoiseFn,
+    z: torch.Tensor,
+    lambdas: torch.Tensor,
+    noise=None,
+    *,
+    cond: Optional[dict] = None,
+    callback=None,
+    gamma: float = 0.0,
+    corrector_steps: int = 1,
+    delta: float = 0.1,
+    corrector_min_logsnr: float = LOGSNR_MIN,
+    corrector_max_logsnr: float = LOGSNR_MAX,
+) -> torch.Tensor:
     """Predictor-corrector sampler (§2): each ancestral step is followed by `corrector_steps` Langevin
     corrections with step δ (paper: δ = 0.1), at the noise levels corrector_min_logsnr ≤ λ ≤
     corrector_max_logsnr (default: all; Karras et al. 2022 likewise restrict their sampler's added
@@ -134,15 +149,30 @@ def sample_pc(denoise: DenoiseFn, z: torch.Tensor, lambdas: torch.Tensor, noise=
     return _last(denoise, z, lam, cond, callback)
 
 
-def sample_ancestral(denoise: DenoiseFn, z: torch.Tensor, lambdas: torch.Tensor, noise=None, *,
-                     cond: Optional[dict] = None, callback=None, gamma: float = 0.1) -> torch.Tensor:
+def sample_ancestral(
+    denoise: DenoiseFn,
+    z: torch.Tensor,
+    lambdas: torch.Tensor,
+    noise=None,
+    *,
+    cond: Optional[dict] = None,
+    callback=None,
+    gamma: float = 0.1,
+) -> torch.Tensor:
     """The paper's ancestral sampler (§2, eq. for z_s with the γ interpolation of the variance between
     σ̃²_{s|t} (γ = 0) and σ²_{t|s} (γ = 1)), from z_1 = `z` over the grid `lambdas`."""
     return sample_pc(denoise, z, lambdas, noise, cond=cond, callback=callback, gamma=gamma, corrector_steps=0)
 
 
-def sample_ddim(denoise: DenoiseFn, z: torch.Tensor, lambdas: torch.Tensor, noise=None, *,
-                cond: Optional[dict] = None, callback=None) -> torch.Tensor:
+def sample_ddim(
+    denoise: DenoiseFn,
+    z: torch.Tensor,
+    lambdas: torch.Tensor,
+    noise=None,
+    *,
+    cond: Optional[dict] = None,
+    callback=None,
+) -> torch.Tensor:
     """Deterministic DDIM sampler (Song et al. 2021; the probability-flow ODE with Euler steps in λ):
     z_s = α_s x̂ + σ_s ε̂, ε̂ = (z_t − α_t x̂)/σ_t. `noise` is accepted for a uniform call signature and unused."""
     lam, steps = lambdas, _steps(lambdas)
@@ -181,16 +211,30 @@ def _dpmpp_2m(denoise, z, lam, noise, cond, callback, eta: float):
     return _last(denoise, z, lam, cond, callback)
 
 
-def sample_dpmpp_2m(denoise: DenoiseFn, z: torch.Tensor, lambdas: torch.Tensor, noise=None, *,
-                    cond: Optional[dict] = None, callback=None) -> torch.Tensor:
+def sample_dpmpp_2m(
+    denoise: DenoiseFn,
+    z: torch.Tensor,
+    lambdas: torch.Tensor,
+    noise=None,
+    *,
+    cond: Optional[dict] = None,
+    callback=None,
+) -> torch.Tensor:
     """DPM-Solver++(2M): the exponential integrator of the probability-flow ODE in λ with the data
     prediction x̂, second order from the previous step's x̂ (one network evaluation per step).
     Deterministic; `noise` is accepted for a uniform call signature and unused."""
     return _dpmpp_2m(denoise, z, lambdas, None, cond, callback, eta=0.0)
 
 
-def sample_dpmpp_2m_sde(denoise: DenoiseFn, z: torch.Tensor, lambdas: torch.Tensor, noise=None, *,
-                        cond: Optional[dict] = None, callback=None) -> torch.Tensor:
+def sample_dpmpp_2m_sde(
+    denoise: DenoiseFn,
+    z: torch.Tensor,
+    lambdas: torch.Tensor,
+    noise=None,
+    *,
+    cond: Optional[dict] = None,
+    callback=None,
+) -> torch.Tensor:
     """DPM-Solver++(2M) SDE: the same second-order data-prediction step with the stochastic term of
     the reverse SDE (η = 1): fresh noise of variance σ_s²(1 − e^{−2h}) each step."""
     return _dpmpp_2m(denoise, z, lambdas, noise, cond, callback, eta=1.0)
@@ -206,6 +250,7 @@ class SamplerSpec:
     """A registered sampler: its function, the options it takes (name → default, read from the
     function's keyword-only parameters), what the command line says of it, and how many network
     evaluations one sample costs on a grid (classifier-free guidance doubles the batch, not this count)."""
+
     name: str
     fn: Callable
     options: dict
@@ -217,8 +262,9 @@ class SamplerSpec:
         if unknown:
             takes = ", ".join(self.options) or "no options"
             hint = "; the grid is every sampler's: grid='lambda' (--grid lambda)" if "grid" in unknown else ""
-            raise SamplerError(f"sampler {self.name!r} takes no option {', '.join(map(repr, unknown))}; "
-                               f"it takes {takes}{hint}")
+            raise SamplerError(
+                f"sampler {self.name!r} takes no option {', '.join(map(repr, unknown))}; it takes {takes}{hint}"
+            )
 
 
 SAMPLERS: dict[str, SamplerSpec] = {}
@@ -226,8 +272,9 @@ SAMPLERS: dict[str, SamplerSpec] = {}
 _STEPS_KEYWORDS = ("clip", "logsnr_fn", "logsnr_min", "logsnr_max")
 
 
-def register_sampler(name: str, fn: Callable, description: str, *,
-                     evaluations: Callable[[torch.Tensor, dict], int] = _one_per_step) -> SamplerSpec:
+def register_sampler(
+    name: str, fn: Callable, description: str, *, evaluations: Callable[[torch.Tensor, dict], int] = _one_per_step
+) -> SamplerSpec:
     """Add `fn` to the registry under `name`: `fn(denoise, z, lambdas, noise=None, *, cond=None,
     callback=None, **options)`, its options being its keyword-only parameters beyond `cond` and
     `callback`, each with a default. `evaluations(lambdas, options)`: network evaluations per sample.
@@ -258,19 +305,36 @@ def _on_steps(name: str, fn: Callable, evaluations: Callable) -> tuple[Callable,
     """A sampler written for `steps` and a schedule, run on the caller's grid: it gets steps = N and a
     `logsnr_fn` that reads the grid at t = 1 − i/N (linear between grid points), and clip=None (the
     caller's denoiser clips)."""
-    warnings.warn(f"sampler {name!r} takes (denoise, z, steps, …, clip, logsnr_fn, logsnr_min, logsnr_max), "
-                  f"which is adapted for now: write it as {SIGNATURE}, walking the levels λ = lambdas[:-1] "
-                  f"(N = len(lambdas) − 1 steps) and dropping clip and the schedule keywords "
-                  f"(docs/sampling.md, 'Adding a sampler')", DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        f"sampler {name!r} takes (denoise, z, steps, …, clip, logsnr_fn, logsnr_min, logsnr_max), "
+        f"which is adapted for now: write it as {SIGNATURE}, walking the levels λ = lambdas[:-1] "
+        f"(N = len(lambdas) − 1 steps) and dropping clip and the schedule keywords "
+        f"(docs/sampling.md, 'Adding a sampler')",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
     def adapted(denoise, z, lambdas, noise=None, *, cond=None, callback=None, **options):
-        return fn(denoise, z, _steps(lambdas), noise, cond=cond, callback=callback, clip=None,
-                  logsnr_fn=_read_grid(lambdas), logsnr_min=float(lambdas[0]), logsnr_max=float(lambdas[-1]),
-                  **options)
+        return fn(
+            denoise,
+            z,
+            _steps(lambdas),
+            noise,
+            cond=cond,
+            callback=callback,
+            clip=None,
+            logsnr_fn=_read_grid(lambdas),
+            logsnr_min=float(lambdas[0]),
+            logsnr_max=float(lambdas[-1]),
+            **options,
+        )
 
     adapted.__name__, adapted.__doc__ = getattr(fn, "__name__", name), fn.__doc__
-    steps_evaluations = evaluations if evaluations is _one_per_step else (
-        lambda lambdas, options: evaluations(_steps(lambdas), options))
+    steps_evaluations = (
+        evaluations
+        if evaluations is _one_per_step
+        else (lambda lambdas, options: evaluations(_steps(lambdas), options))
+    )
     return adapted, steps_evaluations
 
 
@@ -310,10 +374,18 @@ def _pc_evaluations(lambdas: torch.Tensor, options: dict) -> int:
 
 
 register_sampler("ancestral", sample_ancestral, "the paper's ancestral sampler with the γ variance interpolation")
-register_sampler("pc", sample_pc, "predictor-corrector: ancestral steps, each followed by Langevin corrections "
-                 "(paper: δ = 0.1)", evaluations=_pc_evaluations)
+register_sampler(
+    "pc",
+    sample_pc,
+    "predictor-corrector: ancestral steps, each followed by Langevin corrections (paper: δ = 0.1)",
+    evaluations=_pc_evaluations,
+)
 register_sampler("ddim", sample_ddim, "deterministic DDIM (probability-flow ODE, Euler steps in λ)")
-register_sampler("dpmpp-2m", sample_dpmpp_2m, "DPM-Solver++(2M): second-order exponential integrator in λ, "
-                 "deterministic, 10–25 steps")
-register_sampler("dpmpp-2m-sde", sample_dpmpp_2m_sde, "DPM-Solver++(2M) SDE: the same with the reverse SDE's "
-                 "noise, 20–25 steps")
+register_sampler(
+    "dpmpp-2m",
+    sample_dpmpp_2m,
+    "DPM-Solver++(2M): second-order exponential integrator in λ, deterministic, 10–25 steps",
+)
+register_sampler(
+    "dpmpp-2m-sde", sample_dpmpp_2m_sde, "DPM-Solver++(2M) SDE: the same with the reverse SDE's noise, 20–25 steps"
+)

@@ -5,6 +5,7 @@ operation except temporal attention acts on one frame at a time (1×3×3 space-o
 per-frame GroupNorm, spatial attention with frames as batch), so nothing else mixes frames and a
 video with f = 1 is an image.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,14 +84,26 @@ class _NormActConv(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, gn_weight, gn_bias, scale, shift, conv_weight = ctx.saved_tensors
         need = ctx.needs_input_grad
-        leaves = [t.detach().requires_grad_(bool(n)) if t is not None else None
-                  for t, n in zip((x, gn_weight, gn_bias, scale, shift), need[:5])]
+        leaves = [
+            t.detach().requires_grad_(bool(n)) if t is not None else None
+            for t, n in zip((x, gn_weight, gn_bias, scale, shift), need[:5])
+        ]
         with torch.enable_grad():
             a = _norm_act(*leaves, ctx.groups, ctx.eps)
         p = ctx.padding
         grad_a, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad_out, a.detach(), conv_weight, [conv_weight.shape[0]] if ctx.has_bias else None,
-            [1, 1], [p, p], [1, 1], False, [0, 0], 1, [True, need[5], ctx.has_bias and need[6]])
+            grad_out,
+            a.detach(),
+            conv_weight,
+            [conv_weight.shape[0]] if ctx.has_bias else None,
+            [1, 1],
+            [p, p],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [True, need[5], ctx.has_bias and need[6]],
+        )
         wanted = [t for t in leaves if t is not None and t.requires_grad]
         got = iter(torch.autograd.grad(a, wanted, grad_a)) if wanted else iter(())
         grads = [next(got) if t is not None and t.requires_grad else None for t in leaves]
@@ -105,13 +118,20 @@ def norm_act_conv(norm: nn.GroupNorm, conv: nn.Conv2d, x: torch.Tensor, scale=No
         # compiled: one graph for all widths (the Function's backward would break it, and each width
         # would be a recompile); the compiler's partitioner recomputes elementwise work by itself
         return conv(norm_act(norm, x, scale, shift))
-    if (torch.is_autocast_enabled(x.device.type) or conv.stride != (1, 1) or conv.dilation != (1, 1)
-            or conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str)
-            or conv.padding[0] != conv.padding[1]):
+    if (
+        torch.is_autocast_enabled(x.device.type)
+        or conv.stride != (1, 1)
+        or conv.dilation != (1, 1)
+        or conv.groups != 1
+        or conv.padding_mode != "zeros"
+        or isinstance(conv.padding, str)
+        or conv.padding[0] != conv.padding[1]
+    ):
         # mixed precision or an unusual convolution: recompute the normalisation only (stores the activation)
         return conv(checkpoint(norm_act, norm, x, scale, shift, use_reentrant=False))
-    return _NormActConv.apply(x, norm.weight, norm.bias, scale, shift, conv.weight, conv.bias, norm.num_groups,
-                              norm.eps, conv.padding[0])
+    return _NormActConv.apply(
+        x, norm.weight, norm.bias, scale, shift, conv.weight, conv.bias, norm.num_groups, norm.eps, conv.padding[0]
+    )
 
 
 class ResBlock(nn.Module):
@@ -202,10 +222,18 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, frames: int, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         bf, c, h, w = x.shape
         b, n, _ = context.shape
-        q = rearrange(self.q(rearrange(self.norm(x), "(b f) c h w -> b (f h w) c", f=frames)),
-                      "b l (m d) -> b m l d", m=self.heads)
-        kv = torch.cat([self.null_kv.to(context.dtype).expand(b, 1, 2, c),
-                        rearrange(self.kv(context), "b n (two c) -> b n two c", two=2)], dim=1)
+        q = rearrange(
+            self.q(rearrange(self.norm(x), "(b f) c h w -> b (f h w) c", f=frames)),
+            "b l (m d) -> b m l d",
+            m=self.heads,
+        )
+        kv = torch.cat(
+            [
+                self.null_kv.to(context.dtype).expand(b, 1, 2, c),
+                rearrange(self.kv(context), "b n (two c) -> b n two c", two=2),
+            ],
+            dim=1,
+        )
         k, v = rearrange(kv, "b n two (m d) -> two b m n d", m=self.heads)
         allowed = F.pad(mask, (1, 0), value=True)[:, None, None]  # (b, 1, 1, 1 + n): the null pair always
         a = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=allowed)
@@ -242,8 +270,14 @@ class RelativePositionBias(nn.Module):
         sign_offset = (rel > 0).long() * half  # separate buckets for past and future
         n = rel.abs()
         max_exact = half // 2
-        large = max_exact + (torch.log(n.float().clamp_min(1) / max_exact) / math.log(self.max_distance / max_exact)
-                             * (half - max_exact)).long()
+        large = (
+            max_exact
+            + (
+                torch.log(n.float().clamp_min(1) / max_exact)
+                / math.log(self.max_distance / max_exact)
+                * (half - max_exact)
+            ).long()
+        )
         large = large.clamp_max(half - 1)
         return sign_offset + torch.where(n < max_exact, n, large)
 
@@ -258,8 +292,15 @@ class TemporalAttention(_SelfAttention):
     position bias and an optional boolean mask (b, f, f) or (f, f), True where attention is allowed:
     `forward(x, frames, mask=None)`."""
 
-    def __init__(self, channels: int, head_dim: int = 64, num_buckets: int = 32, max_distance: int = 64,
-                 recompute: bool = False, rel_pos_init: str = "normal"):
+    def __init__(
+        self,
+        channels: int,
+        head_dim: int = 64,
+        num_buckets: int = 32,
+        max_distance: int = 64,
+        recompute: bool = False,
+        rel_pos_init: str = "normal",
+    ):
         super().__init__(channels, head_dim, recompute)
         self.rel_pos = RelativePositionBias(self.heads, num_buckets, max_distance, rel_pos_init)
 

@@ -11,6 +11,7 @@ Input and output: `b c f h w`, any f ≥ 1.
 Weights are named by place: `down.1.block0.res.conv1.weight` is the first block of the second
 resolution on the way down, `middle.block1.temporal.qkv.weight`, `up.0.upsample.conv.weight`.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -89,13 +90,16 @@ class UNetConfig:
         if not 0 <= self.dropout < 1:
             problems.append(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.frame_condition_product and not self.frame_index_embedding:
-            problems.append("model.frame_condition_product needs frame_index_embedding: set "
-                            "model.frame_index_embedding=true")
+            problems.append(
+                "model.frame_condition_product needs frame_index_embedding: set model.frame_index_embedding=true"
+            )
         if self.rel_pos_init not in REL_POS_INITS:
             problems.append(f"model.rel_pos_init must be one of {list(REL_POS_INITS)}, got {self.rel_pos_init!r}")
         if self.rel_pos_buckets < 4 or self.rel_pos_max_distance <= self.rel_pos_buckets // 4:
-            problems.append(f"model.rel_pos_buckets must be >= 4 and model.rel_pos_max_distance above a quarter of "
-                            f"it, got {self.rel_pos_buckets} and {self.rel_pos_max_distance}")
+            problems.append(
+                f"model.rel_pos_buckets must be >= 4 and model.rel_pos_max_distance above a quarter of "
+                f"it, got {self.rel_pos_buckets} and {self.rel_pos_max_distance}"
+            )
         if self.text_dim > 0 and self.text_pool_heads > 0 and self.text_dim % self.text_pool_heads:
             problems.append(f"model.text_pool_heads={self.text_pool_heads} must divide the text width {self.text_dim}")
         return problems or self._width_problems()
@@ -104,13 +108,20 @@ class UNetConfig:
         """Widths that GroupNorm (groups of 4 channels, at most 32 groups) or the attention heads cannot split."""
         down, middle, up = level_channels(self)
         widths = sorted({c for in_chs, out_ch in (*down, middle, *up.values()) for c in (*in_chs, out_ch)})
-        problems = [f"model.base_channels={self.base_channels} with channel_mults={self.channel_mults} gives {c} "
-                    f"channels, which GroupNorm cannot split into {min(32, c // 4)} groups; use a base_channels "
-                    f"that is a multiple of 32" for c in widths if c % min(32, c // 4)][:1]
+        problems = [
+            f"model.base_channels={self.base_channels} with channel_mults={self.channel_mults} gives {c} "
+            f"channels, which GroupNorm cannot split into {min(32, c // 4)} groups; use a base_channels "
+            f"that is a multiple of 32"
+            for c in widths
+            if c % min(32, c // 4)
+        ][:1]
         attended = sorted({down[i][1] for i in self.attention_levels} | {middle[1]})
-        problems += [f"model.head_dim={self.head_dim} splits {c} channels into {c // self.head_dim} heads unevenly; "
-                     f"choose a head_dim that divides the attention widths {attended}"
-                     for c in attended if c % max(1, c // self.head_dim)][:1]
+        problems += [
+            f"model.head_dim={self.head_dim} splits {c} channels into {c // self.head_dim} heads unevenly; "
+            f"choose a head_dim that divides the attention widths {attended}"
+            for c in attended
+            if c % max(1, c // self.head_dim)
+        ][:1]
         return problems
 
     def condition_problems(self) -> list:
@@ -118,11 +129,15 @@ class UNetConfig:
         text_dim (before that, vidiff.config.validate checks the same against conditioning.kind)."""
         problems = []
         if self.frame_condition_product and not (self.num_classes or self.text_dim):
-            problems.append("model.frame_condition_product multiplies time by the clip's class or caption: it needs "
-                            "a class- or text-conditional model (conditioning.kind=class or text)")
+            problems.append(
+                "model.frame_condition_product multiplies time by the clip's class or caption: it needs "
+                "a class- or text-conditional model (conditioning.kind=class or text)"
+            )
         if self.text_cross_attention and self.text_dim <= 0:
-            problems.append("model.text_cross_attention attends to caption tokens: it needs a text-conditional "
-                            "model (conditioning.kind=text)")
+            problems.append(
+                "model.text_cross_attention attends to caption tokens: it needs a text-conditional "
+                "model (conditioning.kind=text)"
+            )
         return problems
 
     @property
@@ -146,8 +161,23 @@ class UNetConfig:
 # the same losses and an optimizer state saved by position loads as it is. The top-level modules in
 # this order; in each level, the residual part of every block, then the spatial attention of every
 # block, and so on (BLOCK_PARTS), then the level's downsample or upsample.
-PARAMETER_ORDER = ("logsnr_embed", "cond_mlp", "class_embed", "frame_embed", "frame_time", "frame_mix", "text_pool",
-                   "time_pool", "text_norm", "stem", "down", "middle", "up", "out_norm", "out_conv")
+PARAMETER_ORDER = (
+    "logsnr_embed",
+    "cond_mlp",
+    "class_embed",
+    "frame_embed",
+    "frame_time",
+    "frame_mix",
+    "text_pool",
+    "time_pool",
+    "text_norm",
+    "stem",
+    "down",
+    "middle",
+    "up",
+    "out_norm",
+    "out_conv",
+)
 BLOCK_PARTS = ("res", "spatial", "temporal", "cross")
 
 
@@ -166,7 +196,7 @@ def parameter_place(name: str) -> tuple:
         return top, 0, 0, 0
     if not parts[0].startswith("block"):
         return top, level, len(BLOCK_PARTS), 0
-    return top, level, BLOCK_PARTS.index(parts[1]), int(parts[0][len("block"):])
+    return top, level, BLOCK_PARTS.index(parts[1]), int(parts[0][len("block") :])
 
 
 def level_channels(cfg: UNetConfig) -> tuple:
@@ -215,11 +245,19 @@ def level_blocks(in_chs: list, out_ch: int, emb_dim: int, cfg: UNetConfig, atten
     n, r = len(in_chs), cfg.recompute_attention
     res = [ResBlock(c, out_ch, emb_dim, cfg.dropout, cfg.recompute_norms) for c in in_chs]
     spatial = [SpatialAttention(out_ch, cfg.head_dim, r) for _ in in_chs] if attention else [None] * n
-    temporal = ([TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance, r,
-                                   cfg.rel_pos_init) for _ in in_chs]
-                if attention and cfg.temporal_attention else [None] * n)
-    cross = ([CrossAttention(out_ch, cfg.text_dim, cfg.head_dim) for _ in in_chs]
-             if attention and cfg.text_cross_attention else [None] * n)
+    temporal = (
+        [
+            TemporalAttention(out_ch, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance, r, cfg.rel_pos_init)
+            for _ in in_chs
+        ]
+        if attention and cfg.temporal_attention
+        else [None] * n
+    )
+    cross = (
+        [CrossAttention(out_ch, cfg.text_dim, cfg.head_dim) for _ in in_chs]
+        if attention and cfg.text_cross_attention
+        else [None] * n
+    )
     return [Block(*parts) for parts in zip(res, spatial, cross, temporal)]
 
 
@@ -263,6 +301,7 @@ class UNet3D(nn.Module):
         self.text_pool = None
         if cfg.text_dim > 0:
             from vidiff.nn.pooling import AttentionPool
+
             self.text_pool = AttentionPool(cfg.text_dim, e, heads=cfg.text_pool_heads)
         if cfg.text_cross_attention:
             self.text_norm = nn.LayerNorm(cfg.text_dim)
@@ -272,13 +311,19 @@ class UNet3D(nn.Module):
         self.down = nn.ModuleDict()
         for i, (in_chs, out_ch) in enumerate(down):
             last = i == len(down) - 1
-            self.down[str(i)] = Level(level_blocks(in_chs, out_ch, e, cfg, i in cfg.attention_levels),
-                                      None if last else Downsample(out_ch), "downsample")
+            self.down[str(i)] = Level(
+                level_blocks(in_chs, out_ch, e, cfg, i in cfg.attention_levels),
+                None if last else Downsample(out_ch),
+                "downsample",
+            )
         self.middle = Level(level_blocks(*middle, e, cfg, attention=True))
         self.up = nn.ModuleDict()
         for i, (in_chs, out_ch) in up.items():
-            self.up[str(i)] = Level(level_blocks(in_chs, out_ch, e, cfg, i in cfg.attention_levels),
-                                    Upsample(out_ch) if i > 0 else None, "upsample")
+            self.up[str(i)] = Level(
+                level_blocks(in_chs, out_ch, e, cfg, i in cfg.attention_levels),
+                Upsample(out_ch) if i > 0 else None,
+                "upsample",
+            )
         ch = up[0][1]
         self.channels_last = True  # NHWC activations: faster oneDNN convolutions on CPU
         self.out_norm = group_norm(ch)
@@ -292,8 +337,9 @@ class UNet3D(nn.Module):
         start = len(prefix) + 1 if prefix else 0
         return iter(sorted(named, key=lambda item: parameter_place(item[0][start:])))
 
-    def embedding(self, logsnr, class_labels=None, text_tokens=None, text_mask=None, frames: int = 1,
-                  temporal_mask=None) -> torch.Tensor:
+    def embedding(
+        self, logsnr, class_labels=None, text_tokens=None, text_mask=None, frames: int = 1, temporal_mask=None
+    ) -> torch.Tensor:
         """The conditioning embedding of every frame, (b·frames, emb_dim)."""
         emb = self.logsnr_embed(logsnr_features(logsnr, self.cfg.base_channels))
         class_vector = self._class_vector(class_labels)
@@ -342,8 +388,15 @@ class UNet3D(nn.Module):
         tokens = self.text_norm(text_tokens.masked_fill(~text_mask[..., None], 0.0).to(self.text_norm.weight.dtype))
         return tokens, text_mask
 
-    def forward(self, x: torch.Tensor, logsnr: torch.Tensor, class_labels=None, text_tokens=None, text_mask=None,
-                temporal_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        logsnr: torch.Tensor,
+        class_labels=None,
+        text_tokens=None,
+        text_mask=None,
+        temporal_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         if x.ndim != 5 or x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"expected a video batch (b, {self.cfg.in_channels}, f, h, w), got shape {tuple(x.shape)}")
         b, c, f, h, w = x.shape

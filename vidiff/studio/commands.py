@@ -4,6 +4,7 @@ The studio runs exactly these commands (as `python -m vidiff.cli …`) and shows
 so every result in the page can be reproduced from a terminal. Each builder validates its request
 first; a bad field is a StudioError naming it.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -82,36 +83,68 @@ def _request_flags(req: dict, checks: dict) -> list:
 def sampling_flags(req: dict) -> list:
     """The flags every sampling command shares: --num-videos, --seed, --sampler, --steps, --grid,
     --guidance, --prompt, --class (only those the request sets)."""
-    return _flags([("--num-videos", _int(req, "num", 1, MAX_VIDEOS, 1))]) + _request_flags(req, {
-        "seed": _int(req, "seed", 0, 2**31 - 1, 0), "sampler": _choice(req, "sampler", SAMPLERS),
-        "steps": _int(req, "steps", 1, 10_000), "grid": _choice(req, "grid", GRIDS),
-        "guidance": _float(req, "guidance", 0.0, 100.0), "prompt": _text(req, "prompt"),
-        "class_label": _text(req, "class_label", 100)})
+    return _flags([("--num-videos", _int(req, "num", 1, MAX_VIDEOS, 1))]) + _request_flags(
+        req,
+        {
+            "seed": _int(req, "seed", 0, 2**31 - 1, 0),
+            "sampler": _choice(req, "sampler", SAMPLERS),
+            "steps": _int(req, "steps", 1, 10_000),
+            "grid": _choice(req, "grid", GRIDS),
+            "guidance": _float(req, "guidance", 0.0, 100.0),
+            "prompt": _text(req, "prompt"),
+            "class_label": _text(req, "class_label", 100),
+        },
+    )
 
 
 def sample_argv(checkpoint: str, out: str, req: dict) -> list:
     """`vidiff sample` for a Generate request."""
-    return ["sample", "--checkpoint", checkpoint, *sampling_flags(req),
-            *_flags([("--frames", _int(req, "frames", 1, MAX_FRAMES))]), "--out", out]
+    return [
+        "sample",
+        "--checkpoint",
+        checkpoint,
+        *sampling_flags(req),
+        *_flags([("--frames", _int(req, "frames", 1, MAX_FRAMES))]),
+        "--out",
+        out,
+    ]
 
 
 def task_argv(checkpoint: str, video: str, out: str, req: dict) -> list:
     """`vidiff predict | extend | interpolate | upsample` for a Condition request."""
     task = _choice(req, "task", TASKS, "predict")
-    argv = [task, "--checkpoint", checkpoint, "--video", video, *sampling_flags(req),
-            *_request_flags(req, {"method": _choice(req, "method", METHODS, "reconstruction"),
-                                  "reconstruction_weight": _float(req, "reconstruction_weight", 0.0, 1e4)})]
+    argv = [
+        task,
+        "--checkpoint",
+        checkpoint,
+        "--video",
+        video,
+        *sampling_flags(req),
+        *_request_flags(
+            req,
+            {
+                "method": _choice(req, "method", METHODS, "reconstruction"),
+                "reconstruction_weight": _float(req, "reconstruction_weight", 0.0, 1e4),
+            },
+        ),
+    ]
     if task == "predict":
-        argv += _flags([("--context", _int(req, "context", 1, MAX_FRAMES, 1)),
-                        ("--frames", _int(req, "total_frames", 2, MAX_FRAMES))])
+        argv += _flags(
+            [
+                ("--context", _int(req, "context", 1, MAX_FRAMES, 1)),
+                ("--frames", _int(req, "total_frames", 2, MAX_FRAMES)),
+            ]
+        )
     elif task == "extend":
-        argv += _flags([("--length", _int(req, "length", 2, MAX_FRAMES)),
-                        ("--overlap", _int(req, "overlap", 1, MAX_FRAMES))])
+        argv += _flags(
+            [("--length", _int(req, "length", 2, MAX_FRAMES)), ("--overlap", _int(req, "overlap", 1, MAX_FRAMES))]
+        )
         if "--length" not in argv:
             raise StudioError("length: give the number of frames of the extended video")
     elif task == "interpolate":
-        argv += _flags([("--factor", _int(req, "factor", 2, 16, 2)),
-                        ("--max-frames", _int(req, "max_frames", 2, MAX_FRAMES))])
+        argv += _flags(
+            [("--factor", _int(req, "factor", 2, 16, 2)), ("--max-frames", _int(req, "max_frames", 2, MAX_FRAMES))]
+        )
     else:
         argv += _flags([("--max-frames", _int(req, "max_frames", 1, MAX_FRAMES))])
     return argv + ["--out", out]
@@ -125,10 +158,24 @@ def eval_argv(real: str, fake: str, report: str, req: dict) -> list:
     bad = [m for m in metrics if m not in METRICS]
     if bad or not metrics:
         raise StudioError(f"metrics must be chosen from {', '.join(METRICS)}, got {', '.join(map(str, bad)) or 'none'}")
-    return ["eval", "--real", real, "--fake", fake, "--metrics", ",".join(metrics),
-            *_flags([("--num-videos", _int(req, "num", 2, 100_000)),
-                     ("--num-frames", _int(req, "num_frames", 9, MAX_FRAMES, 16)),
-                     ("--inception-weights", _text(req, "inception_weights"))]), "--out", report]
+    return [
+        "eval",
+        "--real",
+        real,
+        "--fake",
+        fake,
+        "--metrics",
+        ",".join(metrics),
+        *_flags(
+            [
+                ("--num-videos", _int(req, "num", 2, 100_000)),
+                ("--num-frames", _int(req, "num_frames", 9, MAX_FRAMES, 16)),
+                ("--inception-weights", _text(req, "inception_weights")),
+            ]
+        ),
+        "--out",
+        report,
+    ]
 
 
 def shell_line(argv: list) -> str:

@@ -1,6 +1,7 @@
 """Setting a run up: the data, the configuration the data completes, the model with its EMA copy,
 optimiser, learning-rate schedule and mixed precision, and the training state saved with every
 checkpoint (exact resume)."""
+
 from __future__ import annotations
 
 import base64
@@ -48,9 +49,11 @@ RESUMABLE = ("data.source", "data.num_workers", "data.skip_bad_files", "conditio
 def build_data(cfg: Config) -> Dataset:
     """The training clips named by `data.source` (without the images of joint training)."""
     from vidiff.data import dataset_from_config
+
     if not cfg.data.source:
-        raise ConfigError("data.source is empty: pass --data DIR (a folder of videos, prepared shards) or "
-                          "builtin:moving-shapes")
+        raise ConfigError(
+            "data.source is empty: pass --data DIR (a folder of videos, prepared shards) or builtin:moving-shapes"
+        )
     return dataset_from_config(cfg.data, seed=cfg.train.seed)
 
 
@@ -61,6 +64,7 @@ def with_images(dataset: Dataset, cfg: Config) -> Dataset:
     images = None
     if cfg.data.image_source:
         from vidiff.data import ImageFolder
+
         images = ImageFolder(cfg.data.image_source, size=cfg.data.size)
     return JointImageVideo(dataset, cfg.data.image_frames, images)
 
@@ -73,10 +77,11 @@ def derive_config(cfg: Config, dataset: Dataset) -> Config:
         for key, value in fields.items():
             have = getattr(getattr(cfg, section), key)
             if have and have != value:
-                raise ConfigError(f"{section}.{key}={have!r} in the configuration, but the data gives {value!r}; "
-                                  f"train on the data the configuration was made for, or start from a preset")
-    return replace(cfg, model=replace(cfg.model, **model_fields),
-                   conditioning=replace(cfg.conditioning, **cond_fields))
+                raise ConfigError(
+                    f"{section}.{key}={have!r} in the configuration, but the data gives {value!r}; "
+                    f"train on the data the configuration was made for, or start from a preset"
+                )
+    return replace(cfg, model=replace(cfg.model, **model_fields), conditioning=replace(cfg.conditioning, **cond_fields))
 
 
 def resume_config(saved: Config, requested: Config) -> Config:
@@ -96,9 +101,11 @@ def resume_config(saved: Config, requested: Config) -> Config:
             else:
                 refused.append(f"{name} (run: {before!r}, requested: {after!r})")
     if refused:
-        raise ConfigError("cannot resume with a changed " + ", ".join(refused) + ": the run's weights were trained "
-                          "with its config.json; change only train.* and sample.* settings on --resume, or "
-                          "start a new run with another --out")
+        raise ConfigError(
+            "cannot resume with a changed " + ", ".join(refused) + ": the run's weights were trained "
+            "with its config.json; change only train.* and sample.* settings on --resume, or "
+            "start a new run with another --out"
+        )
     for line in changed:
         log.info("resuming with %s", line)
     return Config.from_dict(old)
@@ -108,6 +115,7 @@ def resume_config(saved: Config, requested: Config) -> Config:
 @dataclass
 class Trainer:
     """Everything one training step touches."""
+
     cfg: Config
     model: VideoDiffusion
     ema: torch.nn.Module
@@ -165,14 +173,33 @@ def build_trainer(cfg: Config, device: torch.device, start_step: int = 0, ck: Op
     train_net = parallel.wrap(net, ema, choice, device)
     if tr.compile:
         train_net = torch.compile(train_net, mode=compile_mode(device, train_net is net and spread.world() == 1))
-    opt = torch.optim.AdamW(net.parameters(), lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2),  # fused: ~3× faster
-                            weight_decay=tr.weight_decay, fused=device.type in ("cpu", "cuda"))
+    opt = torch.optim.AdamW(
+        net.parameters(),
+        lr=tr.lr,
+        betas=(tr.adam_beta1, tr.adam_beta2),  # fused: ~3× faster
+        weight_decay=tr.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
+    )
     for g in opt.param_groups:
         g.setdefault("initial_lr", tr.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, tr), last_epoch=start_step - 1)
-    t = Trainer(cfg, model, ema, opt, sched, train_net, Denoiser(train_net, cfg.diffusion.prediction),
-                _loss(cfg, device), device, rank, world, choice, _amp(tr, device),
-                torch.amp.GradScaler("cuda") if tr.mixed_precision == "fp16" else None, power)
+    t = Trainer(
+        cfg,
+        model,
+        ema,
+        opt,
+        sched,
+        train_net,
+        Denoiser(train_net, cfg.diffusion.prediction),
+        _loss(cfg, device),
+        device,
+        rank,
+        world,
+        choice,
+        _amp(tr, device),
+        torch.amp.GradScaler("cuda") if tr.mixed_precision == "fp16" else None,
+        power,
+    )
     if ck is not None:
         _load_optimizer(t, ck)
     return t
@@ -183,13 +210,17 @@ def _power_ema(cfg: Config, net, ema, choice: str, ck: Optional[Path]) -> Option
     if cfg.train.ema != "power":
         return None
     if choice == "fsdp":
-        raise ConfigError("train.ema=power keeps whole copies of the network, not shards: train it with "
-                          "train.parallel=ddp, or use train.ema=exponential with train.parallel=fsdp")
+        raise ConfigError(
+            "train.ema=power keeps whole copies of the network, not shards: train it with "
+            "train.parallel=ddp, or use train.ema=exponential with train.parallel=fsdp"
+        )
     power = PowerEMA(net, cfg.train.ema_sigma_rels, first=ema)
     if ck is not None:
         if not (ck / CHECKPOINT_FILE).is_file():
-            raise ConfigError(f"checkpoint {str(ck)!r} has no {CHECKPOINT_FILE}: it was trained with "
-                              f"train.ema={load_config(ck).train.ema}, which cannot change on --resume")
+            raise ConfigError(
+                f"checkpoint {str(ck)!r} has no {CHECKPOINT_FILE}: it was trained with "
+                f"train.ema={load_config(ck).train.ema}, which cannot change on --resume"
+            )
         power.load(ck / CHECKPOINT_FILE)
     return power
 
@@ -225,8 +256,9 @@ def compile_mode(device: torch.device, alone: bool) -> str:
 def _loss(cfg: Config, device: torch.device):
     """The paper's weighted MSE, or for a distillation run the loss against its (guided) teacher."""
     if not cfg.distill.teacher:
-        return DiffusionLoss(cfg.diffusion.loss_weighting, **cfg.diffusion.schedule(),
-                             min_snr_gamma=cfg.diffusion.min_snr_gamma)
+        return DiffusionLoss(
+            cfg.diffusion.loss_weighting, **cfg.diffusion.schedule(), min_snr_gamma=cfg.diffusion.min_snr_gamma
+        )
     teacher = VideoDiffusion.from_pretrained(cfg.distill.teacher, device=device).requires_grad_(False)
     # the first round distils the guided output; later teachers are students that already give it
     w = 0.0 if teacher.config.distill.teacher else cfg.distill.guidance
@@ -256,16 +288,24 @@ def _load_optimizer(t: Trainer, ck: Path) -> None:
     parallel.load_optimizer_state(t.net, t.opt, state)
     tr = t.cfg.train
     for g in t.opt.param_groups:  # the run's (possibly changed) settings, not the saved ones
-        g.update(betas=(tr.adam_beta1, tr.adam_beta2), weight_decay=tr.weight_decay, initial_lr=tr.lr,
-                 lr=t.sched.get_last_lr()[0])
+        g.update(
+            betas=(tr.adam_beta1, tr.adam_beta2),
+            weight_decay=tr.weight_decay,
+            initial_lr=tr.lr,
+            lr=t.sched.get_last_lr()[0],
+        )
     _set_rng_state(load_json(ck / "state.json")["rng"])
 
 
 def diverged(out_dir: Path, step: int, what: str) -> DivergenceError:
     """The error of a run that diverged at `step`, naming its last good checkpoint."""
     done = list_checkpoints(out_dir)
-    good = (f"its last good checkpoint, {str(done[-1])!r}, is kept: resume from it with a lower train.lr or "
-            f"train.grad_clip > 0" if done else "no checkpoint was saved: start again with a lower train.lr")
+    good = (
+        f"its last good checkpoint, {str(done[-1])!r}, is kept: resume from it with a lower train.lr or "
+        f"train.grad_clip > 0"
+        if done
+        else "no checkpoint was saved: start again with a lower train.lr"
+    )
     return DivergenceError(f"training diverged at step {step}: {what}; nothing of this step was saved, and {good}")
 
 
@@ -288,8 +328,16 @@ def save_state(t: Trainer, out_dir: Path, step: int) -> None:
     optimizer = parallel.full_optimizer_state(t.net, t.opt)
     extra = {CHECKPOINT_FILE: (t.power.state(), t.power.metadata(step))} if t.power else None
     if t.rank == 0:
-        save_checkpoint(out_dir, step, model=model, ema=ema, optimizer=optimizer, config=t.cfg.to_dict(),
-                        state={"step": step, "rng": _rng_state()}, extra=extra)
+        save_checkpoint(
+            out_dir,
+            step,
+            model=model,
+            ema=ema,
+            optimizer=optimizer,
+            config=t.cfg.to_dict(),
+            state={"step": step, "rng": _rng_state()},
+            extra=extra,
+        )
 
 
 def ema_model(t: Trainer) -> Optional[VideoDiffusion]:
