@@ -252,9 +252,7 @@ FEATURES = {
 METRICS = {
     "fvd": Metric("i3d", _fvd),
     "kvd": Metric("i3d", _kernel("kvd")),
-    "fid": Metric(
-        "inception", lambda real, fake, o: {"fid": frechet_distance_from_feats(real["feats"], fake["feats"])}
-    ),
+    "fid": Metric("inception", _fid),
     "kid": Metric("inception", _kernel("kid")),
     "is": Metric("inception", _inception_score, needs_real=False),
 }
