@@ -85,6 +85,9 @@ MOVED = {
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports an old module path as the module at its new place (the same object, not a copy)."""
 
+    def __init__(self):
+        self._specs = {}
+
     def find_spec(self, name, path=None, target=None):
         return importlib.util.spec_from_loader(name, self) if name in MOVED else None
 
@@ -96,11 +99,11 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             stacklevel=2,
         )
         module = importlib.import_module(new)
-        self._spec = module.__spec__  # the import system overwrites __spec__ with the alias's; exec puts it back
+        self._specs[module.__name__] = module.__spec__  # the import system sets the alias's on it next
         return module
 
     def exec_module(self, module):
-        module.__spec__ = self._spec
+        module.__spec__ = self._specs[module.__name__]  # the module's own spec back
 
 
 if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
