@@ -3,7 +3,9 @@
 Samples `--num` videos from a run and reads each back with `vidiff.data.describe_video`: a shape is
 found, it moves, and it keeps one colour and one shape through the clip (the first and the second
 half of the frames are described separately and compared). Real clips from the built-in dataset are
-measured the same way as the reference.
+measured the same way as the reference. Variety: the share of each colour and each shape among the
+samples, and each sampler's largest gap to the real clips' shares in points (`colour_gap`,
+`shape_gap`; the target is within 10 points: `--max-gap`).
 
     python -m experiments.demo_quality --checkpoint runs/demo [--num 32] [--samplers ancestral:100,ddim:50]
         [--samplers pc:200:corrector_steps=1,pc:200:corrector_steps=3:delta=0.2]
@@ -27,6 +29,10 @@ from vidiff import VideoDiffusion
 from vidiff.data import MovingShapes, describe_video
 from vidiff.io.video import write_filmstrip
 
+# the real shares are the reference of the variety gaps: 64 real clips of another seed lie within 4–7
+# points of 256 (40 clips: 10–12), so the reference has at least 256
+REAL_CLIPS = 256
+
 
 def coherence(videos: torch.Tensor, palette) -> dict:
     """Fractions of videos with a foreground, with motion, and with the same colour / shape in both
@@ -44,6 +50,7 @@ def coherence(videos: torch.Tensor, palette) -> dict:
             changes.append((i, a["color"], b["color"]))
     n = len(videos)
     return dict(
+        **mix(videos, palette),
         found=found / n,
         moving=moving / n,
         same_color=1 - len(changes) / n,
@@ -51,6 +58,29 @@ def coherence(videos: torch.Tensor, palette) -> dict:
         n=n,
         colour_changes=changes,
     )
+
+
+def mix(videos: torch.Tensor, palette) -> dict:
+    """The share of each colour and each shape ("none" where none is found) among whole-clip descriptions."""
+    described = [describe_video(v, palette) for v in videos]
+    return {
+        key: {k: sum(d[field] == k for d in described) / len(described) for k in sorted({d[field] for d in described})}
+        for key, field in (("colours", "color"), ("shapes", "shape"))
+    }
+
+
+def mix_gaps(samples: dict, real: dict) -> dict:
+    """The largest difference, in points, between the samples' and the real clips' share of any colour
+    (`colour_gap`) and of any shape (`shape_gap`); a share missing on one side counts as 0."""
+    gap = {}
+    for key, name in (("colours", "colour_gap"), ("shapes", "shape_gap")):
+        values = set(samples[key]) | set(real[key])
+        gap[name] = 100 * max(abs(samples[key].get(v, 0.0) - real[key].get(v, 0.0)) for v in values)
+    return gap
+
+
+def shares(r: dict) -> str:
+    return "; ".join(" ".join(f"{k} {v:.0%}" for k, v in r[key].items()) for key in ("colours", "shapes"))
 
 
 def main():
@@ -64,12 +94,14 @@ def main():
     ap.add_argument("--gamma", type=float)
     ap.add_argument("--no-png", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-gap", type=float, default=10.0, help="the variety target: points from the real shares")
     args = ap.parse_args()
     model = VideoDiffusion.from_pretrained(args.checkpoint)
     dc = model.config.data
-    real = MovingShapes(num_videos=args.num, frames=dc.frames, size=dc.size, seed=12345)
+    n_real = max(args.num, REAL_CLIPS)
+    real = MovingShapes(num_videos=n_real, frames=dc.frames, size=dc.size, seed=12345)
     palette = list(real.colors)
-    report = {"real": coherence(torch.stack([real[i]["video"] for i in range(args.num)]), palette)}
+    report = {"real": coherence(torch.stack([real[i]["video"] for i in range(n_real)]), palette)}
     sc = model.config.sample
     for spec in (args.samplers or f"{sc.sampler}:{sc.steps}").split(","):
         name, steps, *extra = spec.split(":")
@@ -77,6 +109,7 @@ def main():
         options |= {k: int(v) if v.isdigit() else float(v) for k, v in (o.split("=") for o in extra)}
         videos = model.sample(args.num, sampler=name, steps=int(steps), options=options, seed=args.seed)
         report[spec] = coherence(videos, palette)
+        report[spec] |= mix_gaps(report[spec], report["real"])
         if not args.no_png:
             png = Path(args.checkpoint) / f"frames_{spec.replace(':', '_')}.png"
             write_filmstrip(png, videos[:16])
@@ -89,6 +122,13 @@ def main():
             f"{k:12s} n={r['n']}: shape found {r['found']:.0%}  moving {r['moving']:.0%}  "
             f"same colour in both halves {r['same_color']:.0%}  same shape {r['same_shape']:.0%}"
         )
+        print(f"{'':12s} {shares(r)}")
+        if k != "real":
+            within = max(r["colour_gap"], r["shape_gap"]) <= args.max_gap
+            print(
+                f"{'':12s} largest gap to the real shares: colour {r['colour_gap']:.0f} points, shape "
+                f"{r['shape_gap']:.0f} points ({'within' if within else 'NOT within'} {args.max_gap:.0f})"
+            )
     print(json.dumps(report))
 
 

