@@ -23,8 +23,9 @@ Every stage is cached in --out (each run's checkpoints and post-hoc EMAs, the re
 features, each FVD in its run's fvd.json), so an interrupted or extended run continues where it
 stopped. Writes results.json (every FVD, and per data set and lever the steps it takes to reach the
 baseline's final FVD as a fraction of the baseline's steps), training_efficiency.png (FVD against
-steps, a panel per data set) and table.md (the docs' table). `--smoke` runs a few steps of a tiny
-model on a few samples, to check that the experiment works end to end.
+steps, a panel per data set) and table.md (the docs' table); `--report` writes them from the FVDs
+measured so far (checkpoints not yet measured are left out) and trains and samples nothing. `--smoke`
+runs a few steps of a tiny model on a few samples, to check that the experiment works end to end.
 """
 
 from __future__ import annotations
@@ -178,6 +179,8 @@ def run_curve(out: Path, lever: str, dataset: str, source: str, seed: int, real,
     for step in checkpoint_steps(args):
         keys = [f"{step}/{s}" for s in range(args.sample_sets)]
         if not all(k in cache for k in keys):
+            if args.report:  # report what is measured, measure nothing
+                continue
             model = model_at(trained_to(folder, run_config(lever, source, seed, step, args), minutes_log), lever, args)
             for s, key in enumerate(keys):
                 cache.setdefault(key, measure(model, s, real, args))
@@ -322,6 +325,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32, help="samples per batch")
     p.add_argument("--i3d-batch", type=int, default=16)
     p.add_argument("--set", action="append", default=[], help="config override of every run")
+    p.add_argument(
+        "--report", action="store_true", help="write the results of the FVDs measured so far; train and sample nothing"
+    )
     p.add_argument("--smoke", action="store_true", help="a few steps of cpu-tiny on a few samples")
     args = p.parse_args(argv)
     if args.smoke:
@@ -343,7 +349,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0, rows = time.perf_counter(), []
     for dataset, (source, clips) in datasets(out, args).items():
-        real = real_features(out, dataset, clips, args)
+        real = None if args.report else real_features(out, dataset, clips, args)
         for lever in ["baseline"] + [x for x in args.levers if x != "baseline"]:
             for seed in (int(s) for s in args.seeds.split(",")):
                 rows += run_curve(out, lever, dataset, source, seed, real, args)

@@ -70,3 +70,23 @@ def test_demo_quality_variety_gap_to_the_real_shares():
     assert gaps["colour_gap"] > 50
     other, _ = clips(99, n=64)  # real clips of another seed: within the target (sampling noise only)
     assert max(mix_gaps(coherence(other, palette), ref).values()) < 10
+
+
+@pytest.mark.slow
+def test_training_efficiency_runs_end_to_end_and_reports_without_training(tmp_path):
+    import json
+
+    from experiments.training_efficiency import main
+
+    out = tmp_path / "te"
+    main(["--smoke", "--out", str(out), "--datasets", "shapes", "--levers", "baseline,min_snr"])
+    results = json.loads((out / "results.json").read_text())
+    assert {(r["lever"], r["step"]) for r in results["rows"]} == {
+        (v, s) for v in ("baseline", "min_snr") for s in (1, 2)
+    }
+    assert (out / "training_efficiency.png").is_file() and "| min_snr |" in (out / "table.md").read_text()
+    # --report: the FVDs measured so far, nothing trained for a lever not yet run
+    reported = main(["--smoke", "--out", str(out), "--datasets", "shapes", "--levers", "baseline,cosine", "--report"])
+    assert {r["lever"] for r in reported["rows"]} == {"baseline"}
+    assert not (out / "runs" / "shapes" / "cosine" / "seed0" / "checkpoints").exists()
+    assert [r["fvd"] for r in reported["rows"]] == [r["fvd"] for r in results["rows"] if r["lever"] == "baseline"]
