@@ -7,7 +7,7 @@ measured the same way as the reference. Variety: the share of each colour and ea
 samples, and each sampler's largest gap to the real clips' shares in points (`colour_gap`,
 `shape_gap`; the target is within 10 points: `--max-gap`).
 
-    python -m experiments.demo_quality --checkpoint runs/demo [--num 32] [--samplers ancestral:100,ddim:50]
+    python -m experiments.demo_quality --checkpoint runs/demo [--num 32] [--samplers ancestral:100,ddim:50] [--ema 0.1]
         [--samplers pc:200:corrector_steps=1,pc:200:corrector_steps=3:delta=0.2]
 
 `--samplers` lists sampler:steps pairs, each with the sampler's own options after further colons
@@ -94,9 +94,10 @@ def main():
     ap.add_argument("--gamma", type=float)
     ap.add_argument("--no-png", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ema", type=float, help="a post-hoc EMA's σ_rel (a run trained with train.ema=power)")
     ap.add_argument("--max-gap", type=float, default=10.0, help="the variety target: points from the real shares")
     args = ap.parse_args()
-    model = VideoDiffusion.from_pretrained(args.checkpoint)
+    model = VideoDiffusion.from_pretrained(args.checkpoint, ema=args.ema)
     dc = model.config.data
     n_real = max(args.num, REAL_CLIPS)
     real = MovingShapes(num_videos=n_real, frames=dc.frames, size=dc.size, seed=12345)
