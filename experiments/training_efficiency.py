@@ -213,9 +213,10 @@ def checkpoint_steps(args) -> list:
 
 
 # ---- summary -------------------------------------------------------------------------------------
-def mean_curve(rows: list, **where) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, mean FVD at each) of the rows matching `where` (over seeds and sample sets)."""
-    chosen = [r for r in rows if all(r[k] == v for k, v in where.items())]
+def mean_curve(rows: list, seeds=None, **where) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, mean FVD at each) of the rows matching `where` and, if given, of the training `seeds`
+    (over seeds and sample sets)."""
+    chosen = [r for r in rows if all(r[k] == v for k, v in where.items()) and (seeds is None or r["seed"] in seeds)]
     steps = np.array(sorted({r["step"] for r in chosen}), dtype=float)
     return steps, np.array([np.mean([r["fvd"] for r in chosen if r["step"] == s]) for s in steps])
 
@@ -231,27 +232,39 @@ def steps_to_reach(steps: np.ndarray, curve: np.ndarray, target: float):
     return None
 
 
+def ratio_to_baseline(rows: list, dataset: str, lever: str, seeds, **where):
+    """The steps the lever's mean curve takes to reach the baseline's final FVD, both over the same
+    training `seeds`, as a fraction of the baseline's steps (None: not reached)."""
+    b_steps, b_curve = mean_curve(rows, seeds, dataset=dataset, lever="baseline", **where)
+    steps, curve = mean_curve(rows, seeds, dataset=dataset, lever=lever, **where)
+    if not len(b_steps) or not len(steps):
+        return None
+    reached = steps_to_reach(steps, curve, b_curve[-1])
+    return None if reached is None else reached / b_steps[-1]
+
+
 def summarise(rows: list) -> dict:
     """Per data set and lever: the final FVD and the steps to reach the baseline's final FVD as a fraction
-    of the baseline's steps, on the mean curve and on each sample set's (None: not reached)."""
+    of the baseline's steps, on the mean curve over the training seeds both have, on each training
+    seed's and on each sample set's (None: not reached)."""
     summary: dict = {}
     for dataset in sorted({r["dataset"] for r in rows}):
-        if not any(r["lever"] == "baseline" and r["dataset"] == dataset for r in rows):
-            continue
-        sets = sorted({r["sample_set"] for r in rows})
+        base_seeds = {r["seed"] for r in rows if r["lever"] == "baseline" and r["dataset"] == dataset}
         for lever in sorted({r["lever"] for r in rows if r["dataset"] == dataset}):
-            ratios = []
-            for where in [{}] + [{"sample_set": s} for s in sets]:
-                b_steps, b_curve = mean_curve(rows, dataset=dataset, lever="baseline", **where)
-                steps, curve = mean_curve(rows, dataset=dataset, lever=lever, **where)
-                reached = steps_to_reach(steps, curve, b_curve[-1])
-                ratios.append(None if reached is None else reached / b_steps[-1])
-            steps, curve = mean_curve(rows, dataset=dataset, lever=lever)
+            seeds = sorted(base_seeds & {r["seed"] for r in rows if r["lever"] == lever and r["dataset"] == dataset})
+            if not seeds:
+                continue
+            sets = sorted({r["sample_set"] for r in rows})
+            steps, curve = mean_curve(rows, seeds, dataset=dataset, lever=lever)
             summary.setdefault(dataset, {})[lever] = {
+                "seeds": seeds,
                 "final_step": int(steps[-1]),
                 "final_fvd": float(curve[-1]),
-                "steps_ratio": ratios[0],
-                "steps_ratio_by_sample_set": ratios[1:],
+                "steps_ratio": ratio_to_baseline(rows, dataset, lever, seeds),
+                "steps_ratio_by_seed": [ratio_to_baseline(rows, dataset, lever, [s]) for s in seeds],
+                "steps_ratio_by_sample_set": [
+                    ratio_to_baseline(rows, dataset, lever, seeds, sample_set=k) for k in sets
+                ],
             }
     return summary
 
@@ -276,7 +289,9 @@ def table(summary: dict) -> str:
                 else [
                     f"{s['final_fvd']:.1f}",
                     ratio(s["steps_ratio"])
-                    + " (sets: "
+                    + " (seeds "
+                    + ", ".join(f"{k}: {ratio(r)}" for k, r in zip(s["seeds"], s["steps_ratio_by_seed"]))
+                    + "; sample sets: "
                     + ", ".join(ratio(r) for r in s["steps_ratio_by_sample_set"])
                     + ")",
                 ]

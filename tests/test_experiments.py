@@ -38,7 +38,22 @@ def test_training_efficiency_steps_to_the_baselines_fvd():
     assert summary["shapes"]["slow"]["steps_ratio"] is None
     between = summarise(rows("baseline", [90, 60, 45, 40]) + rows("mid", [80, 50, 30, 25]))["shapes"]["mid"]
     assert between["steps_ratio"] == pytest.approx((200 + 100 * (50.5 - 40.5) / (50.5 - 30.5)) / 400)
-    assert "| slow | 60.5 | not reached (sets: not reached, not reached) |" in table(summary)
+    assert "| slow | 60.5 | not reached (seeds 0: not reached; sample sets: not reached, not reached) |" in table(
+        summary
+    )
+
+    # a lever measured on fewer training seeds than the baseline is compared with the baseline's same seeds
+    def seed_rows(lever, seed, fvds):
+        return [
+            dict(dataset="shapes", lever=lever, seed=seed, step=s, sample_set=0, fvd=f, train_minutes=0.0)
+            for s, f in zip((100, 200, 300, 400), fvds)
+        ]
+
+    two = seed_rows("baseline", 0, [90, 60, 45, 40]) + seed_rows("baseline", 1, [90, 80, 70, 60])
+    one = summarise(two + seed_rows("fast", 0, [60, 40, 30, 25]) + seed_rows("fast", 1, [90, 80, 70, 60]))["shapes"]
+    assert one["fast"]["steps_ratio_by_seed"] == pytest.approx([200 / 400, 1.0])  # seed 1: reaches 60 at 400
+    alone = summarise(two + seed_rows("fast", 0, [60, 40, 30, 25]))["shapes"]["fast"]
+    assert alone["seeds"] == [0] and alone["steps_ratio"] == pytest.approx(200 / 400)  # not the 2-seed mean's 50
 
     args = parse_args(["--steps", "3000", "--checkpoints", "6"])
     assert checkpoint_steps(args) == [500, 1000, 1500, 2000, 2500, 3000]
