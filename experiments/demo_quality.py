@@ -39,8 +39,8 @@ def coherence(videos: torch.Tensor, palette) -> dict:
     halves of the clip; `colour_changes` lists the others as (index, first half's colour, second's)."""
     found = moving = same_shape = 0
     changes = []
-    for i, v in enumerate(videos):
-        d = describe_video(v, palette)
+    described = [describe_video(v, palette) for v in videos]
+    for i, (v, d) in enumerate(zip(videos, described)):
         half = v.shape[1] // 2
         a, b = describe_video(v[:, :half], palette), describe_video(v[:, half:], palette)
         found += d["color"] != "none"
@@ -50,7 +50,7 @@ def coherence(videos: torch.Tensor, palette) -> dict:
             changes.append((i, a["color"], b["color"]))
     n = len(videos)
     return dict(
-        **mix(videos, palette),
+        **mix(described),
         found=found / n,
         moving=moving / n,
         same_color=1 - len(changes) / n,
@@ -60,9 +60,9 @@ def coherence(videos: torch.Tensor, palette) -> dict:
     )
 
 
-def mix(videos: torch.Tensor, palette) -> dict:
-    """The share of each colour and each shape ("none" where none is found) among whole-clip descriptions."""
-    described = [describe_video(v, palette) for v in videos]
+def mix(described: list) -> dict:
+    """The share of each colour and each shape ("none" where none is found) among whole-clip
+    descriptions (`describe_video`'s)."""
     return {
         key: {k: sum(d[field] == k for d in described) / len(described) for k in sorted({d[field] for d in described})}
         for key, field in (("colours", "color"), ("shapes", "shape"))

