@@ -310,7 +310,10 @@ from vidiff.train import distributed
 mean, flag = distributed.mean_and_flag_from_rank0(torch.tensor(float(spread.rank())), spread.rank() == 1)
 json.dump([mean.item(), flag.item()], open(out + f"/mean_flag{spread.rank()}.json", "w"))
 json.dump([c for c in calls if c["caller"] != "elsewhere"], open(out + f"/calls{spread.rank()}.json", "w"))
+rank = spread.rank()
 spread.finish()
+threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+json.dump(threads, open(out + f"/threads{rank}.json", "w"))
 """
 )
 
@@ -334,6 +337,8 @@ def test_every_collective_of_a_training_run_is_on_its_device(tmp_path):
         assert callers.count("flag_from_rank0") == 2  # the lock, the trackers
         assert callers.count("mean_and_flag_from_rank0") == 3 + 1  # 3 steps, and the call above
         assert json.loads((tmp_path / f"mean_flag{rank}.json").read_text()) == [0.5, 0.0]  # rank 1's flag ignored
+        # the group is gone with its threads: none is left to free a tensor while the interpreter exits
+        assert not [t for t in json.loads((tmp_path / f"threads{rank}.json").read_text()) if "gloo" in t]
 
 
 def test_compile_uses_cuda_graphs_for_one_process_on_a_gpu():

@@ -12,6 +12,7 @@ Only torch; any layer may use it. Without torchrun every function is the one-pro
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import threading
 from typing import Callable, Iterable, TypeVar
@@ -95,6 +96,11 @@ def init(device: torch.device) -> None:
     process's device: per-step collectives carry their tensors there (`collective_device`)."""
     _device["value"] = torch.device(device)
     if launched() and not dist.is_initialized():
+        # torch.distributed.nn's collectives take `group=group.WORLD` as a default argument, bound when
+        # the module is first imported (DDP and torch.compile import it). Imported after the group exists,
+        # they hold it past `finish`: its gloo threads outlive destroy_process_group and may free a
+        # Python tensor while the interpreter exits (an abort after a finished run). Imported here, first.
+        importlib.import_module("torch.distributed.nn")
         dist.init_process_group(backend(device))
 
 
