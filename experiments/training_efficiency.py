@@ -212,10 +212,10 @@ def checkpoint_steps(args) -> list:
 
 
 # ---- summary -------------------------------------------------------------------------------------
-def mean_curve(rows: list, seeds=None, **where) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, mean FVD at each) of the rows matching `where` and, if given, of the training `seeds`
-    (over seeds and sample sets)."""
-    chosen = [r for r in rows if all(r[k] == v for k, v in where.items()) and (seeds is None or r["seed"] in seeds)]
+def mean_curve(rows: list, seeds, **where) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, mean FVD at each) of the rows of the training `seeds` matching `where` (over seeds and
+    sample sets)."""
+    chosen = [r for r in rows if r["seed"] in seeds and all(r[k] == v for k, v in where.items())]
     steps = np.array(sorted({r["step"] for r in chosen}), dtype=float)
     return steps, np.array([np.mean([r["fvd"] for r in chosen if r["step"] == s]) for s in steps])
 
